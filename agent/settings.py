@@ -1,0 +1,189 @@
+"""driftline's one settings class, built once at start-up and passed down.
+
+Every field reads from the environment with the ``DRIFTLINE_`` prefix; nested groups use ``__`` as
+the delimiter (``DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS``). Every default works on loopback, against the
+services that ``scripts/services up`` starts.
+
+The conventional variables that the tests and the services script export
+(``KAFKA_BOOTSTRAP_SERVERS``, ``INFLUXDB_URL``, ``INFLUXDB_TOKEN``, ``INFLUXDB_ORG``,
+``INFLUXDB_BUCKET``) are honoured as fallbacks when the ``DRIFTLINE_`` ones are not set.
+
+Example:
+    >>> s = Settings(_env_file=None)
+    >>> s.kafka.bootstrap_servers
+    '127.0.0.1:9092'
+    >>> s.web.host
+    '127.0.0.1'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "InfluxSettings",
+    "KafkaSettings",
+    "ServingSettings",
+    "Settings",
+    "TopicSettings",
+    "WebSettings",
+    "WebhookSettings",
+]
+
+# Conventional variables (shared with the tests and scripts/services) -> (group, field).
+_FALLBACK_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "INFLUXDB_URL": ("influx", "url"),
+    "INFLUXDB_TOKEN": ("influx", "token"),
+    "INFLUXDB_ORG": ("influx", "org"),
+    "INFLUXDB_BUCKET": ("influx", "bucket"),
+}
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Passed through to every Kafka client driftline creates."""
+
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism when ``security_protocol`` is a SASL one."""
+
+    sasl_username: str | None = None
+    """SASL user name."""
+
+    sasl_password: SecretStr | None = None
+    """SASL password; never logged."""
+
+    ssl_cafile: Path | None = None
+    """CA bundle for TLS connections to the brokers."""
+
+
+class TopicSettings(BaseModel):
+    """Names of the topics driftline reads and writes."""
+
+    requests: str = "driftline-requests"
+    """Prediction requests, keyed by request id."""
+
+    predictions: str = "driftline-predictions"
+    """Predictions, keyed by request id."""
+
+    outcomes: str = "driftline-outcomes"
+    """Observed outcomes, keyed by request id."""
+
+    alerts: str = "driftline-alerts"
+    """Drift alerts."""
+
+    dead_letters: str = "driftline-dead-letters"
+    """Events that could not be served, with the reason."""
+
+
+class ServingSettings(BaseModel):
+    """Which models to serve and how requests are batched."""
+
+    model_repository: Path = Path("models")
+    """Folder of ``NAME/VERSION/`` model packages."""
+
+    pinned_versions: dict[str, str] = Field(default_factory=dict)
+    """Model name -> version to serve; other models serve their newest version."""
+
+    repository_poll_interval_s: float = 5.0
+    """How often the repository is scanned for new versions."""
+
+    batch_size: int = Field(default=500, ge=1)
+    """Largest number of requests handled in one inference batch."""
+
+    batch_max_wait_ms: float = Field(default=5.0, ge=0)
+    """Longest time a request waits for its batch to fill."""
+
+    max_event_bytes: int = Field(default=64 * 1024, ge=64)
+    """Larger request payloads are dead-lettered without being parsed."""
+
+
+class InfluxSettings(BaseModel):
+    """Where alerts and metrics are stored."""
+
+    url: str = "http://127.0.0.1:8086"
+    """InfluxDB 2.x base URL (the ``/api/v2`` endpoints are used)."""
+
+    token: SecretStr | None = None
+    """API token; never logged."""
+
+    org: str = "driftline"
+    """Organisation name."""
+
+    bucket: str = "driftline"
+    """Bucket for alerts and metrics."""
+
+
+class WebhookSettings(BaseModel):
+    """Where alerts are POSTed."""
+
+    urls: list[str] = Field(default_factory=list)
+    """Receivers; each alert is POSTed to every one of them."""
+
+    secret: SecretStr | None = None
+    """Shared HMAC-SHA256 signing secret; never logged."""
+
+    timeout_s: float = 5.0
+    """Per-attempt timeout."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    """Attempts before a delivery counts as failed."""
+
+
+class WebSettings(BaseModel):
+    """The REST endpoint (Faust's web server)."""
+
+    host: str = "127.0.0.1"
+    """Bind address; loopback unless told otherwise."""
+
+    port: int = 6066
+    """Bind port."""
+
+
+class Settings(BaseSettings):
+    """All of driftline's settings, from ``DRIFTLINE_*`` environment variables and defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    app_id: str = "driftline"
+    """Faust app id: the consumer group and the prefix of internal topics."""
+
+    data_dir: Path = Path(".driftline")
+    """Local state of the worker (Faust's data directory)."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conventional_env(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for var, (group, field) in _FALLBACK_ENV.items():
+            value = os.environ.get(var)
+            if not value:
+                continue
+            section = data.get(group)
+            if section is None:
+                section = data[group] = {}
+            if isinstance(section, dict):
+                section.setdefault(field, value)
+        return data
