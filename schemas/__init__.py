@@ -2,4 +2,38 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas.events import DeadLetter, DeadLetterReason, Outcome, Prediction, PredictionRequest
+
+__all__ = [
+    "SCHEMAS",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Outcome",
+    "Prediction",
+    "PredictionRequest",
+    "export_json_schemas",
+]
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "prediction-request": PredictionRequest,
+    "prediction": Prediction,
+    "outcome": Outcome,
+    "dead-letter": DeadLetter,
+}
+"""File stem -> model, for every schema exported as JSON Schema."""
+
+
+def export_json_schemas(directory: Path) -> list[Path]:
+    """Writes ``<stem>.schema.json`` for each model in :data:`SCHEMAS`; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, model in SCHEMAS.items():
+        path = directory / f"{stem}.schema.json"
+        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths
