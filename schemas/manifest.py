@@ -1,0 +1,469 @@
+"""The manifest of a model package: ``NAME/VERSION/manifest.json`` next to ``model.onnx``.
+
+The manifest is the contract between ``driftline package`` (which writes it) and everything that
+serves or monitors the model (which only reads it). It says how to build the model's input, what the
+outputs mean, how the model scored when it was built, what its inputs and outputs looked like on the
+reference (training) data, and which library versions produced it.
+
+The ONNX graph it describes has exactly one input, ``input``: float32, shape ``[None, n_features]``,
+columns in the order of :attr:`Manifest.features`. A categorical feature is fed as the float index of
+its category in :attr:`Feature.categories`. Classifiers have a label output and a float32
+``[None, n_classes]`` probabilities output whose columns follow :attr:`Outputs.class_labels`;
+regressors have one float32 value output. :class:`Outputs` records the actual names.
+
+Every model is frozen and rejects unknown fields and non-finite floats, so a manifest that validates
+is also strict JSON. The JSON Schema is ``Manifest.model_json_schema()``.
+
+Example:
+    >>> feature = Feature(name="colour", type="categorical", categories=("red", "blue"))
+    >>> feature.category_index("blue")
+    1.0
+    >>> Feature(name="age", type="numeric", range=(0, 130)).range
+    (0.0, 130.0)
+    >>> len(QUANTILE_PROBABILITIES), QUANTILE_PROBABILITIES[1]
+    (101, 0.01)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+
+__all__ = [
+    "MANIFEST_SCHEMA_VERSION",
+    "MODEL_NAME_PATTERN",
+    "MODEL_VERSION_PATTERN",
+    "QUANTILE_PROBABILITIES",
+    "BuildVersions",
+    "CategoricalStatistics",
+    "Feature",
+    "FeatureStatistics",
+    "Manifest",
+    "MissingPolicy",
+    "NumericStatistics",
+    "OutputStatistics",
+    "Outputs",
+    "ReferenceStatistics",
+    "Task",
+    "TrainingSummary",
+]
+
+MANIFEST_SCHEMA_VERSION: Literal["1"] = "1"
+"""The only ``schema_version`` this code reads and writes."""
+
+# Names and versions become directory names, so they must be safe path components that never start
+# with "." (hidden directories are where the builder stages half-written packages).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MODEL_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+QUANTILE_PROBABILITIES: tuple[float, ...] = tuple(i / 100 for i in range(101))
+"""Probabilities at which :attr:`NumericStatistics.quantiles` are taken: 0, 0.01, ..., 1."""
+
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
+ModelVersion = Annotated[str, StringConstraints(pattern=MODEL_VERSION_PATTERN)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class MissingPolicy(_Frozen):
+    """What the serving code does with a missing value (``None``/NaN) of one feature.
+
+    Parameters:
+        action: ``reject`` the request, ``impute`` ``value`` in its place, or ``allow`` it through
+            to the model as NaN.
+        value: The imputed value, only for ``impute``: a number for a numeric feature, a category
+            name for a categorical one.
+
+    Example:
+        >>> MissingPolicy(action="impute", value=0.5).value
+        0.5
+        >>> from pydantic import ValidationError
+        >>> try:
+        ...     MissingPolicy(action="impute")
+        ... except ValidationError as exc:
+        ...     print(exc.errors()[0]["msg"])
+        Value error, action 'impute' needs a value
+    """
+
+    action: Literal["reject", "impute", "allow"] = "reject"
+    value: float | str | None = None
+
+    @model_validator(mode="after")
+    def _value_only_for_impute(self) -> Self:
+        if self.action == "impute" and self.value is None:
+            raise ValueError("action 'impute' needs a value")
+        if self.action != "impute" and self.value is not None:
+            raise ValueError(f"action {self.action!r} takes no value")
+        return self
+
+
+class Feature(_Frozen):
+    """One column of the model's input matrix.
+
+    Parameters:
+        name: Feature name, unique within the manifest.
+        type: ``numeric`` (fed as is) or ``categorical`` (fed as the float index of the category).
+        categories: The categories of a categorical feature, in index order; required for
+            categorical features, not allowed for numeric ones.
+        range: Optional allowed ``[min, max]`` of a numeric feature.
+        missing: What to do with a missing value.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    type: Literal["numeric", "categorical"]
+    categories: tuple[str, ...] | None = None
+    range: tuple[float, float] | None = None
+    missing: MissingPolicy = MissingPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.type == "categorical":
+            if not self.categories:
+                raise ValueError(f"categorical feature {self.name!r} needs its list of categories")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError(f"categorical feature {self.name!r} has duplicate categories")
+            if self.range is not None:
+                raise ValueError(f"categorical feature {self.name!r} cannot have a range")
+            if self.missing.action == "impute" and self.missing.value not in self.categories:
+                raise ValueError(
+                    f"feature {self.name!r} imputes {self.missing.value!r}, not one of its categories"
+                )
+        else:
+            if self.categories is not None:
+                raise ValueError(f"numeric feature {self.name!r} cannot have categories")
+            if self.range is not None and self.range[0] > self.range[1]:
+                raise ValueError(f"feature {self.name!r}: range minimum is above its maximum")
+            if self.missing.action == "impute" and not isinstance(self.missing.value, float):
+                raise ValueError(f"numeric feature {self.name!r} must impute a number")
+        return self
+
+    def category_index(self, category: str) -> float:
+        """The value to feed the model for ``category``; ``ValueError`` if it is not known."""
+        if self.categories is None:
+            raise ValueError(f"feature {self.name!r} is not categorical")
+        try:
+            return float(self.categories.index(category))
+        except ValueError:
+            raise ValueError(f"feature {self.name!r} has no category {category!r}") from None
+
+
+class Outputs(_Frozen):
+    """The ONNX graph's outputs, by their names in the graph.
+
+    Parameters:
+        label: Name of the predicted-label output (classifiers): the class label itself, int64 or
+            string.
+        probabilities: Name of the float32 ``[None, n_classes]`` output (classifiers).
+        value: Name of the float32 prediction output (regressors).
+        class_labels: The classes, in the order of the probability columns (classifiers).
+    """
+
+    label: str | None = None
+    probabilities: str | None = None
+    value: str | None = None
+    class_labels: tuple[int, ...] | tuple[str, ...] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every output name recorded, in ``label, probabilities, value`` order."""
+        return tuple(n for n in (self.label, self.probabilities, self.value) if n is not None)
+
+
+class TrainingSummary(_Frozen):
+    """How the estimator was trained and how it scored.
+
+    Metrics are computed on the holdout rows when there are any, otherwise on the reference
+    (training) rows, which ``evaluated_on`` says; optimistic in the second case.
+    """
+
+    rows: Annotated[int, Field(ge=1)]
+    holdout_rows: Annotated[int, Field(ge=0)]
+    evaluated_on: Literal["holdout", "reference"]
+    accuracy: Rate | None = None
+    roc_auc: Rate | None = None
+    """ROC AUC; for multiclass the macro average of one-vs-rest AUCs. None when undefined."""
+    mae: Annotated[float, Field(ge=0.0)] | None = None
+    r2: float | None = None
+
+
+class NumericStatistics(_Frozen):
+    """Distribution of a numeric quantity on the reference data.
+
+    ``quantiles[i]`` is the value at probability ``QUANTILE_PROBABILITIES[i]`` (linear
+    interpolation between order statistics); mean, std (population), min and max ignore missing
+    values, and are ``None`` (quantiles empty) when every value is missing.
+
+    Example:
+        >>> stats = NumericStatistics.from_values(np.arange(101.0))
+        >>> stats.quantiles[50], stats.mean, stats.missing_rate
+        (50.0, 50.0, 0.0)
+        >>> stats.percentile(25.5), stats.percentile(-3.0), stats.percentile(1e9)
+        (0.255, 0.0, 1.0)
+        >>> NumericStatistics.from_values(np.array([1.0, np.nan])).missing_rate
+        0.5
+    """
+
+    kind: Literal["numeric"] = "numeric"
+    count: Annotated[int, Field(ge=0)]
+    """Rows with a (non-missing) value."""
+    missing_rate: Rate
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    quantiles: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        expected = len(QUANTILE_PROBABILITIES) if self.count else 0
+        if len(self.quantiles) != expected:
+            raise ValueError(f"quantiles needs {expected} values, got {len(self.quantiles)}")
+        if any(b < a for a, b in zip(self.quantiles, self.quantiles[1:], strict=False)):
+            raise ValueError("quantiles must be non-decreasing")
+        return self
+
+    @classmethod
+    def from_values(cls, values: npt.ArrayLike) -> NumericStatistics:
+        """Statistics of ``values`` (1-D; NaN counts as missing)."""
+        array = np.asarray(values, dtype=np.float64).ravel()
+        if array.size == 0:
+            raise ValueError("no values to summarise")
+        present = array[~np.isnan(array)]
+        missing_rate = 1.0 - present.size / array.size
+        if present.size == 0:
+            return cls(
+                count=0, missing_rate=missing_rate, mean=None, std=None, min=None, max=None,
+                quantiles=(),
+            )  # fmt: skip
+        quantiles = np.quantile(present, QUANTILE_PROBABILITIES)
+        # Rounding in the interpolation can make neighbours differ in the last bit the wrong way.
+        quantiles = np.maximum.accumulate(quantiles)
+        return cls(
+            count=int(present.size),
+            missing_rate=missing_rate,
+            mean=float(present.mean()),
+            std=float(present.std()),
+            min=float(present.min()),
+            max=float(present.max()),
+            quantiles=tuple(float(q) for q in quantiles),
+        )
+
+    def percentile(self, value: float) -> float:
+        """The reference percentile of ``value`` in ``[0, 1]``, interpolated between quantiles.
+
+        Inside a run of equal quantiles (a value taken by many rows) the middle of the run is
+        returned; below the minimum 0, above the maximum 1.
+        """
+        if not self.quantiles:
+            raise ValueError("no reference values: every value was missing")
+        q = np.asarray(self.quantiles)
+        p = np.asarray(QUANTILE_PROBABILITIES)
+        # np.interp takes the right end of a flat run; interpolating the mirrored curve gives the
+        # left end, and their mean the middle.
+        right = float(np.interp(value, q, p))
+        left = float(np.interp(-value, -q[::-1], p[::-1]))
+        return (left + right) / 2
+
+
+class CategoricalStatistics(_Frozen):
+    """Distribution of a categorical feature on the reference data.
+
+    ``frequencies`` maps every category to its share of the non-missing rows.
+
+    Example:
+        >>> stats = CategoricalStatistics.from_indices(
+        ...     np.array([0.0, 0.0, 1.0, np.nan]), ("red", "blue", "green")
+        ... )
+        >>> stats.frequencies, stats.missing_rate
+        ({'red': 0.6666666666666666, 'blue': 0.3333333333333333, 'green': 0.0}, 0.25)
+    """
+
+    kind: Literal["categorical"] = "categorical"
+    count: Annotated[int, Field(ge=0)]
+    missing_rate: Rate
+    frequencies: dict[str, Rate]
+
+    @classmethod
+    def from_indices(cls, indices: npt.ArrayLike, categories: tuple[str, ...]) -> CategoricalStatistics:
+        """Statistics of category indexes (floats, NaN is missing) into ``categories``."""
+        array = np.asarray(indices, dtype=np.float64).ravel()
+        if array.size == 0:
+            raise ValueError("no values to summarise")
+        present = array[~np.isnan(array)]
+        codes = present.astype(np.int64)
+        if np.any(codes != present) or np.any(codes < 0) or np.any(codes >= len(categories)):
+            raise ValueError(f"category indexes must be integers in [0, {len(categories)})")
+        counts = np.bincount(codes, minlength=len(categories))
+        total = max(int(present.size), 1)
+        return cls(
+            count=int(present.size),
+            missing_rate=1.0 - present.size / array.size,
+            frequencies={c: int(n) / total for c, n in zip(categories, counts, strict=True)},
+        )
+
+
+FeatureStatistics = Annotated[NumericStatistics | CategoricalStatistics, Field(discriminator="kind")]
+
+
+class OutputStatistics(_Frozen):
+    """The model's output on the reference data.
+
+    Parameters:
+        quantity: ``positive_probability`` (binary: probability of ``class_labels[1]``),
+            ``max_probability`` (multiclass) or ``value`` (regression).
+        statistics: Distribution of that quantity.
+        label_frequencies: Classifiers: share of each predicted label, keyed by ``str(label)``.
+    """
+
+    quantity: Literal["positive_probability", "max_probability", "value"]
+    statistics: NumericStatistics
+    label_frequencies: dict[str, Rate] | None = None
+
+
+class ReferenceStatistics(_Frozen):
+    """Per-feature and output distributions on the reference data, keyed by feature name."""
+
+    rows: Annotated[int, Field(ge=1)]
+    features: dict[str, FeatureStatistics]
+    output: OutputStatistics
+
+
+class BuildVersions(_Frozen):
+    """Library versions the package was built and verified with, and the graph's opsets.
+
+    ``opsets`` maps each ONNX domain to its opset version; the default domain is ``ai.onnx``.
+    """
+
+    python: str
+    numpy: str
+    scikit_learn: str
+    skl2onnx: str
+    onnx: str
+    onnxruntime: str
+    """The onnxruntime that verified parity at build time."""
+    opsets: dict[str, Annotated[int, Field(ge=1)]]
+
+    def packages(self) -> dict[str, str]:
+        """Distribution name -> version, e.g. ``{"scikit-learn": "1.5.0", ...}``."""
+        return {
+            "python": self.python,
+            "numpy": self.numpy,
+            "scikit-learn": self.scikit_learn,
+            "skl2onnx": self.skl2onnx,
+            "onnx": self.onnx,
+            "onnxruntime": self.onnxruntime,
+        }
+
+
+class Manifest(_Frozen):
+    """Everything a server and a drift monitor need to know about one model package.
+
+    Parameters:
+        schema_version: Always ``"1"``; readers refuse other values.
+        name: Model name (the package's parent directory).
+        version: Model version (the package directory).
+        task: What the model predicts.
+        estimator: Import path of the scikit-learn estimator's class.
+        features: The input columns, in order.
+        outputs: The ONNX output names and class labels.
+        hyperparameters: The estimator's ``get_params(deep=False)``, made JSON-safe.
+        training: Rows and scores.
+        reference: Distributions on the reference data.
+        versions: Library versions and opsets.
+        created_at: When the package was built (timezone-aware).
+        onnx_sha256: Hex SHA-256 of ``model.onnx``; the manifest itself is not covered.
+    """
+
+    schema_version: Literal["1"] = MANIFEST_SCHEMA_VERSION
+    name: ModelName
+    version: ModelVersion
+    task: Task
+    estimator: str
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    outputs: Outputs
+    hyperparameters: dict[str, JsonValue]
+    training: TrainingSummary
+    reference: ReferenceStatistics
+    versions: BuildVersions
+    created_at: AwareDatetime
+    onnx_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Feature names in input-column order."""
+        return tuple(f.name for f in self.features)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = self.feature_names
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        _check_outputs(self.task, self.outputs)
+        _check_metrics(self.task, self.training)
+        _check_reference(self.task, self.features, self.reference)
+        return self
+
+
+def _check_outputs(task: Task, outputs: Outputs) -> None:
+    if task == "regression":
+        if outputs.value is None or outputs.label or outputs.probabilities or outputs.class_labels:
+            raise ValueError("a regression model has exactly one output, 'value'")
+        return
+    if outputs.label is None or outputs.probabilities is None or outputs.value is not None:
+        raise ValueError("a classifier has a 'label' and a 'probabilities' output and no 'value'")
+    n_classes = len(outputs.class_labels or ())
+    if len(set(outputs.class_labels or ())) != n_classes:
+        raise ValueError("class labels must be unique")
+    if task == "binary_classification" and n_classes != 2:
+        raise ValueError(f"a binary classifier needs 2 class labels, got {n_classes}")
+    if task == "multiclass_classification" and n_classes < 3:
+        raise ValueError(f"a multiclass classifier needs at least 3 class labels, got {n_classes}")
+
+
+def _check_metrics(task: Task, training: TrainingSummary) -> None:
+    if task == "regression":
+        if training.accuracy is not None or training.roc_auc is not None:
+            raise ValueError("a regression model reports mae and r2, not accuracy or roc_auc")
+        if training.mae is None or training.r2 is None:
+            raise ValueError("a regression model reports mae and r2")
+    else:
+        if training.mae is not None or training.r2 is not None:
+            raise ValueError("a classifier reports accuracy and roc_auc, not mae or r2")
+        if training.accuracy is None:
+            raise ValueError("a classifier reports accuracy")
+
+
+def _check_reference(task: Task, features: tuple[Feature, ...], reference: ReferenceStatistics) -> None:
+    expected = [f.name for f in features]
+    if list(reference.features) != expected:
+        raise ValueError("reference.features must have one entry per feature, in feature order")
+    for feature in features:
+        stats = reference.features[feature.name]
+        if stats.kind != feature.type:
+            raise ValueError(f"reference statistics of {feature.name!r} must be {feature.type}")
+        if isinstance(stats, CategoricalStatistics) and tuple(stats.frequencies) != (feature.categories):
+            raise ValueError(f"reference frequencies of {feature.name!r} must list its categories")
+    quantity = {
+        "binary_classification": "positive_probability",
+        "multiclass_classification": "max_probability",
+        "regression": "value",
+    }[task]
+    if reference.output.quantity != quantity:
+        raise ValueError(f"reference.output.quantity must be {quantity!r} for {task}")
+    if (task == "regression") != (reference.output.label_frequencies is None):
+        raise ValueError("reference.output.label_frequencies is given for classifiers only")
