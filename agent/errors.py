@@ -8,11 +8,18 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "CorruptModelError",
+    "DigestMismatchError",
     "DriftlineError",
+    "GraphMismatchError",
+    "ManifestError",
     "PackageError",
+    "ParityError",
     "PickleRefusedError",
+    "PredictionError",
     "ServiceUnavailableError",
     "SinkError",
+    "UnsupportedOpsetError",
 ]
 
 
@@ -30,6 +37,34 @@ class PackageError(DriftlineError):
 
 class PickleRefusedError(PackageError):
     """A pickle/joblib file was offered as a model: loading it would run arbitrary code."""
+
+
+class ManifestError(PackageError):
+    """``manifest.json`` is missing, is not valid JSON, fails validation or has an unknown schema version."""
+
+
+class CorruptModelError(PackageError):
+    """``model.onnx`` is missing, unreadable or not a valid ONNX model."""
+
+
+class DigestMismatchError(PackageError):
+    """``model.onnx`` does not have the SHA-256 digest its manifest records."""
+
+
+class GraphMismatchError(PackageError):
+    """The ONNX graph's inputs or outputs do not match the manifest's features or outputs."""
+
+
+class UnsupportedOpsetError(PackageError):
+    """The model needs an opset or IR version that the installed onnxruntime does not support."""
+
+
+class ParityError(PackageError):
+    """The converted ONNX model disagrees with the scikit-learn estimator beyond tolerance."""
+
+
+class PredictionError(DriftlineError):
+    """A batch could not be scored: wrong shape, model not loaded, or the runtime failed."""
 
 
 class SinkError(DriftlineError):
