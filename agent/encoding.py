@@ -1,0 +1,219 @@
+"""Feature encoding: validated requests of one model -> its float32 input matrix.
+
+:class:`FeatureEncoder` applies the manifest's per-feature rules (type, categories, missing-value
+policy, finiteness) and says, for every request it cannot encode, why, naming the feature and value.
+It also counts what the technical-drift monitor watches: unseen fields, missing values, out-of-range
+values.
+
+This runs once per request on the serving path, so the rules are compiled once per model into plain
+tuples and checked with ``type(...) is`` tests; the range and missing-value counts are taken on the
+finished matrix with numpy.
+
+Example:
+    >>> from schemas.manifest import Feature, MissingPolicy
+    >>> enc = FeatureEncoder(
+    ...     [
+    ...         Feature(name="x", type="numeric", range=(0.0, 10.0)),
+    ...         Feature(name="c", type="categorical", categories=("red", "blue")),
+    ...         Feature(name="z", type="numeric", missing=MissingPolicy(action="impute", value=0.5)),
+    ...     ]
+    ... )
+    >>> out = enc.encode([{"x": 1.0, "c": "blue"}, {"x": 12, "c": "green", "z": 2.0}, {"c": "red"}])
+    >>> out.matrix.tolist(), out.accepted
+    ([[1.0, 1.0, 0.5]], [0])
+    >>> [(i, r.reason.value, r.detail) for i, r in out.rejected]  # doctest: +NORMALIZE_WHITESPACE
+    [(1, 'unknown_category', "feature 'c': category 'green' is not one of the model's 2 categories"),
+     (2, 'missing_feature', "feature 'x' is missing and the model requires it")]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.events import DeadLetterReason, FeatureValue
+from schemas.manifest import Feature
+
+__all__ = ["EncodedBatch", "FeatureEncoder", "Rejection"]
+
+_ABSENT: Final = object()
+
+_REJECT, _IMPUTE, _ALLOW = 0, 1, 2
+_POLICY = {"reject": _REJECT, "impute": _IMPUTE, "allow": _ALLOW}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one request could not be encoded."""
+
+    reason: DeadLetterReason
+    detail: str
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """The matrix of the accepted requests and what was seen on the way.
+
+    ``accepted[i]`` is the index (in the input sequence) of the request in row ``i``.
+    """
+
+    matrix: npt.NDArray[np.float32]
+    accepted: list[int]
+    rejected: list[tuple[int, Rejection]]
+    unseen_fields: dict[str, int] = field(default_factory=dict)
+    """Field name -> requests that carried it although the model has no such feature."""
+    missing: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per feature: accepted requests whose value was missing (imputed or passed on as NaN)."""
+    out_of_range: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per feature: accepted requests whose value lies outside the manifest's range."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    categorical: bool
+    categories: Mapping[str, float]
+    policy: int
+    impute: float
+    n_categories: int
+
+
+class FeatureEncoder:
+    """Encodes feature dictionaries into the model's input matrix, in manifest feature order.
+
+    Parameters:
+        features: The manifest's features, in input-column order.
+    """
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.names: tuple[str, ...] = tuple(f.name for f in features)
+        self._name_set = frozenset(self.names)
+        rules = []
+        for f in features:
+            categories = {c: float(i) for i, c in enumerate(f.categories or ())}
+            impute = f.missing.value
+            if isinstance(impute, str):
+                impute_value = categories[impute]
+            else:
+                impute_value = math.nan if impute is None else float(impute)
+            rules.append(
+                _Rule(
+                    name=f.name,
+                    categorical=f.type == "categorical",
+                    categories=categories,
+                    policy=_POLICY[f.missing.action],
+                    impute=impute_value,
+                    n_categories=len(categories),
+                )
+            )
+        self._rules: tuple[_Rule, ...] = tuple(rules)
+        self._low = np.array([f.range[0] if f.range else -np.inf for f in features], dtype=np.float32)
+        self._high = np.array([f.range[1] if f.range else np.inf for f in features], dtype=np.float32)
+        self._has_range = any(f.range for f in features)
+
+    def encode(self, rows: Sequence[Mapping[str, FeatureValue]]) -> EncodedBatch:
+        """Encodes ``rows`` (each a request's features by name); never raises for bad values."""
+        accepted: list[int] = []
+        rejected: list[tuple[int, Rejection]] = []
+        values: list[list[float]] = []
+        missing_counts = [0] * len(self.names)
+        unseen: dict[str, int] = {}
+        n = len(self.names)
+        for index, features in enumerate(rows):
+            if len(features) > n or not self._name_set.issuperset(features):
+                for extra in features.keys() - self._name_set:
+                    unseen[extra] = unseen.get(extra, 0) + 1
+            row, missing_at, problem = self._row(features)
+            if problem is not None:
+                rejected.append((index, problem))
+                continue
+            accepted.append(index)
+            values.append(row)
+            for i in missing_at:
+                missing_counts[i] += 1
+        matrix = np.array(values, dtype=np.float32).reshape(len(values), n)
+        missing = np.array(missing_counts, dtype=np.int64)
+        out_of_range = np.zeros(n, dtype=np.int64)
+        if self._has_range and len(values):
+            with np.errstate(invalid="ignore"):
+                outside = (matrix < self._low) | (matrix > self._high)
+            out_of_range = outside.sum(axis=0, dtype=np.int64)
+        return EncodedBatch(matrix, accepted, rejected, unseen, missing, out_of_range)
+
+    def _row(self, features: Mapping[str, FeatureValue]) -> tuple[list[float], list[int], Rejection | None]:
+        row: list[float] = []
+        missing_at: list[int] = []
+        get = features.get
+        for i, rule in enumerate(self._rules):
+            value = get(rule.name, _ABSENT)
+            kind = type(value)
+            if not rule.categorical and (kind is float or kind is int):
+                try:
+                    x = float(value)  # type: ignore[arg-type]
+                except OverflowError:  # an integer beyond float range: JSON allows it
+                    x = math.inf if value > 0 else -math.inf  # type: ignore[operator]
+                if x - x == 0.0:  # finite; cheaper than math.isfinite on the hot path
+                    row.append(x)
+                    continue
+                if x != x:  # NaN is a missing value
+                    value = None
+                elif rule.policy == _ALLOW:
+                    row.append(x)
+                    continue
+                else:
+                    return (
+                        row,
+                        missing_at,
+                        Rejection(
+                            DeadLetterReason.NON_FINITE,
+                            f"feature {rule.name!r} is {value!r}; the model accepts finite numbers only",
+                        ),
+                    )
+            elif rule.categorical and kind is str:
+                code = rule.categories.get(value)  # type: ignore[call-overload]
+                if code is not None:
+                    row.append(code)
+                    continue
+                return (
+                    row,
+                    missing_at,
+                    Rejection(
+                        DeadLetterReason.UNKNOWN_CATEGORY,
+                        f"feature {rule.name!r}: category {value!r} is not one of the model's "
+                        f"{rule.n_categories} categories",
+                    ),
+                )
+            if value is _ABSENT or value is None:
+                if rule.policy == _REJECT:
+                    reason = DeadLetterReason.MISSING_FEATURE
+                    if kind is float:
+                        reason = DeadLetterReason.NON_FINITE
+                        detail = f"feature {rule.name!r} is NaN and the model requires a value"
+                    else:
+                        detail = f"feature {rule.name!r} is missing and the model requires it"
+                    return row, missing_at, Rejection(reason, detail)
+                missing_at.append(i)
+                row.append(rule.impute if rule.policy == _IMPUTE else math.nan)
+                continue
+            expected = "a category name (string)" if rule.categorical else "a number"
+            return (
+                row,
+                missing_at,
+                Rejection(
+                    DeadLetterReason.WRONG_TYPE,
+                    f"feature {rule.name!r} is {_describe(value)}; expected {expected}",
+                ),
+            )
+        return row, missing_at, None
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
