@@ -85,6 +85,12 @@ class TopicSettings(BaseModel):
     dead_letters: str = "driftline-dead-letters"
     """Events that could not be served, with the reason."""
 
+    partitions: int = Field(default=4, ge=1)
+    """Partitions of each topic ``driftline run`` creates when it is missing (the unit of scale-out)."""
+
+    replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of the topics ``driftline run`` creates."""
+
 
 class ServingSettings(BaseModel):
     """Which models to serve and how requests are batched."""

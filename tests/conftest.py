@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from agent.repository import ModelRepository
 from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint
 
 
@@ -34,3 +36,24 @@ def influx() -> Iterator[InfluxEndpoint]:
 def unique() -> str:
     """A short suffix that keeps topic and group names of one test apart from every other test's."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """A repository with breast-cancer/1, diabetes/1 and classification-20/1, built once per run.
+
+    Tests must not change it; copy it (``shutil.copytree``) to add or break packages.
+    """
+    from tests.support.models import build_test_repository
+
+    return build_test_repository(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def repository_copy(model_repository: ModelRepository, tmp_path: Path) -> ModelRepository:
+    """A private copy of :func:`model_repository` that a test may change."""
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(model_repository.root, root)
+    return ModelRepository(root)

@@ -1,0 +1,160 @@
+"""Builds the Faust app that wires driftline's plain parts together; nothing else lives here.
+
+The app owns the worker's lifecycle, its web server (REST), and timers (model repository polling).
+Serving runs in :class:`~agent.streaming.ServingLoop`, a service started with the app: see that
+module for why the hot path does not go through a Faust agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agent.kafka import aiokafka_options, ssl_context
+from agent.metrics import Metrics
+from agent.registry import ModelRegistry
+from agent.serving import RequestHandler
+from agent.settings import KafkaSettings, Settings
+from agent.streaming import ServingLoop
+from agent.web import register_views
+
+__all__ = ["Driftline", "create_app", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Driftline:
+    """The Faust app and the parts it wires, built once per worker process."""
+
+    settings: Settings
+    app: faust.App
+    registry: ModelRegistry
+    handler: RequestHandler
+    serving: ServingLoop
+    metrics: Metrics
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when at least one model is loaded and the serving loop has joined its group."""
+        served = [f"{m.name}/{m.version}" for m in self.registry.served()]
+        stats = self.serving.stats
+        kafka = stats.running and stats.joined
+        detail = {
+            "models": served,
+            "kafka": "connected" if kafka else "connecting",
+            "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in stats.assigned),
+        }
+        return bool(served) and kafka, detail
+
+
+def faust_credentials(settings: KafkaSettings) -> Any:
+    """SASL/TLS credentials for Faust's own clients, mirroring :func:`agent.kafka.aiokafka_options`."""
+    context = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.sasl_username or "",
+            password=password,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Creates driftline's topics that do not exist yet, with the configured partitions."""
+    t = settings.topics
+    wanted = [t.requests, t.predictions, t.outcomes, t.alerts, t.dead_letters]
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(n, num_partitions=t.partitions, replication_factor=t.replication_factor)
+                    for n in missing
+                ]
+            )
+            log.info("created topics %s with %d partitions", ", ".join(missing), t.partitions)
+    finally:
+        await admin.close()
+
+
+def create_app(settings: Settings) -> Driftline:
+    """Builds the app, its serving loop, its timers and its web views from ``settings``."""
+    kafka = settings.kafka
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(kafka),
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        store="memory://",
+        web_bind=settings.web.host,
+        web_host=settings.web.host,
+        web_port=settings.web.port,
+        # Faust's 60 s default makes every worker's first group join wait about half of it.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        # Faust's own producer sends one request per message at linger 0 (~120 us/event).
+        producer_linger=0.005,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+    )
+    metrics = Metrics()
+    registry = ModelRegistry(settings.serving.model_repository, settings.serving.pinned_versions)
+    handler = RequestHandler(
+        registry,
+        predictions_topic=settings.topics.predictions,
+        dead_letters_topic=settings.topics.dead_letters,
+        max_event_bytes=settings.serving.max_event_bytes,
+        metrics=metrics,
+    )
+    options = aiokafka_options(kafka)
+    serving = ServingLoop(
+        topics=[settings.topics.requests],
+        handler=handler,
+        consumer_options=options,
+        producer_options=options,
+        group_id=f"{settings.app_id}-serving",
+        batch_size=settings.serving.batch_size,
+        batch_max_wait_ms=settings.serving.batch_max_wait_ms,
+        loop=app.loop,
+    )
+    driftline = Driftline(settings, app, registry, handler, serving, metrics)
+
+    def refresh_models() -> None:
+        if registry.refresh().loaded:
+            metrics.model_info.clear()
+            for served in registry.served():
+                metrics.model_info.labels(model=served.name, version=served.version).set(1)
+
+    async def start_serving() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, refresh_models)
+        if not registry.served():
+            log.warning(
+                "no model packages in %s yet; requests are dead-lettered until one appears "
+                "(build one with `driftline package --example breast-cancer`)",
+                settings.serving.model_repository,
+            )
+        await ensure_topics(settings)
+        await app.add_runtime_dependency(serving)
+
+    async def poll_repository() -> None:
+        # Verification reads and hashes files and builds a session: keep it off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, refresh_models)
+
+    app.task(start_serving)
+    app.timer(interval=settings.serving.repository_poll_interval_s)(poll_repository)
+
+    register_views(app, handler, metrics, driftline.health)
+    return driftline

@@ -1,0 +1,78 @@
+"""Prometheus metrics of one worker, served as text on ``GET /metrics``.
+
+Each :class:`Metrics` has its own collector registry (tests build several in one process). Counters
+are updated once per batch, not per event, so they cost nothing on the hot path. Nothing secret is
+ever a label value.
+
+Example:
+    >>> m = Metrics()
+    >>> m.events_in.labels(topic="requests").inc(3)
+    >>> m.dead_letters.labels(reason="decode_error", model="").inc()
+    >>> text = m.render().decode()
+    >>> 'driftline_events_in_total{topic="requests"} 3.0' in text
+    True
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    """The counters, gauges and histograms driftline exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_in = Counter("driftline_events_in", "Records consumed, by topic.", ["topic"], registry=r)
+        self.predictions = Counter(
+            "driftline_predictions", "Predictions published.", ["model", "version"], registry=r
+        )
+        self.dead_letters = Counter(
+            "driftline_dead_letters",
+            "Events sent to the dead-letter topic, by reason (and model, when known).",
+            ["reason", "model"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "driftline_batch_size", "Records per consumed batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.model_batch_size = Histogram(
+            "driftline_model_batch_rows",
+            "Rows per ONNX Runtime call.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "driftline_inference_seconds",
+            "Duration of one ONNX Runtime call (one batch).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "driftline_batch_seconds",
+            "Processing time of one consumed batch (decode, inference, monitoring, encode).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "driftline_model_served",
+            "1 for each model version being served.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.alerts = Counter("driftline_alerts", "Alerts raised.", ["model", "kind"], registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,303 @@
+"""Serving one batch of request records: decode -> validate -> group by model -> encode -> infer -> publish.
+
+:class:`RequestHandler` is plain Python: it takes consumed records and returns the messages to
+publish (predictions and dead letters, plus whatever the observers, such as the drift monitor, add).
+The Kafka loop (:mod:`agent.streaming`) and the REST endpoint (:mod:`agent.web`) both call it, so the
+stream and ``POST /predict`` validate and predict identically.
+
+Nothing a single record carries can make it raise: every bad record becomes a dead letter naming the
+reason, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from agent.encoding import EncodedBatch
+from agent.errors import DriftlineError
+from agent.metrics import Metrics
+from agent.model import Predictions
+from agent.registry import ModelRegistry, ServedModel
+from agent.streaming import OutgoingMessage
+from schemas.events import DeadLetterReason, PredictionRequest
+
+__all__ = [
+    "BatchObserver",
+    "DeadLetterInfo",
+    "ModelBatch",
+    "Record",
+    "RecordLike",
+    "RequestHandler",
+    "describe_validation_error",
+]
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD_PREVIEW = 1024
+
+
+class RecordLike(Protocol):
+    """The parts of a consumed Kafka record the handler reads (aiokafka's ``ConsumerRecord`` fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record built by hand (REST items, tests), shaped like a consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    """A rejected record and why, before it is serialised."""
+
+    record: RecordLike
+    reason: DeadLetterReason
+    detail: str
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class ModelBatch:
+    """The accepted requests of one model in one batch, with their predictions (for observers)."""
+
+    served: ServedModel
+    records: list[RecordLike]
+    requests: list[PredictionRequest]
+    encoded: EncodedBatch
+    predictions: Predictions
+    received_at: float
+
+
+class BatchObserver(Protocol):
+    """Sees every model batch and every dead letter; may add messages to publish (alerts)."""
+
+    def observe(self, batch: ModelBatch) -> Iterable[OutgoingMessage]: ...
+
+    def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Iterable[OutgoingMessage]: ...
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """One line naming each bad field (``features.x``) and what is wrong with it."""
+    parts = []
+    for error in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+class RequestHandler:
+    """Turns consumed request records into prediction and dead-letter messages.
+
+    Parameters:
+        registry: The models to serve.
+        predictions_topic / dead_letters_topic: Where results go.
+        max_event_bytes: Larger payloads are dead-lettered unparsed.
+        metrics: Counters to update (once per batch).
+        observers: Called with every model batch and the batch's dead letters.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        predictions_topic: str,
+        dead_letters_topic: str,
+        max_event_bytes: int,
+        metrics: Metrics | None = None,
+        observers: Sequence[BatchObserver] = (),
+    ) -> None:
+        self.registry = registry
+        self.predictions_topic = predictions_topic
+        self.dead_letters_topic = dead_letters_topic
+        self.max_event_bytes = max_event_bytes
+        self.metrics = metrics or Metrics()
+        self.observers = list(observers)
+
+    def handle(self, records: Sequence[RecordLike], *, observe: bool = True) -> list[OutgoingMessage]:
+        """Predictions and dead letters for ``records``; never raises for what a record carries.
+
+        ``observe=False`` skips the observers (the drift monitor): REST answers are not monitored.
+        """
+        started = time.perf_counter()
+        received_at = time.time()
+        out: list[OutgoingMessage] = []
+        dead: list[DeadLetterInfo] = []
+        groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
+        for record in records:
+            request = self._decode(record, dead)
+            if request is None:
+                continue
+            served = self.registry.resolve(request.model, request.model_version)
+            if served is None:
+                detail = self.registry.why_not(request.model, request.model_version)
+                dead.append(DeadLetterInfo(record, DeadLetterReason.UNKNOWN_MODEL, detail, request.model))
+                continue
+            group = groups.get(served)
+            if group is None:
+                group = groups[served] = ([], [])
+            group[0].append(record)
+            group[1].append(request)
+
+        observers = self.observers if observe else []
+        for served, (group_records, requests) in groups.items():
+            self._serve(served, group_records, requests, received_at, out, dead, observers)
+
+        if dead:
+            out.extend(self._dead_letter_messages(dead))
+            for observer in observers:
+                out.extend(observer.observe_dead_letters(dead))
+        m = self.metrics
+        if records:
+            m.events_in.labels(topic=records[0].topic).inc(len(records))
+        m.batch_size.observe(len(records))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return out
+
+    def _decode(self, record: RecordLike, dead: list[DeadLetterInfo]) -> PredictionRequest | None:
+        value = record.value
+        if value is None or not value:
+            dead.append(DeadLetterInfo(record, DeadLetterReason.DECODE_ERROR, "empty message value"))
+            return None
+        if len(value) > self.max_event_bytes:
+            dead.append(
+                DeadLetterInfo(
+                    record,
+                    DeadLetterReason.TOO_LARGE,
+                    f"payload is {len(value)} bytes; the limit is {self.max_event_bytes} "
+                    "(DRIFTLINE_SERVING__MAX_EVENT_BYTES)",
+                )
+            )
+            return None
+        try:
+            return PredictionRequest.model_validate_json(value)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            if first["type"] in ("json_invalid", "json_type"):
+                reason = DeadLetterReason.DECODE_ERROR
+                detail = f"not a JSON object: {first['msg']}"
+            else:
+                reason = DeadLetterReason.INVALID
+                detail = describe_validation_error(exc)
+            dead.append(DeadLetterInfo(record, reason, detail))
+            return None
+
+    def _serve(
+        self,
+        served: ServedModel,
+        records: list[RecordLike],
+        requests: list[PredictionRequest],
+        received_at: float,
+        out: list[OutgoingMessage],
+        dead: list[DeadLetterInfo],
+        observers: Sequence[BatchObserver],
+    ) -> None:
+        name, version = served.name, served.version
+        encoded = served.encoder.encode([r.features for r in requests])
+        for index, rejection in encoded.rejected:
+            dead.append(DeadLetterInfo(records[index], rejection.reason, rejection.detail, name))
+        if not encoded.accepted:
+            return
+        if encoded.rejected:
+            records = [records[i] for i in encoded.accepted]
+            requests = [requests[i] for i in encoded.accepted]
+        started = time.perf_counter()
+        try:
+            predictions = served.model.predict(encoded.matrix)
+        except DriftlineError as exc:
+            # The whole model batch fails together; each request still gets its dead letter.
+            log.error("inference failed for %s/%s: %s", name, version, exc)
+            for record in records:
+                dead.append(
+                    DeadLetterInfo(record, DeadLetterReason.INVALID, f"inference failed: {exc}", name)
+                )
+            return
+        took = time.perf_counter() - started
+        m = self.metrics
+        m.inference_seconds.labels(model=name).observe(took)
+        m.model_batch_size.labels(model=name).observe(len(records))
+        m.predictions.labels(model=name, version=version).inc(len(records))
+
+        now = datetime.now(UTC)
+        latency_ms = round((time.time() - received_at) * 1000.0, 3)
+        topic = self.predictions_topic
+        common: dict[str, Any] = {
+            "schema_version": "1",
+            "model": name,
+            "model_version": version,
+            "predicted_at": now,
+            "latency_ms": latency_ms,
+        }
+        dumps = orjson.dumps
+        if predictions.values is not None:
+            values = predictions.values.astype(np.float64).tolist()
+            for record, request, value in zip(records, requests, values, strict=True):
+                body = {**common, "request_id": request.request_id, "event_time": request.event_time}
+                body["value"] = value
+                out.append(OutgoingMessage(topic, request.request_id.encode(), dumps(body), record.partition))
+        else:
+            assert predictions.labels is not None and predictions.probabilities is not None
+            keys = served.class_keys or ()
+            labels = predictions.labels.tolist()
+            probabilities = np.round(predictions.probabilities.astype(np.float64), 6).tolist()
+            for record, request, label, row in zip(records, requests, labels, probabilities, strict=True):
+                body = {**common, "request_id": request.request_id, "event_time": request.event_time}
+                body["label"] = label
+                body["probabilities"] = dict(zip(keys, row, strict=True))
+                out.append(OutgoingMessage(topic, request.request_id.encode(), dumps(body), record.partition))
+
+        if observers:
+            batch = ModelBatch(served, records, requests, encoded, predictions, received_at)
+            for observer in observers:
+                out.extend(observer.observe(batch))
+
+    def _dead_letter_messages(self, dead: list[DeadLetterInfo]) -> Iterable[OutgoingMessage]:
+        now = datetime.now(UTC)
+        counts: dict[tuple[str, str], int] = {}
+        for d in dead:
+            record = d.record
+            value = record.value or b""
+            body = {
+                "schema_version": "1",
+                "source_topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+                "payload": value[:_PAYLOAD_PREVIEW].decode("utf-8", "replace"),
+                "payload_size": len(value),
+                "reason": d.reason.value,
+                "detail": d.detail,
+                "time": now,
+            }
+            label = (d.reason.value, d.model or "")
+            counts[label] = counts.get(label, 0) + 1
+            yield OutgoingMessage(self.dead_letters_topic, record.key, orjson.dumps(body), None)
+        for (reason, model), n in counts.items():
+            self.metrics.dead_letters.labels(reason=reason, model=model).inc(n)

@@ -1,0 +1,284 @@
+"""The serving hot loop: consume request batches, process them, publish the results, commit.
+
+Why not a Faust agent: Faust's per-message path (an ``Event`` per record, acks, sensors) costs about
+200 us of CPU per event, where aiokafka's ``getmany`` costs a few; with one core per worker that alone
+caps a stock agent near 4.5k events/s (bench/FAUST_OPTIONS.md has the measurements). So the loop runs
+as a :class:`mode.Service` inside the Faust app (started and stopped with it, next to its web server
+and timers) but talks to Kafka through aiokafka directly:
+
+* ``getmany`` returns up to ``batch_size`` records or whatever arrived within ``batch_max_wait_ms``;
+* the :class:`BatchHandler` turns them into outgoing messages (predictions, dead letters, alerts);
+* outgoing messages are appended to one producer batch per topic-partition (``create_batch`` /
+  ``send_batch``: one future per partition instead of one per message);
+* offsets are committed only after every message produced for them is acknowledged (at least once).
+  The next batch is processed while the previous one's acknowledgements are awaited, with at most
+  ``max_in_flight`` batches outstanding.
+
+The loop owns its rebalances: before partitions are revoked the in-flight batches are drained and
+committed, so the next owner starts where this one stopped. A failed produce (after the producer's own
+retries) rewinds the consumer to the first uncommitted offset and the batch is processed again;
+duplicates are recognisable by request id.
+
+The consumer group is ``<app id>-serving``, not the Faust app's own group: Faust's assignor protocol
+differs from aiokafka's, and Kafka refuses a group whose members disagree on the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from mode import Service
+
+__all__ = ["BatchHandler", "LoopStats", "OutgoingMessage", "ServingLoop"]
+
+log = logging.getLogger(__name__)
+
+
+class OutgoingMessage(NamedTuple):
+    """A message to publish. ``partition`` None means: by key hash, as Kafka's default partitioner."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+class BatchHandler(Protocol):
+    """Turns one batch of consumed records into the messages to publish for them."""
+
+    def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Iterable[OutgoingMessage]: ...
+
+
+@dataclass
+class LoopStats:
+    """Counters of the loop, for /metrics and /health."""
+
+    batches: int = 0
+    records_in: int = 0
+    messages_out: int = 0
+    commits: int = 0
+    produce_failures: int = 0
+    rewinds: int = 0
+    assigned: frozenset[TopicPartition] = field(default_factory=frozenset)
+    running: bool = False
+    joined: bool = False
+    """The consumer has joined its group at least once (an assignment, possibly empty, arrived)."""
+
+
+@dataclass
+class _InFlight:
+    futures: list[asyncio.Future[Any]]
+    offsets: dict[TopicPartition, int]  # next offset to consume, per partition
+    first: dict[TopicPartition, int]  # first offset of the batch, per partition (for rewinds)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ServingLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._loop.drain(commit=True)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._loop.stats.assigned = frozenset(assigned)
+        self._loop.stats.joined = True
+        log.info("serving: assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class ServingLoop(Service):
+    """Consumes ``topics`` in micro-batches, publishes what ``handler`` makes of them, commits after acks.
+
+    Parameters:
+        topics: Topics to consume (requests, and later outcomes).
+        handler: The plain-Python processing of a batch.
+        consumer_options / producer_options: aiokafka client options (bootstrap, security).
+        group_id: Consumer group shared by every worker of the deployment.
+        batch_size: Most records per batch.
+        batch_max_wait_ms: Longest wait for a batch to fill.
+        max_in_flight: Batches whose acknowledgements may be outstanding at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        consumer_options: dict[str, Any],
+        producer_options: dict[str, Any],
+        group_id: str,
+        batch_size: int = 500,
+        batch_max_wait_ms: float = 5.0,
+        max_in_flight: int = 4,
+        on_batch: Callable[[int], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.topics = list(topics)
+        self.handler = handler
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.batch_max_wait_ms = batch_max_wait_ms
+        self.max_in_flight = max_in_flight
+        self.on_batch = on_batch
+        self.stats = LoopStats()
+        self._consumer_options = consumer_options
+        self._producer_options = producer_options
+        self._in_flight: deque[_InFlight] = deque()
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            **self._producer_options,
+            acks="all",
+            # Batches are built by hand (create_batch); linger only matters for the few sends
+            # that go through send().
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **self._consumer_options,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        self.stats.running = True
+        self.add_future(self._run())
+
+    async def on_stop(self) -> None:
+        self.stats.running = False
+        try:
+            await self.drain(commit=True)
+        finally:
+            if self._consumer is not None:
+                await self._consumer.stop()
+            if self._producer is not None:
+                await self._producer.stop()
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        timeout_ms = max(int(self.batch_max_wait_ms), 1)
+        while not self.should_stop:
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch_size)
+            if not fetched:
+                await self._settle_done()
+                continue
+            records = [r for batch in fetched.values() for r in batch]
+            await self._publish(records)
+            if self.on_batch is not None:
+                self.on_batch(len(records))
+
+    async def _publish(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        producer = self._producer
+        assert producer is not None
+        outgoing = self.handler.handle(records)
+        builders: dict[tuple[str, int], Any] = {}
+        futures: list[asyncio.Future[Any]] = []
+        count = 0
+        for message in outgoing:
+            partition = message.partition
+            partitions = self._partitions.get(message.topic) or await self._load_partitions(message.topic)
+            if partition is None or partition not in partitions:
+                # Same partition number as the request where the topics line up; else by key hash.
+                partition = int(self._partitioner(message.key, partitions, partitions))
+            key = (message.topic, partition)
+            builder = builders.get(key)
+            if builder is None:
+                builder = builders[key] = producer.create_batch()
+            if builder.append(key=message.key, value=message.value, timestamp=None) is None:
+                # Full: ship it and start another for the same partition.
+                futures.append(await producer.send_batch(builder, message.topic, partition=partition))
+                builder = builders[key] = producer.create_batch()
+                builder.append(key=message.key, value=message.value, timestamp=None)
+            count += 1
+        for (topic, partition), builder in builders.items():
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+        offsets: dict[TopicPartition, int] = {}
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first.setdefault(tp, r.offset)
+            offsets[tp] = r.offset + 1
+        self._in_flight.append(_InFlight(futures, offsets, first))
+        self.stats.batches += 1
+        self.stats.records_in += len(records)
+        self.stats.messages_out += count
+        await self._settle_done()
+        while len(self._in_flight) > self.max_in_flight:
+            await self._settle_oldest()
+
+    async def _load_partitions(self, topic: str) -> list[int]:
+        assert self._producer is not None
+        partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return partitions
+
+    async def _settle_done(self) -> None:
+        while self._in_flight and all(f.done() for f in self._in_flight[0].futures):
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        batch = self._in_flight[0]
+        try:
+            await asyncio.gather(*batch.futures)
+        except KafkaError as exc:
+            self.stats.produce_failures += 1
+            log.error("serving: publishing a batch failed (%r); rewinding to reprocess it", exc)
+            await self._rewind()
+            return
+        self._in_flight.popleft()
+        await self._commit(batch.offsets)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        owned = consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self.stats.commits += 1
+        except CommitFailedError as exc:
+            # The group rebalanced under us; the new owner re-reads from the last commit.
+            log.warning("serving: commit failed after a rebalance (%s); records will be re-read", exc)
+
+    async def _rewind(self) -> None:
+        """Drops the in-flight batches and seeks back to the first record not yet committed."""
+        consumer = self._consumer
+        assert consumer is not None
+        start: dict[TopicPartition, int] = {}
+        for batch in self._in_flight:
+            for tp, offset in batch.first.items():
+                start.setdefault(tp, offset)
+        for batch in self._in_flight:
+            await asyncio.gather(*batch.futures, return_exceptions=True)
+        self._in_flight.clear()
+        owned = consumer.assignment()
+        for tp, offset in start.items():
+            if tp in owned:
+                consumer.seek(tp, offset)
+        self.stats.rewinds += 1
+
+    async def drain(self, *, commit: bool) -> None:
+        """Waits for every in-flight batch and commits it (used before a rebalance and at stop)."""
+        while self._in_flight:
+            if commit:
+                await self._settle_oldest()
+            else:
+                await asyncio.gather(*self._in_flight.popleft().futures, return_exceptions=True)
