@@ -100,8 +100,9 @@ def _summary(model: LoadedModel) -> list[str]:
     for i, feature in enumerate(m.features):
         stats = m.reference.features[feature.name]
         policy: str = feature.missing.action
-        if feature.missing.action == "impute":
-            policy += f"({feature.missing.value})"
+        value = feature.missing.value
+        if value is not None:
+            policy += f"({value:.6g})" if isinstance(value, float) else f"({value})"
         if isinstance(stats, CategoricalStatistics):
             ref = ", ".join(f"{c} {share:.0%}" for c, share in stats.frequencies.items())
         else:
@@ -116,7 +117,8 @@ def _summary(model: LoadedModel) -> list[str]:
         smoke = f"value {p.values[0]:.6g}"
     else:
         assert p.labels is not None and p.probabilities is not None
-        smoke = f"label {p.labels[0].item()!r}, probabilities {np.round(p.probabilities[0], 4).tolist()}"
+        rounded = [round(float(x), 4) for x in p.probabilities[0]]
+        smoke = f"label {p.labels[0].item()!r}, probabilities {rounded}"
     lines.append(f"smoke test  reference medians -> {smoke}")
     if model.findings:
         lines.append(f"findings    {len(model.findings)} technical-drift finding(s):")
