@@ -93,4 +93,5 @@ def register_views(
     @app.page("/metrics")
     class MetricsView(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            return self.bytes(metrics.render(), content_type=CONTENT_TYPE)
+            # aiohttp refuses a content_type with parameters; Prometheus' has version and charset.
+            return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "scripts" / "services"
 
 # Same version as scripts/kafka and docker-compose.yml.
-KAFKA_IMAGE = "apache/kafka:4.1.1"
+KAFKA_IMAGE = "apache/kafka:4.3.1"
 INFLUXDB_IMAGE = "influxdb:2.7.12"
 
 
