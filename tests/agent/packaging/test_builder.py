@@ -293,3 +293,14 @@ def test_a_dotted_module_name_works(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.syspath_prepend(str(tmp_path))
     result = load_training_function("mytraining.models", "build")()
     assert list(result.feature_names) == ["age", "monthly_spend", "plan"]
+
+
+def test_a_tie_decided_the_other_way_is_not_a_mismatch() -> None:
+    expected = {"labels": np.array(["a", "a"]), "probabilities": np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])}
+    actual = {
+        "labels": np.array(["b", "c"], dtype=object),
+        "probabilities": np.array([[0.49999994, 0.50000006, 0.0], [0.49999994, 0.50000006, 0.0]]),
+    }
+    report = compare_predictions("multiclass_classification", expected, actual, class_labels=("a", "b", "c"))
+    # Row 0 picked the other tied class; row 1 picked a class with probability 0: a real mismatch.
+    assert (report.label_ties, report.label_mismatches, report.passed) == (1, 1, False)
