@@ -8,14 +8,36 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.events import DeadLetter, DeadLetterReason, Outcome, Prediction, PredictionRequest
+from schemas.manifest import (
+    BuildVersions,
+    CategoricalStatistics,
+    Feature,
+    Manifest,
+    MissingPolicy,
+    NumericStatistics,
+    Outputs,
+    OutputStatistics,
+    ReferenceStatistics,
+    TrainingSummary,
+)
 
 __all__ = [
     "SCHEMAS",
+    "BuildVersions",
+    "CategoricalStatistics",
     "DeadLetter",
     "DeadLetterReason",
+    "Feature",
+    "Manifest",
+    "MissingPolicy",
+    "NumericStatistics",
     "Outcome",
+    "OutputStatistics",
+    "Outputs",
     "Prediction",
     "PredictionRequest",
+    "ReferenceStatistics",
+    "TrainingSummary",
     "export_json_schemas",
 ]
 
