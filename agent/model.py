@@ -104,10 +104,8 @@ def refuse_pickle(path: Path) -> None:
     header; the file is never handed to an unpickler.
 
     Example:
-        >>> import tempfile
-        >>> path = Path(tempfile.mkdtemp()) / "model.pkl"
         >>> try:
-        ...     refuse_pickle(path)
+        ...     refuse_pickle(Path("models/churn/3/model.pkl"))
         ... except PickleRefusedError as exc:
         ...     print(str(exc).split(":")[1].strip())
         refusing to load a pickle file
@@ -115,9 +113,11 @@ def refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PickleRefusedError(_pickle_message(path))
     if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.suffix.lower() in PICKLE_SUFFIXES and not (path / MODEL_FILE).exists():
-                raise PickleRefusedError(_pickle_message(child))
+        # A stray pickle beside a real model.onnx is never read, so only its absence matters.
+        if not (path / MODEL_FILE).exists():
+            for child in sorted(path.iterdir()):
+                if child.suffix.lower() in PICKLE_SUFFIXES:
+                    raise PickleRefusedError(_pickle_message(child))
     elif path.is_file():
         with path.open("rb") as f:
             if _looks_like_pickle(f.read(2)):
