@@ -321,7 +321,8 @@ FeatureStatistics = Annotated[NumericStatistics | CategoricalStatistics, Field(d
 
 
 class OutputStatistics(_Frozen):
-    """The model's output on the reference data.
+    """The model's output on the reference data, as served: after each feature's missing-value
+    policy (imputed values filled in, rows with a rejected missing value left out).
 
     Parameters:
         quantity: ``positive_probability`` (binary: probability of ``class_labels[1]``),
