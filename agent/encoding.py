@@ -115,31 +115,68 @@ class FeatureEncoder:
         self._low = np.array([f.range[0] if f.range else -np.inf for f in features], dtype=np.float32)
         self._high = np.array([f.range[1] if f.range else np.inf for f in features], dtype=np.float32)
         self._has_range = any(f.range for f in features)
+        self._all_numeric = all(f.type == "numeric" for f in features)
 
     def encode(self, rows: Sequence[Mapping[str, FeatureValue]]) -> EncodedBatch:
         """Encodes ``rows`` (each a request's features by name); never raises for bad values."""
-        accepted: list[int] = []
-        rejected: list[tuple[int, Rejection]] = []
-        values: list[list[float]] = []
-        missing_counts = [0] * len(self.names)
-        unseen: dict[str, int] = {}
         n = len(self.names)
+        names = self.names
+        unseen: dict[str, int] = {}
+        # Fast path, for models whose features are all numeric: a row of plain numbers is taken
+        # as is and checked for finiteness on the matrix, in one numpy call for the whole batch.
+        fast_index: list[int] = []
+        fast_rows: list[list[FeatureValue]] = []
+        slow: list[int] = []
         for index, features in enumerate(rows):
             if len(features) > n or not self._name_set.issuperset(features):
                 for extra in features.keys() - self._name_set:
                     unseen[extra] = unseen.get(extra, 0) + 1
-            row, missing_at, problem = self._row(features)
+            if self._all_numeric:
+                row = list(map(features.get, names))
+                if _NUMBERS.issuperset(map(type, row)):
+                    fast_index.append(index)
+                    fast_rows.append(row)
+                    continue
+            slow.append(index)
+        fast = _float_matrix(fast_rows, n)
+        if fast is None:  # an integer beyond float range: let the careful path say which
+            slow = sorted(slow + fast_index)
+            fast_index, fast = [], np.empty((0, n), dtype=np.float64)
+        else:
+            finite = np.asarray(np.isfinite(fast).all(axis=1), dtype=bool)
+            if not finite.all():
+                flags: list[bool] = finite.tolist()
+                slow = sorted(slow + [i for i, ok in zip(fast_index, flags, strict=True) if not ok])
+                fast_index = [i for i, ok in zip(fast_index, flags, strict=True) if ok]
+                fast = fast[finite]
+
+        accepted = fast_index
+        rejected: list[tuple[int, Rejection]] = []
+        missing_counts = [0] * n
+        slow_index: list[int] = []
+        slow_rows: list[list[float]] = []
+        for index in slow:
+            values, missing_at, problem = self._row(rows[index])
             if problem is not None:
                 rejected.append((index, problem))
                 continue
-            accepted.append(index)
-            values.append(row)
+            slow_index.append(index)
+            slow_rows.append(values)
             for i in missing_at:
                 missing_counts[i] += 1
-        matrix = np.array(values, dtype=np.float32).reshape(len(values), n)
+        if slow_rows:
+            accepted = fast_index + slow_index
+            matrix64 = np.concatenate([fast, np.array(slow_rows, dtype=np.float64).reshape(-1, n)])
+            if fast_index:  # keep rows in input order
+                order = np.argsort(np.array(accepted), kind="stable")
+                matrix64 = matrix64[order]
+                accepted = [accepted[i] for i in order.tolist()]
+        else:
+            matrix64 = fast
+        matrix = matrix64.astype(np.float32)
         missing = np.array(missing_counts, dtype=np.int64)
         out_of_range = np.zeros(n, dtype=np.int64)
-        if self._has_range and len(values):
+        if self._has_range and len(accepted):
             with np.errstate(invalid="ignore"):
                 outside = (matrix < self._low) | (matrix > self._high)
             out_of_range = outside.sum(axis=0, dtype=np.int64)
@@ -210,6 +247,16 @@ class FeatureEncoder:
                 ),
             )
         return row, missing_at, None
+
+
+_NUMBERS: Final = frozenset({float, int})
+
+
+def _float_matrix(rows: list[list[FeatureValue]], n: int) -> npt.NDArray[np.float64] | None:
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(rows), n)
+    except OverflowError:
+        return None
 
 
 def _describe(value: object) -> str:
