@@ -111,7 +111,11 @@ def create_app(settings: Settings) -> Driftline:
         topic_replication_factor=settings.topics.replication_factor,
     )
     metrics = Metrics()
-    registry = ModelRegistry(settings.serving.model_repository, settings.serving.pinned_versions)
+    registry = ModelRegistry(
+        settings.serving.model_repository,
+        settings.serving.pinned_versions,
+        intra_op_num_threads=settings.serving.intra_op_num_threads,
+    )
     handler = RequestHandler(
         registry,
         predictions_topic=settings.topics.predictions,

@@ -101,6 +101,9 @@ class ServingSettings(BaseModel):
     pinned_versions: dict[str, str] = Field(default_factory=dict)
     """Model name -> version to serve; other models serve their newest version."""
 
+    intra_op_num_threads: int = Field(default=1, ge=1)
+    """ONNX Runtime threads per inference call; 1 because driftline scales out by worker processes."""
+
     repository_poll_interval_s: float = 5.0
     """How often the repository is scanned for new versions."""
 

@@ -46,6 +46,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "prediction": Prediction,
     "outcome": Outcome,
     "dead-letter": DeadLetter,
+    "manifest": Manifest,
 }
 """File stem -> model, for every schema exported as JSON Schema."""
 
