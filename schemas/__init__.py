@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
 from schemas.events import DeadLetter, DeadLetterReason, Outcome, Prediction, PredictionRequest
 from schemas.manifest import (
     BuildVersions,
@@ -23,6 +24,11 @@ from schemas.manifest import (
 
 __all__ = [
     "SCHEMAS",
+    "Alert",
+    "AlertKind",
+    "Evidence",
+    "OffsetRange",
+    "Severity",
     "BuildVersions",
     "CategoricalStatistics",
     "DeadLetter",
@@ -47,6 +53,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "outcome": Outcome,
     "dead-letter": DeadLetter,
     "manifest": Manifest,
+    "alert": Alert,
 }
 """File stem -> model, for every schema exported as JSON Schema."""
 
