@@ -14,7 +14,8 @@ Example:
     ...                       shift_in_std=0.8, statistic=6.1, window_events=640),
     ...     opened_at_event=12_345, detected_at=datetime(2026, 1, 1, tzinfo=UTC),
     ... )
-    >>> a.alert_id == Alert.make_id("breast-cancer", "1", AlertKind.DATA, "mean radius", "page_hinkley_up", 12_345)
+    >>> same = ("breast-cancer", "1", AlertKind.DATA, "mean radius", "page_hinkley_up", 12_345)
+    >>> a.alert_id == Alert.make_id(*same)
     True
     >>> len(a.alert_id)
     32
