@@ -72,6 +72,48 @@ class Metrics:
             registry=r,
         )
         self.alerts = Counter("driftline_alerts", "Alerts raised.", ["model", "kind"], registry=r)
+        # Alert path (agent/incidents.py, agent/sinks/): per-sink delivery outcomes.
+        self.alerts_suppressed = Counter(
+            "driftline_alerts_suppressed",
+            "Alerts not published because their incident is already open (incident gate).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.alerts_delivered = Counter(
+            "driftline_alerts_delivered",
+            "Alerts a sink delivered (webhook: one per receiver).",
+            ["sink"],
+            registry=r,
+        )
+        self.alerts_failed = Counter(
+            "driftline_alerts_failed",
+            "Alerts a sink gave up on, by reason (error, rejected, attempts, queue_full, spool_full, ...).",
+            ["sink", "reason"],
+            registry=r,
+        )
+        self.alerts_spooled = Counter(
+            "driftline_alerts_spooled",
+            "Alerts kept on disk because the sink's service could not be reached.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_retries = Counter(
+            "driftline_sink_retries", "Attempts a sink repeated after a failure.", ["sink"], registry=r
+        )
+        self.metric_points = Counter(
+            "driftline_metric_points",
+            "Metrics points a sink handled, by outcome (written, spooled, dropped).",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "driftline_spool_bytes", "Bytes waiting in a sink's on-disk spool.", ["sink"], registry=r
+        )
+        self.alert_records_invalid = Counter(
+            "driftline_alert_records_invalid",
+            "Records on the alerts topic that are not a valid alert (logged and skipped).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "IncidentSettings",
     "InfluxSettings",
     "KafkaSettings",
     "ServingSettings",
@@ -132,6 +133,25 @@ class InfluxSettings(BaseModel):
     bucket: str = "driftline"
     """Bucket for alerts and metrics."""
 
+    timeout_s: float = Field(default=5.0, gt=0)
+    """Per-request timeout of a write; a write that times out is spooled and retried."""
+
+    metrics_interval_s: float = Field(default=10.0, gt=0)
+    """How often the worker's metrics (rates, latency, feature means, detector statistics) are written."""
+
+    spool_dir: Path | None = None
+    """Where points wait while InfluxDB cannot be reached; default ``<data_dir>/spool/influx``."""
+
+    spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    """Size cap of the spool: the oldest metrics go first when it is full; alerts are never dropped
+    to make room (an alert refused by a spool full of alerts is counted and logged)."""
+
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    """First wait before the spool is written again after a failure; doubles up to ``retry_max_s``."""
+
+    retry_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two attempts to write the spool."""
+
 
 class WebhookSettings(BaseModel):
     """Where alerts are POSTed."""
@@ -147,6 +167,35 @@ class WebhookSettings(BaseModel):
 
     max_attempts: int = Field(default=5, ge=1)
     """Attempts before a delivery counts as failed."""
+
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    """Wait before the second attempt; doubles for each further one, with jitter, up to ``backoff_max_s``."""
+
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two attempts."""
+
+    max_pending: int = Field(default=1000, ge=1)
+    """Deliveries (alert x URL) waiting or being retried at once; more are dropped, counted and logged."""
+
+    concurrency: int = Field(default=4, ge=1)
+    """Requests in flight at once, over all receivers."""
+
+    drain_timeout_s: float = Field(default=5.0, ge=0)
+    """At shutdown, how long pending deliveries may still take before they are counted as failed."""
+
+
+class IncidentSettings(BaseModel):
+    """The incident gate: one alert per incident, shared by every worker through a compacted topic."""
+
+    topic: str | None = None
+    """Compacted topic of open incidents; default ``<app_id>-incidents``. Created (compacted) if missing."""
+
+    cooldown_s: float = Field(default=900.0, gt=0)
+    """An incident still open this long after its last alert is alerted again (a reminder)."""
+
+    restore_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait at start-up to read the incident topic to its end; after it the worker starts anyway
+    (and may alert an ongoing incident once more)."""
 
 
 class WebSettings(BaseModel):
@@ -179,6 +228,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="before")
