@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 
 import pytest
 
 from agent.incidents import Incident, IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.metrics import Metrics
-from schemas import Alert, AlertKind, Severity
+from schemas import AlertKind
+from tests.support.alerts import make_alert
 
 
 class Clock:
@@ -18,22 +18,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def make_alert(
-    event: int, *, model: str = "m", kind: AlertKind = AlertKind.DATA, subject: str = "x", version: str = "1"
-) -> Alert:
-    return Alert.create(
-        model=model,
-        model_version=version,
-        kind=kind,
-        detector="adwin",
-        subject=subject,
-        severity=Severity.WARNING,
-        message=f"{subject} drifted",
-        opened_at_event=event,
-        detected_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
 
 
 @pytest.fixture

@@ -1,0 +1,133 @@
+"""The sink contract: lifecycle hooks that default to doing nothing, as Faust's ``Sensor`` and
+quix-streams' ``BaseSink`` have them, so a sink overrides only what it needs.
+
+A sink owns its retries and its buffering: ``send`` returns once the alert is delivered, queued or
+spooled, and raises :class:`~agent.errors.SinkError` (never the client's own exception) only when the
+alert is lost to this sink. :class:`~agent.sinks.fanout.SinkFanout` calls every sink and contains
+their failures.
+
+Example:
+    >>> import asyncio
+    >>> class Printer(Sink):
+    ...     name = "printer"
+    ...     async def send_metrics(self, points):
+    ...         for p in points:
+    ...             print(p.measurement, dict(p.fields), dict(p.tags))
+    >>> sink = Printer()
+    >>> asyncio.run(sink.send_metrics([MetricPoint("driftline_events", {"rate": 812.5}, {"model": "m"})]))
+    driftline_events {'rate': 812.5} {'model': 'm'}
+    >>> asyncio.run(sink.flush())  # the hooks it does not override are no-ops
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from agent.metrics import Metrics
+from schemas import Alert
+
+__all__ = ["FieldValue", "MetricPoint", "Sink", "SinkStats"]
+
+FieldValue = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One metrics sample: a measurement with fields, tags and a time.
+
+    Parameters:
+        measurement: E.g. ``driftline_throughput``, ``driftline_feature``, ``driftline_detector``.
+        fields: The values (events/s, latency, a window mean, a detector statistic, accuracy...).
+            Integers are written as floats, so that a field's type never flips between two writes
+            (InfluxDB rejects a point whose field changes type).
+        tags: What the values are about (``model``, ``version``, ``feature``, ``detector``...).
+        time: When the values were taken; None: when the sink writes them.
+    """
+
+    measurement: str
+    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    time: datetime | None = None
+
+
+@dataclass
+class SinkStats:
+    """What one sink did, for tests and logs (Prometheus counters get the same numbers)."""
+
+    delivered: int = 0
+    """Alerts delivered (webhook: one per receiver)."""
+    failed: int = 0
+    """Alerts given up on: rejected, out of attempts, queue or spool full, or still pending at close."""
+    spooled: int = 0
+    """Alerts kept on disk because the service could not be reached (delivered later)."""
+    retries: int = 0
+    """Attempts repeated after a failure."""
+    points_written: int = 0
+    points_spooled: int = 0
+    points_dropped: int = 0
+
+
+class Sink:
+    """Base class of alert and metrics sinks: every hook is a no-op until a subclass overrides it.
+
+    Parameters:
+        metrics: Prometheus counters to update (``driftline_alerts_delivered`` and friends), if given.
+    """
+
+    name: ClassVar[str] = "sink"
+    """Label of the sink in metrics and logs."""
+
+    def __init__(self, *, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
+        self.stats = SinkStats()
+
+    async def start(self) -> None:
+        """Opens clients and starts background tasks. Must not fail because the far side is down:
+        a sink that cannot deliver yet queues or spools."""
+
+    async def send(self, alert: Alert) -> None:
+        """Delivers, queues or spools one alert. Raises :class:`~agent.errors.SinkError` if it is lost."""
+
+    async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """Writes a batch of metrics points; sinks that do not store metrics ignore them."""
+
+    async def flush(self) -> None:
+        """Tries to deliver what is queued or spooled now (bounded in time)."""
+
+    async def close(self) -> None:
+        """Delivers what it can within its drain timeout, then releases its clients."""
+
+    # Counting, shared by the sinks: the stats and the Prometheus counters always move together.
+
+    def _count_delivered(self, n: int = 1) -> None:
+        self.stats.delivered += n
+        if self.metrics is not None:
+            self.metrics.alerts_delivered.labels(sink=self.name).inc(n)
+
+    def _count_failed(self, reason: str, n: int = 1) -> None:
+        self.stats.failed += n
+        if self.metrics is not None:
+            self.metrics.alerts_failed.labels(sink=self.name, reason=reason).inc(n)
+
+    def _count_spooled(self, n: int = 1) -> None:
+        self.stats.spooled += n
+        if self.metrics is not None:
+            self.metrics.alerts_spooled.labels(sink=self.name).inc(n)
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+        if self.metrics is not None:
+            self.metrics.sink_retries.labels(sink=self.name).inc()
+
+    def _count_points(self, outcome: str, n: int) -> None:
+        if outcome == "written":
+            self.stats.points_written += n
+        elif outcome == "spooled":
+            self.stats.points_spooled += n
+        else:
+            self.stats.points_dropped += n
+        if self.metrics is not None:
+            self.metrics.metric_points.labels(sink=self.name, outcome=outcome).inc(n)

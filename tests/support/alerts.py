@@ -1,0 +1,111 @@
+"""Alerts for tests, and a real local webhook receiver that checks driftline's signature."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from agent.sinks.webhook import verify_signature
+from schemas import Alert, AlertKind, Evidence, Severity
+
+
+def make_alert(
+    event: int = 1,
+    *,
+    model: str = "m",
+    kind: AlertKind = AlertKind.DATA,
+    subject: str = "x",
+    version: str = "1",
+    severity: Severity = Severity.WARNING,
+    detected_at: datetime | None = None,
+    message: str | None = None,
+) -> Alert:
+    return Alert.create(
+        model=model,
+        model_version=version,
+        kind=kind,
+        detector="adwin",
+        subject=subject,
+        severity=severity,
+        message=message or f"{subject} drifted up by 0.8 reference std",
+        evidence=Evidence(
+            reference_mean=0.5,
+            reference_std=0.29,
+            recent_mean=0.73,
+            recent_std=0.27,
+            shift_in_std=0.8,
+            statistic=6.1,
+            window_events=640,
+            extra={"p_value": 0.001, "window": "tumbling"},
+        ),
+        opened_at_event=event,
+        detected_at=detected_at or datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+    valid: bool
+    at: float
+
+
+@dataclass
+class WebhookReceiver:
+    """An aiohttp server on 127.0.0.1 that verifies each request's signature.
+
+    ``statuses`` answers the requests in turn (the last one repeats); an invalid signature is answered
+    401 whatever ``statuses`` says. ``delay_s`` makes it slow.
+    """
+
+    secret: str
+    port: int = 0
+    statuses: list[int] = field(default_factory=lambda: [200])
+    delay_s: float = 0.0
+    received: list[Received] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        valid = verify_signature(self.secret, body, request.headers)
+        self.received.append(Received(body, dict(request.headers), valid, time.monotonic()))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if not valid:
+            return web.Response(status=401, text="bad signature")
+        status = self.statuses[min(len(self.received), len(self.statuses)) - 1]
+        return web.Response(status=status)
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        app.router.add_post("/hook/{token}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        if not self.port:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Polls ``condition`` every 10 ms until it holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
+        await asyncio.sleep(0.01)
