@@ -15,6 +15,7 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agent.alerting import wire_alert_sinks
 from agent.kafka import aiokafka_options, ssl_context
 from agent.metrics import Metrics
 from agent.registry import ModelRegistry
@@ -135,6 +136,9 @@ def create_app(settings: Settings) -> Driftline:
         loop=app.loop,
     )
     driftline = Driftline(settings, app, registry, handler, serving, metrics)
+
+    # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
+    wire_alert_sinks(app, settings, metrics)
 
     def refresh_models() -> None:
         if registry.refresh().loaded:

@@ -306,6 +306,8 @@ class KafkaIncidentStore:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._start_lock = asyncio.Lock()
+        self._started = False
 
     def attach(self, listener: IncidentListener) -> None:
         self._listeners.append(listener)
@@ -325,6 +327,15 @@ class KafkaIncidentStore:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     async def start(self) -> None:
+        """Restores the topic into the listeners and starts tailing it. Idempotent: the app may start
+        the store from more than one place, and only the first call does the work."""
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._start()
+            self._started = True
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
             await self._ensure_topic()
@@ -374,7 +385,8 @@ class KafkaIncidentStore:
             self._wakeup.set()
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        """Writes what is pending (for at most ``drain_timeout_s``), then stops the clients."""
+        """Writes what is pending (for at most ``drain_timeout_s``), then stops the clients. Idempotent."""
+        self._started = False
         writer = self._tasks[1] if len(self._tasks) == 2 else None
         if writer is not None and self._pending and not writer.done():
             try:
