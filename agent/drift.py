@@ -456,7 +456,7 @@ class DriftConfig:
     """Page-Hinkley allowance (river's ``delta``) in reference standard deviations per event;
     about half the smallest shift Page-Hinkley is tuned to catch quickly."""
 
-    ph_threshold: float = 5.0
+    ph_threshold: float = 6.0
     """Page-Hinkley threshold (river's ``threshold``), in block z-score units."""
 
     ph_min_instances: int = 16
@@ -518,19 +518,17 @@ class _BlockDetector:
     def _new_detector(self) -> Any:
         raise NotImplementedError
 
-    def _feed(self, z: float) -> bool:
+    def _step(self, z: float) -> bool:
+        """Feed one block z-score; True if the detector fired on it.
+
+        Once fired, the detector starts afresh on the next block (the new level is the new
+        normal). Subclasses inline this in one method: it runs once per block and column.
+        """
         raise NotImplementedError
 
-    def _step(self, z: float) -> bool:
-        """Feed one block z-score; True if the detector fired on it."""
-        if self._restart_pending:
-            self._detector = self._new_detector()
-            self._restart_pending = False
-        fired = self._feed(z)
-        if fired:
-            # Start afresh on the next block: the new level is the new normal.
-            self._restart_pending = True
-        return fired
+    def _fresh(self) -> None:
+        self._detector = self._new_detector()
+        self._restart_pending = False
 
     def restart(self) -> None:
         """Forget the stream: the next block starts a fresh detector (without the prelude)."""
@@ -578,16 +576,21 @@ class _BlockDetector:
 
 
 class PageHinkleyDetector(_BlockDetector):
-    """One-sided Page-Hinkley (river's ``PageHinkley``) on block z-scores of a standardised stream.
+    """Page-Hinkley (river's ``PageHinkley``) on block z-scores of a standardised stream.
 
     river's detector runs with ``alpha=1`` (a plain CUSUM around its running mean),
     ``delta = allowance * sqrt(block_size)`` and ``threshold``; it is fed one z-score per block
     of ``block_size`` values. After it fires, it restarts from scratch on the next block.
 
+    ``"both"`` is one river detector testing both sides: river updates both cumulative sums
+    whatever the mode, so it costs half of an ``"up"`` and a ``"down"`` detector, and since a
+    firing restarts both sides anyway it fires on exactly the same blocks as the pair would.
+    :attr:`name` then tells which side fired.
+
     Parameters
     ----------
     direction
-        ``"up"`` detects increases of the mean, ``"down"`` decreases.
+        ``"up"`` detects increases of the mean, ``"down"`` decreases, ``"both"`` either.
     allowance
         Per-event allowance in reference standard deviations (half the target shift).
     threshold
@@ -611,13 +614,13 @@ class PageHinkleyDetector(_BlockDetector):
     >>> x[20_000:] = np.minimum(x[20_000:] + 0.5 * REFERENCE_STD, 1.0)
     >>> ph = PageHinkleyDetector("up")
     >>> ph.update_many(x)
-    [20191]
+    [20223]
 
     """
 
     def __init__(
         self,
-        direction: Literal["up", "down"],
+        direction: Literal["up", "down", "both"],
         *,
         allowance: float = DriftConfig.ph_allowance,
         threshold: float = DriftConfig.ph_threshold,
@@ -627,10 +630,10 @@ class PageHinkleyDetector(_BlockDetector):
         mean: float = REFERENCE_MEAN,
         std: float = REFERENCE_STD,
     ) -> None:
-        if direction not in ("up", "down"):
-            raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be 'up', 'down' or 'both', got {direction!r}")
         self.direction = direction
-        self.name = f"page_hinkley_{direction}"
+        self.name = "page_hinkley" if direction == "both" else f"page_hinkley_{direction}"
         self.allowance = allowance
         self.threshold = threshold
         self.min_instances = min_instances
@@ -645,21 +648,38 @@ class PageHinkleyDetector(_BlockDetector):
             mode=self.direction,
         )
 
-    def _feed(self, z: float) -> bool:
+    def _step(self, z: float) -> bool:
+        if self._restart_pending:
+            self._fresh()
         ph = self._detector
         ph.update(z)
-        return bool(ph.drift_detected)
+        if not ph.drift_detected:
+            return False
+        if self.direction == "both":
+            up, _ = self._tests()
+            self.name = "page_hinkley_up" if up > self.threshold else "page_hinkley_down"
+        self._restart_pending = True
+        return True
+
+    def _tests(self) -> tuple[float, float]:
+        # river keeps the CUSUM sums private; a test pins these names so that an upgrade that
+        # renames them fails loudly rather than silently reporting zeros.
+        ph = self._detector
+        up = ph._sum_increase - ph._min_increase
+        down = ph._max_decrease - ph._sum_decrease
+        return (
+            float(up) if math.isfinite(up) else 0.0,
+            float(down) if math.isfinite(down) else 0.0,
+        )
 
     @property
     def statistic(self) -> float:
-        """The CUSUM test value compared with ``threshold`` (block z-score units)."""
-        # river keeps these private; a test pins them so an upgrade that renames them fails loudly.
-        ph = self._detector
+        """The CUSUM test value compared with ``threshold`` (block z-score units); for
+        ``"both"``, the larger of the two sides."""
+        up, down = self._tests()
         if self.direction == "up":
-            value = ph._sum_increase - ph._min_increase
-        else:
-            value = ph._max_decrease - ph._sum_decrease
-        return float(value) if math.isfinite(value) else 0.0
+            return up
+        return down if self.direction == "down" else max(up, down)
 
 
 class AdwinDetector(_BlockDetector):
@@ -726,15 +746,21 @@ class AdwinDetector(_BlockDetector):
             grace_period=self.grace_period,
         )
 
-    def _feed(self, z: float) -> bool:
+    def _step(self, z: float) -> bool:
+        if self._restart_pending:
+            self._fresh()
         adwin = self._detector
         adwin.update(z * _ADWIN_SCALE)
-        return bool(adwin.drift_detected)
+        if not adwin.drift_detected:
+            return False
+        self._restart_pending = True
+        return True
 
     @property
     def statistic(self) -> float:
         """Mean of ADWIN's current window, in reference standard deviations from the reference
-        mean; right after a detection the window holds the data since the change."""
+        mean. When ADWIN fires it drops its oldest buckets, but what it keeps can still hold much
+        pre-change data: the effect size of a detection is :attr:`Detection.shift_sd`."""
         return float(self._detector.estimation) / (_ADWIN_SCALE * math.sqrt(self.block_size))
 
 
@@ -926,10 +952,12 @@ class _ColumnSet:
         return stats
 
 
-def _column_detectors(config: DriftConfig, mean: float, std: float) -> list[_BlockDetector]:
+def _column_detectors(
+    config: DriftConfig, mean: float, std: float, ph_direction: Literal["up", "both"]
+) -> list[_BlockDetector]:
     return [
         PageHinkleyDetector(
-            direction,
+            ph_direction,
             allowance=config.ph_allowance,
             threshold=config.ph_threshold,
             min_instances=config.ph_min_instances,
@@ -937,9 +965,7 @@ def _column_detectors(config: DriftConfig, mean: float, std: float) -> list[_Blo
             reference_blocks=config.reference_blocks,
             mean=mean,
             std=std,
-        )
-        for direction in ("up", "down")
-    ] + [
+        ),
         AdwinDetector(
             config.adwin_delta,
             min_window_length=config.adwin_min_window_length,
@@ -948,7 +974,7 @@ def _column_detectors(config: DriftConfig, mean: float, std: float) -> list[_Blo
             reference_blocks=config.reference_blocks,
             mean=mean,
             std=std,
-        )
+        ),
     ]
 
 
@@ -1018,7 +1044,7 @@ class FeatureDriftMonitor:
         )
         self._columns = _ColumnSet(
             names,
-            [_column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD) for _ in names],
+            [_column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "both") for _ in names],
             self.config.block_size,
             self.config.window_blocks,
             REFERENCE_MEAN,
@@ -1103,8 +1129,9 @@ class ErrorMonitor:
     monitored as ``|error| / reference MAE`` capped at ``error_cap`` (so that one wild outlier is
     not a concept drift), against mean 1 and the reference spread. The stream is cut into blocks
     and fed to an upward Page-Hinkley (errors rising) and a two-sided ADWIN. Blocks are larger
-    than for features so that a block's error count is near-Gaussian: at least 16 expected errors
-    (and non-errors) per block for classification, ``4 * block_size`` events for regression.
+    than for features so that a block's error count is not too skewed: at least 8 expected errors
+    (and non-errors) per block for classification (a multiple of ``block_size``), and
+    ``4 * block_size`` events for regression.
 
     Parameters
     ----------
@@ -1131,9 +1158,9 @@ class ErrorMonitor:
     >>> errors = np.r_[rng.random(50_000) < 0.1, rng.random(50_000) < 0.3]
     >>> monitor = ErrorMonitor.for_classification(0.1)
     >>> monitor.block_size
-    160
+    96
     >>> [(d.detector, d.event_index) for d in monitor.update_many(errors)]
-    [('page_hinkley_up', 50239)]
+    [('page_hinkley_up', 50303)]
     >>> round(monitor.window_stats().mean, 2)  # windowed error rate
     0.3
 
@@ -1159,7 +1186,7 @@ class ErrorMonitor:
                 raise ValueError("the reference error rate must be in (0, 1)")
             rarer = min(reference_mean, 1 - reference_mean)
             if block_size is None:
-                block_size = config.block_size * math.ceil(16 / (config.block_size * rarer))
+                block_size = config.block_size * math.ceil(8 / (config.block_size * rarer))
             mean, std = reference_mean, reference_std
         else:
             if block_size is None:
@@ -1173,9 +1200,8 @@ class ErrorMonitor:
         self.reference_std = reference_std
         self.error_cap = error_cap
         self.config = DriftConfig(**{**config.__dict__, "block_size": block_size})
-        detectors = _column_detectors(self.config, mean, std)
         # Errors going down are good news: only the upward Page-Hinkley, plus two-sided ADWIN.
-        detectors = [d for d in detectors if d.name != "page_hinkley_down"]
+        detectors = _column_detectors(self.config, mean, std, "up")
         self._columns = _ColumnSet(["error"], [detectors], block_size, self.config.window_blocks, mean, std)
 
     @classmethod
