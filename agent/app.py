@@ -16,10 +16,12 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agent.alerting import wire_alert_sinks
+from agent.incidents import IncidentManager, KafkaIncidentStore
 from agent.kafka import aiokafka_options, ssl_context
 from agent.metrics import Metrics
+from agent.monitor import DriftObserver, MonitorSettingsView
 from agent.registry import ModelRegistry
-from agent.serving import RequestHandler
+from agent.serving import BatchObserver, RequestHandler
 from agent.settings import KafkaSettings, Settings
 from agent.streaming import ServingLoop
 from agent.web import register_views
@@ -39,6 +41,8 @@ class Driftline:
     handler: RequestHandler
     serving: ServingLoop
     metrics: Metrics
+    incidents: IncidentManager
+    observer: DriftObserver | None
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Ready when at least one model is loaded and the serving loop has joined its group."""
@@ -117,14 +121,32 @@ def create_app(settings: Settings) -> Driftline:
         settings.serving.pinned_versions,
         intra_op_num_threads=settings.serving.intra_op_num_threads,
     )
+    options = aiokafka_options(kafka)
+    incident_store = KafkaIncidentStore(
+        settings.incidents.topic or f"{settings.app_id}-incidents",
+        options,
+        restore_timeout_s=settings.incidents.restore_timeout_s,
+        replication_factor=settings.topics.replication_factor,
+    )
+    incidents = IncidentManager(incident_store, cooldown_s=settings.incidents.cooldown_s, metrics=metrics)
+    observers: list[BatchObserver] = []
+    observer: DriftObserver | None = None
+    if settings.monitoring.enabled:
+        observer = DriftObserver(
+            incidents,
+            alerts_topic=settings.topics.alerts,
+            settings=MonitorSettingsView(**settings.monitoring.model_dump(exclude={"enabled"})),
+            metrics=metrics,
+        )
+        observers.append(observer)
     handler = RequestHandler(
         registry,
         predictions_topic=settings.topics.predictions,
         dead_letters_topic=settings.topics.dead_letters,
         max_event_bytes=settings.serving.max_event_bytes,
         metrics=metrics,
+        observers=observers,
     )
-    options = aiokafka_options(kafka)
     serving = ServingLoop(
         topics=[settings.topics.requests],
         handler=handler,
@@ -135,10 +157,10 @@ def create_app(settings: Settings) -> Driftline:
         batch_max_wait_ms=settings.serving.batch_max_wait_ms,
         loop=app.loop,
     )
-    driftline = Driftline(settings, app, registry, handler, serving, metrics)
+    driftline = Driftline(settings, app, registry, handler, serving, metrics, incidents, observer)
 
     # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
-    wire_alert_sinks(app, settings, metrics)
+    wire_alert_sinks(app, settings, metrics, incidents=incidents)
 
     def refresh_models() -> None:
         if registry.refresh().loaded:

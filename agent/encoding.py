@@ -53,6 +53,8 @@ class Rejection:
 
     reason: DeadLetterReason
     detail: str
+    feature: str | None = None
+    """The feature at fault, for the technical-drift monitor."""
 
 
 @dataclass(slots=True)
@@ -209,6 +211,7 @@ class FeatureEncoder:
                         Rejection(
                             DeadLetterReason.NON_FINITE,
                             f"feature {rule.name!r} is {value!r}; the model accepts finite numbers only",
+                            rule.name,
                         ),
                     )
             elif rule.categorical and kind is str:
@@ -223,6 +226,7 @@ class FeatureEncoder:
                         DeadLetterReason.UNKNOWN_CATEGORY,
                         f"feature {rule.name!r}: category {value!r} is not one of the model's "
                         f"{rule.n_categories} categories",
+                        rule.name,
                     ),
                 )
             if value is _ABSENT or value is None:
@@ -233,7 +237,7 @@ class FeatureEncoder:
                         detail = f"feature {rule.name!r} is NaN and the model requires a value"
                     else:
                         detail = f"feature {rule.name!r} is missing and the model requires it"
-                    return row, missing_at, Rejection(reason, detail)
+                    return row, missing_at, Rejection(reason, detail, rule.name)
                 missing_at.append(i)
                 row.append(rule.impute if rule.policy == _IMPUTE else math.nan)
                 continue
@@ -244,6 +248,7 @@ class FeatureEncoder:
                 Rejection(
                     DeadLetterReason.WRONG_TYPE,
                     f"feature {rule.name!r} is {_describe(value)}; expected {expected}",
+                    rule.name,
                 ),
             )
         return row, missing_at, None

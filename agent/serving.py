@@ -79,6 +79,7 @@ class DeadLetterInfo:
     reason: DeadLetterReason
     detail: str
     model: str | None = None
+    feature: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +92,8 @@ class ModelBatch:
     encoded: EncodedBatch
     predictions: Predictions
     received_at: float
+    inference_seconds: float
+    """Duration of the batch's ONNX Runtime call."""
 
 
 class BatchObserver(Protocol):
@@ -222,7 +225,9 @@ class RequestHandler:
         name, version = served.name, served.version
         encoded = served.encoder.encode([r.features for r in requests])
         for index, rejection in encoded.rejected:
-            dead.append(DeadLetterInfo(records[index], rejection.reason, rejection.detail, name))
+            dead.append(
+                DeadLetterInfo(records[index], rejection.reason, rejection.detail, name, rejection.feature)
+            )
         if not encoded.accepted:
             return
         if encoded.rejected:
@@ -274,7 +279,7 @@ class RequestHandler:
                 out.append(OutgoingMessage(topic, request.request_id.encode(), dumps(body), record.partition))
 
         if observers:
-            batch = ModelBatch(served, records, requests, encoded, predictions, received_at)
+            batch = ModelBatch(served, records, requests, encoded, predictions, received_at, took)
             for observer in observers:
                 out.extend(observer.observe(batch))
 

@@ -29,6 +29,7 @@ __all__ = [
     "IncidentSettings",
     "InfluxSettings",
     "KafkaSettings",
+    "MonitoringSettings",
     "ServingSettings",
     "Settings",
     "TopicSettings",
@@ -198,6 +199,30 @@ class IncidentSettings(BaseModel):
     (and may alert an ongoing incident once more)."""
 
 
+class MonitoringSettings(BaseModel):
+    """Drift monitoring of every served model (the detectors' own parameters are calibrated defaults,
+    see ``agent/drift.py``)."""
+
+    enabled: bool = True
+    """Watch data, prediction, concept and technical drift; off serves predictions only."""
+
+    recovery_shift_sd: float = Field(default=0.15, gt=0)
+    """A data or prediction incident recovers once its windowed shift is back under this many
+    standard deviations of the standardised stream."""
+
+    rate_window_events: int = Field(default=2000, ge=10)
+    """Events per window of the technical-drift rates (missing, out-of-range, unseen fields, types)."""
+
+    rate_margin: float = Field(default=0.05, gt=0, lt=1)
+    """A rate alerts when a window's share exceeds its reference rate by more than this."""
+
+    latency_warmup_batches: int = Field(default=50, ge=5)
+    """Batches that set the inference-latency baseline before its Page-Hinkley watches it."""
+
+    latency_threshold: float = Field(default=50.0, gt=0)
+    """Page-Hinkley threshold on standardised per-row inference latency."""
+
+
 class WebSettings(BaseModel):
     """The REST endpoint (Faust's web server)."""
 
@@ -229,6 +254,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="before")
