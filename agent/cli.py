@@ -21,6 +21,7 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("agent.run_command", "run a worker: serve models on Kafka and REST, and watch them for drift"),
     "check": ("agent.check_command", "check that Kafka and InfluxDB answer (a round trip through each)"),
+    "alerts": ("agent.alerts_command", "list recent drift alerts from InfluxDB, newest first"),
     "package": ("agent.packaging.command", "build a verified ONNX model package from scikit-learn"),
     "inspect": ("agent.packaging.inspect_command", "verify a model package and print its manifest"),
 }
