@@ -83,7 +83,7 @@ class RateWatch:
     Example:
         >>> w = RateWatch(baseline=0.01, margin=0.05, window=100)
         >>> [w.update(hits, 50) for hits in (0, 1, 10, 10, 0, 0)]
-        [None, None, 'fire', None, 'recover', None]
+        [None, None, None, 'fire', None, 'recover']
         >>> w.last_share
         0.0
     """
