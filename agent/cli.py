@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "alerts": ("agent.alerts_command", "list recent drift alerts from InfluxDB, newest first"),
     "package": ("agent.packaging.command", "build a verified ONNX model package from scikit-learn"),
     "inspect": ("agent.packaging.inspect_command", "verify a model package and print its manifest"),
+    "produce": ("agent.produce_command", "publish requests and outcomes: a drift scenario or a CSV replay"),
 }
 
 
