@@ -19,6 +19,7 @@ the Faust app:
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,8 @@ class AlertWiring:
     incidents: IncidentManager | None = None
     metrics_source: MetricsSource | None = None
     """Set (or replace) at any time; None writes only the sinks' own counters."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Added to the sinks' counter points: which deployment (``app``) and worker (``worker``)."""
     received: int = 0
     invalid: int = 0
     _agent: Any = field(default=None, repr=False)
@@ -152,8 +155,10 @@ class AlertWiring:
         except ValueError as exc:
             self.invalid += 1
             self.metrics.alert_records_invalid.inc()
-            # The validation message names the fields, not the record's content: no need to log it all.
-            log.error("alerts: skipping a record that is not a valid alert (%d bytes): %s", len(value), exc)
+            detail = "; ".join(str(exc).splitlines())[:300]  # one log line, bounded
+            log.error(
+                "alerts: skipping a record that is not a valid alert (%d bytes): %s", len(value), detail
+            )
             return
         await self.fanout.send(alert)
 
@@ -178,7 +183,7 @@ class AlertWiring:
                         "points_written": s.points_written,
                         "points_dropped": s.points_dropped,
                     },
-                    {"sink": sink.name},
+                    {**self.tags, "sink": sink.name},
                 )
             )
         return points
@@ -224,6 +229,7 @@ def wire_alert_sinks(
 
     service = AlertingService(fanout, incidents=incidents, before_start=create_topics, loop=app.loop)
     wiring = AlertWiring(fanout, service, metrics, incidents, metrics_source)
+    wiring.tags = {"app": settings.app_id, "worker": f"{socket.gethostname()}:{settings.web.port}"}
     # Added before the app starts, so it is the app's first child: started before Faust's consumer and
     # the app's tasks (the serving loop), stopped after them (mode stops children in reverse order).
     app.add_dependency(service)

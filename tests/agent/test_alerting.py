@@ -67,7 +67,8 @@ async def test_metrics_tick_writes_source_points_and_sink_counters(caplog: pytes
     wiring.metrics_source = lambda: [MetricPoint("driftline_throughput", {"events_per_s": 5.0})]
     await wiring.write_metrics()
     assert [p.measurement for p in sink.points] == ["driftline_throughput", "driftline_sink"]
-    assert sink.points[1].tags == {"sink": "collecting"}
+    assert sink.points[1].tags["sink"] == "collecting"
+    assert sink.points[1].tags["app"] == "driftline"
     assert sink.points[1].fields["alerts_delivered"] == 1
 
     def broken() -> list[MetricPoint]:
