@@ -148,6 +148,14 @@ class PercentileTransform:
     >>> t.transform(np.array([0.0, 0.5, 1.0])).round(6).tolist()
     [0.35, 0.705, 0.71]
 
+    A value within float32 rounding of a tied value counts as that value: serving feeds float32
+    matrices and ONNX Runtime sums tree outputs in float32, so a reference atom recorded as 0.8 comes
+    back as 0.80000007, which would otherwise land at the top of its run instead of the middle.
+
+    >>> t = PercentileTransform(np.r_[np.zeros(50), np.full(51, 0.8)])
+    >>> t.transform(np.array([0.8, 0.80000007, np.float32(0.8)])).round(6).tolist()
+    [0.75, 0.75, 0.75]
+
     """
 
     def __init__(self, quantiles: npt.ArrayLike) -> None:
@@ -167,6 +175,8 @@ class PercentileTransform:
         self._p_high = probs[first + counts - 1]
         self._p_mid = 0.5 * (self._p_low + self._p_high)
         self._has_ties = bool(np.any(counts > 1))
+        # How close counts as equal: a few float32 ulps of the value, plus a hair of the range.
+        self._tolerance = 4 * float(np.finfo(np.float32).eps) * np.abs(knots) + 1e-9 * float(q[-1] - q[0])
 
     def transform(self, values: npt.ArrayLike) -> FloatArray:
         """Percentiles of ``values`` (any shape), ``NaN`` where a value is ``NaN``."""
@@ -176,6 +186,12 @@ class PercentileTransform:
             return np.interp(x, self._knots, self._p_low, left=0.0, right=1.0)
         knots = self._knots
         last = knots.size - 1
+        # Snap values within rounding of a knot onto it (see the class docstring).
+        near = np.clip(np.searchsorted(knots, x), 0, last)
+        below = np.clip(near - 1, 0, last)
+        with np.errstate(invalid="ignore"):
+            x = np.where(np.abs(x - knots[near]) <= self._tolerance[near], knots[near], x)
+            x = np.where(np.abs(x - knots[below]) <= self._tolerance[below], knots[below], x)
         # Index of the last knot <= x (-1 below the first knot).
         i = np.searchsorted(knots, x, side="right") - 1
         lo = np.clip(i, 0, last)
@@ -1244,6 +1260,8 @@ class ErrorMonitor:
         """Feed per-event errors (0/1, or absolute errors); ``NaN`` = unknown outcome."""
         raw = np.asarray(errors, dtype=np.float64).reshape(-1, 1)
         if self.kind == "classification":
+            if np.any((raw != 0.0) & (raw != 1.0) & ~np.isnan(raw)):
+                raise ValueError("classification errors must be 0 or 1 (NaN: outcome unknown)")
             values = raw
         else:
             values = np.minimum(np.abs(raw) / self.reference_mean, self.error_cap)

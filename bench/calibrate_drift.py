@@ -111,8 +111,20 @@ class PageHinkleyReplica:
         return self.fired
 
 
-def check_replica(config: DriftConfig) -> str:
-    """The replica and river (through the production wrapper) fire on the same events."""
+def check_replica(default: DriftConfig) -> str:
+    """The replica and river (through the production wrapper) fire on the same events.
+
+    Checked with the defaults and with a touchy configuration that fires hundreds of times, so
+    that restarts and the ``min_instances`` gate are exercised too.
+    """
+    detections = 0
+    touchy = dataclasses.replace(default, ph_allowance=0.05, ph_threshold=2.0, ph_min_instances=5)
+    for config in (default, touchy):
+        detections += _check_replica(config)
+    return f"replica of river's PageHinkley: identical detections ({detections}) on 36 streams"
+
+
+def _check_replica(config: DriftConfig) -> int:
     k = config.block_size
     rng = np.random.default_rng(1)
     n_blocks = 4000
@@ -141,7 +153,7 @@ def check_replica(config: DriftConfig) -> str:
             if theirs != ours[s]:
                 raise AssertionError(f"replica != river for mode {mode}, stream {s}")
             detections += len(theirs)
-    return f"replica of river's PageHinkley: identical detections ({detections}) on 18 streams"
+    return detections
 
 
 # --------------------------------------------------------------------------------------------
