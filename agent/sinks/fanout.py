@@ -8,7 +8,7 @@ Example:
     >>> import asyncio
     >>> from datetime import datetime, UTC
     >>> from schemas import Alert, AlertKind, Severity
-    >>> from agent.errors import SinkError
+    >>> from agent.errors import ConfigurationError, SinkError
     >>> class Broken(Sink):
     ...     name = "broken"
     ...     async def send(self, alert):
@@ -37,7 +37,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.errors import SinkError
+from agent.errors import ConfigurationError, SinkError
 from agent.metrics import Metrics
 from agent.sinks.base import MetricPoint, Sink
 from schemas import Alert
@@ -67,8 +67,12 @@ class SinkFanout:
         """Calls that raised, per sink (any hook)."""
 
     async def start(self) -> None:
-        """Starts every sink; one that fails to start is logged and still called later (it may recover)."""
-        await self._each("start", lambda s: s.start())
+        """Starts every sink. A misconfigured one (:class:`~agent.errors.ConfigurationError`) stops the
+        start: better a worker that refuses to run than one that silently drops alerts. Any other start
+        failure is logged and the sink still called later (it may recover)."""
+        for _, exc in await self._each("start", lambda s: s.start()):
+            if isinstance(exc, ConfigurationError):
+                raise exc
 
     async def send(self, alert: Alert) -> None:
         """Sends ``alert`` to every sink."""

@@ -223,6 +223,8 @@ class Spool:
 
         Not stored when even without any metrics segment the spool would exceed ``max_bytes``.
         """
+        if self._lock_file is None:
+            raise RuntimeError("Spool.append() before open()")
         data = "".join(line + "\n" for line in lines).encode()
         dropped = 0
         while self.bytes + len(data) > self.max_bytes:
@@ -409,6 +411,10 @@ class InfluxSink(Sink):
         self.spool.close()
 
     async def _deliver(self, kind: Kind, lines: list[str], alert_id: str = "") -> None:
+        if self._client is None:
+            # Not started (or its start failed): the spool may not be ours to write.
+            self._count_rejected(kind, len(lines), "the sink is not started", alert_id)
+            return
         if self._healthy:
             outcome = await self._write("\n".join(lines))
             if outcome.ok:

@@ -129,3 +129,13 @@ async def test_base_hooks_are_noops(caplog: pytest.LogCaptureFixture) -> None:
         await sink.flush()
         await sink.close()
     assert sink.stats.delivered == sink.stats.failed == 0
+
+
+async def test_a_misconfigured_sink_stops_the_start() -> None:
+    from agent.errors import ConfigurationError
+
+    good = Recording()
+    fanout = SinkFanout([Failing(ConfigurationError("spool in use")), good])
+    with pytest.raises(ConfigurationError, match="spool in use"):
+        await fanout.start()
+    assert good.calls == ["start"]  # the others were still started (and are closed by the caller)

@@ -182,3 +182,15 @@ async def test_full_spool_counts_and_logs_the_alert(tmp_path: Path, caplog: pyte
     assert (sink.stats.spooled, sink.stats.failed) == (1, 1)
     assert f"alert {second.alert_id} NOT stored" in caplog.text
     assert "t0ken" not in caplog.text
+
+
+async def test_a_sink_whose_start_failed_does_not_touch_the_spool(tmp_path: Path) -> None:
+    owner = Spool(tmp_path, max_bytes=10_000)
+    owner.open()  # another worker holds the directory
+    sink = InfluxSink(url=closed_port_url(), token=SecretStr("t"), org="o", bucket="b", spool_dir=tmp_path)
+    with pytest.raises(ConfigurationError):
+        await sink.start()
+    await sink.send(make_alert())
+    assert (sink.stats.failed, sink.stats.spooled) == (1, 0)
+    assert list(tmp_path.glob("*.lp")) == []
+    owner.close()
