@@ -296,15 +296,27 @@ class EventStream:
             rows, labels = source.take(lo, _CHUNK, rows_rng)
             wants_outcome = (outcome_rng.random(_CHUNK) < self.outcome_share).tolist()
             shifts: list[tuple[_Active, list[float]]] = []
-            fires: dict[str, list[tuple[_Active, list[bool]]]] = {"concept": [], "schema": [], "garbage": []}
-            for a in active:
+            concept: list[tuple[_Active, list[bool]]] = []
+            altered = np.zeros(_CHUNK, dtype=bool)
+            # The drift that spoils each event's request, if any: garbage wins over breakage, and
+            # an earlier drift of the schedule over a later one of the same kind.
+            bad_at: list[_Active | None] = [None] * _CHUNK
+            for a in sorted(active, key=lambda a: (a.drift.kind != "schema", -a.index)):
                 level = a.drift.intensities(lo, lo + _CHUNK)
                 u = a.uniform.random(_CHUNK)
                 if a.drift.kind == "covariate":
                     shifts.append((a, (level * (a.drift.size * a.std)).tolist()))
+                    continue
+                fired = u < level * a.drift.size
+                if a.drift.kind == "concept":
+                    concept.append((a, fired.tolist()))
+                    altered |= fired
                 else:
-                    fires[a.drift.kind].append((a, (u < level * a.drift.size).tolist()))
-            concept = fires["concept"]
+                    for k in np.flatnonzero(fired).tolist():
+                        bad_at[k] = a
+            shifts.sort(key=lambda item: item[0].index)
+            concept.sort(key=lambda item: item[0].index)
+            altered_at = altered.tolist()
 
             for k in range(n):
                 i = lo + k
@@ -330,20 +342,17 @@ class EventStream:
                 if version is not None:
                     body["model_version"] = version
 
-                garbage = next((a for a, f in fires["garbage"] if f[k]), None)
-                if garbage is not None:
-                    stats.affected[garbage.index] += 1
-                    stats.garbage += 1
-                    yield Message(
-                        key, _garbage(dumps(body, option=options), garbage.detail), MessageKind.GARBAGE
-                    )
-                    continue
-                broken = next((a for a, f in fires["schema"] if f[k]), None)
-                if broken is not None:
-                    _break(body, names, broken.drift.feature, broken.detail)
-                    stats.affected[broken.index] += 1
-                    stats.broken += 1
-                    yield Message(key, dumps(body, option=options), MessageKind.BROKEN)
+                bad = bad_at[k]
+                if bad is not None:
+                    stats.affected[bad.index] += 1
+                    if bad.drift.kind == "garbage":
+                        stats.garbage += 1
+                        payload = _garbage(dumps(body, option=options), bad.detail)
+                        yield Message(key, payload, MessageKind.GARBAGE)
+                    else:
+                        _break(body, names, bad.drift.feature, bad.detail)
+                        stats.broken += 1
+                        yield Message(key, dumps(body, option=options), MessageKind.BROKEN)
                     continue
                 stats.requests += 1
                 yield Message(key, dumps(body, option=options), MessageKind.REQUEST)
@@ -351,13 +360,12 @@ class EventStream:
                 label = labels[k]
                 if not (labelled and wants_outcome[k]) or label is None:
                     continue
-                if concept:
-                    firing = [a.index for a, f in concept if f[k]]
-                    if firing:
-                        # One alteration however many concept drifts fire: two flips would cancel.
-                        label = source.alter_label(label)
-                        for index in firing:
-                            stats.affected[index] += 1
+                if altered_at[k]:
+                    # One alteration however many concept drifts fire: two flips would cancel.
+                    label = source.alter_label(label)
+                    for a, fired_at in concept:
+                        if fired_at[k]:
+                            stats.affected[a.index] += 1
                 outcome = {
                     "schema_version": "1",
                     "request_id": request_id,

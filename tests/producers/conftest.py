@@ -18,6 +18,18 @@ def numeric(values: list[float]) -> dict[str, Any]:
     return NumericStatistics.from_values(np.asarray(values)).model_dump()
 
 
+def manifest_for_example(model: str) -> Manifest:
+    """A manifest with an example model's features and reference statistics, as a package of it has."""
+    from producers.datasets import load_dataset
+
+    data = load_dataset(model)
+    base = make_manifest(data.task).model_dump(mode="json")
+    base["name"] = model
+    base["features"] = [{"name": n, "type": "numeric"} for n in data.feature_names]
+    base["reference"]["features"] = {n: numeric(list(data.X[:, j])) for j, n in enumerate(data.feature_names)}
+    return Manifest.model_validate(base)
+
+
 def make_manifest(task: str = "binary_classification") -> Manifest:
     """A churn model: ``age`` and ``income`` (numeric, reference std 10 and 1000) and ``plan``."""
     classifier = task != "regression"

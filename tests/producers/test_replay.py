@@ -9,7 +9,9 @@ from producers.replay import load_csv, read_manifest, replay
 from producers.schedule import Scenario, ScheduledDrift
 from producers.stream import MessageKind
 from schemas.events import Outcome, PredictionRequest
-from tests.producers.conftest import body, make_manifest, requests_of
+from tests.producers.conftest import body, make_manifest, manifest_for_example, requests_of
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast-cancer-sample.csv"
 
 ROWS = "age,plan,income,churned\n41,pro,2500.5,1\n,basic,n/a,0\n33.5,,1800,\n"
 
@@ -150,3 +152,18 @@ def test_schedules_that_do_not_fit_the_file(tmp_path: Path, package: Path) -> No
 def test_load_csv_reads_labels_typed_like_the_classes(tmp_path: Path) -> None:
     source = load_csv(write(tmp_path, "age,plan,income,c\n1,pro,2,1.0\n1,pro,2, 0\n"), make_manifest(), "c")
     assert source.labels == [1, 0] and source.classes == (0, 1)
+
+
+def test_the_bundled_sample_replays_for_a_breast_cancer_package() -> None:
+    from producers.datasets import load_dataset
+
+    data = load_dataset("breast-cancer")
+    stream = replay(SAMPLE, manifest_for_example("breast-cancer"), label_column="target")
+    messages = list(stream)
+    assert stream.stats.requests == stream.stats.outcomes == 200
+    rows = {tuple(row) for row in data.X.tolist()}
+    for m in requests_of(messages):
+        request = PredictionRequest.model_validate_json(m.value)
+        assert tuple(request.features.values()) in rows  # the dataset's own rows, unchanged
+    labels = [Outcome.model_validate_json(m.value).label for m in messages if m.kind is MessageKind.OUTCOME]
+    assert set(labels) == {0, 1}
