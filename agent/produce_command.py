@@ -47,7 +47,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds every random choice (default: 0)")
     parser.add_argument("--count", type=int, help="events to send (default: the scenario's / every row)")
     parser.add_argument(
-        "--rate", type=_rate, help="events per second, 0 for as fast as possible (default: the scenario's)"
+        "--rate",
+        type=_rate,
+        help="events per second, 0 for as fast as possible (default: the scenario's; 1000 for a replay)",
     )
     parser.add_argument(
         "--outcome-share", type=float, default=1.0, help="share of requests followed by an outcome"

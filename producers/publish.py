@@ -1,12 +1,21 @@
 """Publish a stream of messages to Kafka: paced, batched, with delayed outcomes and a summary.
 
 :func:`publish` sends every :class:`~producers.stream.Message` to the requests or outcomes topic by
-its kind, keyed by request id. Sending is batched: each ``send`` only appends to aiokafka's
-accumulator and returns a delivery future, and the futures are awaited a chunk at a time, so the
-broker's acknowledgements (``acks=all``, idempotent, so a retried batch is not written twice) never
-stall the loop message by message. ``rate`` paces the events (messages on the requests topic) with
-a :class:`TokenBucket`; outcomes are held back ``outcome_delay_s`` of wall-clock time after their
-request, and the run ends with a flush, so when :func:`publish` returns everything is acknowledged.
+its kind, keyed by request id, on the partition aiokafka's default partitioner would pick. Messages
+are appended to one record batch per partition, and a batch goes to the producer when it is full or
+its oldest message has waited ``linger_ms``; the batches' delivery futures are awaited a chunk at a
+time, so the broker's acknowledgements (``acks=all``, idempotent, so a retried batch is not written
+twice) never stall the loop message by message. ``rate`` paces the events (messages on the requests
+topic) with a :class:`TokenBucket`; outcomes are held back ``outcome_delay_s`` of wall-clock time
+after their request, and the run ends with every batch sent and acknowledged.
+
+Example (not run here: it needs a broker)::
+
+    import asyncio
+    from producers import Progress, generate, publish
+
+    summary = asyncio.run(publish(generate("demo", seed=1), rate=100, progress=Progress()))
+    print(summary.format())
 """
 
 from __future__ import annotations

@@ -117,6 +117,7 @@ class ScheduledDrift(BaseModel):
         return np.where(inside, level, 0.0)
 
     def describe_size(self) -> str:
+        """The size as the schedule table shows it: ``+1.5 sd`` or ``10%``."""
         if self.kind == "covariate":
             return f"{self.size:+g} sd"
         return f"{self.size * 100:g}%"
