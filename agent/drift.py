@@ -19,15 +19,17 @@ How it works
    Python cost by the block size; for a shift in the mean the block mean is a sufficient
    statistic, so the only statistical price is the block granularity (about half a block of
    extra delay).
-3. **Detectors** (river's, wrapped): :class:`PageHinkleyDetector` in each direction (a CUSUM with
-   allowance ``ph_allowance * sqrt(block_size)`` and ``alpha=1``: river's default forgetting
-   factor cancels the allowance once the cumulative sum settles, which is why river's defaults
-   raise hundreds of false alarms on a long stationary stream) and :class:`AdwinDetector`
-   (two-sided, adaptive window). ADWIN's bound has a range term meant for inputs in ``[0, 1]``;
-   block z-scores are near-Gaussian, for which the variance term alone is the right bound, so
-   ADWIN is fed ``10 * z`` (shrinking the range term tenfold) and ``adwin_delta`` is set by
-   simulation instead of by the bound. Page-Hinkley is tuned to catch a half-standard-deviation
-   step fast; ADWIN catches smaller and slower drifts that a CUSUM with that allowance misses.
+3. **Detectors** (river's, wrapped). :class:`PageHinkleyDetector` is a CUSUM with allowance
+   ``ph_allowance * sqrt(block_size)`` and ``alpha=1`` (river's default forgetting factor cancels
+   the allowance once the cumulative sum settles, which is why river's defaults raise hundreds of
+   false alarms on a long stationary stream); a monitor runs one two-sided detector per column,
+   which fires on exactly the blocks a pair of one-sided ones would, at half the cost.
+   :class:`AdwinDetector` is two-sided with an adaptive window. ADWIN's bound has a range term
+   meant for inputs in ``[0, 1]``; block z-scores are near-Gaussian, for which the variance term
+   alone is the right bound, so ADWIN is fed ``10 * z`` (shrinking the range term tenfold) and
+   ``adwin_delta`` is set by simulation instead of by the bound. Page-Hinkley is tuned to catch a
+   half-standard-deviation step fast; ADWIN catches smaller and slower drifts that a CUSUM with
+   that allowance misses.
 4. **Anchoring to the reference.** river's detectors look for changes *within* the live stream,
    so a stream that is already drifted at start-up would never fire. Each detector is therefore
    first fed ``reference_blocks`` synthetic blocks alternating ``+1, -1`` (mean 0 and variance 1:
@@ -35,29 +37,36 @@ How it works
    change from the reference, and the finite weight of that prelude keeps a tiny bias of the
    transform (e.g. for a discrete feature read off a 1% quantile grid) from ever accumulating
    into an alarm.
-5. **After a detection** the wrapper restarts its river detector from scratch (river 0.26 does the
-   same on the next update; ADWIN fully resets rather than shrinking), with no prelude: the live
-   level becomes the new normal, so one step change raises one detection. The detectors'
-   warm-ups (``ph_min_instances``, ``adwin_grace_period`` blocks) are the grace period. In a
-   monitor, a detection by any detector of a column restarts all that column's detectors, so one
-   shift raises one :class:`Detection` per column, not one per detector.
+5. **After a detection** the wrapper restarts its river detector from scratch, with no prelude:
+   the live level becomes the new normal, so one step change raises one detection. (river 0.26
+   does the same on the update after a detection, ADWIN included: its Rust core shrinks the
+   window, then the Python wrapper resets it.) The detectors' warm-ups (``ph_min_instances``,
+   ``adwin_grace_period`` blocks) are the grace period. In a monitor, a detection by any detector
+   of a column restarts all that column's detectors, so one shift raises one :class:`Detection`
+   per column, not one per detector.
 
 Calibration
 -----------
-``bench/calibrate_drift.py`` fixes the defaults by simulation, with fixed seeds. False alarms:
-iid Uniform(0, 1) events through the exact block and detector code (Page-Hinkley through a numpy
-replica of river's recursion, checked against river to give identical detections; ADWIN through
-river itself), counted per million events, both for an anchored detector and for a fresh one
-(as after a reset). Detection delay: reference N(0, 1) turned into 101 quantiles, 20,000 events
-of N(0, 1) and then N(0.5, 1), through :class:`FeatureDriftMonitor`; the delay is counted from the
-first shifted event to the event that completes the firing block. Results for the defaults
-(block size 32, ``ph_allowance=0.25``, ``ph_threshold=5``, ``adwin_delta=1e-6``):
+``bench/calibrate_drift.py`` sets the defaults by simulation, with fixed seeds (method in its
+docstring). False alarms: iid Uniform(0, 1) events, quantised and summed into block z-scores as
+here, through river's ADWIN and through a numpy replica of river's Page-Hinkley (checked to give
+identical detections, 3,020 of them, on 36 streams); long runs use Gaussian block z-scores, which
+have heavier tails than sums of uniforms. Delay: reference N(0, 1) as 101 quantiles, then
+20,000 + U[0, 32) events of N(0, 1) and N(shift, 1) after, through :class:`FeatureDriftMonitor`;
+the delay is the number of shifted events up to the one completing the firing block. Defaults
+(block 32, ``ph_allowance=0.25``, ``ph_threshold=6``, ``adwin_delta=1e-6``), 400 replicates:
 
-=====================  ============================  ==============================
-detector               false alarms / 1e6 events     delay, 0.5 sd step (events)
-=====================  ============================  ==============================
-see bench script       (filled in by the calibration run)
-=====================  ============================  ==============================
+    detector              false alarms / 1e6 events     0.5 sd step delay       medians
+                                                          median   p90   p99    0.25 sd   1 sd
+    Page-Hinkley (2-way)  0.0002 (2 in 1e10 events)       167     252   349     2309      71
+    ADWIN                 < 0.009 (0 in 3.2e8 events)     232     302   368      682     104
+    monitor (both)        sum of the two                  173     257   341      706      71
+
+A 0.5 sd shift present from the first event is detected after a median of 160 events (anchoring).
+No detector fired in the 500 blocks after 100,000 (Page-Hinkley) and 2,000 (ADWIN) restarts, and
+no step raised a second detection (no bursts). Raising ``ph_threshold`` by 1 divides
+Page-Hinkley's false alarms by about 20 for ~25 more events of delay (table in the script's
+output). A monitor of ``d`` columns raises about ``d`` times the per-column rate.
 
 Discrete features: a value tied with a run of reference quantiles maps to the middle of the run
 (mid-rank), whose variance is ``(1 - sum p**3) / 12 <= 1/12``; their z-scores are therefore
@@ -1148,6 +1157,15 @@ class ErrorMonitor:
     than for features so that a block's error count is not too skewed: at least 8 expected errors
     (and non-errors) per block for classification (a multiple of ``block_size``), and
     ``4 * block_size`` events for regression.
+
+    Calibration (``bench/calibrate_drift.py``): no alarm in 20 million stationary events for
+    error rates from 0.5% to 50%, nor for Gaussian or Laplace regression errors; a 10% -> 30%
+    jump is detected after a median of 210 events (p99 345), a 1.5x MAE rise after 268 (p99
+    425). river's binary detectors fed every error were measured on the same streams and left
+    out: none keeps its false alarms down across base rates (at 30% error, per 1e6 events:
+    HDDM_W 415, FHDDM 120, EDDM 7.5, HDDM_A 4.5), DDM and HDDM_A slow down as history grows
+    (15,370 and 520 events after 300,000 events of warm-up), and HDDM_W, the fastest (about 110
+    events), costs ~10 us per event against well under 0.1 here.
 
     Parameters
     ----------

@@ -344,7 +344,7 @@ def error_section(quick: bool) -> None:
     print("\n## ErrorMonitor (block sizes from the reference; PH up + ADWIN)")
     print(f"{'stream':<44}{'block':>6}{'alarms':>8}{'events':>8}{'per 1e6':>9}")
     stationary: list[tuple[str, ErrorMonitor, Callable[[np.random.Generator, int], np.ndarray], float]] = [
-        (f"classification, {p:.0%} error", ErrorMonitor.for_classification(p), _bernoulli(p), events)
+        (f"classification, {p:.1%} error", ErrorMonitor.for_classification(p), _bernoulli(p), events)
         for p in (0.005, 0.02, 0.1, 0.3, 0.5)
     ]
     stationary += [
