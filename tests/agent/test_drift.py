@@ -28,10 +28,9 @@ N_FEATURES = 20
 MAX_DELAY = 640
 
 
-def _normal_monitor(rng: np.random.Generator, n_features: int, **kwargs: object) -> FeatureDriftMonitor:
+def _normal_monitor(rng: np.random.Generator, n_features: int) -> FeatureDriftMonitor:
     quantiles = np.quantile(rng.standard_normal((100_000, n_features)), PROBS, axis=0).T
-    names = [f"f{j}" for j in range(n_features)]
-    return FeatureDriftMonitor.from_quantiles(names, quantiles, **kwargs)  # type: ignore[arg-type]
+    return FeatureDriftMonitor.from_quantiles([f"f{j}" for j in range(n_features)], quantiles)
 
 
 def _feed(monitor: FeatureDriftMonitor, data: np.ndarray, batch: int) -> list[Detection]:
