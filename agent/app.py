@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
 
 from agent.alerting import wire_alert_sinks
 from agent.incidents import IncidentManager, KafkaIncidentStore
-from agent.kafka import aiokafka_options, ssl_context
+from agent.kafka import aiokafka_options, read_to_end, ssl_context
 from agent.metrics import Metrics
 from agent.monitor import DriftObserver, MonitorSettingsView
 from agent.registry import ModelRegistry
 from agent.serving import BatchObserver, RequestHandler
 from agent.settings import KafkaSettings, Settings
+from agent.sinks.base import MetricPoint
 from agent.streaming import ServingLoop
 from agent.web import register_views
 
@@ -73,8 +76,17 @@ def faust_credentials(settings: KafkaSettings) -> Any:
     return None
 
 
+def join_changelog_topic(settings: Settings) -> str:
+    """The outcome join's changelog topic (compacted, partitioned like the requests topic)."""
+    return f"{settings.app_id}-join-changelog"
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Creates driftline's topics that do not exist yet, with the configured partitions."""
+    """Creates driftline's topics that do not exist yet, with the configured partitions.
+
+    The join changelog gets the requests topic's partition count, whatever it is, since the join
+    writes each prediction's entry to the partition number of its request.
+    """
     t = settings.topics
     wanted = [t.requests, t.predictions, t.outcomes, t.alerts, t.dead_letters]
     admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
@@ -90,6 +102,21 @@ async def ensure_topics(settings: Settings) -> None:
                 ]
             )
             log.info("created topics %s with %d partitions", ", ".join(missing), t.partitions)
+        changelog = join_changelog_topic(settings)
+        if settings.monitoring.concept_drift and changelog not in existing:
+            [described] = await admin.describe_topics([t.requests])
+            partitions = len(described["partitions"]) or t.partitions
+            retention_ms = int(settings.monitoring.join_ttl_s * 2000)
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        changelog,
+                        num_partitions=partitions,
+                        replication_factor=t.replication_factor,
+                        topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
+                    )
+                ]
+            )
     finally:
         await admin.close()
 
@@ -137,6 +164,8 @@ def create_app(settings: Settings) -> Driftline:
             alerts_topic=settings.topics.alerts,
             settings=MonitorSettingsView(**settings.monitoring.model_dump(exclude={"enabled"})),
             metrics=metrics,
+            changelog_topic=join_changelog_topic(settings),
+            resolve=registry.resolve,
         )
         observers.append(observer)
     handler = RequestHandler(
@@ -146,9 +175,35 @@ def create_app(settings: Settings) -> Driftline:
         max_event_bytes=settings.serving.max_event_bytes,
         metrics=metrics,
         observers=observers,
+        outcomes_topic=settings.topics.outcomes if observer is not None else None,
     )
+
+    async def on_assigned(partitions: frozenset[TopicPartition]) -> None:
+        if observer is None or not settings.monitoring.concept_drift:
+            return
+        numbers = {tp.partition for tp in partitions if tp.topic == settings.topics.requests}
+        try:
+            restored = await read_to_end(options, join_changelog_topic(settings), numbers, timeout_s=60.0)
+        except TimeoutError:
+            log.error("outcome join: changelog not read to its end in 60 s; joining new predictions only")
+            return
+        for partition, records in restored.items():
+            kept = observer.restore_partition(partition, records)
+            log.info("outcome join: restored %d predictions of partition %d", kept, partition)
+
+    async def on_revoked(partitions: frozenset[TopicPartition]) -> None:
+        if observer is not None:
+            for tp in partitions:
+                if tp.topic == settings.topics.requests:
+                    observer.drop_partition(tp.partition)
+
+    topics = [settings.topics.requests]
+    if observer is not None and settings.monitoring.concept_drift:
+        topics.append(settings.topics.outcomes)
     serving = ServingLoop(
-        topics=[settings.topics.requests],
+        topics=topics,
+        on_assigned=on_assigned,
+        on_revoked=on_revoked,
         handler=handler,
         consumer_options=options,
         producer_options=options,
@@ -160,7 +215,19 @@ def create_app(settings: Settings) -> Driftline:
     driftline = Driftline(settings, app, registry, handler, serving, metrics, incidents, observer)
 
     # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
-    wire_alert_sinks(app, settings, metrics, incidents=incidents)
+    last = {"records": 0, "at": time.monotonic()}
+
+    def metric_points() -> list[MetricPoint]:
+        # Throughput since the previous call, plus the monitors' windowed statistics.
+        now, records = time.monotonic(), serving.stats.records_in
+        rate = (records - last["records"]) / max(now - last["at"], 1e-9)
+        last.update(records=records, at=now)
+        points = [MetricPoint("driftline_throughput", {"events_per_s": rate, "events": float(records)})]
+        if observer is not None:
+            points.extend(observer.metric_points())
+        return points
+
+    wire_alert_sinks(app, settings, metrics, incidents=incidents, metrics_source=metric_points)
 
     def refresh_models() -> None:
         if registry.refresh().loaded:

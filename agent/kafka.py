@@ -11,12 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from agent.settings import KafkaSettings
 
-__all__ = ["aiokafka_options", "ssl_context"]
+__all__ = ["aiokafka_options", "read_to_end", "ssl_context"]
 
 
 def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
@@ -43,3 +45,33 @@ def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
             settings.sasl_password.get_secret_value() if settings.sasl_password else None
         )
     return options
+
+
+async def read_to_end(
+    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end.
+
+    Used to restore state kept in compacted changelog topics. Raises ``TimeoutError`` when the end is
+    not reached within ``timeout_s``.
+    """
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    out: dict[int, list[tuple[bytes, bytes | None]]] = {tp.partition: [] for tp in tps}
+    if not tps:
+        return out
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        async with asyncio.timeout(timeout_s):
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                for tp, records in (await consumer.getmany(*tps, timeout_ms=200)).items():
+                    out[tp.partition].extend((r.key or b"", r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return out

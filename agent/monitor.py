@@ -41,22 +41,32 @@ from agent.drift import (
     CategoricalTransform,
     ColumnTransform,
     Detection,
+    ErrorMonitor,
     FeatureDriftMonitor,
     PercentileTransform,
     ReferenceTransform,
 )
 from agent.incidents import IncidentKey, IncidentManager
+from agent.join import JoinEntry, OutcomeJoin, encode_entry
 from agent.metrics import Metrics
 from agent.model import DependencyFinding, Predictions
 from agent.registry import ServedModel
 from agent.serving import DeadLetterInfo, ModelBatch, RecordLike
+from agent.sinks.base import MetricPoint
 from agent.sinks.kafka import encode_alert
 from agent.streaming import OutgoingMessage
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
-from schemas.events import DeadLetterReason
+from schemas.events import DeadLetterReason, Outcome
 from schemas.manifest import CategoricalStatistics, Manifest, NumericStatistics
 
-__all__ = ["DriftObserver", "ModelMonitor", "MonitorSettingsView", "RateWatch", "output_quantity"]
+__all__ = [
+    "DriftObserver",
+    "LatencyWatch",
+    "ModelMonitor",
+    "MonitorSettingsView",
+    "RateWatch",
+    "output_quantity",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +81,10 @@ class MonitorSettingsView:
     rate_window_events: int = 2000
     rate_margin: float = 0.05
     latency_warmup_batches: int = 50
-    latency_threshold: float = 50.0
+    latency_threshold: float = 20.0
+    concept_drift: bool = True
+    join_ttl_s: float = 900.0
+    join_max_entries: int = 1_000_000
 
 
 class RateWatch:
@@ -113,36 +126,48 @@ class RateWatch:
         return "fire" if over else "recover"
 
 
-class _SelfReferencedPageHinkley:
-    """Page-Hinkley (upward) on a metric with no reference: learns its level in a warm-up first."""
+class LatencyWatch:
+    """Page-Hinkley (upward) on per-row inference latency, relative to its own warm-up level.
+
+    The first ``warmup`` batches set the baseline (their median); after that each batch feeds
+    ``log(latency / baseline)`` (capped at ``log(10)``: one stalled batch cannot fire it alone) to
+    river's Page-Hinkley with an allowance of ``log(1.5)``: latency has to stay well above 1.5x its
+    baseline for dozens of batches before the cumulative sum reaches ``threshold``.
+
+    Example:
+        >>> w = LatencyWatch(warmup=20, threshold=20.0)
+        >>> steady = [w.update(10.0 + (i % 3)) for i in range(500)]
+        >>> any(steady)
+        False
+        >>> slower = [w.update(30.0) for _ in range(200)]
+        >>> slower.index(True)
+        35
+    """
 
     def __init__(self, warmup: int, threshold: float) -> None:
         self.warmup = warmup
         self.threshold = threshold
+        self.baseline: float | None = None
         self._seen: list[float] = []
-        self._mean = 0.0
-        self._std = 1.0
         self._ph: river_drift.PageHinkley | None = None
 
-    def update(self, value: float) -> bool:
+    def update(self, per_row_us: float) -> bool:
+        """Feeds one batch's per-row latency; True when a sustained rise is detected."""
         if self._ph is None:
-            self._seen.append(value)
+            self._seen.append(per_row_us)
             if len(self._seen) >= self.warmup:
-                arr = np.asarray(self._seen)
-                self._mean = float(np.median(arr))
-                # A robust spread: one slow batch in the warm-up must not make the bar unreachable.
-                mad = float(np.median(np.abs(arr - self._mean))) * 1.4826
-                self._std = max(mad, 0.05 * abs(self._mean), 1e-9)
+                self.baseline = max(float(np.median(self._seen)), 1e-9)
                 self._ph = river_drift.PageHinkley(
-                    min_instances=self.warmup, delta=1.0, threshold=self.threshold, alpha=1.0, mode="up"
+                    min_instances=1, delta=math.log(1.5), threshold=self.threshold, alpha=1.0, mode="up"
                 )
+                self._seen = []
             return False
-        # Capped so that one pathological batch (a GC pause) cannot fire it alone.
-        z = min((value - self._mean) / self._std, 10.0)
-        self._ph.update(z)  # type: ignore[no-untyped-call]
+        assert self.baseline is not None
+        x = min(math.log(max(per_row_us, 1e-9) / self.baseline), math.log(10.0))
+        self._ph.update(x)  # type: ignore[no-untyped-call]
         if self._ph.drift_detected:
+            # The new level becomes the baseline after another warm-up.
             self._ph = None
-            self._seen = []
             return True
         return False
 
@@ -168,6 +193,17 @@ def _column_transform(stats: NumericStatistics | CategoricalStatistics) -> Colum
         # Every reference value was missing: nothing to compare against; a flat transform.
         return PercentileTransform([0.0, 0.0])
     return PercentileTransform(stats.quantiles)
+
+
+def _error_monitor(manifest: Manifest) -> ErrorMonitor | None:
+    """The concept-drift monitor, against the error the package measured on its holdout."""
+    t = manifest.training
+    if manifest.task == "regression":
+        return ErrorMonitor.for_regression(t.mae) if t.mae else None
+    if t.accuracy is None:
+        return None
+    # A perfect (or hopeless) holdout score gives no rate to standardise against: bound it.
+    return ErrorMonitor.for_classification(min(max(1.0 - t.accuracy, 0.01), 0.99))
 
 
 _FINDING_SEVERITY = {
@@ -200,7 +236,7 @@ class _Context:
     first_event_time: datetime | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelMonitor:
     """All drift monitors of one served model version."""
 
@@ -212,7 +248,9 @@ class ModelMonitor:
     wrong_type: dict[str, RateWatch] = field(default_factory=dict)
     unseen: dict[str, RateWatch] = field(default_factory=dict)
     dead_letters: RateWatch = field(init=False)
-    latency: _SelfReferencedPageHinkley = field(init=False)
+    latency: LatencyWatch = field(init=False)
+    errors: ErrorMonitor | None = field(init=False)
+    label_index: dict[str, int] = field(init=False)
     findings_alerted: bool = False
 
     def __post_init__(self) -> None:
@@ -237,7 +275,9 @@ class ModelMonitor:
             if f.range
         }
         self.dead_letters = RateWatch(0.0, s.rate_margin, s.rate_window_events)
-        self.latency = _SelfReferencedPageHinkley(s.latency_warmup_batches, s.latency_threshold)
+        self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
+        self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
+        self.errors = _error_monitor(m)
 
     @property
     def name(self) -> str:
@@ -257,6 +297,8 @@ class DriftObserver:
         settings: Monitoring knobs.
         metrics: Counters (alerts raised per model and kind).
         clock: Wall clock, for alert times.
+        changelog_topic: Where the outcome join's changelog records go (``None``: not persisted).
+        resolve: ``(name, version) -> ServedModel``, for joined predictions another worker made.
     """
 
     def __init__(
@@ -267,13 +309,23 @@ class DriftObserver:
         settings: MonitorSettingsView | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        changelog_topic: str | None = None,
+        resolve: Callable[[str, str], ServedModel | None] | None = None,
     ) -> None:
         self.incidents = incidents
         self.alerts_topic = alerts_topic
+        self.changelog_topic = changelog_topic
+        # Finds the model of a joined prediction that this worker did not serve itself (it was
+        # made before a restart or a rebalance): ModelRegistry.resolve.
+        self.resolve = resolve
         self.settings = settings or MonitorSettingsView()
         self.metrics = metrics or Metrics()
         self.clock = clock
         self._monitors: dict[ServedModel, ModelMonitor] = {}
+        self._by_version: dict[tuple[str, str], ModelMonitor] = {}
+        s = self.settings
+        self.join = OutcomeJoin(s.join_ttl_s, s.join_max_entries, clock=clock)
+        self._batches = 0
         self.raised: list[Alert] = []
         """Alerts that passed the gate, newest last (bounded), for tools and tests."""
 
@@ -282,6 +334,7 @@ class DriftObserver:
         monitor = self._monitors.get(served)
         if monitor is None:
             monitor = self._monitors[served] = ModelMonitor(served, self.settings)
+            self._by_version[served.name, served.version] = monitor
         return monitor
 
     def monitors(self) -> list[ModelMonitor]:
@@ -320,7 +373,168 @@ class DriftObserver:
                 )
             )
         self._recoveries(monitor)
-        return self._publish(alerts)
+        messages = self._publish(alerts)
+        if self.settings.concept_drift and monitor.errors is not None:
+            messages.extend(self._remember(batch))
+        return messages
+
+    def _remember(self, batch: ModelBatch) -> list[OutgoingMessage]:
+        p = batch.predictions
+        if p.probabilities is not None:
+            predicted = np.argmax(p.probabilities, axis=1).astype(np.float64).tolist()
+        else:
+            assert p.values is not None
+            predicted = p.values.astype(np.float64).tolist()
+        name, version, now = batch.served.name, batch.served.version, self.clock()
+        join, topic = self.join, self.changelog_topic
+        out = []
+        for record, request, value in zip(batch.records, batch.requests, predicted, strict=True):
+            entry = JoinEntry(name, version, value, now)
+            join.remember(record.partition, request.request_id, entry)
+            if topic is not None:
+                out.append(
+                    OutgoingMessage(topic, request.request_id.encode(), encode_entry(entry), record.partition)
+                )
+        self._batches += 1
+        if self._batches % 100 == 0:
+            join.expire()
+        return out
+
+    def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> list[OutgoingMessage]:
+        """Joins outcomes to their predictions and feeds each model's error monitor."""
+        if not self.settings.concept_drift:
+            return []
+        out: list[OutgoingMessage] = []
+        errors: dict[ModelMonitor, tuple[list[float], list[RecordLike]]] = {}
+        for record, outcome in outcomes:
+            entry = self.join.match(record.partition, outcome.request_id)
+            if entry is None:
+                continue
+            if self.changelog_topic is not None:
+                out.append(
+                    OutgoingMessage(self.changelog_topic, outcome.request_id.encode(), None, record.partition)
+                )
+            monitor = self._by_version.get((entry.model, entry.version))
+            if monitor is None and self.resolve is not None:
+                served = self.resolve(entry.model, entry.version)
+                monitor = self.monitor(served) if served is not None else None
+            if monitor is None or monitor.errors is None:
+                continue
+            if monitor.errors.kind == "classification":
+                observed = monitor.label_index.get(str(outcome.label))
+                if observed is None:
+                    continue  # a label the model does not know: no error to count
+                error = float(observed != int(entry.predicted))
+            else:
+                if outcome.value is None:
+                    continue
+                error = abs(outcome.value - entry.predicted)
+            bucket = errors.get(monitor)
+            if bucket is None:
+                bucket = errors[monitor] = ([], [])
+            bucket[0].append(error)
+            bucket[1].append(record)
+        alerts: list[Alert] = []
+        for monitor, (values, records) in errors.items():
+            assert monitor.errors is not None
+            detections = monitor.errors.update_many(values)
+            ctx = _Context(_ranges(records))
+            # A falling error is good news (ADWIN is two-sided): only a rise is concept drift.
+            alerts.extend(self._concept_alert(monitor, d, ctx) for d in detections if d.shift_sd > 0)
+            window = monitor.errors.window_stats()
+            key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
+            if (
+                window.count
+                and abs(window.shift_sd) < self.settings.recovery_shift_sd
+                and self.incidents.is_open(key)
+            ):
+                self.incidents.recover(key)
+        out.extend(self._publish(alerts))
+        return out
+
+    def _concept_alert(self, monitor: ModelMonitor, d: Detection, ctx: _Context) -> Alert:
+        assert monitor.errors is not None
+        classification = monitor.errors.kind == "classification"
+        if classification:
+            reference = f"reference error rate {monitor.errors.reference_mean:.1%}"
+            recent = f"recent error rate {d.window_mean:.1%}"
+        else:
+            reference = f"reference MAE {monitor.errors.reference_mean:.4g}"
+            recent = f"recent MAE {d.window_mean * monitor.errors.reference_mean:.4g}"
+        severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
+        return self._alert(
+            monitor,
+            AlertKind.CONCEPT,
+            d.detector,
+            "error",
+            severity,
+            f"the error of {monitor.name}/{monitor.version} rose: {recent} vs {reference} "
+            f"({d.window_count} joined outcomes); {d.detector} fired at outcome {d.event_index}",
+            Evidence(
+                reference_mean=d.reference_mean,
+                reference_std=d.reference_std,
+                recent_mean=d.window_mean,
+                recent_std=d.window_std,
+                shift_in_std=d.shift_sd,
+                statistic=d.statistic,
+                window_events=d.window_count,
+                extra={
+                    "event_index": d.event_index,
+                    "metric": "error_rate" if classification else "mae_ratio",
+                },
+            ),
+            ctx,
+        )
+
+    def metric_points(self) -> list[MetricPoint]:
+        """Windowed statistics for the metrics sinks: per feature and output, and the joined error."""
+        points: list[MetricPoint] = []
+        for monitor in self._monitors.values():
+            tags = {"model": monitor.name, "version": monitor.version}
+            for w in monitor.features.window_stats():
+                if not w.count:
+                    continue
+                fields: dict[str, float] = {
+                    "window_mean": w.mean,
+                    "window_std": w.std,
+                    "shift_sd": w.shift_sd,
+                }
+                if not math.isnan(w.raw_mean):
+                    fields["raw_mean"] = w.raw_mean
+                fields["missing"] = float(w.missing)
+                points.append(MetricPoint("driftline_feature", fields, {**tags, "feature": w.name}))
+            if monitor.errors is not None and monitor.errors.n_events:
+                e = monitor.errors.window_stats()
+                metric = "error_rate" if monitor.errors.kind == "classification" else "mae"
+                value = (
+                    e.mean
+                    if monitor.errors.kind == "classification"
+                    else e.mean * monitor.errors.reference_mean
+                )
+                points.append(
+                    MetricPoint("driftline_error", {metric: value, "joined": float(e.count)}, dict(tags))
+                )
+        join = self.join
+        points.append(
+            MetricPoint(
+                "driftline_join",
+                {
+                    "pending": float(len(join)),
+                    "matched": float(join.matched),
+                    "expired": float(join.expired),
+                    "evicted": float(join.evicted),
+                    "unmatched_outcomes": float(join.unmatched_outcomes),
+                },
+            )
+        )
+        return points
+
+    def restore_partition(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Rebuilds the join of one requests partition from its changelog records."""
+        return self.join.restore(partition, records)
+
+    def drop_partition(self, partition: int) -> None:
+        self.join.drop_partition(partition)
 
     def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Iterable[OutgoingMessage]:
         alerts: list[Alert] = []

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -28,7 +28,7 @@ from agent.metrics import Metrics
 from agent.model import Predictions
 from agent.registry import ModelRegistry, ServedModel
 from agent.streaming import OutgoingMessage
-from schemas.events import DeadLetterReason, PredictionRequest
+from schemas.events import DeadLetterReason, Outcome, PredictionRequest
 
 __all__ = [
     "BatchObserver",
@@ -43,6 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PAYLOAD_PREVIEW = 1024
+
+_E = TypeVar("_E", PredictionRequest, Outcome)
 
 
 class RecordLike(Protocol):
@@ -103,6 +105,10 @@ class BatchObserver(Protocol):
 
     def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Iterable[OutgoingMessage]: ...
 
+    def observe_outcomes(
+        self, outcomes: Sequence[tuple[RecordLike, Outcome]]
+    ) -> Iterable[OutgoingMessage]: ...
+
 
 def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     """One line naming each bad field (``features.x``) and what is wrong with it."""
@@ -122,6 +128,7 @@ class RequestHandler:
     Parameters:
         registry: The models to serve.
         predictions_topic / dead_letters_topic: Where results go.
+        outcomes_topic: Records from this topic are outcomes, handed to the observers' join.
         max_event_bytes: Larger payloads are dead-lettered unparsed.
         metrics: Counters to update (once per batch).
         observers: Called with every model batch and the batch's dead letters.
@@ -136,8 +143,10 @@ class RequestHandler:
         max_event_bytes: int,
         metrics: Metrics | None = None,
         observers: Sequence[BatchObserver] = (),
+        outcomes_topic: str | None = None,
     ) -> None:
         self.registry = registry
+        self.outcomes_topic = outcomes_topic
         self.predictions_topic = predictions_topic
         self.dead_letters_topic = dead_letters_topic
         self.max_event_bytes = max_event_bytes
@@ -154,8 +163,14 @@ class RequestHandler:
         out: list[OutgoingMessage] = []
         dead: list[DeadLetterInfo] = []
         groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
+        outcomes: list[tuple[RecordLike, Outcome]] = []
         for record in records:
-            request = self._decode(record, dead)
+            if record.topic == self.outcomes_topic:
+                outcome = self._decode(record, Outcome, dead)
+                if outcome is not None:
+                    outcomes.append((record, outcome))
+                continue
+            request = self._decode(record, PredictionRequest, dead)
             if request is None:
                 continue
             served = self.registry.resolve(request.model, request.model_version)
@@ -173,6 +188,9 @@ class RequestHandler:
         for served, (group_records, requests) in groups.items():
             self._serve(served, group_records, requests, received_at, out, dead, observers)
 
+        if outcomes:
+            for observer in observers:
+                out.extend(observer.observe_outcomes(outcomes))
         if dead:
             out.extend(self._dead_letter_messages(dead))
             for observer in observers:
@@ -184,7 +202,8 @@ class RequestHandler:
         m.batch_seconds.observe(time.perf_counter() - started)
         return out
 
-    def _decode(self, record: RecordLike, dead: list[DeadLetterInfo]) -> PredictionRequest | None:
+    def _decode(self, record: RecordLike, model: type[_E], dead: list[DeadLetterInfo]) -> _E | None:
+        """The record's value as ``model`` (a request or an outcome), or a dead letter saying why not."""
         value = record.value
         if value is None or not value:
             dead.append(DeadLetterInfo(record, DeadLetterReason.DECODE_ERROR, "empty message value"))
@@ -200,7 +219,7 @@ class RequestHandler:
             )
             return None
         try:
-            return PredictionRequest.model_validate_json(value)
+            return model.model_validate_json(value)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             if first["type"] in ("json_invalid", "json_type"):

@@ -219,8 +219,19 @@ class MonitoringSettings(BaseModel):
     latency_warmup_batches: int = Field(default=50, ge=5)
     """Batches that set the inference-latency baseline before its Page-Hinkley watches it."""
 
-    latency_threshold: float = Field(default=50.0, gt=0)
-    """Page-Hinkley threshold on standardised per-row inference latency."""
+    latency_threshold: float = Field(default=20.0, gt=0)
+    """Page-Hinkley threshold on log(per-row inference latency / baseline), allowance log(1.5):
+    latency must stay well above 1.5x its baseline for dozens of batches (see LatencyWatch)."""
+
+    concept_drift: bool = True
+    """Join outcomes to predictions by request id and watch the error (costs one changelog record
+    per prediction)."""
+
+    join_ttl_s: float = Field(default=900.0, gt=0)
+    """An unmatched prediction is dropped (and counted) this long after it was made."""
+
+    join_max_entries: int = Field(default=1_000_000, ge=1)
+    """Most predictions a worker keeps waiting for their outcome (about 200 bytes each)."""
 
 
 class WebSettings(BaseModel):

@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -48,7 +49,8 @@ class OutgoingMessage(NamedTuple):
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    """``None`` is a tombstone (compacted changelogs)."""
     partition: int | None = None
 
 
@@ -87,11 +89,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         await self._loop.drain(commit=True)
+        if self._loop.on_revoked is not None:
+            await self._loop.on_revoked(frozenset(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._loop.stats.assigned = frozenset(assigned)
+        partitions = frozenset(assigned)
+        log.info("serving: assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+        # State for the new partitions (the outcome join) is restored before their first batch.
+        if self._loop.on_assigned is not None:
+            await self._loop.on_assigned(partitions)
+        self._loop.stats.assigned = partitions
         self._loop.stats.joined = True
-        log.info("serving: assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
 
 class ServingLoop(Service):
@@ -105,6 +113,7 @@ class ServingLoop(Service):
         batch_size: Most records per batch.
         batch_max_wait_ms: Longest wait for a batch to fill.
         max_in_flight: Batches whose acknowledgements may be outstanding at once.
+        on_assigned / on_revoked: Awaited on every rebalance (after draining, before the first batch).
     """
 
     def __init__(
@@ -119,6 +128,8 @@ class ServingLoop(Service):
         batch_max_wait_ms: float = 5.0,
         max_in_flight: int = 4,
         on_batch: Callable[[int], None] | None = None,
+        on_assigned: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
+        on_revoked: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +140,8 @@ class ServingLoop(Service):
         self.batch_max_wait_ms = batch_max_wait_ms
         self.max_in_flight = max_in_flight
         self.on_batch = on_batch
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
         self.stats = LoopStats()
         self._consumer_options = consumer_options
         self._producer_options = producer_options
@@ -154,6 +167,9 @@ class ServingLoop(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Range assignment gives a worker the same partition numbers of every topic (requests
+            # and outcomes), which the outcome join needs; aiokafka's default is round robin.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         await self._consumer.start()
         self._consumer.subscribe(self.topics, listener=_Listener(self))

@@ -52,6 +52,8 @@ def predict_payloads(handler: RequestHandler, body: bytes) -> PredictResult:
     predictions: dict[int, Any] = {}
     errors: list[dict[str, Any]] = []
     for m in messages:
+        if m.value is None:
+            continue
         if m.topic == handler.dead_letters_topic:
             dead = orjson.loads(m.value)
             errors.append({"index": dead["offset"], "reason": dead["reason"], "detail": dead["detail"]})

@@ -11,6 +11,10 @@ import pytest
 from agent.repository import ModelRepository
 from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint
 
+# Apps that integration tests start as worker processes read their settings from the environment at
+# import time: --doctest-modules must not import them.
+collect_ignore = ["integration/apps"]
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

@@ -17,6 +17,9 @@ from agent.serving import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
 
 MODEL = "classification-20"
+# Inference latency is the machine's, not the stream's: these tests watch the drift detectors, and the
+# latency watch has its own deterministic doctest (agent.monitor.LatencyWatch).
+NO_LATENCY_WATCH = MonitorSettingsView(latency_threshold=1e12)
 ALERTS = "alerts"
 
 
@@ -62,7 +65,7 @@ def run(
 def test_step_change_in_one_feature_alerts_on_that_feature_only(
     model_repository: ModelRepository, reference: np.ndarray
 ) -> None:
-    handler, _ = make_handler(model_repository.root)
+    handler, observer = make_handler(model_repository.root)
     rng = np.random.default_rng(11)
     live = reference[rng.integers(0, len(reference), 40_000)].copy()
     change = 20_000
@@ -78,6 +81,9 @@ def test_step_change_in_one_feature_alerts_on_that_feature_only(
     assert "x03" in alert.message and alert.source and alert.source[0].topic == "requests"
     # No technical alert: the stream is clean and the package matches the installed libraries.
     assert not [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    # The metrics sinks see the shifted window too.
+    shifts = {p.tags["feature"]: p.fields["shift_sd"] for p in observer.metric_points() if "feature" in p.tags}
+    assert shifts["x03"] > 0.3 and abs(shifts["x00"]) < 0.3
 
 
 def test_no_alert_on_a_long_no_drift_stream(model_repository: ModelRepository, reference: np.ndarray) -> None:
@@ -122,3 +128,77 @@ def test_rate_watch_is_independent_of_batching() -> None:
                 fired.append(start)
         results.append(len(fired))
     assert results == [1, 1, 1]
+
+
+def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
+    model_repository: ModelRepository,
+) -> None:
+    trained = classification_20(n_estimators=10, n_samples=2000)
+    X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+        alerts_topic=ALERTS,
+        changelog_topic="log",
+        settings=NO_LATENCY_WATCH,
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        outcomes_topic="outcomes",
+    )
+    names = [f"x{i:02d}" for i in range(20)]
+    n, flip = 12_000, 6_000
+    rows = np.arange(n) % len(X)
+    alerts: list[Alert] = []
+    changelog: list[tuple[bytes | None, bytes | None]] = []
+    for start in range(0, n, 500):
+        idx = range(start, start + 500)
+        requests = [
+            Record(
+                "requests",
+                i % 4,
+                i,
+                None,
+                json.dumps(
+                    {
+                        "request_id": f"r{i}",
+                        "model": MODEL,
+                        "features": dict(zip(names, map(float, X[rows[i]]), strict=True)),
+                    }
+                ).encode(),
+            )
+            for i in idx
+        ]
+        # The rule flips at event 6,000: from then on the observed label is the opposite class.
+        outcomes = [
+            Record(
+                "outcomes",
+                i % 4,
+                i,
+                None,
+                json.dumps(
+                    {"request_id": f"r{i}", "model": MODEL, "label": int(y[rows[i]]) ^ (i >= flip)}
+                ).encode(),
+            )
+            for i in idx
+        ]
+        for records in (requests, outcomes):
+            for m in handler.handle(records):
+                if m.topic == ALERTS:
+                    alerts.append(Alert.model_validate_json(m.value or b""))
+                elif m.topic == "log":
+                    changelog.append((m.key, m.value))
+    concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert len(concept) == 1 and concept[0].subject == "error"
+    fired_at = int(concept[0].evidence.extra["event_index"])
+    assert flip <= fired_at <= flip + 1_000
+    assert not [a for a in alerts if a.kind in (AlertKind.DATA, AlertKind.PREDICTION)]
+    # Every prediction was remembered in the changelog and every matched one tombstoned.
+    assert sum(v is not None for _, v in changelog) == n
+    assert sum(v is None for _, v in changelog) == n
+    assert observer.join.matched == n and len(observer.join) == 0

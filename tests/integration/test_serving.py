@@ -17,6 +17,7 @@ from sklearn.datasets import load_breast_cancer
 
 from agent.model import LoadedModel
 from agent.repository import ModelRepository
+from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetter, Prediction
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Topics, Worker
@@ -140,7 +141,8 @@ async def test_two_workers_share_four_partitions(kafka_bootstrap: str, topics: T
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         a, b = first.health() or {}, second.health() or {}
-        mine, theirs = a.get("assigned_partitions") or [], b.get("assigned_partitions") or []
+        mine = [p for p in a.get("assigned_partitions") or [] if p.startswith(topics.requests)]
+        theirs = [p for p in b.get("assigned_partitions") or [] if p.startswith(topics.requests)]
         if mine and theirs and len(mine) + len(theirs) == 4:
             break
         time.sleep(0.5)
@@ -194,3 +196,39 @@ async def test_new_version_is_swapped_in_and_a_bad_one_never_served(
     assert "refusing to serve breast-cancer/3" in worker.log(100_000)
     status, body = worker.post("/predict", cancer_request(0, DATA.data[0], model_version="3")[1])
     assert status == 422 and "failed verification" in body["errors"][0]["detail"]
+
+
+async def test_outcome_join_survives_a_restart_and_raises_concept_drift(
+    kafka_bootstrap: str,
+    topics: Topics,
+    workers,  # type: ignore[no-untyped-def]
+) -> None:
+    first: Worker = workers()
+    first.wait_ready()
+    n = 1500
+    X = DATA.data[np.arange(n) % len(DATA.data)]
+    await produce(kafka_bootstrap, topics.requests, [cancer_request(i, row) for i, row in enumerate(X)])
+    out = await read_topic(kafka_bootstrap, topics.predictions, n)
+    labels = {
+        Prediction.model_validate_json(r.value).request_id: Prediction.model_validate_json(r.value).label
+        for r in out
+    }
+    # The predictions are joined only through the changelog: the worker that made them is gone.
+    assert first.stop() == 0
+    second: Worker = workers()
+    second.wait_ready()
+    # The labelling rule flips: every outcome says the opposite of what the model predicted.
+    outcomes = [
+        (
+            f"req-{i}".encode(),
+            json.dumps(
+                {"request_id": f"req-{i}", "model": "breast-cancer", "label": 1 - int(labels[f"req-{i}"])}
+            ).encode(),
+        )
+        for i in range(n)
+    ]
+    await produce(kafka_bootstrap, topics.outcomes, outcomes)
+    alerts = [Alert.model_validate_json(r.value) for r in await read_topic(kafka_bootstrap, topics.alerts, 1)]
+    concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert concept and concept[0].subject == "error" and concept[0].model == "breast-cancer", alerts
+    assert concept[0].source and concept[0].source[0].topic == topics.outcomes
