@@ -92,6 +92,7 @@ __all__ = [
     "UNSEEN",
     "AdwinDetector",
     "CategoricalTransform",
+    "ColumnTransform",
     "Detection",
     "DriftConfig",
     "ErrorMonitor",
@@ -303,6 +304,7 @@ def _as_key(value: object) -> Hashable:
 
 
 ColumnTransform = PercentileTransform | CategoricalTransform
+"""One column's reference transform."""
 
 
 class ReferenceTransform:
