@@ -4,9 +4,10 @@ Requests, predictions and outcomes are keyed by request id, so an outcome arrive
 partition number of the outcomes topic as its request did on the requests topic. The serving loop
 consumes both topics with one co-partitioned assignment, so each worker joins exactly the requests
 it served. State is kept per partition and backed by a **changelog topic** partitioned like the
-requests (one record per remembered prediction, a tombstone when it is matched), read back when a
-partition is assigned: a restarted worker, or the next owner after a rebalance, still joins the
-outcomes of predictions made before.
+requests (one record per batch of remembered predictions, keyed by the batch's first offset, and a
+tombstone keyed by request id when one is matched), read back when a partition is assigned: a
+restarted worker, or the next owner after a rebalance, still joins the outcomes of predictions made
+before.
 
 Why not a Faust table: a table can only be written from inside a Faust agent's event (it takes the
 changelog partition from the current event), and the serving path does not go through Faust's
@@ -34,7 +35,7 @@ from typing import NamedTuple
 
 import orjson
 
-__all__ = ["JoinEntry", "OutcomeJoin", "decode_entry", "encode_entry"]
+__all__ = ["JoinEntry", "OutcomeJoin", "decode_batch", "encode_batch"]
 
 
 class JoinEntry(NamedTuple):
@@ -48,13 +49,19 @@ class JoinEntry(NamedTuple):
     """Wall-clock time of the prediction (seconds)."""
 
 
-def encode_entry(entry: JoinEntry) -> bytes:
-    return orjson.dumps(tuple(entry))
+def encode_batch(model: str, version: str, at: float, pairs: Iterable[tuple[str, float]]) -> bytes:
+    """One changelog record for a batch's predictions: ``(request id, predicted)`` pairs.
+
+    One record per batch rather than per prediction: the changelog then costs one ``orjson.dumps``
+    per batch on the serving path.
+    """
+    return orjson.dumps({"m": model, "v": version, "at": at, "p": list(pairs)})
 
 
-def decode_entry(raw: bytes) -> JoinEntry:
-    model, version, predicted, at = orjson.loads(raw)
-    return JoinEntry(str(model), str(version), float(predicted), float(at))
+def decode_batch(raw: bytes) -> list[tuple[str, JoinEntry]]:
+    data = orjson.loads(raw)
+    model, version, at = str(data["m"]), str(data["v"]), float(data["at"])
+    return [(str(rid), JoinEntry(model, version, float(predicted), at)) for rid, predicted in data["p"]]
 
 
 class OutcomeJoin:
@@ -123,21 +130,22 @@ class OutcomeJoin:
         return dropped
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        """Replays changelog records (key, value or tombstone) of one partition; returns entries kept."""
+        """Replays changelog records of one partition (batch records, and tombstones keyed by
+        request id); returns the entries kept."""
         entries: OrderedDict[str, JoinEntry] = OrderedDict()
         cutoff = self.clock() - self.ttl_s
         for key, value in records:
-            request_id = key.decode("utf-8", "replace")
             if value is None:
-                entries.pop(request_id, None)
+                entries.pop(key.decode("utf-8", "replace"), None)
                 continue
             try:
-                entry = decode_entry(value)
-            except (ValueError, TypeError):
+                batch = decode_batch(value)
+            except (ValueError, TypeError, KeyError):
                 continue  # a record this version cannot read is skipped, not fatal
-            if entry.at >= cutoff:
-                entries.pop(request_id, None)
-                entries[request_id] = entry
+            for request_id, entry in batch:
+                if entry.at >= cutoff:
+                    entries.pop(request_id, None)
+                    entries[request_id] = entry
         self.drop_partition(partition)
         self._partitions[partition] = entries
         self._size += len(entries)

@@ -47,7 +47,7 @@ from agent.drift import (
     ReferenceTransform,
 )
 from agent.incidents import IncidentKey, IncidentManager
-from agent.join import JoinEntry, OutcomeJoin, encode_entry
+from agent.join import JoinEntry, OutcomeJoin, encode_batch
 from agent.metrics import Metrics
 from agent.model import DependencyFinding, Predictions
 from agent.registry import ServedModel
@@ -228,12 +228,22 @@ def _ranges(records: Sequence[RecordLike]) -> tuple[OffsetRange, ...]:
     )
 
 
-@dataclass
 class _Context:
-    """Where and when the current batch was seen, for the alerts it raises."""
+    """Where and when the current batch was seen, for the alerts it raises.
 
-    source: tuple[OffsetRange, ...] = ()
-    first_event_time: datetime | None = None
+    The offset ranges are only worked out when an alert needs them: most batches raise none.
+    """
+
+    def __init__(self, records: Sequence[RecordLike] = (), first_event_time: datetime | None = None) -> None:
+        self._records = records
+        self._source: tuple[OffsetRange, ...] | None = None
+        self.first_event_time = first_event_time
+
+    @property
+    def source(self) -> tuple[OffsetRange, ...]:
+        if self._source is None:
+            self._source = _ranges(self._records)
+        return self._source
 
 
 @dataclass(eq=False)
@@ -344,7 +354,7 @@ class DriftObserver:
 
     def observe(self, batch: ModelBatch) -> Iterable[OutgoingMessage]:
         monitor = self.monitor(batch.served)
-        ctx = _Context(_ranges(batch.records), batch.requests[0].event_time if batch.requests else None)
+        ctx = _Context(batch.records, batch.requests[0].event_time if batch.requests else None)
         alerts: list[Alert] = []
         if not monitor.findings_alerted:
             monitor.findings_alerted = True
@@ -386,15 +396,22 @@ class DriftObserver:
             assert p.values is not None
             predicted = p.values.astype(np.float64).tolist()
         name, version, now = batch.served.name, batch.served.version, self.clock()
-        join, topic = self.join, self.changelog_topic
-        out = []
+        join = self.join
+        by_partition: dict[int, list[tuple[str, float]]] = {}
+        first_offset: dict[int, int] = {}
         for record, request, value in zip(batch.records, batch.requests, predicted, strict=True):
-            entry = JoinEntry(name, version, value, now)
-            join.remember(record.partition, request.request_id, entry)
-            if topic is not None:
-                out.append(
-                    OutgoingMessage(topic, request.request_id.encode(), encode_entry(entry), record.partition)
-                )
+            join.remember(record.partition, request.request_id, JoinEntry(name, version, value, now))
+            pairs = by_partition.get(record.partition)
+            if pairs is None:
+                pairs = by_partition[record.partition] = []
+                first_offset[record.partition] = record.offset
+            pairs.append((request.request_id, value))
+        out = []
+        if self.changelog_topic is not None:
+            topic = self.changelog_topic
+            for partition, pairs in by_partition.items():
+                key = f"{batch.records[0].topic}:{partition}:{first_offset[partition]}".encode()
+                out.append(OutgoingMessage(topic, key, encode_batch(name, version, now, pairs), partition))
         self._batches += 1
         if self._batches % 100 == 0:
             join.expire()
@@ -438,7 +455,7 @@ class DriftObserver:
         for monitor, (values, records) in errors.items():
             assert monitor.errors is not None
             detections = monitor.errors.update_many(values)
-            ctx = _Context(_ranges(records))
+            ctx = _Context(records)
             # A falling error is good news (ADWIN is two-sided): only a rise is concept drift.
             alerts.extend(self._concept_alert(monitor, d, ctx) for d in detections if d.shift_sd > 0)
             window = monitor.errors.window_stats()
@@ -546,7 +563,7 @@ class DriftObserver:
             letters = by_model.get(monitor.name)
             if not letters:
                 continue
-            ctx = _Context(_ranges([d.record for d in letters]))
+            ctx = _Context([d.record for d in letters])
             wrong: dict[str, int] = {}
             for d in letters:
                 if d.reason is DeadLetterReason.WRONG_TYPE and d.feature:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from agent.join import JoinEntry, OutcomeJoin, decode_entry, encode_entry
+from agent.join import JoinEntry, OutcomeJoin, decode_batch, encode_batch
 
 
 def entry(at: float, version: str = "1") -> JoinEntry:
@@ -39,16 +39,15 @@ def test_size_cap_evicts_the_oldest_over_all_partitions() -> None:
 def test_restore_replays_a_changelog_with_tombstones() -> None:
     join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 100.0)
     records = [
-        (b"a", encode_entry(entry(90.0))),
-        (b"b", encode_entry(entry(95.0))),
+        (b"requests:3:0", encode_batch("m", "1", 90.0, [("a", 1.0), ("b", 1.0)])),
         (b"a", None),  # matched before the restart
-        (b"c", encode_entry(entry(10.0))),  # older than the TTL
-        (b"d", b"not json"),  # unreadable: skipped
-        (b"b", encode_entry(entry(96.0, version="2"))),  # a redelivered request: newest wins
+        (b"requests:3:2", encode_batch("m", "1", 10.0, [("c", 1.0)])),  # older than the TTL
+        (b"requests:3:3", b"not json"),  # unreadable: skipped
+        (b"requests:3:4", encode_batch("m", "2", 96.0, [("b", 1.0)])),  # redelivered: newest wins
     ]
     assert join.restore(3, records) == 1
     assert join.match(3, "b") == entry(96.0, version="2")
-    assert decode_entry(encode_entry(entry(1.5))) == entry(1.5)
+    assert decode_batch(encode_batch("m", "1", 1.5, [("x", 1.0)])) == [("x", entry(1.5))]
 
 
 def test_drop_partition_forgets_it() -> None:
