@@ -206,6 +206,20 @@ def _error_monitor(manifest: Manifest) -> ErrorMonitor | None:
     return ErrorMonitor.for_classification(min(max(1.0 - t.accuracy, 0.01), 0.99))
 
 
+def _detection_evidence(d: Detection, **extra: float | str) -> Evidence:
+    """A detector's numbers as alert evidence: reference vs the window since the change point."""
+    return Evidence(
+        reference_mean=d.reference_mean,
+        reference_std=d.reference_std,
+        recent_mean=d.window_mean,
+        recent_std=d.window_std,
+        shift_in_std=d.shift_sd,
+        statistic=d.statistic,
+        window_events=d.window_count,
+        extra={"event_index": d.event_index, **extra},
+    )
+
+
 _FINDING_SEVERITY = {
     "major": Severity.CRITICAL,
     "missing": Severity.CRITICAL,
@@ -487,18 +501,9 @@ class DriftObserver:
             severity,
             f"the error of {monitor.name}/{monitor.version} rose: {recent} vs {reference} "
             f"({d.window_count} joined outcomes); {d.detector} fired at outcome {d.event_index}",
-            Evidence(
-                reference_mean=d.reference_mean,
-                reference_std=d.reference_std,
-                recent_mean=d.window_mean,
-                recent_std=d.window_std,
-                shift_in_std=d.shift_sd,
-                statistic=d.statistic,
-                window_events=d.window_count,
-                extra={
-                    "event_index": d.event_index,
-                    "metric": "error_rate" if classification else "mae_ratio",
-                },
+            _detection_evidence(
+                d,
+                metric="error_rate" if classification else "mae_ratio",
             ),
             ctx,
         )
@@ -661,16 +666,7 @@ class DriftObserver:
                     severity,
                     f"{what} of {monitor.name}/{monitor.version} drifted {direction} "
                     f"({size}{recent_raw}{ref_mean}); {d.detector} fired at event {d.event_index}",
-                    Evidence(
-                        reference_mean=d.reference_mean,
-                        reference_std=d.reference_std,
-                        recent_mean=d.window_mean,
-                        recent_std=d.window_std,
-                        shift_in_std=d.shift_sd,
-                        statistic=d.statistic,
-                        window_events=d.window_count,
-                        extra={"event_index": d.event_index, "standardised_shift": d.shift_sd},
-                    ),
+                    _detection_evidence(d, standardised_shift=d.shift_sd),
                     ctx,
                 )
             )
