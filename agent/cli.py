@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "package": ("agent.packaging.command", "build a verified ONNX model package from scikit-learn"),
     "inspect": ("agent.packaging.inspect_command", "verify a model package and print its manifest"),
     "produce": ("agent.produce_command", "publish requests and outcomes: a drift scenario or a CSV replay"),
+    "demo": ("agent.demo_command", "the demo: a scripted drift scenario through a worker, alerts shown live"),
 }
 
 
