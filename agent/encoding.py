@@ -145,7 +145,8 @@ class FeatureEncoder:
             slow = sorted(slow + fast_index)
             fast_index, fast = [], np.empty((0, n), dtype=np.float64)
         else:
-            finite = np.asarray(np.isfinite(fast).all(axis=1), dtype=bool)
+            # Finite as the model will see it: a float64 beyond float32's range is infinity there.
+            finite = np.asarray((np.abs(fast) < _FLOAT32_LIMIT).all(axis=1), dtype=bool)
             if not finite.all():
                 flags: list[bool] = finite.tolist()
                 slow = sorted(slow + [i for i, ok in zip(fast_index, flags, strict=True) if not ok])
@@ -196,7 +197,7 @@ class FeatureEncoder:
                     x = float(value)  # type: ignore[arg-type]
                 except OverflowError:  # an integer beyond float range: JSON allows it
                     x = math.inf if value > 0 else -math.inf  # type: ignore[operator]
-                if x - x == 0.0:  # finite; cheaper than math.isfinite on the hot path
+                if -_FLOAT32_LIMIT < x < _FLOAT32_LIMIT:  # finite, also as the model's float32 input
                     row.append(x)
                     continue
                 if x != x:  # NaN is a missing value
@@ -205,12 +206,13 @@ class FeatureEncoder:
                     row.append(x)
                     continue
                 else:
+                    what = f"{value!r}" if x - x != 0.0 else f"{_describe(value)}, beyond float32 range"
                     return (
                         row,
                         missing_at,
                         Rejection(
                             DeadLetterReason.NON_FINITE,
-                            f"feature {rule.name!r} is {value!r}; the model accepts finite numbers only",
+                            f"feature {rule.name!r} is {what}; the model accepts finite numbers only",
                             rule.name,
                         ),
                     )
@@ -255,6 +257,10 @@ class FeatureEncoder:
 
 
 _NUMBERS: Final = frozenset({float, int})
+
+# Models take float32 inputs: a float64 at or past this magnitude rounds to infinity in the cast
+# (halfway between float32's largest value, 2**128 - 2**104, and 2**128).
+_FLOAT32_LIMIT: Final = 2.0**128 - 2.0**103
 
 
 def _float_matrix(rows: list[list[FeatureValue]], n: int) -> npt.NDArray[np.float64] | None:
