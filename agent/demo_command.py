@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -148,6 +149,21 @@ def _progress(milestones: _Milestones) -> Any:
     return MilestoneProgress()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one demo run was set up with: where things go, what is sent, how fast."""
+
+    settings: Settings
+    names: DemoRun
+    root: Path
+    run_dir: Path
+    scenario: Scenario
+    count: int
+    rate: float
+    started: float
+    """``time.monotonic()`` at the start, for the duration in the summary."""
+
+
 class Demo:
     """One run of the demo (see the module docstring); :meth:`run` returns the exit status."""
 
@@ -178,6 +194,7 @@ class Demo:
         _prune_runs(root / "runs", _KEEP_RUNS)
         scenario, count = self._scenario()
         rate = self.args.rate if self.args.rate is not None else scenario.rate
+        plan = _Plan(settings, demo_run, root, run_dir, scenario, count, rate, started)
 
         self.say(f"driftline demo: run {demo_run.run_id}")
         self.say(f"  Kafka     {settings.kafka.bootstrap_servers}")
@@ -196,31 +213,18 @@ class Demo:
         receiver = await WebhookReceiver(secret, self._on_delivery).start()
         self.say(f"  webhook receiver {receiver.url} (HMAC secret generated for this run)")
         try:
-            return await self._with_receiver(
-                settings, demo_run, run_dir, root, scenario, count, rate, manifest, receiver, secret, started
-            )
+            return await self._with_receiver(plan, manifest, receiver, secret)
         finally:
             await receiver.stop()
 
     async def _with_receiver(
-        self,
-        settings: Settings,
-        demo_run: DemoRun,
-        run_dir: Path,
-        root: Path,
-        scenario: Scenario,
-        count: int,
-        rate: float,
-        manifest: Manifest,
-        receiver: WebhookReceiver,
-        secret: str,
-        started: float,
+        self, plan: _Plan, manifest: Manifest, receiver: WebhookReceiver, secret: str
     ) -> int:
         from agent.demo import AlertTable
 
         port = _free_port()
-        env = self._worker_env(settings, demo_run, root / "models", run_dir, port, receiver.url, secret)
-        log_path = run_dir / "worker.log"
+        env = self._worker_env(plan, port, receiver.url, secret)
+        log_path = plan.run_dir / "worker.log"
         self.worker = _start_worker(env, log_path)
         self.say(f"  driftline run: pid {self.worker.pid}, REST http://127.0.0.1:{port}, log {log_path}")
         consumer: asyncio.Task[None] | None = None
@@ -229,21 +233,21 @@ class Demo:
             self.say(f"  ready in {ready_in:.1f} s, serving {manifest.name}/{manifest.version}")
 
             self.say("\n== 3/4 stream")
-            stream = self._stream(scenario, count, demo_run)
+            stream = self._stream(plan)
             self.say(_indent(stream.table()))
             self.say(
-                f"  sending {count:,} events at {rate:g}/s (~{_duration(count / rate)}) to "
-                f"{demo_run.topics['requests']}"
+                f"  sending {plan.count:,} events at {plan.rate:g}/s (~{_duration(plan.count / plan.rate)}) "
+                f"to {plan.names.topics['requests']}"
             )
             self.table = AlertTable(width=shutil.get_terminal_size((120, 24)).columns)
             self.say("")
             self.say(self.table.header())
-            consumer = asyncio.create_task(self._consume_alerts(settings, demo_run.topics["alerts"]))
+            consumer = asyncio.create_task(self._consume_alerts(plan))
             sent_from = datetime.now(UTC)
-            summary = await self._publish(settings, demo_run, stream, rate)
+            summary = await self._publish(plan, stream)
             self.say(f"  sent: {summary.format().splitlines()[0]}")
             self.say("  waiting for the worker to finish the stream...")
-            drained = await self._drain(settings, demo_run, timeout_s=max(60.0, count / 100))
+            drained = await self._drain(plan, timeout_s=max(60.0, plan.count / 100))
             if not drained:
                 self.say("  the worker did not catch up within the wait; summarising what it did")
             await self._settle(receiver)
@@ -257,9 +261,7 @@ class Demo:
                 self.say(f"  worker stopped (SIGTERM), exit status {code}")
 
         self.say("\n== 4/4 summary")
-        return await self._summarise(
-            settings, demo_run, scenario, stream, count, rate, manifest, receiver, root, sent_from, started
-        )
+        return await self._summarise(plan, stream, manifest, receiver, sent_from)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -324,24 +326,16 @@ class Demo:
         self.say(f"  built {built.path} in {time.monotonic() - started:.1f} s")
         return built.manifest
 
-    def _worker_env(
-        self,
-        settings: Settings,
-        demo_run: DemoRun,
-        models: Path,
-        run_dir: Path,
-        port: int,
-        webhook_url: str,
-        secret: str,
-    ) -> dict[str, str]:
+    def _worker_env(self, plan: _Plan, port: int, webhook_url: str, secret: str) -> dict[str, str]:
+        settings, names = plan.settings, plan.names
         env = dict(os.environ)
         env.update(
             {
-                "DRIFTLINE_APP_ID": demo_run.app_id,
-                "DRIFTLINE_DATA_DIR": str(run_dir / "data"),
+                "DRIFTLINE_APP_ID": names.app_id,
+                "DRIFTLINE_DATA_DIR": str(plan.run_dir / "data"),
                 "DRIFTLINE_WEB__HOST": "127.0.0.1",
                 "DRIFTLINE_WEB__PORT": str(port),
-                "DRIFTLINE_SERVING__MODEL_REPOSITORY": str(models),
+                "DRIFTLINE_SERVING__MODEL_REPOSITORY": str(plan.root / "models"),
                 "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "DRIFTLINE_WEBHOOKS__URLS": json.dumps([webhook_url]),
                 "DRIFTLINE_WEBHOOKS__SECRET": secret,
@@ -354,7 +348,7 @@ class Demo:
         )
         if settings.influx.token is not None:
             env["DRIFTLINE_INFLUX__TOKEN"] = settings.influx.token.get_secret_value()
-        for name, topic in demo_run.topics.items():
+        for name, topic in names.topics.items():
             env[f"DRIFTLINE_TOPICS__{name.upper()}"] = topic
         return env
 
@@ -382,15 +376,15 @@ class Demo:
             f"with:\n{_tail(log_path)}"
         )
 
-    def _stream(self, scenario: Scenario, count: int, demo_run: DemoRun) -> EventStream:
+    def _stream(self, plan: _Plan) -> EventStream:
         from producers.scenarios import generate
 
         return generate(
-            scenario,
+            plan.scenario,
             model=self.args.model,
             seed=self.args.seed,
-            count=count,
-            run_id=demo_run.request_prefix,
+            count=plan.count,
+            run_id=plan.names.request_prefix,
             start_time=datetime.now(UTC),
         )
 
@@ -401,14 +395,17 @@ class Demo:
         what = f"{delivery.kind} {delivery.subject!r}" if delivery.kind else "?"
         self.say(f"{'':8}  -> webhook: {state} ({what}, alert {delivery.alert_id[:12]})")
 
-    async def _consume_alerts(self, settings: Settings, topic: str) -> None:
+    async def _consume_alerts(self, plan: _Plan) -> None:
         from aiokafka import AIOKafkaConsumer
 
         from agent.kafka import aiokafka_options
         from agent.sinks.kafka import decode_alert
 
         consumer = AIOKafkaConsumer(
-            topic, **aiokafka_options(settings.kafka), auto_offset_reset="earliest", enable_auto_commit=False
+            plan.names.topics["alerts"],
+            **aiokafka_options(plan.settings.kafka),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
         )
         await consumer.start()
         try:
@@ -427,12 +424,12 @@ class Demo:
         finally:
             await consumer.stop()
 
-    async def _publish(self, settings: Settings, demo_run: DemoRun, stream: EventStream, rate: float) -> Any:
+    async def _publish(self, plan: _Plan, stream: EventStream) -> Any:
         from producers.config import KafkaConfig, ProducerSettings, TopicConfig
         from producers.errors import PublishError
         from producers.publish import publish
 
-        k = settings.kafka
+        k, topics = plan.settings.kafka, plan.names.topics
         producer_settings = ProducerSettings(
             kafka=KafkaConfig(
                 bootstrap_servers=k.bootstrap_servers,
@@ -442,25 +439,26 @@ class Demo:
                 sasl_password=k.sasl_password,
                 ssl_cafile=k.ssl_cafile,
             ),
-            topics=TopicConfig(requests=demo_run.topics["requests"], outcomes=demo_run.topics["outcomes"]),
+            topics=TopicConfig(requests=topics["requests"], outcomes=topics["outcomes"]),
         )
         milestones = _Milestones(stream.scenario, stream.count, self.say)
         try:
             return await publish(
-                stream, settings=producer_settings, rate=rate, progress=_progress(milestones)
+                stream, settings=producer_settings, rate=plan.rate, progress=_progress(milestones)
             )
         except PublishError as exc:
             raise ServiceUnavailableError(str(exc)) from exc
 
-    async def _drain(self, settings: Settings, demo_run: DemoRun, timeout_s: float) -> bool:
+    async def _drain(self, plan: _Plan, timeout_s: float) -> bool:
         """Waits until the worker's group has committed every request and outcome."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
         from agent.kafka import aiokafka_options
 
+        settings, names = plan.settings, plan.names
         options = aiokafka_options(settings.kafka)
-        tps = await _partitions(settings, [demo_run.topics["requests"], demo_run.topics["outcomes"]])
+        tps = await _partitions(settings, [names.topics["requests"], names.topics["outcomes"]])
         admin = AIOKafkaAdminClient(**options)
         consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
         await admin.start()
@@ -472,9 +470,7 @@ class Demo:
                 assert self.worker is not None
                 if self.worker.poll() is not None:
                     return False
-                committed = await admin.list_consumer_group_offsets(
-                    f"{demo_run.app_id}-serving", partitions=tps
-                )
+                committed = await admin.list_consumer_group_offsets(f"{names.app_id}-serving", partitions=tps)
                 if all(tp in committed and committed[tp].offset >= end[tp] for tp in tps):
                     return True
                 await asyncio.sleep(0.5)
@@ -510,26 +506,21 @@ class Demo:
 
     async def _summarise(
         self,
-        settings: Settings,
-        demo_run: DemoRun,
-        scenario: Scenario,
+        plan: _Plan,
         stream: EventStream,
-        count: int,
-        rate: float,
         manifest: Manifest,
         receiver: WebhookReceiver,
-        root: Path,
         sent_from: datetime,
-        started: float,
     ) -> int:
         from agent.demo import DemoSummary, EventLog, evaluate, expectations, plot_demo
         from producers.scenarios import FOCUS_FEATURES
         from producers.stream import MessageKind
 
+        settings, scenario, names = plan.settings, plan.scenario, plan.names
         feature = next((d.feature for d in scenario.drifts if d.kind == "covariate"), None)
         feature = feature or FOCUS_FEATURES[self.args.model][0]
-        log = EventLog(count, demo_run.request_prefix, feature)
-        await self._read_back(settings, demo_run, log)
+        log = EventLog(plan.count, names.request_prefix, feature)
+        await self._read_back(plan, log)
         placed = [log.place(a) for a in sorted(self.alerts.values(), key=lambda a: a.detected_at)]
         bad = [
             i for i, m in enumerate(_requests_only(stream)) if m in (MessageKind.BROKEN, MessageKind.GARBAGE)
@@ -543,19 +534,19 @@ class Demo:
         influx_count, influx_note = await asyncio.to_thread(self._influx_alerts, settings, sent_from)
         stats = stream.stats
         plot = plot_demo(
-            root / "demo.png",
+            plan.root / "demo.png",
             log,
             scenario.drifts,
             placed,
             title=(
-                f"driftline demo {demo_run.run_id}: {manifest.name}/{manifest.version}, "
-                f"scenario {scenario.name}, {count:,} events"
+                f"driftline demo {names.run_id}: {manifest.name}/{manifest.version}, "
+                f"scenario {scenario.name}, {plan.count:,} events"
             ),
-            rate=rate,
+            rate=plan.rate,
             references={**_references(manifest, feature), "dead": settings.monitoring.rate_margin},
         )
         summary = DemoSummary(
-            run_id=demo_run.run_id,
+            run_id=names.run_id,
             events=stats.events,
             requests=stats.requests,
             outcomes=stats.outcomes,
@@ -568,21 +559,21 @@ class Demo:
             webhook=list(receiver.deliveries),
             influx_alerts=influx_count,
             influx_note=influx_note,
-            duration_s=time.monotonic() - started,
-            rate=rate,
+            duration_s=time.monotonic() - plan.started,
+            rate=plan.rate,
             plot=_relative(plot),
         )
         self.say(summary.format())
         if not self.args.keep_topics:
-            await self._delete_topics(settings, demo_run)
+            await self._delete_topics(plan)
         self.say(
             "\nKafka and InfluxDB are still running: `scripts/services down` stops the local ones; "
             "`driftline alerts --since 1h` lists the alerts again."
         )
         return summary.exit_code
 
-    async def _read_back(self, settings: Settings, demo_run: DemoRun, log: EventLog) -> None:
-        t = demo_run.topics
+    async def _read_back(self, plan: _Plan, log: EventLog) -> None:
+        settings, t = plan.settings, plan.names.topics
         for record in await _read_topic(settings, t["requests"]):
             log.add_request(
                 record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
@@ -618,16 +609,16 @@ class Demo:
             return None, f"not read back: {exc}"
         return len(found), f"(bucket {settings.influx.bucket!r}, measurement driftline_alert)"
 
-    async def _delete_topics(self, settings: Settings, demo_run: DemoRun) -> None:
+    async def _delete_topics(self, plan: _Plan) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
         from agent.kafka import aiokafka_options
 
-        admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
+        admin = AIOKafkaAdminClient(**aiokafka_options(plan.settings.kafka))
         try:
             await admin.start()
             # The worker's own topics (incidents, join changelog, Faust's) share the app id prefix.
-            mine = [t for t in await admin.list_topics() if t.startswith(demo_run.app_id)]
+            mine = [t for t in await admin.list_topics() if t.startswith(plan.names.app_id)]
             if mine:
                 await admin.delete_topics(mine)
         except Exception as exc:  # cleanup only: never turn a finished demo into a failure
