@@ -15,8 +15,9 @@ committed). Per served model version, a :class:`ModelMonitor` keeps
   against its reference rate), dead letters, plus Page-Hinkley on inference latency per row.
 
 Every alert passes the incident gate first (one alert per (model, kind, subject) until it recovers
-or its cooldown passes). A data or prediction incident recovers when its column's windowed shift
-is back under ``recovery_shift_sd``; a rate incident when its rate is back under the threshold.
+or its cooldown passes). A data, prediction or concept incident recovers when its column's windowed
+shift is back under ``recovery_shift_sd`` over a full window of events that came after the column's
+last detection; a rate incident when its rate is back under the threshold.
 
 Where an alert says it was seen: the partition offset ranges of the batch in which the detector
 fired, and the event time of that batch's first request (the detectors fire within a few hundred
@@ -41,6 +42,7 @@ from agent.drift import (
     CategoricalTransform,
     ColumnTransform,
     Detection,
+    DriftConfig,
     ErrorMonitor,
     FeatureDriftMonitor,
     PercentileTransform,
@@ -228,6 +230,15 @@ _FINDING_SEVERITY = {
 }
 
 
+def _settled_before(n_events: int, config: DriftConfig) -> int:
+    """The latest event count of a column's last detection for which its window of recent blocks may
+    judge a recovery: the window must hold no event from before that detection (nor from before the
+    monitor started). Right after a detection the window still holds mostly events from before the
+    change and looks back to normal: the incident just opened would close at once, and the same
+    ongoing drift be alerted again (by a restarted worker, whose detectors start from the reference)."""
+    return n_events - config.window_blocks * config.block_size
+
+
 def _ranges(records: Sequence[RecordLike]) -> tuple[OffsetRange, ...]:
     spans: dict[tuple[str, int], list[int]] = {}
     for r in records:
@@ -276,6 +287,10 @@ class ModelMonitor:
     errors: ErrorMonitor | None = field(init=False)
     label_index: dict[str, int] = field(init=False)
     findings_alerted: bool = False
+    last_detection: dict[str, int] = field(default_factory=dict)
+    """Column -> the feature monitor's event count when a detector last fired on it."""
+    last_error_detection: int = 0
+    """The error monitor's event count when a detector last fired on it."""
 
     def __post_init__(self) -> None:
         m = self.served.manifest
@@ -378,6 +393,8 @@ class DriftObserver:
             detections = monitor.features.update_batch(batch.encoded.matrix)
         else:
             detections = monitor.features.update_batch(batch.encoded.matrix, outputs)
+        for d in detections:
+            monitor.last_detection[d.name] = monitor.features.n_events
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
         alerts.extend(self._rate_alerts(monitor, batch, ctx))
         n = len(batch.records)
@@ -469,6 +486,8 @@ class DriftObserver:
         for monitor, (values, records) in errors.items():
             assert monitor.errors is not None
             detections = monitor.errors.update_many(values)
+            if detections:
+                monitor.last_error_detection = monitor.errors.n_events
             ctx = _Context(records)
             # A falling error is good news (ADWIN is two-sided): only a rise is concept drift.
             alerts.extend(self._concept_alert(monitor, d, ctx) for d in detections if d.shift_sd > 0)
@@ -477,6 +496,8 @@ class DriftObserver:
             if (
                 window.count
                 and abs(window.shift_sd) < self.settings.recovery_shift_sd
+                and monitor.last_error_detection
+                <= _settled_before(monitor.errors.n_events, monitor.errors.config)
                 and self.incidents.is_open(key)
             ):
                 self.incidents.recover(key)
@@ -770,8 +791,9 @@ class DriftObserver:
     def _recoveries(self, monitor: ModelMonitor) -> None:
         # Cheap enough per batch: one pass over the columns' window sums.
         threshold = self.settings.recovery_shift_sd
+        settled = _settled_before(monitor.features.n_events, monitor.features.config)
         for w in monitor.features.window_stats():
-            if w.count and abs(w.shift_sd) < threshold:
+            if w.count and abs(w.shift_sd) < threshold and monitor.last_detection.get(w.name, 0) <= settled:
                 kind = AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA
                 key = IncidentKey(monitor.name, kind.value, w.name)
                 if self.incidents.is_open(key):
