@@ -32,8 +32,11 @@ from influxdb_client import InfluxDBClient
 
 from agent.packaging.examples import classification_20
 from agent.repository import ModelRepository
+from agent.sinks.kafka import alert_message
+from agent.sinks.webhook import ALERT_ID_HEADER
 from schemas.alert import Alert, AlertKind
 from schemas.events import Prediction
+from tests.support.alerts import Received, WebhookReceiver, make_alert
 from tests.support.kafka import (
     TopicReader,
     batch_producer,
@@ -45,7 +48,7 @@ from tests.support.kafka import (
 from tests.support.private_kafka import PrivateKafka
 from tests.support.proxy import TcpProxy
 from tests.support.services import InfluxEndpoint
-from tests.support.worker import Topics, Worker
+from tests.support.worker import Topics, Worker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +59,7 @@ DRIFTING = "x03"
 # every worker would otherwise pick up), and the inference-latency watch off: it watches this busy
 # machine, not the stream.
 QUIET = {"DRIFTLINE_INFLUX__TOKEN": "", "DRIFTLINE_MONITORING__LATENCY_THRESHOLD": "1e12"}
+WEBHOOK_SECRET = "reliability-webhook-secret"
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +376,153 @@ async def test_influxdb_down_during_a_drift_gets_every_alert_and_metric_once_bac
         code = worker.stop()
         await proxy.stop()
     assert code == 0, worker.log()
+
+
+def rate(predictions: list[Prediction]) -> float:
+    """Predictions per second over the span of their prediction times."""
+    times = sorted(p.predicted_at.timestamp() for p in predictions)
+    return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+
+
+async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow_the_stream(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    bootstrap = kafka_bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    ok, slow, flaky = set(), set(), set()  # alert ids, by how the receiver treats them
+    attempts: Counter[str] = Counter()
+
+    def policy(request: Received) -> tuple[int, float]:
+        alert_id = request.headers[ALERT_ID_HEADER]
+        attempts[alert_id] += 1
+        if alert_id in slow:
+            return 200, 2.0  # answers after the worker's 0.5 s timeout: every attempt times out
+        if alert_id in flaky and attempts[alert_id] <= 2:
+            return 500, 0.0  # fails twice, then recovers
+        return 200, 0.0
+
+    receiver = await WebhookReceiver(WEBHOOK_SECRET, policy=policy).start()
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there: connection refused
+    env = {
+        **QUIET,
+        "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url, down]),
+        "DRIFTLINE_WEBHOOKS__SECRET": WEBHOOK_SECRET,
+        "DRIFTLINE_WEBHOOKS__TIMEOUT_S": "0.5",
+        "DRIFTLINE_WEBHOOKS__MAX_ATTEMPTS": "3",
+        "DRIFTLINE_WEBHOOKS__BACKOFF_INITIAL_S": "0.2",
+        "DRIFTLINE_WEBHOOKS__BACKOFF_MAX_S": "1",
+    }
+    worker = Worker(
+        bootstrap, topics, f"hooks-{unique}", model_repository.root, tmp_path, extra_env=env
+    ).start()
+    injected: list[Alert] = []
+
+    def metric(name: str, **labels: str) -> Awaitable[float]:
+        return asyncio.to_thread(worker.metric, name, **labels)
+
+    async def settled() -> bool:
+        # Every delivery (alert x URL) finished: delivered, or failed after its last attempt.
+        done = await metric("driftline_alerts_delivered_total", sink="webhook")
+        done += await metric("driftline_alerts_failed_total", sink="webhook")
+        return done == 2 * len(injected)
+
+    async def inject(into: set[str], n: int) -> None:
+        alerts = [
+            make_alert(
+                len(injected) + i,
+                model=f"hooks-{unique}",
+                subject=f"s{len(injected) + i}",
+                detected_at=datetime.now(UTC),
+            )
+            for i in range(n)
+        ]
+        injected.extend(alerts)
+        into.update(a.alert_id for a in alerts)
+        await produce_batched(
+            bootstrap,
+            topics.alerts,
+            [(m.key, m.value) for m in map(alert_message, alerts, [topics.alerts] * n)],
+        )
+
+        async def first_attempts() -> bool:
+            return all(attempts[a.alert_id] for a in alerts)
+
+        await wait_for(first_attempts, 30, "the alerts' first attempts", worker)
+
+    rates: dict[str, list[float]] = {"healthy": [], "slow": []}
+    n, rounds = 20_000, 3
+    backlogs = {
+        (phase, round_): requests(stream(reference, n, seed=10 + round_), 0, prefix=f"{phase}{round_}")
+        for round_ in range(rounds)
+        for phase in rates
+    }
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        async with TopicReader(bootstrap, topics.predictions) as reader:
+            for round_ in range(rounds):
+                for phase, into in (("healthy", ok), ("slow", slow)):
+                    # Alerts in flight to the receiver while the worker works through a backlog of
+                    # requests; the test keeps still meanwhile (it shares the machine's two cores).
+                    await inject(into, 10)
+                    served = await metric("driftline_predictions_total")
+                    await produce_batched(bootstrap, topics.requests, backlogs[phase, round_])
+
+                    async def backlog_served() -> bool:
+                        return await metric("driftline_predictions_total") >= served + n  # noqa: B023
+
+                    await wait_for(backlog_served, 60, f"{phase} backlog served", worker)
+                    if phase == "slow":  # the slow receiver really was slow while the backlog was served
+                        assert not await settled()
+                    records = await reader.at_least(served + n)
+                    predictions = [Prediction.model_validate_json(r.value) for r in records[int(served) :]]
+                    ids = f"{phase}{round_}-"
+                    rates[phase].append(rate([p for p in predictions if p.request_id.startswith(ids)]))
+                    await wait_for(settled, 60, "deliveries settled", worker)
+            await inject(flaky, 3)
+            await wait_for(settled, 60, "deliveries settled", worker)
+        counters = {
+            "delivered": await metric("driftline_alerts_delivered_total", sink="webhook"),
+            "failed after the last attempt": await metric(
+                "driftline_alerts_failed_total", sink="webhook", reason="attempts"
+            ),
+            "failed": await metric("driftline_alerts_failed_total", sink="webhook"),
+            "retries": await metric("driftline_sink_retries_total", sink="webhook"),
+        }
+    finally:
+        code = worker.stop()
+        await receiver.stop()
+    assert code == 0, worker.log()
+
+    # Nothing but the injected alerts reached the alerts topic (the stream does not drift).
+    assert {a.alert_id for a in await read_alerts(bootstrap, topics.alerts)} == {a.alert_id for a in injected}
+    # The receiver: one attempt per healthy alert, three per slow (all timed out) and flaky (500, 500,
+    # 200) alert, every one signed; the URL nobody listens on: three attempts per alert, all refused.
+    assert all(r.valid for r in receiver.received)
+    assert {a: attempts[a] for a in ok} == dict.fromkeys(ok, 1)
+    assert {a: attempts[a] for a in slow | flaky} == dict.fromkeys(slow | flaky, 3)
+    assert counters == {
+        "delivered": len(ok) + len(flaky),
+        "failed after the last attempt": len(slow) + len(injected),
+        "failed": len(slow) + len(injected),
+        "retries": 2 * (len(slow) + len(flaky) + len(injected)),
+    }
+    # Backoff: the second attempt waited at least half of 0.2 s, the third at least half of 0.4 s.
+    for alert_id in flaky:
+        times = [r.at for r in receiver.received if r.headers[ALERT_ID_HEADER] == alert_id]
+        assert times[1] - times[0] >= 0.1 and times[2] - times[1] >= 0.2, times
+    # The stream does not wait for the webhooks: as fast with a slow receiver as with a healthy one
+    # (best of three rounds each, which keeps most of this busy machine's noise out).
+    ratio = max(rates["slow"]) / max(rates["healthy"])
+    print(
+        f"webhooks: {len(injected)} alerts x 2 URLs -> {counters}; predictions/s healthy "
+        f"{[round(r) for r in rates['healthy']]}, slow {[round(r) for r in rates['slow']]}: ratio {ratio:.2f}"
+    )
+    assert ratio > 0.7, rates
 
 
 @pytest.fixture

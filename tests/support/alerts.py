@@ -69,6 +69,8 @@ class WebhookReceiver:
     statuses: list[int] = field(default_factory=lambda: [200])
     delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
+    policy: Callable[[Received], tuple[int, float]] | None = None
+    """If set: each request's (status, delay in seconds), instead of ``statuses`` and ``delay_s``."""
     _runner: web.AppRunner | None = None
 
     @property
@@ -78,7 +80,12 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         valid = verify_signature(self.secret, body, request.headers)
-        self.received.append(Received(body, dict(request.headers), valid, time.monotonic()))
+        received = Received(body, dict(request.headers), valid, time.monotonic())
+        self.received.append(received)
+        if self.policy is not None:
+            status, delay = self.policy(received)
+            await asyncio.sleep(delay)
+            return web.Response(status=status if valid else 401)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if not valid:

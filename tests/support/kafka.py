@@ -176,3 +176,13 @@ class TopicReader:
         for batch in (await self._consumer.getmany(timeout_ms=timeout_ms)).values():
             self.records.extend(batch)
         return self.records
+
+    async def at_least(self, count: int, timeout: float = 60.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record so far, once there are at least ``count``; fails after ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(await self.poll()) < count:
+                    pass
+        except TimeoutError:
+            raise AssertionError(f"{len(self.records)} of {count} records within {timeout:g} s") from None
+        return self.records
