@@ -915,9 +915,14 @@ class _ColumnSet:
         window_blocks: int,
         mean: float,
         std: float,
+        *,
+        rises_only: bool = False,
     ) -> None:
         self.names = tuple(names)
         self.detectors = [list(group) for group in detectors]
+        # For error streams: a fall is good news, so it neither reports nor restarts the column (a
+        # restart would blind the upward detector for its whole warm-up, right when the error rises).
+        self.rises_only = rises_only
         self.mean = mean
         self.std = std
         self.n_events = 0
@@ -941,7 +946,11 @@ class _ColumnSet:
                 for det in group:
                     if det._step(zj):
                         end = base + int(blocks.ends[i])
-                        found.append(self._detection(j, det, end, blocks, i + 1))
+                        detection = self._detection(j, det, end, blocks, i + 1)
+                        if self.rises_only and detection.shift_sd <= 0:
+                            det.restart()
+                            continue
+                        found.append(detection)
                         # One shift, one detection: the whole column starts afresh.
                         for other in group:
                             other.restart()
@@ -1253,7 +1262,9 @@ class ErrorMonitor:
         self.config = dataclasses.replace(config, block_size=block_size)
         # Errors going down are good news: only the upward Page-Hinkley, plus two-sided ADWIN.
         detectors = _column_detectors(self.config, mean, std, "up")
-        self._columns = _ColumnSet(["error"], [detectors], block_size, self.config.window_blocks, mean, std)
+        self._columns = _ColumnSet(
+            ["error"], [detectors], block_size, self.config.window_blocks, mean, std, rises_only=True
+        )
 
     @classmethod
     def for_classification(

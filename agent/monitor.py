@@ -489,8 +489,8 @@ class DriftObserver:
             if detections:
                 monitor.last_error_detection = monitor.errors.n_events
             ctx = _Context(records)
-            # A falling error is good news (ADWIN is two-sided): only a rise is concept drift.
-            alerts.extend(self._concept_alert(monitor, d, ctx) for d in detections if d.shift_sd > 0)
+            # The error monitor reports rises only (a falling error is good news).
+            alerts.extend(self._concept_alert(monitor, d, ctx) for d in detections)
             window = monitor.errors.window_stats()
             key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
             if (
@@ -667,6 +667,13 @@ class DriftObserver:
             ref = manifest.reference.output.statistics if prediction else manifest.reference.features[d.name]
             window = stats.get(d.name)
             direction = "up" if d.shift_sd > 0 else "down"
+            if d.detector.endswith(("_up", "_down")):
+                direction = d.detector.rsplit("_", 1)[1]
+            toward_reference = (direction == "down") == (d.shift_sd > 0)
+            if abs(d.shift_sd) < self.settings.recovery_shift_sd or toward_reference:
+                # The stream moved back to (or toward) the reference: a recovery, not a new drift.
+                self.incidents.recover(IncidentKey(monitor.name, kind.value, d.name))
+                continue
             what = "the model's output" if prediction else f"feature {d.name!r}"
             # The shift since the detector's estimated change point, in standard deviations of the
             # reference-standardised stream (for a normal feature close to its raw shift in sd).

@@ -368,3 +368,13 @@ def test_error_monitor_checks_its_input_and_accepts_empty_batches() -> None:
     assert (monitor.n_events, monitor.window_stats().missing) == (500, 500)
     with pytest.raises(ValueError):
         ErrorMonitor.for_classification(1.5)
+
+
+def test_error_monitor_keeps_watching_rises_after_the_error_fell() -> None:
+    # Live error below the reference first (a falling error is good news and must not restart the
+    # upward detector), then a jump: detected within the usual delay of the jump.
+    rng = np.random.default_rng(3)
+    errors = np.r_[rng.random(3000) < 0.013, rng.random(5000) < 0.5]
+    detections = ErrorMonitor.for_classification(0.056).update_many(errors)
+    assert [d.detector for d in detections] == ["page_hinkley_up"]
+    assert 3000 <= detections[0].event_index <= 3400 and detections[0].shift_sd > 0

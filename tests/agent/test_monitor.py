@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.incidents import IncidentManager, InMemoryIncidentStore
+from agent.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.monitor import DriftObserver, MonitorSettingsView, RateWatch
 from agent.packaging.examples import classification_20
 from agent.registry import ModelRegistry
@@ -207,3 +207,17 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
     assert sorted(remembered) == sorted(f"r{i}" for i in range(n))
     assert sum(v is None for _, v in changelog) == n
     assert observer.join.matched == n and len(observer.join) == 0
+
+
+def test_a_return_to_the_reference_recovers_instead_of_alerting(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    handler, observer = make_handler(model_repository.root)
+    rng = np.random.default_rng(21)
+    live = reference[rng.integers(0, len(reference), 30_000)].copy()
+    live[10_000:20_000, 3] += 1.0 * reference[:, 3].std()
+    alerts = [a for a in run(handler, live) if a.kind is AlertKind.DATA]
+    [alert] = alerts
+    assert alert.subject == "x03" and "drifted up" in alert.message
+    # Back to normal: the incident is closed, so a new shift would alert again at once.
+    assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
