@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
@@ -217,12 +220,29 @@ def create_app(settings: Settings) -> Driftline:
     # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
     last = {"records": 0, "at": time.monotonic()}
 
+    worker = {"app": settings.app_id, "worker": f"{socket.gethostname()}-{os.getpid()}"}
+
     def metric_points() -> list[MetricPoint]:
-        # Throughput since the previous call, plus the monitors' windowed statistics.
+        # Throughput and latency since the previous call, dead letters, and the monitors' statistics.
         now, records = time.monotonic(), serving.stats.records_in
         rate = (records - last["records"]) / max(now - last["at"], 1e-9)
         last.update(records=records, at=now)
-        points = [MetricPoint("driftline_throughput", {"events_per_s": rate, "events": float(records)})]
+        stats = handler.stats
+        fields: dict[str, float] = {
+            "events_per_s": rate,
+            "events": float(records),
+            "predictions": float(stats.predictions),
+            "dead_letters": float(sum(stats.dead_letters.values())),
+        }
+        latencies = stats.take_latencies()
+        if latencies:
+            p50, p99 = np.percentile(latencies, [50, 99])
+            fields.update(batch_latency_p50_ms=float(p50), batch_latency_p99_ms=float(p99))
+        points = [MetricPoint("driftline_throughput", fields, dict(worker))]
+        points.extend(
+            MetricPoint("driftline_dead_letters", {"count": float(n)}, {**worker, "reason": reason})
+            for reason, n in stats.dead_letters.items()
+        )
         if observer is not None:
             points.extend(observer.metric_points())
         return points

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -37,6 +37,7 @@ __all__ = [
     "Record",
     "RecordLike",
     "RequestHandler",
+    "ServingStats",
     "describe_validation_error",
 ]
 
@@ -122,6 +123,25 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
+@dataclass
+class ServingStats:
+    """Counts since start and batch latencies since the last :meth:`take_latencies`, for the metrics
+    points written to InfluxDB (Prometheus has its own histograms)."""
+
+    predictions: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    _latencies_ms: list[float] = field(default_factory=list)
+
+    def record_batch(self, predictions: int, latency_ms: float) -> None:
+        self.predictions += predictions
+        if len(self._latencies_ms) < 100_000:  # bounded if nobody drains it
+            self._latencies_ms.append(latency_ms)
+
+    def take_latencies(self) -> list[float]:
+        taken, self._latencies_ms = self._latencies_ms, []
+        return taken
+
+
 class RequestHandler:
     """Turns consumed request records into prediction and dead-letter messages.
 
@@ -151,6 +171,7 @@ class RequestHandler:
         self.dead_letters_topic = dead_letters_topic
         self.max_event_bytes = max_event_bytes
         self.metrics = metrics or Metrics()
+        self.stats = ServingStats()
         self.observers = list(observers)
 
     def handle(self, records: Sequence[RecordLike], *, observe: bool = True) -> list[OutgoingMessage]:
@@ -271,6 +292,7 @@ class RequestHandler:
 
         now = datetime.now(UTC)
         latency_ms = round((time.time() - received_at) * 1000.0, 3)
+        self.stats.record_batch(len(records), latency_ms)
         topic = self.predictions_topic
         common: dict[str, Any] = {
             "schema_version": "1",
@@ -325,3 +347,4 @@ class RequestHandler:
             yield OutgoingMessage(self.dead_letters_topic, record.key, orjson.dumps(body), None)
         for (reason, model), n in counts.items():
             self.metrics.dead_letters.labels(reason=reason, model=model).inc(n)
+            self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + n

@@ -117,6 +117,8 @@ def test_metrics_count_per_batch(model_repository: ModelRepository) -> None:
     h = RequestHandler(registry, predictions_topic=PRED, dead_letters_topic=DEAD, max_event_bytes=4096)
     _, rows = cancer_rows(5)
     h.handle(records([request(i, "breast-cancer", r) for i, r in enumerate(rows)] + [b"junk"]))
+    assert h.stats.predictions == 5 and h.stats.dead_letters == {"decode_error": 1}
+    assert len(h.stats.take_latencies()) == 1 and h.stats.take_latencies() == []
     text = h.metrics.render().decode()
     assert 'driftline_predictions_total{model="breast-cancer",version="1"} 5.0' in text
     assert 'driftline_dead_letters_total{model="",reason="decode_error"} 1.0' in text
