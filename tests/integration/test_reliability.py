@@ -35,8 +35,9 @@ from agent.repository import ModelRepository
 from agent.sinks.kafka import alert_message
 from agent.sinks.webhook import ALERT_ID_HEADER
 from schemas.alert import Alert, AlertKind
-from schemas.events import Prediction
+from schemas.events import DeadLetter, DeadLetterReason, Prediction
 from tests.support.alerts import Received, WebhookReceiver, make_alert
+from tests.support.bad_input import PREDICTION, ModelSpec, seeded_batch
 from tests.support.kafka import (
     TopicReader,
     batch_producer,
@@ -44,6 +45,7 @@ from tests.support.kafka import (
     create_topics,
     produce_batched,
     read_to_end,
+    read_topic,
 )
 from tests.support.private_kafka import PrivateKafka
 from tests.support.proxy import TcpProxy
@@ -523,6 +525,78 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
         f"{[round(r) for r in rates['healthy']]}, slow {[round(r) for r in rates['slow']]}: ratio {ratio:.2f}"
     )
     assert ratio > 0.7, rates
+
+
+async def test_a_seeded_barrage_of_bad_input_is_absorbed_and_every_event_accounted_for(
+    kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, unique: str
+) -> None:
+    bootstrap = kafka_bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    max_event_bytes = 4096
+    # 400 events drawn by hypothesis, the same on every run (tests/support/bad_input.py): good requests,
+    # duplicates of them, and every kind of bad input, each with the outcome the wire contract gives.
+    cases = seeded_batch(ModelSpec.served_in(model_repository.root), max_event_bytes, 400)
+    expected = Counter(c.expected for c in cases)
+    assert set(expected) == {PREDICTION, *(r.value for r in DeadLetterReason)} - {"unknown_category"}, (
+        expected
+    )
+    env = {**QUIET, "DRIFTLINE_SERVING__MAX_EVENT_BYTES": str(max_event_bytes)}
+    worker = Worker(
+        bootstrap, topics, f"junk-{unique}", model_repository.root, tmp_path, extra_env=env
+    ).start()
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        where = await produce_batched(
+            bootstrap, topics.requests, [(f"case-{i}".encode(), c.value) for i, c in enumerate(cases)]
+        )
+        n_dead = len(cases) - expected[PREDICTION]
+        dead = [
+            DeadLetter.model_validate_json(r.value)
+            for r in await read_topic(bootstrap, topics.dead_letters, n_dead)
+        ]
+        out = prediction_ids(await read_topic(bootstrap, topics.predictions, expected[PREDICTION]))
+        # Still serving after it: one more good request is answered, and the worker is healthy.
+        last = requests(stream(np.zeros((1, 20)), 1, seed=0), 0, prefix="after-barrage")
+        await produce_batched(bootstrap, topics.requests, last)
+        async with TopicReader(bootstrap, topics.predictions) as reader:
+            await wait_for(PredictionCounter(reader).covers({"after-barrage-0"}), 30, "served after", worker)
+        health = await asyncio.to_thread(worker.health)
+        assert health is not None and health["http_status"] == 200, health
+        metrics = await asyncio.to_thread(worker.metrics)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log()
+
+    # Requests in = predictions out + dead letters, each record exactly one of them.
+    assert len(dead) + sum(out.values()) == len(cases)
+    case_at = {at: i for i, at in enumerate(where)}
+    got = {case_at[d.partition, d.offset]: d for d in dead}
+    assert len(got) == len(dead), "a record dead-lettered twice"
+    wrong = {
+        i: (cases[i].kind, cases[i].expected, d.reason.value, d.detail)
+        for i, d in got.items()
+        if d.reason.value != cases[i].expected
+    }
+    assert not wrong, wrong
+    assert set(got) == {i for i, c in enumerate(cases) if c.expected != PREDICTION}
+    assert all(
+        d.key == f"case-{i}" and d.source_topic == topics.requests and d.detail for i, d in got.items()
+    )
+    assert out == Counter(c.request_id for c in cases if c.expected == PREDICTION)
+    # /metrics counts the same.
+    counted = Counter[str]()
+    for (name, labels), value in metrics.items():
+        if name == "driftline_dead_letters_total":
+            counted[dict(labels)["reason"]] += int(value)
+    assert counted == Counter({r: n for r, n in expected.items() if r != PREDICTION})
+    total = sum(v for (name, _), v in metrics.items() if name == "driftline_predictions_total")
+    assert total == expected[PREDICTION] + 1
+    print(
+        f"barrage: {len(cases)} events -> {sum(out.values())} predictions "
+        f"({sum(out.values()) - len(out)} of them repeated request ids) + {len(dead)} dead letters "
+        f"{dict(sorted(Counter(d.reason.value for d in dead).items()))}"
+    )
 
 
 @pytest.fixture

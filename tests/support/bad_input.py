@@ -222,6 +222,8 @@ class CaseMaker:
 
     models: dict[str, ModelSpec]
     max_event_bytes: int
+    prefix: str = ""
+    """Put before each request id, to keep the ids of several makers apart."""
     _made: int = 0
     _good: list[tuple[bytes, str]] = field(default_factory=list)
 
@@ -233,7 +235,7 @@ class CaseMaker:
         spec = data.draw(st.sampled_from(sorted(self.models.values(), key=lambda s: s.name)))
         self._made += 1
         # Unique per drawn request (the counter), any text after it.
-        request_id = f"{self._made}:{data.draw(st.text(max_size=24))}"
+        request_id = f"{self.prefix}{self._made}:{data.draw(st.text(max_size=24))}"
         values = data.draw(st.lists(_finite, min_size=len(spec.features), max_size=len(spec.features)))
         document: dict[str, Any] = {
             "request_id": request_id,
@@ -367,17 +369,21 @@ def _binary_of(size: int) -> st.SearchStrategy[bytes]:
     return st.binary(min_size=size, max_size=size)
 
 
-def seeded_batch(models: dict[str, ModelSpec], max_event_bytes: int, size: int) -> list[Case]:
-    """``size`` cases, the same on every run: good kinds and bad kinds alternate, each in turn.
+def seeded_batch(
+    models: dict[str, ModelSpec], max_event_bytes: int, size: int, *, chunk: int = 20
+) -> list[Case]:
+    """``size`` cases, the same on every run: in each chunk of ``chunk``, good kinds and bad kinds
+    alternate, each bad kind once (with the default chunk of 20), the good ones in turn.
 
     One hypothesis run with ``derandomize=True`` (its seed comes from this function, not from the
-    clock), one case drawn per example, generation only: a fixed batch, not a search.
+    clock), generation only, one chunk per example: a fixed batch, not a search. Each example draws
+    with a fresh :class:`CaseMaker`, so that what it draws does not depend on earlier examples (which
+    hypothesis would rightly call a flaky strategy); duplicates repeat request ids within a chunk.
     """
-    maker = CaseMaker(models, max_event_bytes)
     cases: list[Case] = []
 
     @settings(
-        max_examples=size,
+        max_examples=size // chunk,
         derandomize=True,
         database=None,
         phases=[Phase.generate],
@@ -386,12 +392,13 @@ def seeded_batch(models: dict[str, ModelSpec], max_event_bytes: int, size: int) 
     )
     @given(st.data())
     def collect(data: st.DataObject) -> None:
-        n = len(cases)
-        kinds = GOOD_KINDS if n % 2 == 0 else BAD_KINDS
-        cases.append(maker.draw(data, kinds[(n // 2) % len(kinds)]))
+        maker = CaseMaker(models, max_event_bytes, prefix=f"{len(cases) // chunk}.")
+        for j in range(chunk):
+            kinds = GOOD_KINDS if j % 2 == 0 else BAD_KINDS
+            cases.append(maker.draw(data, kinds[(j // 2) % len(kinds)]))
 
     collect()
-    assert len(cases) == size, f"hypothesis ran {len(cases)} examples, not {size}"
+    assert len(cases) == size, f"hypothesis drew {len(cases)} cases, not {size}"
     return cases
 
 
