@@ -1,7 +1,10 @@
 """Kafka client options built from settings, so every client driftline creates connects the same way.
 
 SASL and TLS settings pass through to aiokafka (and, as broker credentials, to Faust), and the
-password is only unwrapped here, at the moment a client is built.
+password is only unwrapped here, at the moment a client is built. aiokafka logs every request it sends
+at DEBUG, fields included, and the SASL authenticate request's field is the login token (for PLAIN,
+the password in clear): importing this module redacts those records, for every aiokafka client of
+the process (Faust's too).
 
 Example:
     >>> from agent.settings import KafkaSettings
@@ -12,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +23,23 @@ from typing import Any
 from agent.settings import KafkaSettings
 
 __all__ = ["aiokafka_options", "read_to_end", "ssl_context"]
+
+
+class _RedactSaslTokens(logging.Filter):
+    """Replaces SASL authenticate requests and responses in aiokafka's DEBUG records by their name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_is_sasl_token(a) for a in args):
+            record.args = tuple(f"{type(a).__name__}(<redacted>)" if _is_sasl_token(a) else a for a in args)
+        return True
+
+
+def _is_sasl_token(arg: object) -> bool:
+    return type(arg).__name__.startswith("SaslAuthenticate")
+
+
+logging.getLogger("aiokafka.conn").addFilter(_RedactSaslTokens())
 
 
 def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:

@@ -16,7 +16,8 @@ from typing import Any
 import certifi
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import SecretStr
 
@@ -25,6 +26,7 @@ from agent.kafka import aiokafka_options
 from agent.settings import InfluxSettings, KafkaSettings, Settings, WebhookSettings
 from producers.config import KafkaConfig, ProducerSettings
 from producers.config import aiokafka_options as producer_options
+from tests.support.fake_sasl import FakeSaslBroker
 from tests.support.services import ROOT
 
 PASSWORD = "sasl-Pa55word-never-logged"
@@ -147,6 +149,29 @@ async def test_building_a_worker_logs_no_secret(caplog: pytest.LogCaptureFixture
     driftline = create_app(settings)
     assert not any(s in caplog.text for s in SECRETS), caplog.text
     assert not any(s in repr(driftline.app.conf.broker_credentials) for s in SECRETS)
+
+
+async def test_the_sasl_password_is_sent_but_never_logged_even_at_debug_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiokafka logs each request at DEBUG with its fields; the SASL authenticate request's field is the
+    # PLAIN token, user name and password in clear. agent.kafka redacts it (it did not, before).
+    caplog.set_level(logging.DEBUG)
+    async with FakeSaslBroker() as broker:
+        settings = KafkaSettings(
+            bootstrap_servers=broker.bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username="driftline",
+            sasl_password=SecretStr(PASSWORD),
+        )
+        producer = AIOKafkaProducer(**aiokafka_options(settings), request_timeout_ms=2000)
+        with pytest.raises(KafkaError):
+            await producer.start()  # the fake broker ends the connection after the login
+        await producer.stop()
+    assert broker.logins and broker.logins[0] == ("driftline", PASSWORD)  # the password was sent
+    assert PASSWORD not in caplog.text
+    assert "SaslAuthenticateRequest_v0(<redacted>)" in caplog.text
 
 
 # --- SASL/TLS settings reach every client ------------------------------------------------------
