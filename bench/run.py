@@ -1,0 +1,960 @@
+"""driftline against the naive agent and the machine's limits, in one run, on the real local Kafka.
+
+Run (from the repo root, with the broker up: ``scripts/kafka up``)::
+
+    .venv/bin/python -m bench            # the full run, ~10 minutes
+    .venv/bin/python -m bench --quick    # ~3 minutes: smaller topics, one run of each
+
+It prints a table and writes ``bench/results/latest.json``. What it measures, all in one run so that
+every figure saw the same machine and broker (BENCHMARKS.md has the method and the latest results):
+
+1. **Limits.** Kafka pass-through: driftline's own serving loop (``agent.streaming.ServingLoop``)
+   with a handler that republishes each record unchanged, as its own process. ONNX Runtime: the
+   ``classification-20`` package (built into a temporary model repository with ``driftline package
+   --example classification-20``: 20 numeric features, a 100-tree forest), rows/s in batches of 500
+   and one row at a time, one thread, in this process.
+2. **driftline** (``driftline run`` as a subprocess configured by ``DRIFTLINE_*`` variables, as a user
+   runs it), with all monitoring on and with ``DRIFTLINE_MONITORING__ENABLED=false``.
+3. **The naive baseline**, ``bench/_naive.py``: a Faust agent serving one event at a time.
+4. **Scaling**: one and then two driftline workers (one group) on a four-partition topic; here the
+   workers start on an empty topic and the bench publishes the requests once they have their
+   partitions (see :meth:`Bench.measure_live` for why), so its producer shares the cores too.
+
+Throughput is the drain rate of a pre-filled topic: ``--events`` requests (4 partitions) are
+published once, then each worker (a fresh consumer group every time) is started and the
+predictions topic's end offsets are read every 0.1 s. The rate is taken between the readings at 10 %
+and 90 % of the expected predictions (and, with several workers, only once every worker has its
+partitions), so start-up and the tail are left out; CPU over that window comes from
+``/proc/<pid>/stat`` (utime + stime, all threads) of each worker, of the broker and of this process.
+Each measurement is repeated ``--runs`` times, in a rotated order, and the table shows medians;
+ratios (x naive, scaling) are taken within a round and their median shown.
+
+Latency: one more driftline worker (monitoring on) on empty topics; requests are published paced
+at 50 % and then 90 % of the highest rate measured above (monitoring on); latency is the
+prediction record's LogAppendTime (the predictions topic is created with
+``message.timestamp.type=LogAppendTime``) minus the request record's CreateTime (set by the
+bench's producer when it adds the record to a batch, so its linger, at most 5 ms, is included).
+Both clocks are this machine's. The first second of each phase is left out.
+
+Profile: one more drain with ``py-spy record --nonblocking`` attached to the worker over the same
+10-90 % window (if py-spy is installed: ``.venv/bin/pip install py-spy``); samples are split into
+the hot path's phases (``bench._harness.PROFILE_PHASES``) and scaled to the measured CPU per event.
+
+Every topic the run creates starts with ``dlb-<run id>-`` and is deleted at the end with its
+consumer groups; the workers are stopped whatever happens (they run in their own process groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.structs import TopicPartition
+
+from bench._harness import (
+    Sample,
+    latency_summary,
+    machine_busy_ticks,
+    median,
+    proc_cpu_seconds,
+    proc_peak_rss_mb,
+    profile_split,
+    steady_window,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "classification-20"
+PARTITIONS = 4
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+TARGETS = {
+    "rate_monitoring_on": 25_000.0,
+    "x_naive": 5.0,
+    "p99_ms_at_half": 50.0,
+    "rss_mb": 400.0,
+}
+
+FULL = {"events": 200_000, "runs": 3, "naive_events": 30_000, "latency_s": 15.0, "profile": True}
+QUICK = {"events": 50_000, "runs": 1, "naive_events": 6_000, "latency_s": 6.0, "profile": True}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A process the bench started (in its own process group, so that it can be ended with its children)."""
+
+    label: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    started: float
+    port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-chars:]
+        return ""
+
+
+@dataclass
+class Bench:
+    bootstrap: str
+    events: int
+    runs: int
+    naive_events: int
+    latency_s: float
+    profile: bool
+    tmp: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: list[Proc] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)
+    package: Path | None = None
+    payloads: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"dlb-{self.run_id}"
+
+    # --- processes -------------------------------------------------------------------------------
+
+    def spawn(self, label: str, argv: list[str], env: dict[str, str], port: int | None = None) -> Proc:
+        log = self.tmp / f"{label}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Proc(label, popen, log, time.monotonic(), port)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, timeout: float = 20.0) -> None:
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=10)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc, timeout=10.0)
+
+    def _base_env(self) -> dict[str, str]:
+        # No InfluxDB, no webhooks, no DRIFTLINE_* of the caller's shell: the worker is configured here.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DRIFTLINE_", "INFLUXDB_", "KAFKA_BOOTSTRAP"))
+        }
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
+        return env
+
+    def start_driftline(self, label: str, topics: dict[str, str], app_id: str, *, monitoring: bool) -> Proc:
+        port = _free_port()
+        env = self._base_env()
+        env.update(
+            {
+                "DRIFTLINE_APP_ID": app_id,
+                "DRIFTLINE_DATA_DIR": str(self.tmp / f"data-{label}"),
+                "DRIFTLINE_WEB__PORT": str(port),
+                "DRIFTLINE_SERVING__MODEL_REPOSITORY": str(self.package_root),
+                "DRIFTLINE_TOPICS__REQUESTS": topics["requests"],
+                "DRIFTLINE_TOPICS__PREDICTIONS": topics["predictions"],
+                "DRIFTLINE_TOPICS__OUTCOMES": topics["outcomes"],
+                "DRIFTLINE_TOPICS__ALERTS": topics["alerts"],
+                "DRIFTLINE_TOPICS__DEAD_LETTERS": topics["dead"],
+                "DRIFTLINE_TOPICS__PARTITIONS": str(PARTITIONS),
+                "DRIFTLINE_INCIDENTS__TOPIC": f"{app_id}-incidents",
+                "DRIFTLINE_MONITORING__ENABLED": "true" if monitoring else "false",
+            }
+        )
+        self.groups.update({app_id, f"{app_id}-serving"})
+        argv = [sys.executable, "-m", "agent.cli", "run", "--loglevel", "info"]
+        return self.spawn(label, argv, env, port)
+
+    def start_naive(self, label: str, topics: dict[str, str], app_id: str) -> Proc:
+        assert self.package is not None
+        port = _free_port()
+        cfg = {
+            "app_id": app_id,
+            "bootstrap": self.bootstrap,
+            "package": str(self.package),
+            "requests": topics["requests"],
+            "predictions": topics["predictions"],
+            "partitions": PARTITIONS,
+            "web_port": port,
+            "data_dir": str(self.tmp / f"data-{label}"),
+        }
+        self.groups.add(app_id)
+        return self.spawn(
+            label, [sys.executable, "-m", "bench._naive", json.dumps(cfg)], self._base_env(), port
+        )
+
+    def start_passthrough(self, label: str, topics: dict[str, str], group: str) -> Proc:
+        cfg = {
+            "bootstrap": self.bootstrap,
+            "requests": topics["requests"],
+            "predictions": topics["predictions"],
+            "group": group,
+        }
+        self.groups.add(group)
+        argv = [sys.executable, "-m", "bench._passthrough", json.dumps(cfg)]
+        return self.spawn(label, argv, self._base_env())
+
+    @property
+    def package_root(self) -> Path:
+        return self.tmp / "models"
+
+    # --- Kafka -----------------------------------------------------------------------------------
+
+    async def admin(self) -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
+        await admin.start()
+        return admin
+
+    def topics(self, name: str) -> dict[str, str]:
+        base = f"{self.prefix}-{name}"
+        return {k: f"{base}-{k}" for k in ("requests", "predictions", "outcomes", "alerts", "dead")}
+
+    async def create_topics(self, topics: dict[str, str], *, skip_requests: bool = False) -> None:
+        admin = await self.admin()
+        try:
+            existing = set(await admin.list_topics())
+            new = []
+            for kind, name in topics.items():
+                if name in existing or (skip_requests and kind == "requests"):
+                    continue
+                configs = {"message.timestamp.type": "LogAppendTime"} if kind == "predictions" else {}
+                new.append(NewTopic(name, PARTITIONS, 1, topic_configs=configs))
+            if new:
+                await admin.create_topics(new)
+        finally:
+            await admin.close()
+
+    async def cleanup(self) -> list[str]:
+        admin = await self.admin()
+        try:
+            doomed = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
+            if doomed:
+                await admin.delete_topics(doomed)
+            for group in sorted(self.groups):
+                # aiokafka's admin client has no delete_consumer_groups(): ask the coordinator.
+                with contextlib.suppress(Exception):
+                    node = await admin.find_coordinator(group)
+                    await admin._send_request_to_node(node, DeleteGroupsRequest([group]))
+            return doomed
+        finally:
+            await admin.close()
+
+    async def publish(self, topics: dict[str, str], messages: list[Any], rate: float = 0.0) -> Any:
+        from producers.config import KafkaConfig, ProducerSettings, TopicConfig
+        from producers.publish import publish
+
+        settings = ProducerSettings(
+            kafka=KafkaConfig(bootstrap_servers=self.bootstrap),
+            topics=TopicConfig(requests=topics["requests"], outcomes=topics["outcomes"]),
+        )
+        return await publish(messages, settings=settings, rate=rate, linger_ms=5.0)
+
+    # --- drains ----------------------------------------------------------------------------------
+
+    async def drain(
+        self, label: str, procs: list[Proc], out_topic: str, target: int, *, health: bool, timeout_s: float
+    ) -> dict[str, Any]:
+        """Watches ``procs`` drain the pre-filled topic into ``out_topic`` until ``target`` outputs."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        tps = [TopicPartition(out_topic, p) for p in range(PARTITIONS)]
+        broker = _broker_pid()
+        samples: list[Sample] = []
+        ready = not health
+        error = None
+        deadline = time.monotonic() + timeout_s
+        first_output: float | None = None
+        last_health = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                count = sum((await consumer.end_offsets(tps)).values())
+                if count and first_output is None:
+                    first_output = now
+                if not ready and now - last_health >= 0.25:
+                    last_health = now
+                    ready = await _all_assigned(procs)
+                cpu = {p.label: proc_cpu_seconds(p.pid) or 0.0 for p in procs}
+                cpu["bench"] = proc_cpu_seconds("self") or 0.0
+                if broker is not None:
+                    cpu["broker"] = proc_cpu_seconds(broker) or 0.0
+                samples.append(Sample(now, count, cpu, machine_busy_ticks(), ready))
+                if count >= target:
+                    break
+                if not all(p.alive() for p in procs):
+                    error = "a worker exited"
+                    break
+                if now > deadline:
+                    error = f"timeout after {timeout_s:.0f} s at {count} of {target}"
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await consumer.stop()
+        rss = [proc_peak_rss_mb(p.pid) for p in procs]
+        result: dict[str, Any] = {"label": label, "workers": len(procs), "target": target}
+        window = steady_window(samples, target)
+        if error or window is None:
+            result["error"] = error or "no steady window"
+            result["log_tail"] = "\n".join(p.tail() for p in procs)
+            return result
+        worker_cpu = sum(window.cpu_seconds(p.label) for p in procs)
+        own = sum(window.cpu_share(p.label) for p in procs)
+        others = window.cpu_share("broker") + window.cpu_share("bench")
+        result.update(
+            {
+                "events_per_s": window.rate,
+                "window_events": window.events,
+                "window_s": window.seconds,
+                "cpu_us_per_event": worker_cpu / window.events * 1e6,
+                "worker_cores": [round(window.cpu_share(p.label), 3) for p in procs],
+                "broker_cores": window.cpu_share("broker") if broker is not None else None,
+                "bench_cores": window.cpu_share("bench"),
+                "machine_cores_busy": window.machine_cores_busy(),
+                "other_cores": window.machine_cores_busy() - own - others,
+                "rss_peak_mb": max((r for r in rss if r is not None), default=None),
+                "startup_s": (first_output - min(p.started for p in procs)) if first_output else None,
+            }
+        )
+        return result
+
+    async def measure(self, kind: str, rnd: int, requests: str) -> dict[str, Any]:
+        """One drain of the pre-filled requests topic by ``kind``, on fresh output topics and group."""
+        label = f"{kind}-r{rnd}"
+        topics = self.topics(label)
+        topics["requests"] = requests
+        await self.create_topics(topics, skip_requests=True)
+        app_id = f"{self.prefix}-{label}"
+        target, health = self.events, True
+        procs: list[Proc] = []
+        if kind == "passthrough":
+            procs = [self.start_passthrough(label, topics, app_id)]
+            health = False
+        elif kind == "driftline_on":
+            procs = [self.start_driftline(label, topics, app_id, monitoring=True)]
+        elif kind == "driftline_off":
+            procs = [self.start_driftline(label, topics, app_id, monitoring=False)]
+        elif kind == "naive":
+            procs = [self.start_naive(label, topics, app_id)]
+            target, health = self.naive_events, False
+        else:
+            raise ValueError(kind)
+        try:
+            timeout = 90 + target / 1000
+            return await self.drain(
+                kind, procs, topics["predictions"], target, health=health, timeout_s=timeout
+            )
+        finally:
+            for p in procs:
+                self.stop(p)
+
+    async def measure_live(self, kind: str, rnd: int) -> dict[str, Any]:
+        """Scaling: ``kind`` is ``live_x1`` or ``live_x2``, one or two driftline workers (monitoring on) in
+        one group. The workers start on an empty four-partition topic; once every one of them has its
+        partitions, this process publishes the requests as fast as it can while the workers drain them
+        (started on a pre-filled topic, the first worker would drain much of it before the second had
+        joined). So the bench's producer shares the two cores with the workers and the broker here."""
+        label = f"{kind}-r{rnd}"
+        topics = self.topics(label)
+        await self.create_topics(topics)
+        app_id = f"{self.prefix}-{label}"
+        n = 2 if kind == "live_x2" else 1
+        procs = [self.start_driftline(f"{label}-w{i}", topics, app_id, monitoring=True) for i in range(n)]
+        try:
+            for proc in procs:
+                await _wait_ready(proc, 120.0)
+            deadline = time.monotonic() + 60
+            while not await _all_assigned(procs) and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            timeout = 90 + self.events / 1000
+            drain = asyncio.create_task(
+                self.drain(kind, procs, topics["predictions"], self.events, health=False, timeout_s=timeout)
+            )
+            await self.publish(topics, self.payloads)
+            return await drain
+        finally:
+            for p in procs:
+                self.stop(p)
+
+    # --- profile ---------------------------------------------------------------------------------
+
+    async def profile_drain(self, requests: str) -> dict[str, Any]:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+        label = "profile"
+        topics = self.topics(label)
+        topics["requests"] = requests
+        await self.create_topics(topics, skip_requests=True)
+        app_id = f"{self.prefix}-{label}"
+        worker = self.start_driftline(label, topics, app_id, monitoring=True)
+        out = self.tmp / "profile.txt"
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        tps = [TopicPartition(topics["predictions"], p) for p in range(PARTITIONS)]
+        spy_proc: Proc | None = None
+        deadline = time.monotonic() + 90 + self.events / 1000
+        try:
+            while time.monotonic() < deadline and worker.alive():
+                count = sum((await consumer.end_offsets(tps)).values())
+                if spy_proc is None and count >= 0.1 * self.events:
+                    argv = [spy, "record", "-p", str(worker.pid), "-o", str(out), "--format", "raw"]
+                    argv += ["-r", "200", "--nonblocking"]
+                    spy_proc = self.spawn("py-spy", argv, self._base_env())
+                if count >= 0.9 * self.events:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await consumer.stop()
+            if spy_proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(spy_proc.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy_proc.popen.wait(timeout=20)
+                self.stop(spy_proc)
+            self.stop(worker)
+        if not out.exists():
+            tail = spy_proc.tail() if spy_proc is not None else worker.tail()
+            return {"error": f"py-spy wrote no profile: {tail[-500:]}"}
+        lines = out.read_text().splitlines()
+        samples = sum(int(line.rpartition(" ")[2]) for line in lines if line.rpartition(" ")[2].isdigit())
+        return {"samples": samples, "shares": profile_split(lines)}
+
+    # --- latency ---------------------------------------------------------------------------------
+
+    async def latency(self, highest: float) -> dict[str, Any]:
+        from producers.scenarios import generate
+
+        label = "latency"
+        topics = self.topics(label)
+        await self.create_topics(topics)
+        app_id = f"{self.prefix}-{label}"
+        worker = self.start_driftline(label, topics, app_id, monitoring=True)
+        phases: dict[str, Any] = {}
+        try:
+            await _wait_ready(worker, 120.0)
+            sent = 0
+            for share in (0.5, 0.9):
+                rate = share * highest
+                n = int(rate * self.latency_s)
+                run_id = f"lat{int(share * 100)}-{self.run_id}"
+                messages = list(
+                    generate("calm", model=MODEL, seed=11, count=n, outcome_share=0.0, run_id=run_id)
+                )
+                cpu0 = {
+                    "worker": proc_cpu_seconds(worker.pid) or 0.0,
+                    "bench": proc_cpu_seconds("self") or 0.0,
+                }
+                busy0, t0 = machine_busy_ticks(), time.monotonic()
+                summary = await self.publish(topics, messages, rate=rate)
+                t1 = time.monotonic()
+                cpu1 = {
+                    "worker": proc_cpu_seconds(worker.pid) or 0.0,
+                    "bench": proc_cpu_seconds("self") or 0.0,
+                }
+                sent += n
+                await self._wait_count(topics["predictions"], sent, 60.0)
+                phases[f"{int(share * 100)}%"] = {
+                    "run_id": run_id,
+                    "target_rate": rate,
+                    "achieved_rate": summary.rate,
+                    "requests": n,
+                    "worker_cores": (cpu1["worker"] - cpu0["worker"]) / (t1 - t0),
+                    "bench_cores": (cpu1["bench"] - cpu0["bench"]) / (t1 - t0),
+                    "machine_cores_busy": (machine_busy_ticks() - busy0) / (time.monotonic() - t0),
+                }
+            rss = proc_peak_rss_mb(worker.pid)
+        finally:
+            self.stop(worker)
+        sent_ms = await self._timestamps(topics["requests"])
+        done_ms = await self._timestamps(topics["predictions"])
+        for name, phase in phases.items():
+            prefix = f"{phase['run_id']}-".encode()
+            mine = {k: v for k, v in sent_ms.items() if k.startswith(prefix)}
+            skip = min(mine.values()) + 1000 if mine else None
+            phase.update(latency_summary(mine, done_ms, skip_before_ms=skip))
+            phases[name] = phase
+        return {
+            "phases": phases,
+            "rss_peak_mb": rss,
+            "clock": "request CreateTime -> prediction LogAppendTime",
+        }
+
+    async def _wait_count(self, topic: str, target: int, timeout_s: float) -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                count = sum((await consumer.end_offsets(tps)).values())
+                if count >= target or time.monotonic() > deadline:
+                    return count
+                await asyncio.sleep(0.2)
+        finally:
+            await consumer.stop()
+
+    async def _timestamps(self, topic: str) -> dict[bytes, int]:
+        """Key -> record timestamp (ms) of every record of ``topic``."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            out: dict[bytes, int] = {}
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                positions = {tp: await consumer.position(tp) for tp in tps}
+                if all(positions[tp] >= ends[tp] for tp in tps):
+                    break
+                for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                    for r in records:
+                        if r.key is not None:
+                            out[r.key] = r.timestamp
+            return out
+        finally:
+            await consumer.stop()
+
+    # --- ONNX Runtime limit ----------------------------------------------------------------------
+
+    def onnx_limit(self, repeats: int) -> dict[str, Any]:
+        import numpy as np
+
+        from agent.registry import ModelRegistry
+        from schemas.events import PredictionRequest
+
+        registry = ModelRegistry(self.package_root)
+        registry.refresh()
+        served = registry.resolve(MODEL)
+        assert served is not None
+        rows = [PredictionRequest.model_validate_json(m.value).features for m in self.payloads[:5000]]
+        matrix = served.encoder.encode(rows).matrix
+        batched, single = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for lo in range(0, len(matrix), 500):
+                served.model.predict(matrix[lo : lo + 500])
+            batched.append(len(matrix) / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for i in range(1000):
+                served.model.predict(matrix[i : i + 1])
+            single.append(1000 / (time.perf_counter() - t0))
+        return {
+            "batched_rows_per_s": median(batched),
+            "single_row_per_s": median(single),
+            "batch": 500,
+            "threads": 1,
+            "dtype": str(np.float32.__name__),
+        }
+
+
+async def _http_get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def _health(proc: Proc) -> dict[str, Any] | None:
+    if proc.port is None:
+        return None
+    try:
+        status, body = await _http_get(proc.port, "/health")
+        data: dict[str, Any] = json.loads(body)
+        data["http_status"] = status
+        return data
+    except (OSError, ValueError, TimeoutError, IndexError):
+        return None
+
+
+async def _all_assigned(procs: list[Proc]) -> bool:
+    for proc in procs:
+        health = await _health(proc)
+        if health is None or not health.get("assigned_partitions"):
+            return False
+    return True
+
+
+async def _wait_ready(proc: Proc, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.label} exited:\n{proc.tail()}")
+        health = await _health(proc)
+        if health is not None and health["http_status"] == 200 and health.get("assigned_partitions"):
+            return
+        await asyncio.sleep(0.3)
+    raise RuntimeError(f"{proc.label} not ready within {timeout_s:.0f} s:\n{proc.tail()}")
+
+
+def _broker_pid() -> int | None:
+    pidfile = REPO / ".services" / "kafka" / "kafka.pid"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile.read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            return pid
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    packages = {}
+    for name in ("faust-streaming", "aiokafka", "onnxruntime", "river", "pydantic", "numpy", "orjson"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[name] = metadata.version(name)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "agent",
+                "bench",
+                "producers",
+                "schemas",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit + ("+dirty" if dirty else ""),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "packages": packages,
+        "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _summarize(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    ok = [r for r in runs if r["label"] == kind and "error" not in r]
+    keys = ("events_per_s", "cpu_us_per_event", "broker_cores", "bench_cores", "other_cores", "startup_s")
+    out: dict[str, Any] = {"runs_ok": len(ok), "runs": sum(1 for r in runs if r["label"] == kind)}
+    for key in keys:
+        out[key] = median(r.get(key) for r in ok)
+    out["rss_peak_mb"] = max((r["rss_peak_mb"] for r in ok if r.get("rss_peak_mb")), default=None)
+    out["worker_cores"] = median(sum(r["worker_cores"]) for r in ok) if ok else None
+    out["all_rates"] = [round(r["events_per_s"]) for r in ok]
+    return out
+
+
+def _ratio(runs: list[dict[str, Any]], num: str, den: str) -> float | None:
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if "error" not in r:
+            by_round.setdefault(r["round"], {})[r["label"]] = r["events_per_s"]
+    return median(v[num] / v[den] for v in by_round.values() if num in v and den in v)
+
+
+def _fmt(x: Any, spec: str = ",.0f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    m, s, lim = report["machine"], report["summary"], report["limits"]
+    print()
+    print(f"driftline bench {m['date']}, commit {m['commit']}: {m['cpu']}, {m['cores']} cores, ")
+    print(
+        f"load average {m['loadavg_start']} -> {m.get('loadavg_end')}; "
+        f"medians of {report['args']['runs']} run(s)"
+    )
+    head = (
+        f"{'':<38}{'events/s':>10}{'CPU us/ev':>11}{'worker CPU':>11}{'broker':>8}{'bench':>7}{'RSS MB':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+
+    def row(name: str, r: dict[str, Any] | None, extra: str = "") -> None:
+        if r is None or not r.get("runs_ok"):
+            print(f"{name:<38}{'failed':>10}")
+            return
+        print(
+            f"{name:<38}{_fmt(r['events_per_s']):>10}{_fmt(r['cpu_us_per_event'], '.1f'):>11}"
+            f"{_fmt(r['worker_cores'], '.2f'):>11}{_fmt(r['broker_cores'], '.2f'):>8}"
+            f"{_fmt(r['bench_cores'], '.2f'):>7}{_fmt(r['rss_peak_mb'], '.0f'):>8}  {extra}"
+        )
+
+    row("limit: Kafka pass-through (1 process)", s.get("passthrough"))
+    onnx = lim.get("onnx", {})
+    for name, key in (("batches of 500", "batched_rows_per_s"), ("one row per call", "single_row_per_s")):
+        print(f"{'limit: ONNX Runtime, ' + name:<38}{_fmt(onnx.get(key)):>10}  rows/s, 1 thread")
+    row(
+        "driftline, monitoring on",
+        s.get("driftline_on"),
+        f"x naive {_fmt(report['ratios']['on_vs_naive'], '.1f')}",
+    )
+    row(
+        "driftline, monitoring off",
+        s.get("driftline_off"),
+        f"x naive {_fmt(report['ratios']['off_vs_naive'], '.1f')}",
+    )
+    row("naive Faust agent (one event at a time)", s.get("naive"))
+    row("scaling: 1 worker, bench producing live", s.get("live_x1"))
+    row(
+        "scaling: 2 workers, bench producing live",
+        s.get("live_x2"),
+        f"x one worker {_fmt(report['ratios']['x2_vs_one'], '.2f')}",
+    )
+    lat = report.get("latency", {})
+    for name, p in lat.get("phases", {}).items():
+        print(
+            f"latency at {name} of the highest rate ({_fmt(p['target_rate'])}/s, achieved "
+            f"{_fmt(p['achieved_rate'])}/s): p50 {_fmt(p['p50_ms'], '.0f')} ms, "
+            f"p99 {_fmt(p['p99_ms'], '.0f')} ms, "
+            f"max {_fmt(p['max_ms'], '.0f')} ms over {p['count']:,} requests ({p['missing']} missing); "
+            f"worker {_fmt(p['worker_cores'], '.2f')} cores, bench producer {_fmt(p['bench_cores'], '.2f')}"
+        )
+    prof = report.get("profile", {})
+    if prof.get("us_per_event"):
+        print(f"\nprofile of the hot path (py-spy, {prof['samples']:,} samples), us of worker CPU per event:")
+        for phase, us in prof["us_per_event"].items():
+            print(f"  {phase:<58}{us:>7.1f}")
+    elif prof.get("error"):
+        print(f"\nprofile: {prof['error']}")
+    print("\ntargets:")
+    for name, (value, target, ok) in report["targets"].items():
+        print(f"  {name:<44} {_fmt(value, ',.1f'):>10}  target {target:<12} {'met' if ok else 'NOT met'}")
+
+
+def _targets(report: dict[str, Any]) -> dict[str, tuple[Any, str, bool]]:
+    s = report["summary"]
+    on = s.get("driftline_on", {}).get("events_per_s")
+    ratio = report["ratios"]["on_vs_naive"]
+    half = report.get("latency", {}).get("phases", {}).get("50%", {}).get("p99_ms")
+    rss = max(
+        (
+            x
+            for x in (
+                s.get("driftline_on", {}).get("rss_peak_mb"),
+                report.get("latency", {}).get("rss_peak_mb"),
+            )
+            if x
+        ),
+        default=None,
+    )
+    return {
+        "requests/s per worker, monitoring on": (
+            on,
+            ">= 25,000",
+            bool(on and on >= TARGETS["rate_monitoring_on"]),
+        ),
+        "x the naive agent (same run)": (ratio, ">= 5x", bool(ratio and ratio >= TARGETS["x_naive"])),
+        "p99 latency at half the highest rate, ms": (
+            half,
+            "< 50 ms",
+            bool(half and half < TARGETS["p99_ms_at_half"]),
+        ),
+        "worker RSS peak, MB": (rss, "< 400 MB", bool(rss and rss < TARGETS["rss_mb"])),
+    }
+
+
+def _progress(rnd: int, kind: str, result: dict[str, Any]) -> None:
+    if "error" in result:
+        print(f"  round {rnd} {kind:<14} FAILED: {result['error']}\n{result.get('log_tail', '')[-1500:]}")
+        return
+    print(
+        f"  round {rnd} {kind:<14} {result['events_per_s']:>9,.0f} events/s "
+        f"{result['cpu_us_per_event']:>7.1f} CPU us/event, workers {result['worker_cores']} cores, "
+        f"broker {_fmt(result['broker_cores'], '.2f')}, bench {result['bench_cores']:.2f}, "
+        f"other {result['other_cores']:.2f}, RSS {_fmt(result['rss_peak_mb'], '.0f')} MB",
+        flush=True,
+    )
+
+
+async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    from agent.packaging.builder import build_package
+    from agent.packaging.examples import classification_20
+    from agent.repository import ModelRepository
+    from producers.scenarios import generate
+
+    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "run_id": bench.run_id}
+    t_start = time.monotonic()
+    print(f"run {bench.run_id}: building the {MODEL} package ...", flush=True)
+    started = time.perf_counter()
+    build_package(
+        classification_20(), name=MODEL, version="1", repository=ModelRepository(bench.package_root)
+    )
+    bench.package = bench.package_root / MODEL / "1"
+    report["package_build_s"] = round(time.perf_counter() - started, 1)
+
+    bench.payloads = list(generate("calm", model=MODEL, seed=7, count=bench.events, outcome_share=0.0))
+    report["payload_bytes"] = sum(len(m.value) for m in bench.payloads) / len(bench.payloads)
+    report["limits"] = {"onnx": bench.onnx_limit(repeats=5 if bench.runs > 1 else 3)}
+    print(f"  ONNX Runtime: {report['limits']['onnx']}", flush=True)
+
+    topics = bench.topics("src")
+    await bench.create_topics(topics)
+    summary = await bench.publish(topics, bench.payloads)
+    report["prefill"] = {"events": summary.events, "seconds": summary.sending_s, "events_per_s": summary.rate}
+    print(f"  pre-filled {summary.events:,} requests in {summary.sending_s:.1f} s", flush=True)
+
+    kinds = ["passthrough", "driftline_on", "driftline_off", "naive"]
+    runs: list[dict[str, Any]] = []
+    for rnd in range(bench.runs):
+        order = kinds[rnd % len(kinds) :] + kinds[: rnd % len(kinds)]
+        for kind in order:
+            result = await bench.measure(kind, rnd, topics["requests"])
+            result["round"] = rnd
+            runs.append(result)
+            _progress(rnd, kind, result)
+    for rnd in range(bench.runs):
+        for kind in ["live_x1", "live_x2"] if rnd % 2 == 0 else ["live_x2", "live_x1"]:
+            result = await bench.measure_live(kind, rnd)
+            result["round"] = rnd
+            runs.append(result)
+            _progress(rnd, kind, result)
+    kinds += ["live_x1", "live_x2"]
+    report["runs"] = runs
+    report["summary"] = {k: _summarize(runs, k) for k in kinds}
+    report["ratios"] = {
+        "on_vs_naive": _ratio(runs, "driftline_on", "naive"),
+        "off_vs_naive": _ratio(runs, "driftline_off", "naive"),
+        "x2_vs_one": _ratio(runs, "live_x2", "live_x1"),
+        "on_vs_passthrough": _ratio(runs, "driftline_on", "passthrough"),
+    }
+
+    if bench.profile:
+        print("  profiling one more drain with py-spy ...", flush=True)
+        prof = await bench.profile_drain(topics["requests"])
+        per_event = report["summary"]["driftline_on"]["cpu_us_per_event"]
+        if "shares" in prof and per_event:
+            prof["us_per_event"] = {k: round(v * per_event, 2) for k, v in prof["shares"].items()}
+        report["profile"] = prof
+
+    highest = report["summary"]["driftline_on"]["events_per_s"]
+    if highest:
+        print(f"  latency at 50% and 90% of {highest:,.0f} events/s ...", flush=True)
+        report["latency"] = await bench.latency(highest)
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["duration_s"] = round(time.monotonic() - t_start, 1)
+    report["targets"] = _targets(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller topics, one run of each (~3 min)")
+    parser.add_argument("--events", type=int, help=f"pre-filled requests (default {FULL['events']:,})")
+    parser.add_argument("--runs", type=int, help=f"repetitions of each drain (default {FULL['runs']})")
+    parser.add_argument("--naive-events", type=int, help="requests the naive agent drains")
+    parser.add_argument("--latency-s", type=float, help="seconds of paced requests per latency phase")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    for key in ("events", "runs", "naive_events", "latency_s"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    profile = bool(preset["profile"]) and not args.no_profile
+
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
+        bench = Bench(
+            bootstrap=args.bootstrap,
+            events=args.events,
+            runs=args.runs,
+            naive_events=args.naive_events,
+            latency_s=args.latency_s,
+            profile=profile,
+            tmp=Path(tmp),
+        )
+
+        def _terminate(signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            report = asyncio.run(run_bench(bench, args))
+        finally:
+            bench.stop_all()
+            with contextlib.suppress(Exception):
+                deleted = asyncio.run(bench.cleanup())
+                print(f"deleted {len(deleted)} topics of run {bench.run_id}")
+    args.out = str(args.out)
+    report["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    print_table(report)
+    args_out = Path(args.out)
+    args_out.parent.mkdir(parents=True, exist_ok=True)
+    args_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {args_out}")
+    return 0 if all("error" not in r for r in report["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
