@@ -128,17 +128,21 @@ class ModelRegistry:
             log.error("model repository %s cannot be read: %s", self.repository.root, exc)
             return report
         for name, refs in scanned.items():
-            ref = self._choose(name, refs)
-            if ref is None:
-                continue
             current = self._current.get(name)
-            if current is not None and current.version == ref.version:
-                continue
-            served = self._load(ref, report)
-            if served is not None:
-                self._current[name] = served
-                if current is not None:
-                    log.info("serving %s/%s (was %s)", name, ref.version, current.version)
+            # A refused package falls back to the newest one before it in the same scan: a worker that
+            # starts next to a bad new package serves the previous version at once, not after the
+            # next scan. A pinned version has nothing to fall back to.
+            while (ref := self._choose(name, refs)) is not None:
+                if current is not None and current.version == ref.version:
+                    break
+                served = self._load(ref, report)
+                if served is not None:
+                    self._current[name] = served
+                    if current is not None:
+                        log.info("serving %s/%s (was %s)", name, ref.version, current.version)
+                    break
+                if name in self.pinned:
+                    break
         return report
 
     def _choose(self, name: str, refs: tuple[PackageRef, ...]) -> PackageRef | None:
