@@ -15,8 +15,11 @@ absorbed, nothing lost. Every test counts what went in and what came out.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import pickle
 import re
+import shutil
 import signal
 import time
 from collections import Counter
@@ -33,7 +36,7 @@ from influxdb_client import InfluxDBClient
 from agent.packaging.examples import classification_20
 from agent.repository import ModelRepository
 from agent.sinks.kafka import alert_message
-from agent.sinks.webhook import ALERT_ID_HEADER
+from agent.sinks.webhook import ALERT_ID_HEADER, verify_signature
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetter, DeadLetterReason, Prediction
 from tests.support.alerts import Received, WebhookReceiver, make_alert
@@ -596,6 +599,144 @@ async def test_a_seeded_barrage_of_bad_input_is_absorbed_and_every_event_account
         f"barrage: {len(cases)} events -> {sum(out.values())} predictions "
         f"({sum(out.values()) - len(out)} of them repeated request ids) + {len(dead)} dead letters "
         f"{dict(sorted(Counter(d.reason.value for d in dead).items()))}"
+    )
+
+
+class _CreatesMarker:
+    """Unpickling this calls open(marker, "w"): proof that something unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def add_version(root: Path, name: str, version: str, model_onnx: bytes, *, record_digest: bool) -> None:
+    """Version ``version`` of ``name``: version 1's package with another model.onnx; its manifest records
+    the new file's digest if ``record_digest`` (a tamperer who edits the manifest too)."""
+    staging = root / name / f".tmp-{version}"
+    shutil.copytree(root / name / "1", staging)
+    (staging / "model.onnx").write_bytes(model_onnx)
+    manifest = json.loads((staging / "manifest.json").read_text())
+    manifest["version"] = version
+    if record_digest:
+        manifest["onnx_sha256"] = hashlib.sha256(model_onnx).hexdigest()
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    staging.rename(root / name / version)
+
+
+async def test_a_worker_keeps_its_secrets_serves_no_bad_package_and_signs_its_webhooks(
+    kafka_bootstrap: str,
+    influx: InfluxEndpoint,
+    repository_copy: ModelRepository,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    bootstrap = kafka_bootstrap
+    topics = Topics.unique(unique)
+    await create_topics(bootstrap, topics.all(), partitions=2)
+    root = repository_copy.root
+    # breast-cancer/2: model.onnx changed after packaging. diabetes/2: a pickle named model.onnx, whose
+    # payload would create a file if anything unpickled it, with its digest recorded in the manifest.
+    original = (root / "breast-cancer" / "1" / "model.onnx").read_bytes()
+    add_version(root, "breast-cancer", "2", b"\x08\x07" + original[2:], record_digest=False)
+    marker = tmp_path / "unpickled"
+    add_version(root, "diabetes", "2", pickle.dumps(_CreatesMarker(marker), protocol=4), record_digest=True)
+
+    receiver = await WebhookReceiver(WEBHOOK_SECRET).start()
+    password = f"sasl-password-{unique}"
+    env = {
+        **QUIET,
+        **influx_env(influx, influx.url),
+        "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url]),
+        "DRIFTLINE_WEBHOOKS__SECRET": WEBHOOK_SECRET,
+        # Set, though this broker has no SASL listener: the protocol stays PLAINTEXT, so the password is
+        # in the settings but no client uses it (tests/agent/test_security.py follows it to the clients).
+        "DRIFTLINE_KAFKA__SASL_USERNAME": "driftline",
+        "DRIFTLINE_KAFKA__SASL_PASSWORD": password,
+    }
+    secrets = {"SASL password": password, "InfluxDB token": influx.token, "webhook secret": WEBHOOK_SECRET}
+    # At DEBUG: the most a worker ever logs.
+    worker = Worker(bootstrap, topics, f"secrets-{unique}", root, tmp_path, extra_env=env, loglevel="debug")
+    worker.start()
+    alert = make_alert(1, model=f"secrets-{unique}", detected_at=datetime.now(UTC))
+    try:
+        health = await asyncio.to_thread(worker.wait_ready)
+        assert health["models"] == ["breast-cancer/1", "classification-20/1", "diabetes/1"], health
+        specs = ModelSpec.served_in(root)
+        messages = []
+        for model in ("breast-cancer", "diabetes"):
+            for version in (None, "2"):
+                rid = f"{model}-{version}"
+                features = dict.fromkeys(specs[model].features, 0.1)
+                body = {"request_id": rid, "model": model, "model_version": version, "features": features}
+                messages.append((rid.encode(), json.dumps(body).encode()))
+        await produce_batched(bootstrap, topics.requests, messages)
+        served = {
+            p.request_id: p.model_version
+            for p in map(
+                Prediction.model_validate_json,
+                [r.value for r in await read_topic(bootstrap, topics.predictions, 2)],
+            )
+        }
+        refused = {
+            d.key: d
+            for d in map(
+                DeadLetter.model_validate_json,
+                [r.value for r in await read_topic(bootstrap, topics.dead_letters, 2)],
+            )
+        }
+        assert served == {"breast-cancer-None": "1", "diabetes-None": "1"}
+        assert {k: d.reason.value for k, d in refused.items()} == {
+            "breast-cancer-2": "unknown_model",
+            "diabetes-2": "unknown_model",
+        }
+        assert "failed verification" in refused["breast-cancer-2"].detail
+        assert "refusing to load a pickle file" in refused["diabetes-2"].detail
+
+        # An alert: signed for the receiver, written to InfluxDB with the token.
+        message = alert_message(alert, topics.alerts)
+        await produce_batched(bootstrap, topics.alerts, [(message.key, message.value)])
+
+        async def delivered() -> bool:
+            influx_ids = await asyncio.to_thread(
+                flux,
+                influx,
+                f'|> filter(fn: (r) => r._measurement == "driftline_alert" and r.model == "{alert.model}")',
+            )
+            return bool(receiver.received and influx_ids)
+
+        await wait_for(delivered, 60, "the alert at the webhook and in InfluxDB", worker)
+        status, bad = await asyncio.to_thread(worker.post, "/predict", b'{"model": "nope"}')
+        assert status == 422
+        texts = {
+            "/metrics": (await asyncio.to_thread(worker.get, "/metrics"))[1].decode(),
+            "/health": (await asyncio.to_thread(worker.get, "/health"))[1].decode(),
+            "/predict answer": json.dumps(bad),
+        }
+    finally:
+        code = worker.stop()
+        await receiver.stop()
+    texts["log"] = worker.log(10**9)
+    assert code == 0, texts["log"][-3000:]
+    assert not marker.exists(), "a pickle was unpickled"
+    assert (
+        "refusing to serve breast-cancer/2" in texts["log"] and "refusing to serve diabetes/2" in texts["log"]
+    )
+    [got] = receiver.received
+    assert got.valid and Alert.model_validate_json(got.body) == alert
+    assert verify_signature(WEBHOOK_SECRET, got.body, got.headers)
+    assert not verify_signature("not-the-secret", got.body, got.headers)
+    texts["webhook request"] = got.body.decode() + json.dumps(got.headers)
+    leaks = {
+        (what, where) for what, secret in secrets.items() for where, text in texts.items() if secret in text
+    }
+    assert not leaks, leaks
+    print(
+        f"secrets: none of {sorted(secrets)} in the DEBUG log ({len(texts['log']):,} characters), "
+        "/metrics, /health, a 422 answer or the webhook request; tampered and pickled packages refused, "
+        "nothing unpickled"
     )
 
 
