@@ -671,8 +671,10 @@ class DriftObserver:
                 direction = d.detector.rsplit("_", 1)[1]
             toward_reference = (direction == "down") == (d.shift_sd > 0)
             if abs(d.shift_sd) < self.settings.recovery_shift_sd or toward_reference:
-                # The stream moved back to (or toward) the reference: a recovery, not a new drift.
-                self.incidents.recover(IncidentKey(monitor.name, kind.value, d.name))
+                # The stream moved back to (or toward) the reference: not a new drift. Its incident
+                # closes once a full window is back under the bound (_recoveries), not on this one
+                # detection: a worker reading a partition that lags behind the others sees the stream
+                # step back and forth around a drift's onset.
                 continue
             what = "the model's output" if prediction else f"feature {d.name!r}"
             # The shift since the detector's estimated change point, in standard deviations of the

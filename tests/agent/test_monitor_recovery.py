@@ -126,3 +126,25 @@ def test_a_concept_drift_keeps_its_incident_open_while_it_lasts(
     # Open from the alert to the end: it used to close after ~1,300 more outcomes, judged on a window
     # that still held the 3,000 error-free ones.
     assert 30 <= opened <= 40 and all(open_after[opened:]), open_after
+
+
+def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # x03 drifts from request 1,000 on; the worker reads partition 0 (even requests) up to request
+    # 3,000 before partition 1 (odd ones) catches up: the stream it sees steps up, back to the
+    # reference, and up again. One drift, one alert; its incident open to the end.
+    rng = np.random.default_rng(3)
+    rows = reference[rng.integers(0, len(reference), 6_000)].copy()
+    rows[1_000:, 3] += 1.5 * reference[:, 3].std()
+    order = [*range(0, 3_000, 2), *range(1, 3_000, 2), *range(3_000, 6_000)]
+    handler, observer = worker(model_repository.root, InMemoryIncidentStore())
+    alerts = []
+    for start in range(0, len(order), 500):
+        records = [request(i, rows[i]) for i in order[start : start + 500]]
+        alerts += [Alert.model_validate_json(m.value) for m in handler.handle(records) if m.topic == "alerts"]
+    assert sorted((a.kind.value, a.subject) for a in alerts) == [
+        ("data", "x03"),
+        ("prediction", "prediction"),
+    ]
+    assert observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
