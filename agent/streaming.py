@@ -26,6 +26,7 @@ differs from aiokafka's, and Kafka refuses a group whose members disagree on the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -130,6 +131,7 @@ class ServingLoop(Service):
         on_batch: Callable[[int], None] | None = None,
         on_assigned: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
         on_revoked: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
+        freeze_heap: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +144,7 @@ class ServingLoop(Service):
         self.on_batch = on_batch
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
+        self.freeze_heap = freeze_heap
         self.stats = LoopStats()
         self._consumer_options = consumer_options
         self._producer_options = producer_options
@@ -152,6 +155,15 @@ class ServingLoop(Service):
         self._producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
+        if self.freeze_heap:
+            # The worker's start-up heap (Faust, aiokafka, ONNX Runtime, the loaded models: ~150k
+            # objects) lives as long as the process, yet every full collection walks it again: a
+            # 100-200 ms stall of the loop each time, which made most of the p99 latency
+            # (bench/run.py, BENCHMARKS.md). Collected once and frozen, full collections only walk
+            # what was created since. Objects are still freed by reference counting; only cycles
+            # among the frozen ones are never collected, and start-up makes none worth keeping.
+            gc.collect()
+            gc.freeze()
         self._producer = AIOKafkaProducer(
             **self._producer_options,
             acks="all",
