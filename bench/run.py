@@ -141,7 +141,8 @@ class Bench:
     groups: set[str] = field(default_factory=set)
     package: Path | None = None
     payloads: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    baseline_tree: Path | None = None
+    """Source tree of ``--baseline-ref`` (agent/, schemas/, producers/ at that commit), if asked for."""
 
     @property
     def prefix(self) -> str:
@@ -149,12 +150,14 @@ class Bench:
 
     # --- processes -------------------------------------------------------------------------------
 
-    def spawn(self, label: str, argv: list[str], env: dict[str, str], port: int | None = None) -> Proc:
+    def spawn(
+        self, label: str, argv: list[str], env: dict[str, str], port: int | None = None, cwd: Path = REPO
+    ) -> Proc:
         log = self.tmp / f"{label}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 argv,
-                cwd=REPO,
+                cwd=cwd,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -192,9 +195,14 @@ class Bench:
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
         return env
 
-    def start_driftline(self, label: str, topics: dict[str, str], app_id: str, *, monitoring: bool) -> Proc:
+    def start_driftline(
+        self, label: str, topics: dict[str, str], app_id: str, *, monitoring: bool, tree: Path = REPO
+    ) -> Proc:
         port = _free_port()
         env = self._base_env()
+        if tree != REPO:
+            # Another version of agent/, schemas/, producers/ (--baseline-ref): first on the path.
+            env["PYTHONPATH"] = str(tree)
         env.update(
             {
                 "DRIFTLINE_APP_ID": app_id,
@@ -213,7 +221,7 @@ class Bench:
         )
         self.groups.update({app_id, f"{app_id}-serving"})
         argv = [sys.executable, "-m", "agent.cli", "run", "--loglevel", "info"]
-        return self.spawn(label, argv, env, port)
+        return self.spawn(label, argv, env, port, cwd=tree)
 
     def start_naive(self, label: str, topics: dict[str, str], app_id: str) -> Proc:
         assert self.package is not None
@@ -381,6 +389,9 @@ class Bench:
             health = False
         elif kind == "driftline_on":
             procs = [self.start_driftline(label, topics, app_id, monitoring=True)]
+        elif kind == "baseline_on":
+            assert self.baseline_tree is not None
+            procs = [self.start_driftline(label, topics, app_id, monitoring=True, tree=self.baseline_tree)]
         elif kind == "driftline_off":
             procs = [self.start_driftline(label, topics, app_id, monitoring=False)]
         elif kind == "naive":
@@ -471,14 +482,14 @@ class Bench:
 
     # --- latency ---------------------------------------------------------------------------------
 
-    async def latency(self, highest: float) -> dict[str, Any]:
+    async def latency(self, highest: float, tree: Path = REPO, name: str = "latency") -> dict[str, Any]:
         from producers.scenarios import generate
 
-        label = "latency"
+        label = name
         topics = self.topics(label)
         await self.create_topics(topics)
         app_id = f"{self.prefix}-{label}"
-        worker = self.start_driftline(label, topics, app_id, monitoring=True)
+        worker = self.start_driftline(label, topics, app_id, monitoring=True, tree=tree)
         phases: dict[str, Any] = {}
         try:
             await _wait_ready(worker, 120.0)
@@ -486,7 +497,7 @@ class Bench:
             for share in (0.5, 0.9):
                 rate = share * highest
                 n = int(rate * self.latency_s)
-                run_id = f"lat{int(share * 100)}-{self.run_id}"
+                run_id = f"{label}{int(share * 100)}-{self.run_id}"
                 messages = list(
                     generate("calm", model=MODEL, seed=11, count=n, outcome_share=0.0, run_id=run_id)
                 )
@@ -645,6 +656,19 @@ async def _wait_ready(proc: Proc, timeout_s: float) -> None:
     raise RuntimeError(f"{proc.label} not ready within {timeout_s:.0f} s:\n{proc.tail()}")
 
 
+def _export_tree(ref: str, target: Path) -> Path:
+    """agent/, schemas/ and producers/ as they are at ``ref``, in ``target`` (``git archive``)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "agent", "schemas", "producers"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def _broker_pid() -> int | None:
     pidfile = REPO / ".services" / "kafka" / "kafka.pid"
     with contextlib.suppress(OSError, ValueError):
@@ -759,6 +783,12 @@ def print_table(report: dict[str, Any]) -> None:
         s.get("driftline_on"),
         f"x naive {_fmt(report['ratios']['on_vs_naive'], '.1f')}",
     )
+    if "baseline_on" in s:
+        row(
+            f"driftline at {report['args'].get('baseline_ref')}, monitoring on"[:37],
+            s.get("baseline_on"),
+            f"current x {_fmt(report['ratios']['on_vs_baseline_ref'], '.2f')}",
+        )
     row(
         "driftline, monitoring off",
         s.get("driftline_off"),
@@ -771,15 +801,19 @@ def print_table(report: dict[str, Any]) -> None:
         s.get("live_x2"),
         f"x one worker {_fmt(report['ratios']['x2_vs_one'], '.2f')}",
     )
-    lat = report.get("latency", {})
-    for name, p in lat.get("phases", {}).items():
-        print(
-            f"latency at {name} of the highest rate ({_fmt(p['target_rate'])}/s, achieved "
-            f"{_fmt(p['achieved_rate'])}/s): p50 {_fmt(p['p50_ms'], '.0f')} ms, "
-            f"p99 {_fmt(p['p99_ms'], '.0f')} ms, "
-            f"max {_fmt(p['max_ms'], '.0f')} ms over {p['count']:,} requests ({p['missing']} missing); "
-            f"worker {_fmt(p['worker_cores'], '.2f')} cores, bench producer {_fmt(p['bench_cores'], '.2f')}"
-        )
+    latencies = [("", report.get("latency", {}))]
+    if "latency_baseline_ref" in report:
+        latencies.append((f"at {report['args'].get('baseline_ref')}: ", report["latency_baseline_ref"]))
+    for who, lat in latencies:
+        for name, p in lat.get("phases", {}).items():
+            print(
+                f"{who}latency at {name} of the highest rate ({_fmt(p['target_rate'])}/s, achieved "
+                f"{_fmt(p['achieved_rate'])}/s): p50 {_fmt(p['p50_ms'], '.0f')} ms, "
+                f"p99 {_fmt(p['p99_ms'], '.0f')} ms, "
+                f"max {_fmt(p['max_ms'], '.0f')} ms over {p['count']:,} requests ({p['missing']} missing); "
+                f"worker {_fmt(p['worker_cores'], '.2f')} cores, "
+                f"bench producer {_fmt(p['bench_cores'], '.2f')}"
+            )
     prof = report.get("profile", {})
     if prof.get("us_per_event"):
         print(f"\nprofile of the hot path (py-spy, {prof['samples']:,} samples), us of worker CPU per event:")
@@ -865,6 +899,8 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     print(f"  pre-filled {summary.events:,} requests in {summary.sending_s:.1f} s", flush=True)
 
     kinds = ["passthrough", "driftline_on", "driftline_off", "naive"]
+    if bench.baseline_tree is not None:
+        kinds.insert(2, "baseline_on")
     runs: list[dict[str, Any]] = []
     for rnd in range(bench.runs):
         order = kinds[rnd % len(kinds) :] + kinds[: rnd % len(kinds)]
@@ -887,6 +923,7 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "off_vs_naive": _ratio(runs, "driftline_off", "naive"),
         "x2_vs_one": _ratio(runs, "live_x2", "live_x1"),
         "on_vs_passthrough": _ratio(runs, "driftline_on", "passthrough"),
+        "on_vs_baseline_ref": _ratio(runs, "driftline_on", "baseline_on"),
     }
 
     if bench.profile:
@@ -901,6 +938,12 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     if highest:
         print(f"  latency at 50% and 90% of {highest:,.0f} events/s ...", flush=True)
         report["latency"] = await bench.latency(highest)
+        if bench.baseline_tree is not None:
+            # At the same paced rates as the current tree, so that the two are comparable.
+            print(f"  latency of {args.baseline_ref} at the same rates ...", flush=True)
+            report["latency_baseline_ref"] = await bench.latency(
+                highest, tree=bench.baseline_tree, name="latency-ref"
+            )
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["duration_s"] = round(time.monotonic() - t_start, 1)
     report["targets"] = _targets(report)
@@ -915,6 +958,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-events", type=int, help="requests the naive agent drains")
     parser.add_argument("--latency-s", type=float, help="seconds of paced requests per latency phase")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    parser.add_argument(
+        "--baseline-ref",
+        help="also measure driftline (monitoring on: drains and latency) at this git commit, in the same run",
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -934,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
             profile=profile,
             tmp=Path(tmp),
         )
+
+        if args.baseline_ref:
+            bench.baseline_tree = _export_tree(args.baseline_ref, Path(tmp) / "baseline")
 
         def _terminate(signum: int, _frame: Any) -> None:
             raise KeyboardInterrupt(f"signal {signum}")
