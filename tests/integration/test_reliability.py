@@ -9,7 +9,12 @@ absorbed, nothing lost. Every test counts what went in and what came out.
 * webhook receivers that answer 500, time out or are down: retries with backoff, failures counted,
   the stream's throughput unchanged;
 * a seeded hypothesis barrage of bad input: requests in = predictions out + dead letters, each dead
-  letter with its reason, the worker still healthy.
+  letter with its reason, the worker still healthy;
+* a worker at DEBUG with every secret set: none in its log, /metrics or answers; tampered and pickled
+  packages refused; webhooks signed.
+
+The README's "What driftline guarantees" rests on these; tests/agent/test_security.py and
+tests/agent/test_bad_input.py hold the unit-level checks.
 """
 
 from __future__ import annotations
