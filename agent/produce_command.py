@@ -108,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Importing agent.kafka installs the filter that keeps SASL login tokens out of aiokafka's DEBUG
+    # log; the producers package cannot import agent, so the command installs it for them.
+    import agent.kafka  # noqa: F401
     from producers.errors import ProducerError, PublishError
 
     try:
