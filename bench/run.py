@@ -66,6 +66,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.admin import DeleteGroupsRequest
@@ -76,6 +77,7 @@ from bench._harness import (
     latency_summary,
     machine_busy_ticks,
     median,
+    percentile,
     proc_cpu_seconds,
     proc_peak_rss_mb,
     profile_split,
@@ -526,13 +528,18 @@ class Bench:
             rss = proc_peak_rss_mb(worker.pid)
         finally:
             self.stop(worker)
-        sent_ms = await self._timestamps(topics["requests"])
-        done_ms = await self._timestamps(topics["predictions"])
+        sent_ms, _ = await self._timestamps(topics["requests"])
+        done_ms, handled_ms = await self._timestamps(topics["predictions"], latency_field=True)
         for name, phase in phases.items():
             prefix = f"{phase['run_id']}-".encode()
             mine = {k: v for k, v in sent_ms.items() if k.startswith(prefix)}
             skip = min(mine.values()) + 1000 if mine else None
             phase.update(latency_summary(mine, done_ms, skip_before_ms=skip))
+            # The part spent inside the worker's handler: the prediction's own latency_ms (from the
+            # start of its batch's handling to the prediction), the rest is Kafka and queueing.
+            inside = [handled_ms[k] for k, v in mine.items() if skip is None or v >= skip if k in handled_ms]
+            phase["handler_p50_ms"] = percentile(inside, 50)
+            phase["handler_p99_ms"] = percentile(inside, 99)
             phases[name] = phase
         return {
             "phases": phases,
@@ -554,8 +561,11 @@ class Bench:
         finally:
             await consumer.stop()
 
-    async def _timestamps(self, topic: str) -> dict[bytes, int]:
-        """Key -> record timestamp (ms) of every record of ``topic``."""
+    async def _timestamps(
+        self, topic: str, *, latency_field: bool = False
+    ) -> tuple[dict[bytes, int], dict[bytes, float]]:
+        """Key -> record timestamp (ms) of every record of ``topic``, and key -> the record's
+        ``latency_ms`` field if ``latency_field`` (predictions)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
         )
@@ -566,6 +576,7 @@ class Bench:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             out: dict[bytes, int] = {}
+            inside: dict[bytes, float] = {}
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 positions = {tp: await consumer.position(tp) for tp in tps}
@@ -575,7 +586,9 @@ class Bench:
                     for r in records:
                         if r.key is not None:
                             out[r.key] = r.timestamp
-            return out
+                            if latency_field and r.value:
+                                inside[r.key] = orjson.loads(r.value)["latency_ms"]
+            return out, inside
         finally:
             await consumer.stop()
 
@@ -811,6 +824,8 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{_fmt(p['achieved_rate'])}/s): p50 {_fmt(p['p50_ms'], '.0f')} ms, "
                 f"p99 {_fmt(p['p99_ms'], '.0f')} ms, "
                 f"max {_fmt(p['max_ms'], '.0f')} ms over {p['count']:,} requests ({p['missing']} missing); "
+                f"in the handler p50 {_fmt(p.get('handler_p50_ms'), '.1f')} ms, "
+                f"p99 {_fmt(p.get('handler_p99_ms'), '.1f')} ms; "
                 f"worker {_fmt(p['worker_cores'], '.2f')} cores, "
                 f"bench producer {_fmt(p['bench_cores'], '.2f')}"
             )
