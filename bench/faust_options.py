@@ -4,6 +4,11 @@ Run (from the repo root, with the local broker up: ``scripts/kafka up``)::
 
     .venv/bin/python bench/faust_options.py --events 200000 --runs 3
     .venv/bin/python bench/faust_options.py --events 20000 --runs 1 --options agent_tuned,plain_aiokafka
+    .venv/bin/python bench/faust_options.py --events 100000 --runs 3 \
+        --options agent_stock,agent_stock_info,agent_stock_linger,agent_stock_fetch \
+        --profile agent_stock --profile-events 30000 --out bench/results/faust_options_knobs.json
+
+Findings and the recommendation: ``bench/FAUST_OPTIONS.md``.
 
 What it measures: driftline's request path (one ~600-byte JSON request per Kafka record, keyed by
 request id -> one small JSON prediction per request, at-least-once) through several Faust and
