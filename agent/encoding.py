@@ -29,7 +29,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -118,27 +119,36 @@ class FeatureEncoder:
         self._high = np.array([f.range[1] if f.range else np.inf for f in features], dtype=np.float32)
         self._has_range = any(f.range for f in features)
         self._all_numeric = all(f.type == "numeric" for f in features)
+        # A request's values in input-column order, in one C call (KeyError if one is missing).
+        self._take: Callable[[Mapping[str, FeatureValue]], tuple[FeatureValue, ...]] = (
+            operator.itemgetter(*self.names)
+            if len(self.names) > 1
+            else lambda features: tuple(features[k] for k in self.names)
+        )
 
     def encode(self, rows: Sequence[Mapping[str, FeatureValue]]) -> EncodedBatch:
         """Encodes ``rows`` (each a request's features by name); never raises for bad values."""
         n = len(self.names)
-        names = self.names
         unseen: dict[str, int] = {}
         # Fast path, for models whose features are all numeric: a row of plain numbers is taken
         # as is and checked for finiteness on the matrix, in one numpy call for the whole batch.
         fast_index: list[int] = []
-        fast_rows: list[list[FeatureValue]] = []
+        fast_rows: list[tuple[FeatureValue, ...]] = []
         slow: list[int] = []
+        take = self._take
         for index, features in enumerate(rows):
-            if len(features) > n or not self._name_set.issuperset(features):
+            try:
+                row = take(features)
+            except KeyError:  # a feature is missing: the careful path says what to do
+                row = None
+            # Every feature present and no more fields than features: no unseen field either.
+            if row is None or len(features) != n:
                 for extra in features.keys() - self._name_set:
                     unseen[extra] = unseen.get(extra, 0) + 1
-            if self._all_numeric:
-                row = list(map(features.get, names))
-                if _NUMBERS.issuperset(map(type, row)):
-                    fast_index.append(index)
-                    fast_rows.append(row)
-                    continue
+            if row is not None and self._all_numeric and _NUMBERS.issuperset(map(type, row)):
+                fast_index.append(index)
+                fast_rows.append(row)
+                continue
             slow.append(index)
         fast = _float_matrix(fast_rows, n)
         if fast is None:  # an integer beyond float range: let the careful path say which
@@ -263,7 +273,7 @@ _NUMBERS: Final = frozenset({float, int})
 _FLOAT32_LIMIT: Final = 2.0**128 - 2.0**103
 
 
-def _float_matrix(rows: list[list[FeatureValue]], n: int) -> npt.NDArray[np.float64] | None:
+def _float_matrix(rows: list[tuple[FeatureValue, ...]], n: int) -> npt.NDArray[np.float64] | None:
     try:
         return np.array(rows, dtype=np.float64).reshape(len(rows), n)
     except OverflowError:

@@ -185,6 +185,9 @@ class RequestHandler:
         dead: list[DeadLetterInfo] = []
         groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
         outcomes: list[tuple[RecordLike, Outcome]] = []
+        # A batch mostly asks one model: resolve it again only when the name or version changes.
+        asked: tuple[str, str | None] | None = None
+        group: tuple[list[RecordLike], list[PredictionRequest]] | None = None
         for record in records:
             if record.topic == self.outcomes_topic:
                 outcome = self._decode(record, Outcome, dead)
@@ -194,14 +197,14 @@ class RequestHandler:
             request = self._decode(record, PredictionRequest, dead)
             if request is None:
                 continue
-            served = self.registry.resolve(request.model, request.model_version)
-            if served is None:
+            if asked != (request.model, request.model_version):
+                asked = (request.model, request.model_version)
+                served = self.registry.resolve(request.model, request.model_version)
+                group = None if served is None else groups.setdefault(served, ([], []))
+            if group is None:
                 detail = self.registry.why_not(request.model, request.model_version)
                 dead.append(DeadLetterInfo(record, DeadLetterReason.UNKNOWN_MODEL, detail, request.model))
                 continue
-            group = groups.get(served)
-            if group is None:
-                group = groups[served] = ([], [])
             group[0].append(record)
             group[1].append(request)
 
@@ -302,22 +305,31 @@ class RequestHandler:
             "latency_ms": latency_ms,
         }
         dumps = orjson.dumps
+        # The fields every prediction of the batch shares are serialised once: each message is that
+        # object's members followed by its own (``{"schema_version":..,`` + ``"request_id":..}``).
+        head = dumps(common)[:-1] + b","
         if predictions.values is not None:
             values = predictions.values.astype(np.float64).tolist()
             for record, request, value in zip(records, requests, values, strict=True):
-                body = {**common, "request_id": request.request_id, "event_time": request.event_time}
-                body["value"] = value
-                out.append(OutgoingMessage(topic, request.request_id.encode(), dumps(body), record.partition))
+                rid = request.request_id
+                own = dumps({"request_id": rid, "event_time": request.event_time, "value": value})
+                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
         else:
             assert predictions.labels is not None and predictions.probabilities is not None
             keys = served.class_keys or ()
             labels = predictions.labels.tolist()
             probabilities = np.round(predictions.probabilities.astype(np.float64), 6).tolist()
             for record, request, label, row in zip(records, requests, labels, probabilities, strict=True):
-                body = {**common, "request_id": request.request_id, "event_time": request.event_time}
-                body["label"] = label
-                body["probabilities"] = dict(zip(keys, row, strict=True))
-                out.append(OutgoingMessage(topic, request.request_id.encode(), dumps(body), record.partition))
+                rid = request.request_id
+                own = dumps(
+                    {
+                        "request_id": rid,
+                        "event_time": request.event_time,
+                        "label": label,
+                        "probabilities": dict(zip(keys, row, strict=True)),
+                    }
+                )
+                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
 
         if observers:
             batch = ModelBatch(served, records, requests, encoded, predictions, received_at, took)
