@@ -291,6 +291,8 @@ class ModelMonitor:
     """Column -> the feature monitor's event count when a detector last fired on it."""
     last_error_detection: int = 0
     """The error monitor's event count when a detector last fired on it."""
+    column_incidents: tuple[IncidentKey, ...] = field(init=False)
+    """The incident key of every monitored column (data drift per feature, prediction drift)."""
 
     def __post_init__(self) -> None:
         m = self.served.manifest
@@ -317,6 +319,12 @@ class ModelMonitor:
         self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
         self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
         self.errors = _error_monitor(m)
+        self.column_incidents = tuple(
+            IncidentKey(
+                m.name, (AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA).value, w.name
+            )
+            for w in self.features.window_stats()
+        )
 
     @property
     def name(self) -> str:
@@ -798,7 +806,11 @@ class DriftObserver:
         )
 
     def _recoveries(self, monitor: ModelMonitor) -> None:
-        # Cheap enough per batch: one pass over the columns' window sums.
+        # Only a column with an open incident can recover, and most batches have none: the window
+        # statistics (about a third of the monitor's fixed cost per batch) are only worked out then.
+        is_open = self.incidents.is_open
+        if not any(is_open(key) for key in monitor.column_incidents):
+            return
         threshold = self.settings.recovery_shift_sd
         settled = _settled_before(monitor.features.n_events, monitor.features.config)
         for w in monitor.features.window_stats():
