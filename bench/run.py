@@ -2,8 +2,8 @@
 
 Run (from the repo root, with the broker up: ``scripts/kafka up``)::
 
-    .venv/bin/python -m bench            # the full run, ~10 minutes
-    .venv/bin/python -m bench --quick    # ~3 minutes: smaller topics, one run of each
+    .venv/bin/python -m bench            # the full run, ~7 minutes (~9 with --baseline-ref)
+    .venv/bin/python -m bench --quick    # ~2 minutes: smaller topics, one run of each
 
 It prints a table and writes ``bench/results/latest.json``. What it measures, all in one run so that
 every figure saw the same machine and broker (BENCHMARKS.md has the method and the latest results):
@@ -97,7 +97,7 @@ TARGETS = {
 }
 
 FULL = {"events": 200_000, "runs": 3, "naive_events": 30_000, "latency_s": 15.0, "profile": True}
-QUICK = {"events": 50_000, "runs": 1, "naive_events": 6_000, "latency_s": 6.0, "profile": True}
+QUICK = {"events": 80_000, "runs": 1, "naive_events": 6_000, "latency_s": 8.0, "profile": True}
 
 
 def _free_port() -> int:
@@ -967,7 +967,7 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller topics, one run of each (~3 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller topics, one run of each (~2 min)")
     parser.add_argument("--events", type=int, help=f"pre-filled requests (default {FULL['events']:,})")
     parser.add_argument("--runs", type=int, help=f"repetitions of each drain (default {FULL['runs']})")
     parser.add_argument("--naive-events", type=int, help="requests the naive agent drains")
