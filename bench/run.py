@@ -50,6 +50,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -503,6 +504,10 @@ class Bench:
                 messages = list(
                     generate("calm", model=MODEL, seed=11, count=n, outcome_share=0.0, run_id=run_id)
                 )
+                # A full collection in this process while it publishes would hold back records that
+                # already have their CreateTime, and count its pause as the worker's latency.
+                gc.collect()
+                gc.freeze()
                 cpu0 = {
                     "worker": proc_cpu_seconds(worker.pid) or 0.0,
                     "bench": proc_cpu_seconds("self") or 0.0,
@@ -527,6 +532,7 @@ class Bench:
                 }
             rss = proc_peak_rss_mb(worker.pid)
         finally:
+            gc.unfreeze()
             self.stop(worker)
         sent_ms, _ = await self._timestamps(topics["requests"])
         done_ms, handled_ms = await self._timestamps(topics["predictions"], latency_field=True)
@@ -904,6 +910,8 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
     bench.payloads = list(generate("calm", model=MODEL, seed=7, count=bench.events, outcome_share=0.0))
     report["payload_bytes"] = sum(len(m.value) for m in bench.payloads) / len(bench.payloads)
+    gc.collect()
+    gc.freeze()  # the payloads live as long as the run: no full collection needs to walk them
     report["limits"] = {"onnx": bench.onnx_limit(repeats=5 if bench.runs > 1 else 3)}
     print(f"  ONNX Runtime: {report['limits']['onnx']}", flush=True)
 
