@@ -493,6 +493,7 @@ class Bench:
         await self.create_topics(topics)
         app_id = f"{self.prefix}-{label}"
         worker = self.start_driftline(label, topics, app_id, monitoring=True, tree=tree)
+        broker = _broker_pid()
         phases: dict[str, Any] = {}
         try:
             await _wait_ready(worker, 120.0)
@@ -508,27 +509,26 @@ class Bench:
                 # already have their CreateTime, and count its pause as the worker's latency.
                 gc.collect()
                 gc.freeze()
-                cpu0 = {
-                    "worker": proc_cpu_seconds(worker.pid) or 0.0,
-                    "bench": proc_cpu_seconds("self") or 0.0,
-                }
+                pids = {"worker": worker.pid, "bench": "self", "broker": broker}
+                cpu0 = {k: proc_cpu_seconds(pid) or 0.0 for k, pid in pids.items() if pid is not None}
                 busy0, t0 = machine_busy_ticks(), time.monotonic()
                 summary = await self.publish(topics, messages, rate=rate)
-                t1 = time.monotonic()
-                cpu1 = {
-                    "worker": proc_cpu_seconds(worker.pid) or 0.0,
-                    "bench": proc_cpu_seconds("self") or 0.0,
-                }
+                busy1, t1 = machine_busy_ticks(), time.monotonic()
+                cores = {k: ((proc_cpu_seconds(pids[k]) or 0.0) - v) / (t1 - t0) for k, v in cpu0.items()}
                 sent += n
                 await self._wait_count(topics["predictions"], sent, 60.0)
+                busy = (busy1 - busy0) / (t1 - t0)
                 phases[f"{int(share * 100)}%"] = {
                     "run_id": run_id,
                     "target_rate": rate,
                     "achieved_rate": summary.rate,
                     "requests": n,
-                    "worker_cores": (cpu1["worker"] - cpu0["worker"]) / (t1 - t0),
-                    "bench_cores": (cpu1["bench"] - cpu0["bench"]) / (t1 - t0),
-                    "machine_cores_busy": (machine_busy_ticks() - busy0) / (time.monotonic() - t0),
+                    "worker_cores": cores["worker"],
+                    "bench_cores": cores["bench"],
+                    "broker_cores": cores.get("broker"),
+                    "machine_cores_busy": busy,
+                    # Other sessions' processes on the same two cores while this phase ran.
+                    "other_cores": busy - sum(cores.values()),
                 }
             rss = proc_peak_rss_mb(worker.pid)
         finally:
@@ -833,7 +833,9 @@ def print_table(report: dict[str, Any]) -> None:
                 f"in the handler p50 {_fmt(p.get('handler_p50_ms'), '.1f')} ms, "
                 f"p99 {_fmt(p.get('handler_p99_ms'), '.1f')} ms; "
                 f"worker {_fmt(p['worker_cores'], '.2f')} cores, "
-                f"bench producer {_fmt(p['bench_cores'], '.2f')}"
+                f"bench producer {_fmt(p['bench_cores'], '.2f')}, "
+                f"broker {_fmt(p.get('broker_cores'), '.2f')}, "
+                f"other processes {_fmt(p.get('other_cores'), '.2f')}"
             )
     prof = report.get("profile", {})
     if prof.get("us_per_event"):
