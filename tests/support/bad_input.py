@@ -392,10 +392,14 @@ def seeded_batch(
     )
     @given(st.data())
     def collect(data: st.DataObject) -> None:
+        # Kept only once the whole chunk is drawn: hypothesis may abandon an example half-drawn (a draw
+        # past its buffer), and does not count it towards max_examples.
         maker = CaseMaker(models, max_event_bytes, prefix=f"{len(cases) // chunk}.")
+        drawn = []
         for j in range(chunk):
             kinds = GOOD_KINDS if j % 2 == 0 else BAD_KINDS
-            cases.append(maker.draw(data, kinds[(j // 2) % len(kinds)]))
+            drawn.append(maker.draw(data, kinds[(j // 2) % len(kinds)]))
+        cases.extend(drawn)
 
     collect()
     assert len(cases) == size, f"hypothesis drew {len(cases)} cases, not {size}"
