@@ -2,7 +2,7 @@
 
 Run (from the repo root, with the broker up: ``scripts/kafka up``)::
 
-    .venv/bin/python -m bench            # the full run, ~7 minutes (~9 with --baseline-ref)
+    .venv/bin/python -m bench            # the full run, ~6 minutes (~7 with --baseline-ref)
     .venv/bin/python -m bench --quick    # ~2 minutes: smaller topics, one run of each
 
 It prints a table and writes ``bench/results/latest.json``. What it measures, all in one run so that

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 import os
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
+import bench._harness
 from agent.repository import ModelRepository
 from agent.serving import Record
 from bench._harness import (
@@ -25,6 +27,12 @@ from bench._naive import NaiveHandler
 from bench._passthrough import PassThrough
 from bench.run import _ratio, _summarize, _targets
 from producers.scenarios import generate
+
+
+def test_harness_examples() -> None:
+    # bench/ is not among pytest's doctest paths: its examples run here.
+    result = doctest.testmod(bench._harness)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_percentiles_and_latency() -> None:
