@@ -49,7 +49,7 @@ from agent.drift import (
     ReferenceTransform,
 )
 from agent.incidents import IncidentKey, IncidentManager
-from agent.join import JoinEntry, OutcomeJoin, encode_batch
+from agent.join import OutcomeJoin, encode_batch
 from agent.metrics import Metrics
 from agent.model import DependencyFinding, Predictions
 from agent.registry import ServedModel
@@ -435,25 +435,24 @@ class DriftObserver:
             assert p.values is not None
             predicted = p.values.astype(np.float64).tolist()
         name, version, now = batch.served.name, batch.served.version, self.clock()
-        join = self.join
         by_partition: dict[int, list[tuple[str, float]]] = {}
         first_offset: dict[int, int] = {}
         for record, request, value in zip(batch.records, batch.requests, predicted, strict=True):
-            join.remember(record.partition, request.request_id, JoinEntry(name, version, value, now))
             pairs = by_partition.get(record.partition)
             if pairs is None:
                 pairs = by_partition[record.partition] = []
                 first_offset[record.partition] = record.offset
             pairs.append((request.request_id, value))
         out = []
-        if self.changelog_topic is not None:
-            topic = self.changelog_topic
-            for partition, pairs in by_partition.items():
+        topic = self.changelog_topic
+        for partition, pairs in by_partition.items():
+            self.join.remember_batch(partition, name, version, now, pairs)
+            if topic is not None:
                 key = f"{batch.records[0].topic}:{partition}:{first_offset[partition]}".encode()
                 out.append(OutgoingMessage(topic, key, encode_batch(name, version, now, pairs), partition))
         self._batches += 1
         if self._batches % 100 == 0:
-            join.expire()
+            self.join.expire()
         return out
 
     def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> list[OutgoingMessage]:

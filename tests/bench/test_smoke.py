@@ -141,3 +141,15 @@ def test_passthrough_republishes_as_is() -> None:
         ("out", b"k", b"v", 2),
         ("out", None, b"w", 0),
     ]
+
+
+def test_join_cost_compares_both_layouts_on_the_same_entries() -> None:
+    from bench import join_cost
+
+    batches = join_cost._batches(4_000, seed=1)
+    base = join_cost.measure(join_cost._fill_baseline, batches, 4_000)
+    new = join_cost.measure(join_cost._fill_driftline, batches, 4_000)
+    # The point of the compact layout: fewer bytes, and nothing per entry for the GC to walk.
+    assert new["bytes_per_entry"] < 0.6 * base["bytes_per_entry"]
+    assert base["tracked_objects"] >= 4_000 > new["tracked_objects"] + 3_900
+    assert join_cost.main(["--entries", "2000", "--runs", "1"]) == 0
