@@ -12,7 +12,9 @@ and timers) but talks to Kafka through aiokafka directly:
   ``send_batch``: one future per partition instead of one per message);
 * offsets are committed only after every message produced for them is acknowledged (at least once).
   The next batch is processed while the previous one's acknowledgements are awaited, with at most
-  ``max_in_flight`` batches outstanding.
+  ``max_in_flight`` batches outstanding. Commits run beside the loop, one at a time, each taking
+  the newest acknowledged offsets: a commit is a round trip to the group coordinator (3-19 ms
+  measured under load), and awaited in line it held the next batch back.
 
 The loop owns its rebalances: before partitions are revoked the in-flight batches are drained and
 committed, so the next owner starts where this one stopped. A failed produce (after the producer's own
@@ -149,6 +151,10 @@ class ServingLoop(Service):
         self._consumer_options = consumer_options
         self._producer_options = producer_options
         self._in_flight: deque[_InFlight] = deque()
+        self._committable: dict[TopicPartition, int] = {}
+        """Acknowledged offsets not yet handed to a commit."""
+        self._committing: asyncio.Task[None] | None = None
+        self._flushing = False
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -274,7 +280,38 @@ class ServingLoop(Service):
             await self._rewind()
             return
         self._in_flight.popleft()
-        await self._commit(batch.offsets)
+        self._committable.update(batch.offsets)
+        self._start_commit()
+
+    def _start_commit(self) -> None:
+        """Starts a commit of the acknowledged offsets unless one is running (when it ends, the
+        offsets acknowledged meanwhile go in the next)."""
+        if self._flushing or not self._committable:
+            return
+        if self._committing is None or self._committing.done():
+            offsets, self._committable = self._committable, {}
+            self._committing = asyncio.ensure_future(self._commit(offsets))
+            self._committing.add_done_callback(lambda _: self._start_commit())
+
+    async def _flush_commits(self, attempts: int = 3) -> None:
+        """Returns once every acknowledged offset is committed, or ``attempts`` commits failed (the
+        records after the last commit are then read again by the next owner: duplicates, not loss)."""
+        self._flushing = True  # commits are chained here now, not by the done callback
+        try:
+            if self._committing is not None:
+                await asyncio.shield(self._committing)
+            for _ in range(attempts):
+                if not self._committable:
+                    return
+                offsets, self._committable = self._committable, {}
+                await self._commit(offsets)
+            if self._committable:
+                log.error(
+                    "serving: offsets %s not committed; those records will be read again", self._committable
+                )
+                self._committable = {}
+        finally:
+            self._flushing = False
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         consumer = self._consumer
@@ -289,6 +326,13 @@ class ServingLoop(Service):
         except CommitFailedError as exc:
             # The group rebalanced under us; the new owner re-reads from the last commit.
             log.warning("serving: commit failed after a rebalance (%s); records will be re-read", exc)
+        except KafkaError as exc:
+            # E.g. the coordinator moved: keep the offsets for the next commit (newer ones win).
+            log.warning("serving: commit failed (%r); retrying with the next one", exc)
+            for tp, offset in offsets.items():
+                if offset > self._committable.get(tp, -1):
+                    self._committable[tp] = offset
+            await asyncio.sleep(0.1)
 
     async def _rewind(self) -> None:
         """Drops the in-flight batches and seeks back to the first record not yet committed."""
@@ -314,3 +358,5 @@ class ServingLoop(Service):
                 await self._settle_oldest()
             else:
                 await asyncio.gather(*self._in_flight.popleft().futures, return_exceptions=True)
+        if commit:
+            await self._flush_commits()

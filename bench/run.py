@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -199,8 +200,16 @@ class Bench:
         return env
 
     def start_driftline(
-        self, label: str, topics: dict[str, str], app_id: str, *, monitoring: bool, tree: Path = REPO
+        self,
+        label: str,
+        topics: dict[str, str],
+        app_id: str,
+        *,
+        monitoring: bool,
+        tree: Path = REPO,
+        settings: dict[str, str] | None = None,
     ) -> Proc:
+        """A ``driftline run`` worker on ``topics``; ``settings`` are more ``DRIFTLINE_*`` variables."""
         port = _free_port()
         env = self._base_env()
         if tree != REPO:
@@ -222,6 +231,7 @@ class Bench:
                 "DRIFTLINE_MONITORING__ENABLED": "true" if monitoring else "false",
             }
         )
+        env.update(settings or {})
         self.groups.update({app_id, f"{app_id}-serving"})
         argv = [sys.executable, "-m", "agent.cli", "run", "--loglevel", "info"]
         return self.spawn(label, argv, env, port, cwd=tree)
@@ -378,9 +388,12 @@ class Bench:
         )
         return result
 
-    async def measure(self, kind: str, rnd: int, requests: str) -> dict[str, Any]:
-        """One drain of the pre-filled requests topic by ``kind``, on fresh output topics and group."""
-        label = f"{kind}-r{rnd}"
+    async def measure(
+        self, kind: str, rnd: int, requests: str, *, settings: dict[str, str] | None = None, tag: str = ""
+    ) -> dict[str, Any]:
+        """One drain of the pre-filled requests topic by ``kind``, on fresh output topics and group;
+        ``settings`` (more ``DRIFTLINE_*`` variables) go to driftline workers."""
+        label = f"{kind}{tag}-r{rnd}"
         topics = self.topics(label)
         topics["requests"] = requests
         await self.create_topics(topics, skip_requests=True)
@@ -391,7 +404,7 @@ class Bench:
             procs = [self.start_passthrough(label, topics, app_id)]
             health = False
         elif kind == "driftline_on":
-            procs = [self.start_driftline(label, topics, app_id, monitoring=True)]
+            procs = [self.start_driftline(label, topics, app_id, monitoring=True, settings=settings)]
         elif kind == "baseline_on":
             assert self.baseline_tree is not None
             procs = [self.start_driftline(label, topics, app_id, monitoring=True, tree=self.baseline_tree)]
@@ -485,20 +498,29 @@ class Bench:
 
     # --- latency ---------------------------------------------------------------------------------
 
-    async def latency(self, highest: float, tree: Path = REPO, name: str = "latency") -> dict[str, Any]:
+    async def latency(
+        self,
+        highest: float,
+        tree: Path = REPO,
+        name: str = "latency",
+        *,
+        shares: tuple[float, ...] = (0.5, 0.9),
+        settings: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One fresh worker (monitoring on), requests paced at each of ``shares`` of ``highest``."""
         from producers.scenarios import generate
 
         label = name
         topics = self.topics(label)
         await self.create_topics(topics)
         app_id = f"{self.prefix}-{label}"
-        worker = self.start_driftline(label, topics, app_id, monitoring=True, tree=tree)
+        worker = self.start_driftline(label, topics, app_id, monitoring=True, tree=tree, settings=settings)
         broker = _broker_pid()
         phases: dict[str, Any] = {}
         try:
             await _wait_ready(worker, 120.0)
             sent = 0
-            for share in (0.5, 0.9):
+            for share in shares:
                 rate = share * highest
                 n = int(rate * self.latency_s)
                 run_id = f"{label}{int(share * 100)}-{self.run_id}"
@@ -894,14 +916,13 @@ def _progress(rnd: int, kind: str, result: dict[str, Any]) -> None:
     )
 
 
-async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = True) -> dict[str, str]:
+    """Builds the model package and the payloads, and pre-fills a requests topic (returned)."""
     from agent.packaging.builder import build_package
     from agent.packaging.examples import classification_20
     from agent.repository import ModelRepository
     from producers.scenarios import generate
 
-    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "run_id": bench.run_id}
-    t_start = time.monotonic()
     print(f"run {bench.run_id}: building the {MODEL} package ...", flush=True)
     started = time.perf_counter()
     build_package(
@@ -914,14 +935,22 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     report["payload_bytes"] = sum(len(m.value) for m in bench.payloads) / len(bench.payloads)
     gc.collect()
     gc.freeze()  # the payloads live as long as the run: no full collection needs to walk them
-    report["limits"] = {"onnx": bench.onnx_limit(repeats=5 if bench.runs > 1 else 3)}
-    print(f"  ONNX Runtime: {report['limits']['onnx']}", flush=True)
+    if onnx_limit:
+        report["limits"] = {"onnx": bench.onnx_limit(repeats=5 if bench.runs > 1 else 3)}
+        print(f"  ONNX Runtime: {report['limits']['onnx']}", flush=True)
 
     topics = bench.topics("src")
     await bench.create_topics(topics)
     summary = await bench.publish(topics, bench.payloads)
     report["prefill"] = {"events": summary.events, "seconds": summary.sending_s, "events_per_s": summary.rate}
     print(f"  pre-filled {summary.events:,} requests in {summary.sending_s:.1f} s", flush=True)
+    return topics
+
+
+async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "run_id": bench.run_id}
+    t_start = time.monotonic()
+    topics = await prepare(bench, report)
 
     kinds = ["passthrough", "driftline_on", "driftline_off", "naive"]
     if bench.baseline_tree is not None:
@@ -975,6 +1004,40 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def execute(
+    args: argparse.Namespace,
+    runner: Callable[[Bench, argparse.Namespace], Awaitable[dict[str, Any]]],
+    *,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Runs ``runner`` with a :class:`Bench` in a temporary directory; whatever happens, stops every
+    process it started and deletes the run's topics and consumer groups."""
+    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
+        bench = Bench(
+            bootstrap=args.bootstrap,
+            events=args.events,
+            runs=args.runs,
+            naive_events=getattr(args, "naive_events", 0),
+            latency_s=args.latency_s,
+            profile=profile,
+            tmp=Path(tmp),
+        )
+        if getattr(args, "baseline_ref", None):
+            bench.baseline_tree = _export_tree(args.baseline_ref, Path(tmp) / "baseline")
+
+        def _terminate(signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return asyncio.run(runner(bench, args))
+        finally:
+            bench.stop_all()
+            with contextlib.suppress(Exception):
+                deleted = asyncio.run(bench.cleanup())
+                print(f"deleted {len(deleted)} topics of run {bench.run_id}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller topics, one run of each (~2 min)")
@@ -996,31 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, preset[key])
     profile = bool(preset["profile"]) and not args.no_profile
 
-    with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
-        bench = Bench(
-            bootstrap=args.bootstrap,
-            events=args.events,
-            runs=args.runs,
-            naive_events=args.naive_events,
-            latency_s=args.latency_s,
-            profile=profile,
-            tmp=Path(tmp),
-        )
-
-        if args.baseline_ref:
-            bench.baseline_tree = _export_tree(args.baseline_ref, Path(tmp) / "baseline")
-
-        def _terminate(signum: int, _frame: Any) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        signal.signal(signal.SIGTERM, _terminate)
-        try:
-            report = asyncio.run(run_bench(bench, args))
-        finally:
-            bench.stop_all()
-            with contextlib.suppress(Exception):
-                deleted = asyncio.run(bench.cleanup())
-                print(f"deleted {len(deleted)} topics of run {bench.run_id}")
+    report = execute(args, run_bench, profile=profile)
     args.out = str(args.out)
     report["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     print_table(report)
