@@ -6,7 +6,8 @@ caps a stock agent near 4.5k events/s (bench/FAUST_OPTIONS.md has the measuremen
 as a :class:`mode.Service` inside the Faust app (started and stopped with it, next to its web server
 and timers) but talks to Kafka through aiokafka directly:
 
-* ``getmany`` returns up to ``batch_size`` records or whatever arrived within ``batch_max_wait_ms``;
+* a batch is up to ``batch_size`` records: what ``getmany`` has, topped up by what arrives within
+  ``batch_max_wait_ms`` of the first ones (0: no top-up, each batch is what one fetch brought);
 * the :class:`BatchHandler` turns them into outgoing messages (predictions, dead letters, alerts);
 * outgoing messages are appended to one producer batch per topic-partition (``create_batch`` /
   ``send_batch``: one future per partition instead of one per message);
@@ -114,7 +115,7 @@ class ServingLoop(Service):
         consumer_options / producer_options: aiokafka client options (bootstrap, security).
         group_id: Consumer group shared by every worker of the deployment.
         batch_size: Most records per batch.
-        batch_max_wait_ms: Longest wait for a batch to fill.
+        batch_max_wait_ms: Longest wait for a batch to fill, from the arrival of its first records.
         max_in_flight: Batches whose acknowledgements may be outstanding at once.
         on_assigned / on_revoked: Awaited on every rebalance (after draining, before the first batch).
     """
@@ -207,13 +208,26 @@ class ServingLoop(Service):
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        timeout_ms = max(int(self.batch_max_wait_ms), 1)
+        loop = asyncio.get_running_loop()
+        wait_s = self.batch_max_wait_ms / 1000
         while not self.should_stop:
-            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch_size)
+            # Idle: wake up every 100 ms at most (stop, acknowledgements to settle).
+            fetched = await consumer.getmany(timeout_ms=100, max_records=self.batch_size)
             if not fetched:
                 await self._settle_done()
                 continue
             records = [r for batch in fetched.values() for r in batch]
+            # The batch fills for at most batch_max_wait_ms after its first records arrived: at
+            # moderate rates a getmany returns a few dozen records, and every batch pays the same
+            # fixed costs (an ONNX Runtime call, the monitors, a produce request per partition).
+            deadline = loop.time() + wait_s
+            while len(records) < self.batch_size and (left := deadline - loop.time()) > 0:
+                more = await consumer.getmany(
+                    timeout_ms=max(int(left * 1000), 1), max_records=self.batch_size - len(records)
+                )
+                if not more:
+                    break
+                records.extend(r for batch in more.values() for r in batch)
             await self._publish(records)
             if self.on_batch is not None:
                 self.on_batch(len(records))

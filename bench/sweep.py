@@ -12,11 +12,12 @@ measures, with the same harness, broker and payloads as ``python -m bench`` (``b
   25,000/s target) for ``--latency-s``; p50/p99 from the request's CreateTime to the prediction's
   LogAppendTime, and the worker's cores over the phase (what a moderate rate costs).
 
-Batch sizes are swept at the default wait, waits at the default batch size. Every point runs
+Batch sizes are swept at the default wait, waits at the default batch size (or at
+``--wait-for-sizes`` / ``--size-for-waits``). Every point runs
 ``--runs`` times in a rotated order; the table shows medians and the JSON keeps every run.
 
 Run: ``.venv/bin/python -m bench.sweep [--runs 2] [--batch-sizes 100,250,500,1000,2000]
-[--waits 1,2,5,10,20] [--rate 12500]`` (~6 minutes per run of the default grid).
+[--waits 0,1,2,5,10] [--rate 12500]`` (~6 minutes per run of the default grid).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ async def run_sweep(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     topics = await prepare(bench, report, onnx_limit=False)
     defaults = ServingSettings()
-    points = grid(args.batch_sizes, args.waits, defaults.batch_size, defaults.batch_max_wait_ms)
+    size = defaults.batch_size if args.size_for_waits is None else args.size_for_waits
+    wait = defaults.batch_max_wait_ms if args.wait_for_sizes is None else args.wait_for_sizes
+    points = grid(args.batch_sizes, args.waits, size, wait)
     runs: list[dict[str, Any]] = []
     for rnd in range(args.runs):
         shift = rnd * len(points) // max(args.runs, 1)
@@ -145,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=_ints, default=_ints("100,250,500,1000,2000"))
     parser.add_argument(
         "--waits", type=_floats, default=_floats("1,2,5,10,20"), help="batch_max_wait_ms values"
+    )
+    parser.add_argument(
+        "--wait-for-sizes", type=float, help="the wait of the batch-size points (default: the setting's)"
+    )
+    parser.add_argument(
+        "--size-for-waits", type=int, help="the batch size of the wait points (default: the setting's)"
     )
     parser.add_argument("--rate", type=float, default=12_500.0, help="paced requests/s of the latency phases")
     parser.add_argument("--runs", type=int, default=2)

@@ -31,8 +31,11 @@ from producers.scenarios import generate
 
 def test_harness_examples() -> None:
     # bench/ is not among pytest's doctest paths: its examples run here.
-    result = doctest.testmod(bench._harness)
-    assert result.attempted > 0 and result.failed == 0
+    import bench.sweep
+
+    for module in (bench._harness, bench.sweep):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_percentiles_and_latency() -> None:
