@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CLOCK_TICKS",
@@ -27,6 +28,7 @@ __all__ = [
     "proc_peak_rss_mb",
     "profile_split",
     "short_frame",
+    "stalls",
     "steady_window",
 ]
 
@@ -86,6 +88,46 @@ def latency_summary(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies) if latencies else math.nan,
+    }
+
+
+def stalls(
+    sent_ms: dict[bytes, int],
+    done_ms: dict[bytes, int],
+    *,
+    skip_before_ms: int | None = None,
+    window_ms: int = 100,
+    over_ms: float = 50.0,
+    top: int = 3,
+) -> dict[str, Any]:
+    """Where the tail comes from: the windows (by request send time) holding requests slower than
+    ``over_ms``, the worst first, and the share of all slow requests the ``top`` worst windows hold.
+
+    A p99 made by one stall (every request of a few windows waited for the same pause) reads
+    differently from one made by slowness spread over the run.
+
+    Example:
+        >>> sent = {bytes([i]): i * 10 for i in range(40)}
+        >>> done = {k: v + (120 if 200 <= v < 260 else 5) for k, v in sent.items()}
+        >>> stalls(sent, done)
+        {'slow': 6, 'windows': 1, 'top': [{'at_ms': 200, 'slow': 6, 'max_ms': 120}], 'top_share': 1.0}
+    """
+    windows: dict[int, list[int]] = {}
+    start = min(sent_ms.values(), default=0)
+    for key, sent in sent_ms.items():
+        if skip_before_ms is not None and sent < skip_before_ms:
+            continue
+        done = done_ms.get(key)
+        if done is None or done - sent <= over_ms:
+            continue
+        windows.setdefault((sent - start) // window_ms, []).append(done - sent)
+    slow = sum(len(v) for v in windows.values())
+    worst = sorted(windows.items(), key=lambda kv: (-max(kv[1]), kv[0]))[:top]
+    return {
+        "slow": slow,
+        "windows": len(windows),
+        "top": [{"at_ms": w * window_ms, "slow": len(v), "max_ms": max(v)} for w, v in worst],
+        "top_share": round(sum(len(v) for _, v in worst) / slow, 3) if slow else 0.0,
     }
 
 
