@@ -2,7 +2,7 @@
 
 Run (from the repo root, with the broker up: ``scripts/kafka up``)::
 
-    .venv/bin/python -m bench            # the full run, ~6 minutes (~7 with --baseline-ref)
+    .venv/bin/python -m bench            # the full run, ~6.5 minutes (~8 with --baseline-ref)
     .venv/bin/python -m bench --quick    # ~2 minutes: smaller topics, one run of each
 
 It prints a table and writes ``bench/results/latest.json``. What it measures, all in one run so that
@@ -37,7 +37,7 @@ bench's producer when it adds the record to a batch, so its linger, at most 5 ms
 Both clocks are this machine's. The first second of each phase is left out.
 
 Profile: one more drain with ``py-spy record --nonblocking`` attached to the worker over the same
-10-90 % window (if py-spy is installed: ``.venv/bin/pip install py-spy``); samples are split into
+10-90 % window (py-spy comes with ``scripts/bootstrap``, the ``bench`` extra); samples are split into
 the hot path's phases (``bench._harness.PROFILE_PHASES``) and scaled to the measured CPU per event.
 
 Every topic the run creates starts with ``dlb-<run id>-`` and is deleted at the end with its
@@ -458,7 +458,7 @@ class Bench:
     async def profile_drain(self, requests: str) -> dict[str, Any]:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
-            return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+            return {"error": "py-spy is not installed (scripts/bootstrap installs it: the bench extra)"}
         label = "profile"
         topics = self.topics(label)
         topics["requests"] = requests

@@ -12,12 +12,12 @@ measures, with the same harness, broker and payloads as ``python -m bench`` (``b
   25,000/s target) for ``--latency-s``; p50/p99 from the request's CreateTime to the prediction's
   LogAppendTime, and the worker's cores over the phase (what a moderate rate costs).
 
-Batch sizes are swept at the default wait, waits at the default batch size (or at
-``--wait-for-sizes`` / ``--size-for-waits``). Every point runs
+Batch sizes are swept with no wait (``--wait-for-sizes``: batching alone, each batch what one
+fetch brought), waits at the default batch size (``--size-for-waits``). Every point runs
 ``--runs`` times in a rotated order; the table shows medians and the JSON keeps every run.
 
 Run: ``.venv/bin/python -m bench.sweep [--runs 2] [--batch-sizes 100,250,500,1000,2000]
-[--waits 0,1,2,5,10] [--rate 12500]`` (~6 minutes per run of the default grid).
+[--waits 1,2,5,10,20] [--rate 12500]`` (~9 minutes for the default grid and 2 runs).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "--waits", type=_floats, default=_floats("1,2,5,10,20"), help="batch_max_wait_ms values"
     )
     parser.add_argument(
-        "--wait-for-sizes", type=float, help="the wait of the batch-size points (default: the setting's)"
+        "--wait-for-sizes", type=float, default=0.0, help="the wait of the batch-size points (default 0)"
     )
     parser.add_argument(
         "--size-for-waits", type=int, help="the batch size of the wait points (default: the setting's)"

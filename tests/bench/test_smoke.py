@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 import bench._harness
+import bench.sweep
 from agent.repository import ModelRepository
 from agent.serving import Record
 from bench._harness import (
@@ -31,8 +32,6 @@ from producers.scenarios import generate
 
 def test_harness_examples() -> None:
     # bench/ is not among pytest's doctest paths: its examples run here.
-    import bench.sweep
-
     for module in (bench._harness, bench.sweep):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
