@@ -9,7 +9,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from agent.streaming import OutgoingMessage, ServingLoop
-from tests.support.kafka import committed, create_topics, produce_batched, read_to_end
+from tests.support.kafka import batch_producer, committed, create_topics, produce_batched, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +74,47 @@ async def test_offsets_are_committed_beside_the_loop_and_stop_commits_the_rest(
     assert sorted(r.value for r in out) == sorted(v for _, v in first + second)  # each exactly once
     partition_of = {value: p for (_, value), (p, _) in zip(first + second, where, strict=True)}
     assert all(r.partition == partition_of[r.value] for r in out)
+
+
+@pytest.mark.parametrize(("wait_ms", "batches"), [(1500.0, 1), (0.0, 3)])
+async def test_a_batch_fills_for_batch_max_wait_ms_after_its_first_record(
+    kafka_bootstrap: str, unique: str, wait_ms: float, batches: int
+) -> None:
+    source, sink, group = f"fill-in-{unique}", f"fill-out-{unique}", f"fill-{unique}"
+    await create_topics(kafka_bootstrap, [source, sink], partitions=1)
+    handler = Echo(sink)
+    options = {"bootstrap_servers": kafka_bootstrap}
+    loop = ServingLoop(
+        topics=[source],
+        handler=handler,
+        consumer_options=options,
+        producer_options=options,
+        group_id=group,
+        batch_max_wait_ms=wait_ms,
+        freeze_heap=False,
+    )
+    await loop.start()
+    try:
+
+        async def assigned() -> bool:
+            return bool(loop.stats.assigned)
+
+        await _until(assigned, 30)
+        producer = batch_producer(kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(3):  # three records 300 ms apart into an idle loop
+                await produce_batched(kafka_bootstrap, source, [(b"k", f"v{i}".encode())], producer=producer)
+                await asyncio.sleep(0.3)
+        finally:
+            await producer.stop()
+
+        async def all_in() -> bool:
+            return loop.stats.records_in == 3
+
+        await _until(all_in, 30)
+    finally:
+        await loop.stop()
+    # Waiting 1.5 s from the first record takes the next two into its batch; with no wait each
+    # record is a batch of its own.
+    assert handler.batches == loop.stats.batches == batches
