@@ -87,6 +87,7 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
                 max_pending=hooks.max_pending,
                 concurrency=hooks.concurrency,
                 drain_timeout_s=hooks.drain_timeout_s,
+                outbox_dir=hooks.outbox_dir or settings.data_dir / "spool" / "webhook",
                 metrics=metrics,
             )
         )

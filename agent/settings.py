@@ -188,7 +188,11 @@ class WebhookSettings(BaseModel):
     """Requests in flight at once, over all receivers."""
 
     drain_timeout_s: float = Field(default=5.0, ge=0)
-    """At shutdown, how long pending deliveries may still take before they are counted as failed."""
+    """At shutdown, how long pending deliveries may still take before they are left in the outbox."""
+
+    outbox_dir: Path | None = None
+    """Where deliveries wait on disk until they end, so that a restart (or a crash) sends them again;
+    default ``<data_dir>/spool/webhook``."""
 
 
 class IncidentSettings(BaseModel):

@@ -21,15 +21,18 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from pathlib import Path
+from typing import IO, ClassVar
 
+from agent.errors import ConfigurationError
 from agent.metrics import Metrics
 from schemas import Alert
 
-__all__ = ["FieldValue", "MetricPoint", "Sink", "SinkStats"]
+__all__ = ["FieldValue", "MetricPoint", "Sink", "SinkStats", "lock_directory"]
 
 FieldValue = float | int | bool | str
 
@@ -131,3 +134,19 @@ class Sink:
             self.stats.points_dropped += n
         if self.metrics is not None:
             self.metrics.metric_points.labels(sink=self.name, outcome=outcome).inc(n)
+
+
+def lock_directory(directory: Path, what: str, setting: str) -> IO[bytes]:
+    """Creates ``directory`` and takes its ``flock`` (closing the returned file releases it), so that
+    two workers never share one; raises :class:`ConfigurationError` naming ``setting`` if taken."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = (directory / ".lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigurationError(
+            f"the {what} {directory} is in use by another worker: give each worker its own "
+            f"data dir (DRIFTLINE_DATA_DIR) or {what} dir ({setting})"
+        ) from None
+    return lock

@@ -25,7 +25,6 @@ and logged with its id. Answers that retrying cannot fix (400 malformed point or
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import random
@@ -43,9 +42,8 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr
 
-from agent.errors import ConfigurationError
 from agent.metrics import Metrics
-from agent.sinks.base import MetricPoint, Sink
+from agent.sinks.base import MetricPoint, Sink, lock_directory
 from schemas import Alert
 
 __all__ = ["ALERT_MEASUREMENT", "InfluxSink", "Spool", "SpoolSegment", "alert_line", "metric_lines"]
@@ -180,16 +178,7 @@ class Spool:
 
     def open(self) -> None:
         """Locks the directory and takes over the segments a previous run left."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        lock = (self.directory / ".lock").open("ab")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            raise ConfigurationError(
-                f"the spool {self.directory} is in use by another worker: give each worker its own "
-                "data dir (DRIFTLINE_DATA_DIR) or spool dir (DRIFTLINE_INFLUX__SPOOL_DIR)"
-            ) from None
+        lock = lock_directory(self.directory, "spool", "DRIFTLINE_INFLUX__SPOOL_DIR")
         self._lock_file = lock
         for path in self.directory.iterdir():
             match = self._NAME.match(path.name)

@@ -18,8 +18,12 @@ microseconds); at most ``max_pending`` deliveries wait at once, more are dropped
 (``driftline_alerts_failed{reason="queue_full"}``) and logged. A delivery is attempted up to
 ``max_attempts`` times: connection errors, timeouts, 408, 429 and 5xx answers are retried after an
 exponential backoff with jitter (``Retry-After`` is honoured up to ``backoff_max_s``); other answers
-are final (2xx delivered, 3xx/4xx rejected). Pending deliveries live in memory: at shutdown they get
-``drain_timeout_s`` to finish, and a worker that crashes loses the ones in flight.
+are final (2xx delivered, 3xx/4xx rejected). With an ``outbox_dir`` (the worker's
+``<data dir>/spool/webhook``) every delivery is also a file in an :class:`Outbox` from ``send`` until
+it is delivered, rejected or out of attempts, so those still pending when the worker stops or
+crashes are sent again at its next start (the alerts agent commits an alert's offset once ``send``
+returned, so without the file a crash would lose them); receivers may then see an alert id twice.
+At shutdown pending deliveries get ``drain_timeout_s`` to finish first.
 
 Receiver URLs may carry credentials (tokens in paths or queries), so logs name a receiver by its
 scheme, host and port only.
@@ -42,10 +46,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
+import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -53,7 +62,7 @@ from pydantic import SecretStr
 
 from agent.errors import ConfigurationError
 from agent.metrics import Metrics
-from agent.sinks.base import Sink
+from agent.sinks.base import Sink, lock_directory
 from agent.sinks.kafka import encode_alert
 from schemas import Alert
 
@@ -61,6 +70,7 @@ __all__ = [
     "ALERT_ID_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "Outbox",
     "WebhookSink",
     "redact_url",
     "sign",
@@ -130,6 +140,87 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
+class Outbox:
+    """Webhook deliveries not finished yet, one file each (``<ns>-<n>.json``), written and fsynced
+    before :meth:`WebhookSink.send` returns, removed when the delivery ends.
+
+    A file names its receiver by the SHA-256 of the URL, never the URL itself (it may hold a token):
+    at :meth:`open`, a delivery whose URL is no longer configured is dropped and logged. The
+    directory is locked, so two workers never share one.
+
+    Example:
+        >>> import tempfile
+        >>> box = Outbox(Path(tempfile.mkdtemp()))
+        >>> box.open(["http://127.0.0.1:9/hook"])
+        []
+        >>> key = box.add("http://127.0.0.1:9/hook", b'{"alert_id": "a1"}', "a1")
+        >>> box.close()
+        >>> [(url, body, alert_id) for _, url, body, alert_id in box.open(["http://127.0.0.1:9/hook"])]
+        [('http://127.0.0.1:9/hook', b'{"alert_id": "a1"}', 'a1')]
+        >>> box.remove(key)
+        >>> box.close()
+        >>> box.open(["http://127.0.0.1:9/hook"])
+        []
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock: IO[bytes] | None = None
+        self._seq = itertools.count()
+
+    def open(self, urls: Sequence[str]) -> list[tuple[str, str, bytes, str]]:
+        """Locks the directory; returns the deliveries a previous run left, as
+        ``(key, url, body, alert_id)``, oldest first."""
+        self._lock = lock_directory(self.directory, "webhook outbox", "DRIFTLINE_WEBHOOKS__OUTBOX_DIR")
+        by_hash = {_url_hash(url): url for url in urls}
+        left = []
+        for path in sorted(self.directory.iterdir()):
+            if path.name.endswith(".tmp"):
+                path.unlink()
+            if path.suffix != ".json":
+                continue
+            try:
+                record = json.loads(path.read_bytes())
+                url = by_hash.get(record["url_sha256"])
+                body, alert_id = record["body"].encode(), str(record["alert_id"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error("webhook outbox: %s is unreadable (%s); dropped", path.name, type(exc).__name__)
+                path.unlink(missing_ok=True)
+                continue
+            if url is None:
+                log.warning(
+                    "webhook outbox: alert %s was for a receiver no longer configured; dropped", alert_id
+                )
+                path.unlink(missing_ok=True)
+                continue
+            left.append((path.stem, url, body, alert_id))
+        return left
+
+    def add(self, url: str, body: bytes, alert_id: str) -> str:
+        """Stores one delivery (atomically: a partial file is never read back); returns its key."""
+        key = f"{time.time_ns():020d}-{next(self._seq):06d}"
+        record = {"url_sha256": _url_hash(url), "alert_id": alert_id, "body": body.decode()}
+        tmp = self.directory / f"{key}.tmp"
+        with tmp.open("wb") as f:
+            f.write(json.dumps(record).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(self.directory / f"{key}.json")
+        return key
+
+    def remove(self, key: str) -> None:
+        (self.directory / f"{key}.json").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+
+def _url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
 class WebhookSink(Sink):
     """POSTs each alert, signed, to every URL, with retries; ``send`` never waits for the network.
 
@@ -144,6 +235,8 @@ class WebhookSink(Sink):
         max_pending: Deliveries (alert x URL) waiting or in retry at once; more are dropped and counted.
         concurrency: Requests in flight at once over all receivers.
         drain_timeout_s: How long ``close`` lets pending deliveries finish.
+        outbox_dir: Where pending deliveries are kept (:class:`Outbox`) so that a restart sends
+            them again; ``None``: in memory only.
         metrics: Prometheus counters, if given.
         clock: Unix time for signing; injected by tests.
         rng: Jitter source; injected by tests.
@@ -163,6 +256,7 @@ class WebhookSink(Sink):
         max_pending: int = 1000,
         concurrency: int = 4,
         drain_timeout_s: float = 5.0,
+        outbox_dir: Path | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -191,6 +285,7 @@ class WebhookSink(Sink):
         self._session: aiohttp.ClientSession | None = None
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.outbox = Outbox(outbox_dir) if outbox_dir is not None else None
 
     @property
     def pending(self) -> int:
@@ -203,6 +298,14 @@ class WebhookSink(Sink):
             headers={"User-Agent": _USER_AGENT},
         )
         self._ready.set()
+        if self.outbox is not None:
+            left = self.outbox.open(self.urls)
+            if left:
+                log.info(
+                    "webhook: %d deliveries left pending by the previous run; sending them again", len(left)
+                )
+            for key, url, body, alert_id in left:
+                self._schedule(url, body, alert_id, key)
 
     async def send(self, alert: Alert) -> None:
         body = encode_alert(alert)
@@ -216,9 +319,23 @@ class WebhookSink(Sink):
                     len(self._tasks),
                 )
                 continue
-            task = asyncio.create_task(self._deliver(url, body, alert.alert_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            key = None
+            if self.outbox is not None:
+                try:
+                    key = self.outbox.add(url, body, alert.alert_id)
+                except OSError as exc:
+                    log.error(
+                        "webhook outbox %s: alert %s not stored (%s); delivering it from memory only",
+                        self.outbox.directory,
+                        alert.alert_id,
+                        exc.strerror or type(exc).__name__,
+                    )
+            self._schedule(url, body, alert.alert_id, key)
+
+    def _schedule(self, url: str, body: bytes, alert_id: str, key: str | None) -> None:
+        task = asyncio.create_task(self._deliver(url, body, alert_id, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def flush(self) -> None:
         await self._drain(self.drain_timeout_s)
@@ -232,6 +349,8 @@ class WebhookSink(Sink):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self.outbox is not None:
+            self.outbox.close()
         self._ready.clear()
 
     async def _drain(self, timeout: float) -> None:
@@ -249,47 +368,61 @@ class WebhookSink(Sink):
             delay = max(delay, min(retry_after, self.backoff_max_s))
         return delay
 
-    async def _deliver(self, url: str, body: bytes, alert_id: str) -> None:
-        where = redact_url(url)
+    async def _deliver(self, url: str, body: bytes, alert_id: str, key: str | None = None) -> None:
         try:
-            await self._ready.wait()
-            for attempt in range(1, self.max_attempts + 1):
-                async with self._semaphore:
-                    outcome, retry_after = await self._attempt(url, body, alert_id)
-                if outcome == "delivered":
-                    self._count_delivered()
-                    if attempt > 1:
-                        log.info("webhook %s: alert %s delivered at attempt %d", where, alert_id, attempt)
-                    return
-                if outcome.startswith("rejected"):
-                    self._count_failed("rejected")
-                    log.error("webhook %s: alert %s %s; not retried", where, alert_id, outcome)
-                    return
-                if attempt == self.max_attempts:
-                    self._count_failed("attempts")
-                    log.error(
-                        "webhook %s: alert %s not delivered after %d attempts (last: %s)",
-                        where,
-                        alert_id,
-                        attempt,
-                        outcome,
-                    )
-                    return
-                delay = self.backoff(attempt, retry_after)
-                (log.warning if attempt == 1 else log.debug)(
-                    "webhook %s: alert %s attempt %d failed (%s); retrying in %.2f s",
+            await self._attempts(url, body, alert_id)
+        except asyncio.CancelledError:
+            if key is None:
+                self._count_failed("shutdown")
+                log.error(
+                    "webhook %s: alert %s still pending at shutdown; not delivered", redact_url(url), alert_id
+                )
+            else:
+                log.warning(
+                    "webhook %s: alert %s still pending at shutdown; kept in the outbox for the next start",
+                    redact_url(url),
+                    alert_id,
+                )
+            raise
+        if key is not None and self.outbox is not None:
+            self.outbox.remove(key)  # delivered, rejected or out of attempts: the delivery is over
+
+    async def _attempts(self, url: str, body: bytes, alert_id: str) -> None:
+        where = redact_url(url)
+        await self._ready.wait()
+        for attempt in range(1, self.max_attempts + 1):
+            async with self._semaphore:
+                outcome, retry_after = await self._attempt(url, body, alert_id)
+            if outcome == "delivered":
+                self._count_delivered()
+                if attempt > 1:
+                    log.info("webhook %s: alert %s delivered at attempt %d", where, alert_id, attempt)
+                return
+            if outcome.startswith("rejected"):
+                self._count_failed("rejected")
+                log.error("webhook %s: alert %s %s; not retried", where, alert_id, outcome)
+                return
+            if attempt == self.max_attempts:
+                self._count_failed("attempts")
+                log.error(
+                    "webhook %s: alert %s not delivered after %d attempts (last: %s)",
                     where,
                     alert_id,
                     attempt,
                     outcome,
-                    delay,
                 )
-                self._count_retry()
-                await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            self._count_failed("shutdown")
-            log.error("webhook %s: alert %s still pending at shutdown; not delivered", where, alert_id)
-            raise
+                return
+            delay = self.backoff(attempt, retry_after)
+            (log.warning if attempt == 1 else log.debug)(
+                "webhook %s: alert %s attempt %d failed (%s); retrying in %.2f s",
+                where,
+                alert_id,
+                attempt,
+                outcome,
+                delay,
+            )
+            self._count_retry()
+            await asyncio.sleep(delay)
 
     async def _attempt(self, url: str, body: bytes, alert_id: str) -> tuple[str, float | None]:
         """One POST: ``("delivered" | "rejected ..." | "<retryable reason>", Retry-After seconds)``."""

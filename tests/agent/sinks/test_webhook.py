@@ -7,8 +7,11 @@ import logging
 import random
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -28,6 +31,7 @@ from schemas import Alert
 from tests.support.alerts import WebhookReceiver, eventually, make_alert
 
 SECRET = "test-secret-0123"
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -267,3 +271,97 @@ def test_configuration_errors_do_not_echo_urls_or_secrets() -> None:
         WebhookSink(["http://127.0.0.1:1/", "ftp://host/T0KEN"], SECRET)
     assert "T0KEN" not in str(info.value)
     assert redact_url("https://user:pw@hooks.example.com:8443/T0KEN?x=1") == "https://hooks.example.com:8443"
+
+
+# --- the outbox: pending deliveries survive a stop and a crash ------------------------------------
+
+
+async def test_a_delivery_pending_at_close_is_sent_by_the_next_start(tmp_path: Path) -> None:
+    metrics = Metrics()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    first = make_sink([url], max_attempts=50, drain_timeout_s=0.05, outbox_dir=tmp_path, metrics=metrics)
+    await first.start()
+    alert = make_alert()
+    await first.send(alert)
+    await eventually(lambda: first.stats.retries >= 1, what="a failed attempt while the receiver is down")
+    await first.close()
+    assert len(list(tmp_path.glob("*.json"))) == 1 and failed(metrics, "shutdown") == 0
+    receiver = await WebhookReceiver(SECRET, port=port).start()
+    second = make_sink([url], outbox_dir=tmp_path)
+    try:
+        await second.start()
+        await eventually(lambda: second.stats.delivered == 1)
+        await eventually(lambda: second.pending == 0)
+    finally:
+        await second.close()
+        await receiver.stop()
+    [got] = receiver.received
+    assert got.valid and got.headers[ALERT_ID_HEADER] == alert.alert_id
+    assert Alert.model_validate_json(got.body) == alert
+    assert list(tmp_path.glob("*.json")) == []  # delivered: out of the outbox
+
+
+async def test_a_delivery_survives_a_killed_worker(tmp_path: Path) -> None:
+    refusing = True
+    receiver = await WebhookReceiver(SECRET, policy=lambda _: (503 if refusing else 200, 0.0)).start()
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from pydantic import SecretStr\n"
+        "from agent.sinks.webhook import WebhookSink\n"
+        "from tests.support.alerts import make_alert\n"
+        "async def main():\n"
+        "    sink = WebhookSink([sys.argv[1]], SecretStr(sys.argv[2]), outbox_dir=Path(sys.argv[3]),\n"
+        "                       max_attempts=1000, backoff_initial_s=0.05, backoff_max_s=0.1)\n"
+        "    await sink.start()\n"
+        "    await sink.send(make_alert(7))\n"
+        "    await asyncio.sleep(3600)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, receiver.url, SECRET, str(tmp_path)], cwd=REPO)
+    try:
+        await eventually(lambda: len(receiver.received) >= 2, timeout=30, what="the worker's retries")
+    finally:
+        proc.kill()  # SIGKILL: no drain, no close
+        proc.wait(10)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    refusing = False
+    sink = make_sink([receiver.url], outbox_dir=tmp_path)
+    try:
+        await sink.start()
+        await eventually(lambda: sink.stats.delivered == 1)
+    finally:
+        await sink.close()
+        await receiver.stop()
+    delivered = receiver.received[-1]
+    assert delivered.valid and delivered.headers[ALERT_ID_HEADER] == make_alert(7).alert_id
+    assert list(tmp_path.glob("*.json")) == []
+
+
+async def test_the_outbox_never_holds_a_url_and_drops_receivers_no_longer_configured(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hook/T0KEN-in-path?key=Q-SECRET"
+    first = make_sink([url], max_attempts=50, drain_timeout_s=0.0, outbox_dir=tmp_path)
+    await first.start()
+    await first.send(make_alert())
+    await first.close()
+    [kept] = tmp_path.glob("*.json")
+    assert "T0KEN" not in kept.read_text() and "Q-SECRET" not in kept.read_text()
+    other = make_sink([f"http://127.0.0.1:{free_port()}/elsewhere"], outbox_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="agent.sinks.webhook"):
+        await other.start()
+    await other.close()
+    assert other.stats.delivered == 0 and list(tmp_path.glob("*.json")) == []
+    assert "no longer configured" in caplog.text
+
+
+async def test_two_sinks_cannot_share_an_outbox(tmp_path: Path) -> None:
+    first = make_sink(["http://127.0.0.1:1/hook"], outbox_dir=tmp_path)
+    await first.start()
+    try:
+        with pytest.raises(ConfigurationError, match=r"webhook outbox .* is in use by another worker"):
+            await make_sink(["http://127.0.0.1:1/hook"], outbox_dir=tmp_path).start()
+    finally:
+        await first.close()
