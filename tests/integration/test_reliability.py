@@ -26,6 +26,7 @@ import pickle
 import re
 import shutil
 import signal
+import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -529,8 +530,9 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
         times = [r.at for r in receiver.received if r.headers[ALERT_ID_HEADER] == alert_id]
         assert times[1] - times[0] >= 0.1 and times[2] - times[1] >= 0.2, times
     # The stream does not wait for the webhooks: as fast with a slow receiver as with a healthy one
-    # (best of three rounds each, which keeps most of this busy machine's noise out).
-    ratio = max(rates["slow"]) / max(rates["healthy"])
+    # (median of three rounds each, which keeps this busy machine's outliers out on both sides: a
+    # round that starts late and then drains in a burst reads fast, one that shares a core slow).
+    ratio = statistics.median(rates["slow"]) / statistics.median(rates["healthy"])
     print(
         f"webhooks: {len(injected)} alerts x 2 URLs -> {counters}; predictions/s healthy "
         f"{[round(r) for r in rates['healthy']]}, slow {[round(r) for r in rates['slow']]}: ratio {ratio:.2f}"
