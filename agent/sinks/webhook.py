@@ -293,19 +293,17 @@ class WebhookSink(Sink):
         return len(self._tasks)
 
     async def start(self) -> None:
+        # The outbox first: a directory locked by another worker fails the start before anything opens.
+        left = self.outbox.open(self.urls) if self.outbox is not None else []
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"User-Agent": _USER_AGENT},
         )
         self._ready.set()
-        if self.outbox is not None:
-            left = self.outbox.open(self.urls)
-            if left:
-                log.info(
-                    "webhook: %d deliveries left pending by the previous run; sending them again", len(left)
-                )
-            for key, url, body, alert_id in left:
-                self._schedule(url, body, alert_id, key)
+        if left:
+            log.info("webhook: %d deliveries left pending by the previous run; sending them again", len(left))
+        for key, url, body, alert_id in left:
+            self._schedule(url, body, alert_id, key)
 
     async def send(self, alert: Alert) -> None:
         body = encode_alert(alert)
