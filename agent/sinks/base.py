@@ -139,8 +139,14 @@ class Sink:
 def lock_directory(directory: Path, what: str, setting: str) -> IO[bytes]:
     """Creates ``directory`` and takes its ``flock`` (closing the returned file releases it), so that
     two workers never share one; raises :class:`ConfigurationError` naming ``setting`` if taken."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = (directory / ".lock").open("ab")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = (directory / ".lock").open("ab")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the {what} {directory} cannot be created or written ({exc.strerror or type(exc).__name__}): "
+            f"set DRIFTLINE_DATA_DIR or {setting}"
+        ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

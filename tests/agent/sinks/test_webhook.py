@@ -365,3 +365,11 @@ async def test_two_sinks_cannot_share_an_outbox(tmp_path: Path) -> None:
             await make_sink(["http://127.0.0.1:1/hook"], outbox_dir=tmp_path).start()
     finally:
         await first.close()
+
+
+async def test_an_outbox_that_cannot_be_written_is_a_configuration_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    sink = make_sink(["http://127.0.0.1:1/hook"], outbox_dir=blocker / "outbox")
+    with pytest.raises(ConfigurationError, match=r"webhook outbox .* cannot be created or written"):
+        await sink.start()
