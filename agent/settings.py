@@ -241,8 +241,9 @@ class MonitoringSettings(BaseModel):
     """An unmatched prediction is dropped (and counted) this long after it was made."""
 
     join_max_entries: int = Field(default=1_000_000, ge=1)
-    """Most predictions a worker keeps waiting for their outcome (about 100 bytes each with
-    producer-style request ids, measured by ``bench/join_cost.py``)."""
+    """Most predictions a worker keeps waiting for their outcome: ~100-120 bytes each with
+    producer-style request ids (``bench/join_cost.py``); a worker with the join full at this default
+    peaked at 387 MB (BENCHMARKS.md)."""
 
 
 class WebSettings(BaseModel):
