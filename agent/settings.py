@@ -243,7 +243,7 @@ class MonitoringSettings(BaseModel):
     join_max_entries: int = Field(default=1_000_000, ge=1)
     """Most predictions a worker keeps waiting for their outcome: ~100-120 bytes each with
     producer-style request ids (``bench/join_cost.py``); a worker with the join full at this default
-    peaked at 387 MB (BENCHMARKS.md)."""
+    peaked at 333-336 MB (BENCHMARKS.md)."""
 
 
 class WebSettings(BaseModel):

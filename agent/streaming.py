@@ -185,7 +185,10 @@ class ServingLoop(Service):
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Kafka's default. 4 MiB drained a backlog no faster at driftline's rate (33k/s either
+            # way) but held 17-54 MB more of fetched records (RSS with the outcome join full: 353-387
+            # vs 333-336 MB); only the bare transport gained (178k vs 162k records/s).
+            max_partition_fetch_bytes=1024 * 1024,
             # Range assignment gives a worker the same partition numbers of every topic (requests
             # and outcomes), which the outcome join needs; aiokafka's default is round robin.
             partition_assignment_strategy=(RangePartitionAssignor,),
