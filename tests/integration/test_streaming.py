@@ -26,6 +26,22 @@ class Echo:
         return [OutgoingMessage(self.topic, r.key, r.value, r.partition) for r in records]
 
 
+def echo_loop(
+    bootstrap: str, source: str, sink: str, group: str, *, batch_max_wait_ms: float = 5.0
+) -> ServingLoop:
+    """A serving loop on the real broker that republishes ``source`` to ``sink`` (its handler: Echo)."""
+    client = {"bootstrap_servers": bootstrap}
+    return ServingLoop(
+        topics=[source],
+        handler=Echo(sink),
+        consumer_options=client,
+        producer_options=client,
+        group_id=group,
+        batch_max_wait_ms=batch_max_wait_ms,
+        freeze_heap=False,
+    )
+
+
 async def _until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
         while not await condition():
@@ -39,17 +55,9 @@ async def test_offsets_are_committed_beside_the_loop_and_stop_commits_the_rest(
     await create_topics(kafka_bootstrap, [source, sink], partitions=4)
     first = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(20_000)]
     where = await produce_batched(kafka_bootstrap, source, first)
-    handler = Echo(sink)
-    options = {"bootstrap_servers": kafka_bootstrap}
-    loop = ServingLoop(
-        topics=[source],
-        handler=handler,
-        consumer_options=options,
-        producer_options=options,
-        group_id=group,
-        batch_size=500,
-        freeze_heap=False,
-    )
+    loop = echo_loop(kafka_bootstrap, source, sink, group)
+    handler = loop.handler
+    assert isinstance(handler, Echo)
     await loop.start()
     try:
         # Commits run while the loop goes on: the group reaches the end without a stop or a rebalance.
@@ -82,17 +90,9 @@ async def test_a_batch_fills_for_batch_max_wait_ms_after_its_first_record(
 ) -> None:
     source, sink, group = f"fill-in-{unique}", f"fill-out-{unique}", f"fill-{unique}"
     await create_topics(kafka_bootstrap, [source, sink], partitions=1)
-    handler = Echo(sink)
-    options = {"bootstrap_servers": kafka_bootstrap}
-    loop = ServingLoop(
-        topics=[source],
-        handler=handler,
-        consumer_options=options,
-        producer_options=options,
-        group_id=group,
-        batch_max_wait_ms=wait_ms,
-        freeze_heap=False,
-    )
+    loop = echo_loop(kafka_bootstrap, source, sink, group, batch_max_wait_ms=wait_ms)
+    handler = loop.handler
+    assert isinstance(handler, Echo)
     await loop.start()
     try:
 
