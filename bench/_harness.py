@@ -5,12 +5,15 @@ Nothing here talks to Kafka or starts a process, so ``tests/bench/test_smoke.py`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import socket
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,12 @@ __all__ = [
     "PROFILE_PHASES",
     "Sample",
     "SteadyWindow",
+    "cpu_model",
+    "free_port",
     "latency_summary",
     "machine_busy_ticks",
     "median",
+    "package_versions",
     "percentile",
     "phase_of_stack",
     "proc_cpu_seconds",
@@ -311,3 +317,28 @@ def profile_split(raw_lines: Iterable[str]) -> dict[str, float]:
         counts[phase] = counts.get(phase, 0) + int(n)
         total += int(n)
     return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a worker's web server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``/proc/cpuinfo`` gives it (``?`` elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
+    versions = {}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions

@@ -65,14 +65,12 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +82,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.protocol.admin import DeleteGroupsRequest  # noqa: E402
 
+from bench._harness import cpu_model, free_port, package_versions  # noqa: E402
 from bench._work import make_envelopes, make_payloads  # noqa: E402
 
 OPTIONS = [
@@ -101,12 +100,6 @@ KNOB_OPTIONS = ["agent_stock_info", "agent_stock_linger", "agent_stock_fetch"]
 BASELINE = "agent_stock"
 ENVELOPE_SIZE = 100
 FAUST_OPTIONS = {o for o in OPTIONS + KNOB_OPTIONS if o != "plain_aiokafka"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
@@ -247,7 +240,7 @@ def run_option(
             "group": group,
             "events": len(payloads),
             "input_records": len(records),
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "result": str(tmp / f"{tag}.json"),
             "log": str(tmp / f"{tag}.log"),
             "timeout_s": timeout_s,
@@ -340,18 +333,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for pkg in ("faust-streaming", "mode-streaming", "aiokafka", "orjson"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[pkg] = metadata.version(pkg)
+    versions = package_versions(("faust-streaming", "mode-streaming", "aiokafka", "orjson"))
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

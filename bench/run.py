@@ -56,7 +56,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,7 +63,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +74,12 @@ from aiokafka.structs import TopicPartition
 
 from bench._harness import (
     Sample,
+    cpu_model,
+    free_port,
     latency_summary,
     machine_busy_ticks,
     median,
+    package_versions,
     percentile,
     proc_cpu_seconds,
     proc_peak_rss_mb,
@@ -101,12 +102,6 @@ TARGETS = {
 
 FULL = {"events": 200_000, "runs": 3, "naive_events": 30_000, "latency_s": 15.0, "profile": True}
 QUICK = {"events": 80_000, "runs": 1, "naive_events": 6_000, "latency_s": 8.0, "profile": True}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -211,7 +206,7 @@ class Bench:
         settings: dict[str, str] | None = None,
     ) -> Proc:
         """A ``driftline run`` worker on ``topics``; ``settings`` are more ``DRIFTLINE_*`` variables."""
-        port = _free_port()
+        port = free_port()
         env = self._base_env()
         if tree != REPO:
             # Another version of agent/, schemas/, producers/ (--baseline-ref): first on the path.
@@ -239,7 +234,7 @@ class Bench:
 
     def start_naive(self, label: str, topics: dict[str, str], app_id: str) -> Proc:
         assert self.package is not None
-        port = _free_port()
+        port = free_port()
         cfg = {
             "app_id": app_id,
             "bootstrap": self.bootstrap,
@@ -722,16 +717,9 @@ def _broker_pid() -> int | None:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    packages = {}
-    for name in ("faust-streaming", "aiokafka", "onnxruntime", "river", "pydantic", "numpy", "orjson"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            packages[name] = metadata.version(name)
+    packages = package_versions(
+        ("faust-streaming", "aiokafka", "onnxruntime", "river", "pydantic", "numpy", "orjson")
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -756,7 +744,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit + ("+dirty" if dirty else ""),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
