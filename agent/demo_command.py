@@ -645,27 +645,11 @@ async def _partitions(settings: Settings, topics: list[str]) -> list[Any]:
 
 async def _read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
     """Every record of ``topic`` from the beginning to its current end (with offsets and timestamps)."""
-    from aiokafka import AIOKafkaConsumer
+    from agent.kafka import aiokafka_options, read_records
 
-    from agent.kafka import aiokafka_options
-
-    tps = await _partitions(settings, [topic])
-    out: list[Any] = []
-    if not tps:
-        return out
-    consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        async with asyncio.timeout(timeout_s):
-            while any([await consumer.position(tp) < end[tp] for tp in tps]):
-                for records in (await consumer.getmany(*tps, timeout_ms=500, max_records=5000)).values():
-                    out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
+    partitions = [tp.partition for tp in await _partitions(settings, [topic])]
+    by_partition = await read_records(aiokafka_options(settings.kafka), topic, partitions, timeout_s)
+    return [record for records in by_partition.values() for record in records]
 
 
 def _requests_only(stream: EventStream) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.settings import KafkaSettings
 
-__all__ = ["aiokafka_options", "read_to_end", "ssl_context"]
+__all__ = ["aiokafka_options", "read_records", "read_to_end", "ssl_context"]
 
 
 class _RedactSaslTokens(logging.Filter):
@@ -68,19 +68,17 @@ def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-async def read_to_end(
+async def read_records(
     options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
-) -> dict[int, list[tuple[bytes, bytes | None]]]:
-    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end.
-
-    Used to restore state kept in compacted changelog topics. Raises ``TimeoutError`` when the end is
-    not reached within ``timeout_s``.
-    """
+) -> dict[int, list[Any]]:
+    """Every record (aiokafka ``ConsumerRecord``) of ``topic``'s ``partitions``, by partition, from the
+    beginning to the end as of the call. Raises ``TimeoutError`` when the end is not reached within
+    ``timeout_s``."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    out: dict[int, list[tuple[bytes, bytes | None]]] = {tp.partition: [] for tp in tps}
+    out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
     if not tps:
         return out
     consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
@@ -92,7 +90,19 @@ async def read_to_end(
         async with asyncio.timeout(timeout_s):
             while any([await consumer.position(tp) < end[tp] for tp in tps]):
                 for tp, records in (await consumer.getmany(*tps, timeout_ms=200)).items():
-                    out[tp.partition].extend((r.key or b"", r.value) for r in records)
+                    out[tp.partition].extend(records)
     finally:
         await consumer.stop()
     return out
+
+
+async def read_to_end(
+    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end.
+
+    Used to restore state kept in compacted changelog topics. Raises ``TimeoutError`` when the end is
+    not reached within ``timeout_s``.
+    """
+    records = await read_records(options, topic, partitions, timeout_s)
+    return {p: [(r.key or b"", r.value) for r in rs] for p, rs in records.items()}
