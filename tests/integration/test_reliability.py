@@ -150,16 +150,23 @@ async def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
     return [Alert.model_validate_json(r.value) for r in await read_to_end(bootstrap, topic)]
 
 
+@pytest.fixture
+async def topics(kafka_bootstrap: str, unique: str) -> Topics:
+    """The worker's topics, unique to the test, with two partitions each."""
+    t = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, t.all(), partitions=2)
+    return t
+
+
 async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
     kafka_bootstrap: str,
     model_repository: ModelRepository,
     reference: np.ndarray,
     tmp_path: Path,
+    topics: Topics,
     unique: str,
 ) -> None:
     bootstrap = kafka_bootstrap
-    topics = Topics.unique(unique)
-    await create_topics(bootstrap, topics.all(), partitions=2)
     app_id = f"kill-{unique}"
 
     def worker() -> Worker:
@@ -306,11 +313,10 @@ async def test_influxdb_down_during_a_drift_gets_every_alert_and_metric_once_bac
     model_repository: ModelRepository,
     reference: np.ndarray,
     tmp_path: Path,
+    topics: Topics,
     unique: str,
 ) -> None:
     bootstrap = kafka_bootstrap
-    topics = Topics.unique(unique)
-    await create_topics(bootstrap, topics.all(), partitions=2)
     app_id = f"influx-{unique}"
     target = urlsplit(influx.url)
     # The worker reaches InfluxDB through a forwarder that this test switches off and on: InfluxDB
@@ -403,11 +409,10 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
     model_repository: ModelRepository,
     reference: np.ndarray,
     tmp_path: Path,
+    topics: Topics,
     unique: str,
 ) -> None:
     bootstrap = kafka_bootstrap
-    topics = Topics.unique(unique)
-    await create_topics(bootstrap, topics.all(), partitions=2)
     ok, slow, flaky = set(), set(), set()  # alert ids, by how the receiver treats them
     attempts: Counter[str] = Counter()
 
@@ -541,11 +546,9 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
 
 
 async def test_a_seeded_barrage_of_bad_input_is_absorbed_and_every_event_accounted_for(
-    kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, unique: str
+    kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, topics: Topics, unique: str
 ) -> None:
     bootstrap = kafka_bootstrap
-    topics = Topics.unique(unique)
-    await create_topics(bootstrap, topics.all(), partitions=2)
     max_event_bytes = 4096
     # 400 events drawn by hypothesis, the same on every run (tests/support/bad_input.py): good requests,
     # duplicates of them, and every kind of bad input, each with the outcome the wire contract gives.
@@ -641,11 +644,10 @@ async def test_a_worker_keeps_its_secrets_serves_no_bad_package_and_signs_its_we
     influx: InfluxEndpoint,
     repository_copy: ModelRepository,
     tmp_path: Path,
+    topics: Topics,
     unique: str,
 ) -> None:
     bootstrap = kafka_bootstrap
-    topics = Topics.unique(unique)
-    await create_topics(bootstrap, topics.all(), partitions=2)
     root = repository_copy.root
     # breast-cancer/2: model.onnx changed after packaging. diabetes/2: a pickle named model.onnx, whose
     # payload would create a file if anything unpickled it, with its digest recorded in the manifest.
