@@ -298,6 +298,12 @@ def _collect(events_by_column: list[list[int]], change: np.ndarray) -> Delays:
 def monitor_delays(config: DriftConfig, shift: float, reps: int, seed: int) -> Delays:
     """Delays of a FeatureDriftMonitor (all detectors), one replicate per column."""
     quantiles, data, change = _shift_streams(config, shift, reps, seed)
+    return _collect(_monitor_events(config, quantiles, data), change)
+
+
+def _monitor_events(config: DriftConfig, quantiles: np.ndarray, data: np.ndarray) -> list[list[int]]:
+    """Detection event indices per column of ``data`` (one replicate each), in batches of 500."""
+    reps = data.shape[1]
     monitor = FeatureDriftMonitor.from_quantiles(
         [f"r{i}" for i in range(reps)], np.tile(quantiles, (reps, 1)), config=config
     )
@@ -305,7 +311,7 @@ def monitor_delays(config: DriftConfig, shift: float, reps: int, seed: int) -> D
     for lo in range(0, data.shape[0], 500):
         for d in monitor.update_batch(data[lo : lo + 500]):
             events[d.column].append(d.event_index)
-    return _collect(events, change)
+    return events
 
 
 def detector_delays(
@@ -323,14 +329,7 @@ def drifted_from_start(config: DriftConfig, reps: int, seed: int) -> Delays:
     """Anchoring: N(0.5, 1) from the first event; delay counted from event 0."""
     quantiles, data, _ = _shift_streams(config, 0.0, reps, seed, warm=0)
     data += 0.5
-    monitor = FeatureDriftMonitor.from_quantiles(
-        [f"r{i}" for i in range(reps)], np.tile(quantiles, (reps, 1)), config=config
-    )
-    events: list[list[int]] = [[] for _ in range(reps)]
-    for lo in range(0, data.shape[0], 500):
-        for d in monitor.update_batch(data[lo : lo + 500]):
-            events[d.column].append(d.event_index)
-    return _collect(events, np.zeros(reps, dtype=np.int64))
+    return _collect(_monitor_events(config, quantiles, data), np.zeros(reps, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------------------------
