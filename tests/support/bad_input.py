@@ -231,6 +231,14 @@ class CaseMaker:
         expected = expected_outcome(value, self.models, self.max_event_bytes)
         return Case(kind, value, expected, request_id if expected == PREDICTION else None)
 
+    def _bad_features(self, data: st.DataObject, kind: str, values: st.SearchStrategy[Any]) -> Case:
+        """A valid request with one to three of its features replaced by draws of ``values``."""
+        document, spec = self._request(data)
+        bad = data.draw(st.lists(st.sampled_from(spec.features), min_size=1, max_size=3, unique=True))
+        for name in bad:
+            document["features"][name] = data.draw(values)
+        return self.case(kind, _dumps(document), document["request_id"])
+
     def _request(self, data: st.DataObject) -> tuple[dict[str, Any], ModelSpec]:
         spec = data.draw(st.sampled_from(sorted(self.models.values(), key=lambda s: s.name)))
         self._made += 1
@@ -288,11 +296,7 @@ class CaseMaker:
             document["pad"] = "x" * max(target - base, 0)
             return self.case(kind, _dumps(document), document["request_id"])
         if kind == "wrong_type":
-            document, spec = self._request(data)
-            bad = data.draw(st.lists(st.sampled_from(spec.features), min_size=1, max_size=3, unique=True))
-            for name in bad:
-                document["features"][name] = data.draw(_wrong_value)
-            return self.case(kind, _dumps(document), document["request_id"])
+            return self._bad_features(data, kind, _wrong_value)
         if kind == "envelope":
             document, _ = self._request(data)
             where = data.draw(
@@ -320,11 +324,7 @@ class CaseMaker:
                 document[where] = bad
             return self.case(kind, _dumps(document), document.get("request_id"))
         if kind == "non_finite":
-            document, spec = self._request(data)
-            bad = data.draw(st.lists(st.sampled_from(spec.features), min_size=1, max_size=3, unique=True))
-            for name in bad:
-                document["features"][name] = data.draw(_not_finite)
-            return self.case(kind, _dumps(document), document["request_id"])
+            return self._bad_features(data, kind, _not_finite)
         if kind == "nested":
             depth = data.draw(st.integers(1, 60) | st.integers(300, 1200))
             shape = data.draw(st.sampled_from(["[", "{"]))
