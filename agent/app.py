@@ -1,7 +1,7 @@
 """Builds the Faust app that wires driftline's plain parts together; nothing else lives here.
 
 The app owns the worker's lifecycle, its web server (REST), and timers (model repository polling).
-Serving runs in :class:`~agent.streaming.ServingLoop`, a service started with the app: see that
+Serving runs in :class:`~agent.serving.loop.ServingLoop`, a service started with the app: see that
 module for why the hot path does not go through a Faust agent.
 """
 
@@ -20,17 +20,18 @@ import numpy as np
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from agent.alerting import wire_alert_sinks
-from agent.incidents import IncidentManager, KafkaIncidentStore
+from agent.alerting.wiring import wire_alert_sinks
 from agent.kafka import aiokafka_options, read_to_end, ssl_context
-from agent.metrics import Metrics
-from agent.monitor import DriftObserver, MonitorSettingsView
-from agent.registry import ModelRegistry
-from agent.serving import BatchObserver, RequestHandler
+from agent.metrics import MetricPoint, Metrics
+from agent.models.registry import ModelRegistry
+from agent.monitoring.batch import BatchObserver
+from agent.monitoring.incidents import IncidentManager, KafkaIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.serving.handler import RequestHandler
+from agent.serving.loop import ServingLoop
+from agent.serving.web import register_views
 from agent.settings import KafkaSettings, Settings
-from agent.sinks.base import MetricPoint
-from agent.streaming import ServingLoop
-from agent.web import register_views
 
 __all__ = ["Driftline", "create_app", "ensure_topics"]
 
@@ -164,10 +165,9 @@ def create_app(settings: Settings) -> Driftline:
     if settings.monitoring.enabled:
         observer = DriftObserver(
             incidents,
-            alerts_topic=settings.topics.alerts,
             settings=MonitorSettingsView(**settings.monitoring.model_dump(exclude={"enabled"})),
             metrics=metrics,
-            changelog_topic=join_changelog_topic(settings),
+            persist_join=True,
             resolve=registry.resolve,
         )
         observers.append(observer)
@@ -179,6 +179,8 @@ def create_app(settings: Settings) -> Driftline:
         metrics=metrics,
         observers=observers,
         outcomes_topic=settings.topics.outcomes if observer is not None else None,
+        alerts_topic=settings.topics.alerts,
+        changelog_topic=join_changelog_topic(settings),
     )
 
     async def on_assigned(partitions: frozenset[TopicPartition]) -> None:

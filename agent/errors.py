@@ -6,6 +6,11 @@ never lets a raw client exception escape, it wraps it in one of these with the c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "ConfigurationError",
     "CorruptModelError",
@@ -20,6 +25,7 @@ __all__ = [
     "ServiceUnavailableError",
     "SinkError",
     "UnsupportedOpsetError",
+    "describe_validation_error",
 ]
 
 
@@ -73,3 +79,16 @@ class SinkError(DriftlineError):
 
 class ServiceUnavailableError(DriftlineError):
     """A service driftline needs (Kafka, InfluxDB) did not answer."""
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3, *, whole: str = "event") -> str:
+    """A pydantic error on one line: ``loc: message`` for the first ``limit`` problems.
+
+    ``whole`` names an error about the whole object (an empty location).
+    """
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in errors[:limit]]
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)

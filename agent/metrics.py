@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker, served as text on ``GET /metrics``.
+"""Prometheus metrics of one worker, served as text on ``GET /metrics``, and the metrics points that the
+metrics sinks (InfluxDB) write.
 
 Each :class:`Metrics` has its own collector registry (tests build several in one process). Counters
 are updated once per batch, not per event, so they cost nothing on the hot path. Nothing secret is
@@ -15,15 +16,41 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "FieldValue", "MetricPoint", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+FieldValue = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One metrics sample: a measurement with fields, tags and a time.
+
+    Parameters:
+        measurement: E.g. ``driftline_throughput``, ``driftline_feature``, ``driftline_detector``.
+        fields: The values (events/s, latency, a window mean, a detector statistic, accuracy...).
+            Integers are written as floats, so that a field's type never flips between two writes
+            (InfluxDB rejects a point whose field changes type).
+        tags: What the values are about (``model``, ``version``, ``feature``, ``detector``...).
+        time: When the values were taken; None: when the sink writes them.
+    """
+
+    measurement: str
+    fields: Mapping[str, FieldValue]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    time: datetime | None = None
 
 
 class Metrics:

@@ -243,18 +243,18 @@ def machine_busy_ticks(stat_text: str | None = None) -> float:
 # --- the hot path's profile ----------------------------------------------------------------------
 
 PROFILE_PHASES: list[tuple[str, tuple[str, ...]]] = [
-    ("inference (ONNX Runtime)", ("onnxruntime/", "agent/model.py")),
-    ("encode features (agent/encoding.py)", ("agent/encoding.py",)),
-    ("decode + validate (pydantic)", ("pydantic", "_decode (agent/serving.py")),
-    (
-        "monitoring (agent/monitor, drift, join, river)",
-        ("agent/monitor.py", "agent/drift.py", "agent/join.py", "agent/incidents.py", "river/"),
-    ),
+    ("inference (ONNX Runtime)", ("onnxruntime/", "agent/models/package.py")),
+    ("encode features (agent/models/encoding.py)", ("agent/models/encoding.py",)),
+    ("decode + validate (pydantic)", ("pydantic", "_decode (agent/serving/handler.py")),
+    ("monitoring (agent/monitoring, river)", ("agent/monitoring/", "river/")),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
-    ("build + serialize predictions (agent/serving.py, orjson)", ("agent/serving.py",)),
-    ("produce (batch building, aiokafka producer)", ("_publish (agent/streaming.py", "aiokafka/producer/")),
+    ("build + serialize predictions (agent/serving/handler.py, orjson)", ("agent/serving/handler.py",)),
+    (
+        "produce (batch building, aiokafka producer)",
+        ("_publish (agent/serving/loop.py", "aiokafka/producer/"),
+    ),
     ("consume (aiokafka fetcher, record parsing)", ("aiokafka/consumer/",)),
-    ("commit, acks (agent/streaming.py)", ("agent/streaming.py",)),
+    ("commit, acks (agent/serving/loop.py)", ("agent/serving/loop.py",)),
     (
         "network + protocol (aiokafka conn/client)",
         ("aiokafka/conn.py", "aiokafka/client.py", "aiokafka/protocol/"),
@@ -283,10 +283,10 @@ def phase_of_stack(frames: Sequence[str]) -> str:
     """The phase of one sampled stack (root first), by the deepest frame that names a phase.
 
     Example:
-        >>> phase_of_stack(["_run (agent/streaming.py:1)", "_publish (agent/streaming.py:2)",
-        ...                 "handle (agent/serving.py:3)", "run (onnxruntime/capi/session.py:4)"])
+        >>> phase_of_stack(["_run (agent/serving/loop.py:1)", "_publish (agent/serving/loop.py:2)",
+        ...                 "handle (agent/serving/handler.py:3)", "run (onnxruntime/capi/session.py:4)"])
         'inference (ONNX Runtime)'
-        >>> phase_of_stack(["_publish (agent/streaming.py:2)", "append (aiokafka/record/records.py:9)"])
+        >>> phase_of_stack(["_publish (agent/serving/loop.py:2)", "append (aiokafka/record/records.py:9)"])
         'produce (batch building, aiokafka producer)'
     """
     for raw in reversed(frames):
@@ -301,8 +301,8 @@ def profile_split(raw_lines: Iterable[str]) -> dict[str, float]:
     """Shares (0-1) of py-spy samples per phase, from py-spy's ``--format raw`` output.
 
     Example:
-        >>> profile_split(["a (agent/encoding.py:1) 3", "b (asyncio/events.py:2);c (x.py:1) 1"])
-        {'encode features (agent/encoding.py)': 0.75, 'event loop (asyncio, selectors)': 0.25}
+        >>> profile_split(["a (agent/models/encoding.py:1) 3", "b (asyncio/events.py:2);c (x.py:1) 1"])
+        {'encode features (agent/models/encoding.py)': 0.75, 'event loop (asyncio, selectors)': 0.25}
     """
     counts: dict[str, int] = {}
     total = 0

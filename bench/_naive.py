@@ -4,7 +4,7 @@ What a reasonable first version of driftline would be, written the way Faust's d
 
 * a stock ``@app.agent`` over the requests topic, ``async for key, value in stream.items()``;
 * per event: ``PredictionRequest.model_validate_json`` (pydantic), the 20 features into a one-row
-  float32 array, one ONNX Runtime call for that row (:class:`agent.model.LoadedModel`), river's
+  float32 array, one ONNX Runtime call for that row (:class:`agent.models.package.LoadedModel`), river's
   ADWIN and Page-Hinkley updated with the raw value of every feature and with the model's output
   (positive-class probability), and the prediction (the same JSON fields driftline publishes)
   sent with ``await topic.send(...)``;
@@ -32,7 +32,7 @@ import orjson
 from pydantic import ValidationError
 from river import drift as river_drift
 
-from agent.model import LoadedModel
+from agent.models.package import LoadedModel
 from schemas.events import PredictionRequest
 
 __all__ = ["NaiveHandler", "main"]

@@ -1,6 +1,6 @@
 """The transport limit of ``python -m bench``: driftline's own Kafka loop with no processing at all.
 
-:class:`agent.streaming.ServingLoop` (``getmany`` of up to 500 records, hand-built producer batches,
+:class:`agent.serving.loop.ServingLoop` (``getmany`` of up to 500 records, hand-built producer batches,
 commit after acks, 4 batches in flight), with a handler that republishes every consumed record's key
 and value unchanged to the output topic, on the same partition number. No Faust, no decoding: what
 is left is what consuming, producing and committing cost one Python process.
@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from agent.streaming import OutgoingMessage, ServingLoop
+from agent.serving.loop import OutgoingMessage, ServingLoop
 
 __all__ = ["PassThrough", "main"]
 

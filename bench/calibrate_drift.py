@@ -1,9 +1,9 @@
-"""Calibrate agent.drift's detectors by simulation: false alarms and detection delays.
+"""Calibrate agent.monitoring's detectors by simulation: false alarms and detection delays.
 
 Method (fixed seeds throughout):
 
 * **False alarms.** With no drift the standardised stream is iid Uniform(0, 1). Exact runs draw
-  uniform events, quantise and sum them into block z-scores exactly as ``agent.drift`` does, and
+  uniform events, quantise and sum them into block z-scores exactly as ``agent.monitoring.blocks`` does, and
   count detections per million events: Page-Hinkley through a vectorised numpy replica of river's
   recursion (checked first against river, through ``PageHinkleyDetector``, to give identical
   detections), ADWIN through river itself (``AdwinDetector``). Long runs (not with ``--quick``) draw the
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from river.drift import binary
 
-from agent.drift import (
+from agent.monitoring import (
     REFERENCE_MEAN,
     REFERENCE_STD,
     AdwinDetector,
@@ -56,7 +56,7 @@ PROBS = np.linspace(0.0, 1.0, 101)
 
 
 def block_z(u: np.ndarray) -> np.ndarray:
-    """Z-scores of complete blocks ``u[..., k]``, computed as agent.drift computes them."""
+    """Z-scores of complete blocks ``u[..., k]``, computed as agent.monitoring.blocks computes them."""
     k = u.shape[-1]
     sums = np.rint(u * FIXED_POINT).astype(np.int64).sum(axis=-1)
     return (sums / FIXED_POINT - k * REFERENCE_MEAN) / (REFERENCE_STD * math.sqrt(k))

@@ -3,10 +3,10 @@
 Both paths see the same standard-normal features, standardised through the same reference
 quantiles (one vectorised call per batch). The naive path then updates, for every event and every
 feature, a river ADWIN and two river Page-Hinkley detectors (up and down) with river's defaults;
-the monitor path is :meth:`agent.drift.FeatureDriftMonitor.update_batch`, which also cuts blocks,
-counts missing values and keeps windowed statistics. The error monitor's cost per outcome is
-reported too. Times are medians of several runs in the same
-process (the machine is shared, so compare the ratio rather than absolute numbers across runs).
+the monitor path is :meth:`agent.monitoring.features.FeatureDriftMonitor.update_batch`, which also
+cuts blocks, counts missing values and keeps windowed statistics. The error monitor's cost per
+outcome is reported too. Times are medians of several runs in the same process (the machine is
+shared, so compare the ratio rather than absolute numbers across runs).
 
 Run: ``.venv/bin/python -m bench.drift_cost [--runs 5] [--batch 500]``
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from river import drift as river_drift
 
-from agent.drift import ErrorMonitor, FeatureDriftMonitor, ReferenceTransform
+from agent.monitoring import ErrorMonitor, FeatureDriftMonitor, ReferenceTransform
 
 N_FEATURES = 20
 

@@ -7,8 +7,8 @@ filled the same way (batches of 500 over 4 partitions, request ids as the produc
 binary classifier's predictions) in the same process:
 
 * **baseline**: one ``OrderedDict`` per partition of ``JoinEntry`` named tuples, one per
-  prediction (the layout before ``agent.join`` was made compact);
-* **driftline**: :class:`agent.join.OutcomeJoin` (plain dicts; one shared plain tuple per
+  prediction (the layout before ``agent.monitoring.join`` was made compact);
+* **driftline**: :class:`agent.monitoring.join.OutcomeJoin` (plain dicts; one shared plain tuple per
   predicted class and batch).
 
 Bytes per entry are ``tracemalloc``'s count of everything the fill allocated and kept, request ids
@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from agent.join import JoinEntry, OutcomeJoin
+from agent.monitoring.join import JoinEntry, OutcomeJoin
 
 BATCH = 500
 PARTITIONS = 4

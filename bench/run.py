@@ -8,7 +8,7 @@ Run (from the repo root, with the broker up: ``scripts/kafka up``)::
 It prints a table and writes ``bench/results/latest.json``. What it measures, all in one run so that
 every figure saw the same machine and broker (BENCHMARKS.md has the method and the latest results):
 
-1. **Limits.** Kafka pass-through: driftline's own serving loop (``agent.streaming.ServingLoop``)
+1. **Limits.** Kafka pass-through: driftline's own serving loop (``agent.serving.loop.ServingLoop``)
    with a handler that republishes each record unchanged, as its own process. ONNX Runtime: the
    ``classification-20`` package (built into a temporary model repository with ``driftline package
    --example classification-20``: 20 numeric features, a 100-tree forest), rows/s in batches of 500
@@ -622,7 +622,7 @@ class Bench:
     def onnx_limit(self, repeats: int) -> dict[str, Any]:
         import numpy as np
 
-        from agent.registry import ModelRegistry
+        from agent.models.registry import ModelRegistry
         from schemas.events import PredictionRequest
 
         registry = ModelRegistry(self.package_root)
@@ -920,9 +920,9 @@ def _progress(rnd: int, kind: str, result: dict[str, Any]) -> None:
 
 async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = True) -> dict[str, str]:
     """Builds the model package and the payloads, and pre-fills a requests topic (returned)."""
+    from agent.models.repository import ModelRepository
     from agent.packaging.builder import build_package
     from agent.packaging.examples import classification_20
-    from agent.repository import ModelRepository
     from producers.scenarios import generate
 
     print(f"run {bench.run_id}: building the {MODEL} package ...", flush=True)

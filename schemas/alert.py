@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-__all__ = ["Alert", "AlertKind", "Evidence", "OffsetRange", "Severity"]
+__all__ = ["Alert", "AlertKind", "Evidence", "OffsetRange", "Severity", "decode_alert", "encode_alert"]
 
 
 class AlertKind(StrEnum):
@@ -154,3 +154,14 @@ class Alert(_Frozen):
             detected_at=detected_at,
             source=source,
         )
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """The alert's JSON, as published, written to InfluxDB's ``alert_id`` and POSTed to webhooks."""
+    return alert.model_dump_json().encode()
+
+
+def decode_alert(raw: bytes | str) -> Alert:
+    """Parses and validates an alert record's value; raises ``ValueError`` (pydantic's
+    ``ValidationError``) if it is not a valid alert."""
+    return Alert.model_validate_json(raw)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.repository import ModelRepository
+from agent.models.repository import ModelRepository
 from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint
 
 # Apps that integration tests start as worker processes read their settings from the environment at

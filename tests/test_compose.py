@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.packaging.command import EXAMPLE_NAMES
+from agent.alerting.sinks.influx import ALERT_MEASUREMENT
+from agent.cli.package import EXAMPLE_NAMES
 from agent.settings import InfluxSettings, KafkaSettings, Settings, TopicSettings, WebSettings
-from agent.sinks.influx import ALERT_MEASUREMENT
 from tests.support.services import INFLUXDB_IMAGE, KAFKA_IMAGE, ROOT, InfluxEndpoint, docker_engine_answers
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -40,15 +40,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import JsonValue, ValidationError
 
-from agent.errors import ConfigurationError, PackageError, ParityError
-from agent.model import (
+from agent.errors import ConfigurationError, PackageError, ParityError, describe_validation_error
+from agent.models.package import (
     DEFAULT_DOMAIN,
     PICKLE_SUFFIXES,
-    describe_validation_error,
     onnxruntime_max_opset,
     refuse_pickle,
 )
-from agent.repository import MANIFEST_FILE, MODEL_FILE, ModelRepository
+from agent.models.repository import MANIFEST_FILE, MODEL_FILE, ModelRepository
 from schemas.manifest import (
     BuildVersions,
     CategoricalStatistics,
@@ -160,9 +159,8 @@ class TrainingResult:
                     )
                 )
             except ValidationError as exc:
-                raise ConfigurationError(
-                    f"TrainingResult, feature {name!r}: {describe_validation_error(exc)}"
-                ) from exc
+                detail = describe_validation_error(exc, 5, whole="(top level)")
+                raise ConfigurationError(f"TrainingResult, feature {name!r}: {detail}") from exc
         return tuple(features)
 
 
@@ -871,7 +869,9 @@ def build_package(
                 onnx_sha256=hashlib.sha256(converted.onnx_bytes).hexdigest(),
             )
         except ValidationError as exc:
-            raise PackageError(f"the manifest does not validate: {describe_validation_error(exc)}") from exc
+            raise PackageError(
+                f"the manifest does not validate: {describe_validation_error(exc, 5, whole='(top level)')}"
+            ) from exc
 
     with progress.step("write"):
         path = write_package(repository, manifest, converted.onnx_bytes, force=force)

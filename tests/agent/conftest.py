@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.models.repository import ModelRepository
 from agent.packaging.builder import BuiltPackage, TrainingResult, build_package
 from agent.packaging.examples import breast_cancer, diabetes
-from agent.repository import ModelRepository
 
 
 @dataclass(frozen=True)

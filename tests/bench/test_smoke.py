@@ -11,8 +11,8 @@ import pytest
 
 import bench._harness
 import bench.sweep
-from agent.repository import ModelRepository
-from agent.serving import Record
+from agent.models.repository import ModelRepository
+from agent.serving.handler import Record
 from bench._harness import (
     Sample,
     latency_summary,
@@ -71,9 +71,10 @@ def test_proc_readings_of_this_process() -> None:
 def test_profile_phases() -> None:
     root = "/work/x/.venv/lib/python3.11/site-packages/"
     stacks = [
-        f"_run (agent/streaming.py:1);_publish (agent/streaming.py:2);handle (agent/serving.py:3);"
+        f"_run (agent/serving/loop.py:1);_publish (agent/serving/loop.py:2);"
+        f"handle (agent/serving/handler.py:3);"
         f"model_validate_json ({root}pydantic/main.py:9) 6",
-        f"_run (agent/streaming.py:1);getmany ({root}aiokafka/consumer/consumer.py:5) 2",
+        f"_run (agent/serving/loop.py:1);getmany ({root}aiokafka/consumer/consumer.py:5) 2",
         "run_forever (/usr/lib/python3.11/asyncio/base_events.py:1) 2",
     ]
     shares = profile_split(stacks)

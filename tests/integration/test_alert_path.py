@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from influxdb_client import InfluxDBClient
 
-from agent.sinks.kafka import alert_message
+from agent.alerting.sinks.kafka import alert_message
 from schemas import Alert
 from tests.support.alerts import WebhookReceiver, make_alert
 from tests.support.kafka import create_topics, produce

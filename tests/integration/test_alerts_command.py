@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from agent.alerting.sinks.influx import InfluxSink
 from agent.cli import main
-from agent.sinks.influx import InfluxSink
 from schemas import Alert, AlertKind, Severity
 from tests.support.alerts import make_alert
 from tests.support.services import InfluxEndpoint

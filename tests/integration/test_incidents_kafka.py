@@ -10,7 +10,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agent.incidents import IncidentKey, IncidentManager, KafkaIncidentStore
+from agent.monitoring.incidents import IncidentKey, IncidentManager, KafkaIncidentStore
 from schemas import Alert, AlertKind, Severity
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,8 @@ import pytest
 from influxdb_client import InfluxDBClient
 from pydantic import SecretStr
 
-from agent.metrics import Metrics
-from agent.sinks.base import MetricPoint
-from agent.sinks.influx import InfluxSink
+from agent.alerting.sinks.influx import InfluxSink
+from agent.metrics import MetricPoint, Metrics
 from schemas import Alert
 from tests.support.alerts import eventually, make_alert
 from tests.support.proxy import TcpProxy

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent.alerting.sinks.kafka import KafkaAlertSink
 from agent.errors import SinkError
-from agent.sinks.kafka import KafkaAlertSink, decode_alert
+from schemas.alert import decode_alert
 from tests.support.alerts import make_alert
 from tests.support.kafka import create_topics, read_topic
 

@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 from influxdb_client import InfluxDBClient
 
+from agent.alerting.sinks.kafka import alert_message
+from agent.alerting.sinks.webhook import ALERT_ID_HEADER, verify_signature
+from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
-from agent.repository import ModelRepository
-from agent.sinks.kafka import alert_message
-from agent.sinks.webhook import ALERT_ID_HEADER, verify_signature
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetter, DeadLetterReason, Prediction
 from tests.support.alerts import Received, WebhookReceiver, make_alert

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from agent.model import LoadedModel
-from agent.repository import ModelRepository
+from agent.models.package import LoadedModel
+from agent.models.repository import ModelRepository
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetter, Prediction
 from tests.support.kafka import create_topics, produce, read_topic

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from agent.streaming import OutgoingMessage, ServingLoop
+from agent.serving.loop import OutgoingMessage, ServingLoop
 from tests.support.kafka import batch_producer, committed, create_topics, produce_batched, read_to_end
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from agent.sinks.webhook import verify_signature
+from agent.alerting.sinks.webhook import verify_signature
 from schemas import Alert, AlertKind, Evidence, Severity
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agent.repository import ModelRepository
+from agent.models.repository import ModelRepository
 
 PREDICTION = "prediction"
 """The expected outcome of a request that must be served."""

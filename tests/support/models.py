@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.models.repository import ModelRepository
 from agent.packaging.builder import build_package
 from agent.packaging.examples import breast_cancer, classification_20, diabetes
-from agent.repository import ModelRepository
 
 
 def build_test_repository(root: Path) -> ModelRepository:

@@ -15,7 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from agent.errors import ConfigurationError, PackageError, ParityError
-from agent.model import installed_versions, load_package, onnxruntime_max_opset
+from agent.models.package import load_package, onnxruntime_max_opset
+from agent.models.repository import ModelRepository
+from agent.models.versions import installed_versions
 from agent.packaging import builder
 from agent.packaging.builder import (
     TrainingResult,
@@ -26,7 +28,6 @@ from agent.packaging.builder import (
     target_opsets,
     write_package,
 )
-from agent.repository import ModelRepository
 from schemas.manifest import CategoricalStatistics, MissingPolicy, NumericStatistics
 from tests.agent.conftest import ExamplePackages
 

@@ -1,0 +1,257 @@
+"""The alert path after the hot loop: a Faust agent on the alerts topic fans each alert out to the sinks.
+
+The serving loop publishes the alerts that pass the incident gate (:mod:`agent.monitoring.incidents`) to the
+alerts topic, in the same producer batches as its predictions. :func:`wire_alert_sinks` registers, on
+the Faust app:
+
+* a Faust agent on the alerts topic that decodes each record and hands the alert to a
+  :class:`~agent.alerting.sinks.fanout.SinkFanout` of the configured sinks (InfluxDB if a token is
+  set, webhooks if URLs are set). Alerts are few, so Faust's per-event cost does not matter here, and
+  Faust commits an offset only after the agent has processed the record: every alert reaches the
+  sinks at least once. A record that is not a valid alert is logged, counted and skipped; nothing in
+  a record can stop the agent;
+* a service that starts the sinks (and the incident store) before Faust's consumer, so the agent never
+  sees a sink that is not started, and stops them after the agent, so nothing is sent to a closed sink;
+* a timer that writes metrics every ``influx.metrics_interval_s``: the points of the metrics source
+  (rates, latency, feature means, detector statistics, accuracy) plus each sink's own counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from mode import Service
+
+from agent.alerting.sinks.base import Sink
+from agent.alerting.sinks.fanout import SinkFanout
+from agent.errors import ConfigurationError
+from agent.metrics import MetricPoint, Metrics
+from agent.monitoring.incidents import IncidentManager
+from agent.settings import Settings
+from schemas.alert import decode_alert
+
+__all__ = ["AlertWiring", "AlertingService", "MetricsSource", "build_sinks", "wire_alert_sinks"]
+
+log = logging.getLogger(__name__)
+
+MetricsSource = Callable[[], Iterable[MetricPoint]]
+"""Returns the metrics points to write now; called by the metrics timer, on the event loop."""
+
+
+def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink]:
+    """The sinks the settings ask for: InfluxDB when a token is set, webhooks when URLs are set."""
+    sinks: list[Sink] = []
+    influx = settings.influx
+    if influx.token is not None and influx.token.get_secret_value():
+        from agent.alerting.sinks.influx import InfluxSink
+
+        sinks.append(
+            InfluxSink(
+                url=influx.url,
+                token=influx.token,
+                org=influx.org,
+                bucket=influx.bucket,
+                spool_dir=influx.spool_dir or settings.data_dir / "spool" / "influx",
+                spool_max_bytes=influx.spool_max_bytes,
+                timeout_s=influx.timeout_s,
+                retry_initial_s=influx.retry_initial_s,
+                retry_max_s=influx.retry_max_s,
+                metrics=metrics,
+            )
+        )
+    else:
+        log.warning(
+            "alerts: no InfluxDB token (DRIFTLINE_INFLUX__TOKEN / INFLUXDB_TOKEN); not writing to InfluxDB"
+        )
+    hooks = settings.webhooks
+    if hooks.urls:
+        if hooks.secret is None:
+            raise ConfigurationError(
+                "webhook URLs are set but no signing secret: set DRIFTLINE_WEBHOOKS__SECRET"
+            )
+        from agent.alerting.sinks.webhook import WebhookSink
+
+        sinks.append(
+            WebhookSink(
+                hooks.urls,
+                hooks.secret,
+                timeout_s=hooks.timeout_s,
+                max_attempts=hooks.max_attempts,
+                backoff_initial_s=hooks.backoff_initial_s,
+                backoff_max_s=hooks.backoff_max_s,
+                max_pending=hooks.max_pending,
+                concurrency=hooks.concurrency,
+                drain_timeout_s=hooks.drain_timeout_s,
+                outbox_dir=hooks.outbox_dir or settings.data_dir / "spool" / "webhook",
+                metrics=metrics,
+            )
+        )
+    return sinks
+
+
+class AlertingService(Service):
+    """Starts the incident store and the sinks with the app, and stops them after its agents.
+
+    Parameters:
+        fanout: The sinks.
+        incidents: The incident gate whose store to start and stop, if this service owns it.
+        before_start: Awaited first (creates the topics, so that Faust's consumer does not
+            auto-create the alerts topic with the broker's default partition count).
+    """
+
+    def __init__(
+        self,
+        fanout: SinkFanout,
+        *,
+        incidents: IncidentManager | None = None,
+        before_start: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fanout = fanout
+        self.incidents = incidents
+        self.before_start = before_start
+
+    async def on_start(self) -> None:
+        if self.before_start is not None:
+            await self.before_start()
+        if self.incidents is not None:
+            await self.incidents.store.start()
+        await self.fanout.start()
+
+    async def on_stop(self) -> None:
+        await self.fanout.close()
+        if self.incidents is not None:
+            await self.incidents.store.stop()
+
+
+@dataclass
+class AlertWiring:
+    """What :func:`wire_alert_sinks` built; ``handle`` is the agent's logic, callable without Faust."""
+
+    fanout: SinkFanout
+    service: AlertingService
+    metrics: Metrics
+    incidents: IncidentManager | None = None
+    metrics_source: MetricsSource | None = None
+    """Set (or replace) at any time; None writes only the sinks' own counters."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Added to the sinks' counter points: which deployment (``app``) and worker (``worker``)."""
+    received: int = 0
+    invalid: int = 0
+    _agent: Any = field(default=None, repr=False)
+
+    async def handle(self, value: bytes | None) -> None:
+        """Decodes one alerts-topic record and fans it out; a bad record is logged and skipped."""
+        self.received += 1
+        if value is None:
+            return  # a tombstone: nothing to deliver
+        try:
+            alert = decode_alert(value)
+        except ValueError as exc:
+            self.invalid += 1
+            self.metrics.alert_records_invalid.inc()
+            detail = "; ".join(str(exc).splitlines())[:300]  # one log line, bounded
+            log.error(
+                "alerts: skipping a record that is not a valid alert (%d bytes): %s", len(value), detail
+            )
+            return
+        await self.fanout.send(alert)
+
+    def collect_metrics(self) -> list[MetricPoint]:
+        """The metrics source's points (errors are logged, not raised) plus each sink's counters."""
+        points: list[MetricPoint] = []
+        if self.metrics_source is not None:
+            try:
+                points.extend(self.metrics_source())
+            except Exception:
+                log.exception("alerts: the metrics source failed; writing only the sinks' counters")
+        for sink in self.fanout.sinks:
+            s = sink.stats
+            points.append(
+                MetricPoint(
+                    "driftline_sink",
+                    {
+                        "alerts_delivered": s.delivered,
+                        "alerts_failed": s.failed,
+                        "alerts_spooled": s.spooled,
+                        "retries": s.retries,
+                        "points_written": s.points_written,
+                        "points_dropped": s.points_dropped,
+                    },
+                    {**self.tags, "sink": sink.name},
+                )
+            )
+        return points
+
+    async def write_metrics(self) -> None:
+        """One tick of the metrics timer; never raises (an exception would stop the timer's task)."""
+        try:
+            await self.fanout.send_metrics(self.collect_metrics())
+        except Exception:
+            log.exception("alerts: writing metrics failed")
+
+
+def wire_alert_sinks(
+    app: faust.App,
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    incidents: IncidentManager | None = None,
+    metrics_source: MetricsSource | None = None,
+    sinks: list[Sink] | None = None,
+) -> AlertWiring:
+    """Registers the alerts agent, the sinks' service and the metrics timer on ``app``.
+
+    Parameters:
+        app: The worker's Faust app, not started yet.
+        settings: The worker's settings (topics, sinks, metrics interval).
+        metrics: The worker's Prometheus counters.
+        incidents: The incident gate; its store is started before the app's tasks run (so before the
+            serving loop) and stopped after the agents. Starting it elsewhere too is harmless.
+        metrics_source: What the metrics timer writes besides the sinks' counters.
+        sinks: Instead of the ones the settings ask for (tests).
+    """
+    if sinks is None:
+        sinks = build_sinks(settings, metrics)
+    if not sinks:
+        log.warning("alerts: no sink configured; alerts stay on the %s topic only", settings.topics.alerts)
+    fanout = SinkFanout(sinks, metrics=metrics)
+
+    async def create_topics() -> None:
+        from agent.app import ensure_topics  # agent.app imports this module
+
+        await ensure_topics(settings)
+
+    service = AlertingService(fanout, incidents=incidents, before_start=create_topics, loop=app.loop)
+    wiring = AlertWiring(fanout, service, metrics, incidents, metrics_source)
+    wiring.tags = {"app": settings.app_id, "worker": f"{socket.gethostname()}:{settings.web.port}"}
+    # Added before the app starts, so it is the app's first child: started before Faust's consumer and
+    # the app's tasks (the serving loop), stopped after them (mode stops children in reverse order).
+    app.add_dependency(service)
+
+    topic = app.topic(
+        settings.topics.alerts,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def deliver_alerts(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            try:
+                await wiring.handle(value)
+            except Exception:
+                # An agent that raises crashes the worker; the sinks contain their own failures, so
+                # this is a bug, and the alert is lost to the sinks rather than the worker to everyone.
+                log.exception("alerts: delivering a record failed unexpectedly")
+
+    wiring._agent = app.agent(topic, name=f"{settings.app_id}.alert-sinks")(deliver_alerts)
+    app.timer(interval=settings.influx.metrics_interval_s)(wiring.write_metrics)
+    return wiring

@@ -1,0 +1,142 @@
+"""Verify a model package and print a summary of its manifest.
+
+PATH is a package directory (NAME/VERSION/), its model.onnx or manifest.json, or a model's folder
+NAME/ (then its newest version). The package is loaded exactly as the server would load it (digest,
+manifest, graph, opsets, ONNX Runtime session) and scored once on a row of reference medians.
+Technical-drift findings (libraries installed at other versions than the package was built with)
+are listed; with --strict they make the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.models.package import LoadedModel
+    from schemas.manifest import Manifest
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, metavar="PATH", help="package directory (or NAME/ folder)")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 if there are technical-drift findings"
+    )
+
+
+def _resolve(path: Path) -> Path:
+    """A model's folder (versions inside, no manifest) stands for its newest package."""
+    from agent.models.repository import MANIFEST_FILE, ModelRepository
+
+    if path.is_dir() and not (path / MANIFEST_FILE).exists():
+        newest = ModelRepository(path.parent).newest(path.name)
+        if newest is not None:
+            return newest.path
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _median_row(manifest: Manifest) -> list[float]:
+    from schemas.manifest import CategoricalStatistics
+
+    row = []
+    for feature in manifest.features:
+        stats = manifest.reference.features[feature.name]
+        if isinstance(stats, CategoricalStatistics):
+            most_common = max(stats.frequencies, key=stats.frequencies.__getitem__)
+            row.append(feature.category_index(most_common))
+        else:
+            row.append(stats.quantiles[50] if stats.quantiles else 0.0)
+    return row
+
+
+def _summary(model: LoadedModel) -> list[str]:
+    import numpy as np
+
+    from schemas.manifest import CategoricalStatistics
+
+    m = model.manifest
+    t = m.training
+    v = m.versions
+    lines = [
+        f"package     {model.path}",
+        f"model       {m.name} {m.version} ({m.task})",
+        f"estimator   {m.estimator}",
+        f"created     {m.created_at.isoformat()}",
+        f"sha256      {m.onnx_sha256} (verified)",
+        "built with  "
+        + ", ".join(f"{k} {val}" for k, val in v.packages().items())
+        + "; opsets "
+        + ", ".join(f"{d} {n}" for d, n in v.opsets.items()),
+    ]
+    if m.task == "regression":
+        scores = f"MAE {_fmt(t.mae)}, R^2 {_fmt(t.r2)}"
+    else:
+        scores = f"accuracy {_fmt(t.accuracy)}, ROC AUC {_fmt(t.roc_auc)}"
+    lines.append(f"training    {t.rows} rows, {t.holdout_rows} holdout; {scores} (on {t.evaluated_on})")
+    o = m.outputs
+    if o.value is not None:
+        lines.append(f"outputs     value={o.value!r}")
+    else:
+        classes = list(o.class_labels or ())
+        lines.append(f"outputs     label={o.label!r} probabilities={o.probabilities!r} classes={classes}")
+    out = m.reference.output
+    s = out.statistics
+    quantiles = f"p05 {_fmt(s.quantiles[5])} p50 {_fmt(s.quantiles[50])} p95 {_fmt(s.quantiles[95])}"
+    line = f"reference   {m.reference.rows} rows; {out.quantity}: mean {_fmt(s.mean)}, {quantiles}"
+    if out.label_frequencies:
+        shares = ", ".join(f"{k} {share:.1%}" for k, share in out.label_frequencies.items())
+        line += f"; predicted labels {shares}"
+    lines.append(line)
+    lines.append(f"features    {len(m.features)}, in input-column order:")
+    width = max(len(f.name) for f in m.features)
+    for i, feature in enumerate(m.features):
+        stats = m.reference.features[feature.name]
+        policy: str = feature.missing.action
+        value = feature.missing.value
+        if value is not None:
+            policy += f"({value:.6g})" if isinstance(value, float) else f"({value})"
+        if isinstance(stats, CategoricalStatistics):
+            ref = ", ".join(f"{c} {share:.0%}" for c, share in stats.frequencies.items())
+        else:
+            ref = f"mean {_fmt(stats.mean)} std {_fmt(stats.std)} [{_fmt(stats.min)}, {_fmt(stats.max)}]"
+            if feature.range is not None:
+                ref += f" allowed [{feature.range[0]:g}, {feature.range[1]:g}]"
+        ref += f", missing {stats.missing_rate:.1%}"
+        lines.append(f"  {i:>3}  {feature.name:<{width}}  {feature.type:<11}  {policy:<12}  {ref}")
+    row = np.asarray([_median_row(m)], dtype=np.float32)
+    p = model.predict(row)
+    if p.values is not None:
+        smoke = f"value {p.values[0]:.6g}"
+    else:
+        assert p.labels is not None and p.probabilities is not None
+        rounded = [round(float(x), 4) for x in p.probabilities[0]]
+        smoke = f"label {p.labels[0].item()!r}, probabilities {rounded}"
+    lines.append(f"smoke test  reference medians -> {smoke}")
+    if model.findings:
+        lines.append(f"findings    {len(model.findings)} technical-drift finding(s):")
+        lines.extend(f"  - {finding}" for finding in model.findings)
+    else:
+        lines.append("findings    none: installed versions match the build")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.models.package import load_package
+
+    model = load_package(_resolve(args.path))
+    try:
+        if args.json:
+            print(model.manifest.model_dump_json(indent=2))
+        else:
+            print("\n".join(_summary(model)))
+        return 1 if args.strict and model.findings else 0
+    finally:
+        model.close()

@@ -1,0 +1,219 @@
+"""The outcome join: predictions remembered by request id until their outcome arrives, or a TTL passes.
+
+Requests, predictions and outcomes are keyed by request id, so an outcome arrives on the same
+partition number of the outcomes topic as its request did on the requests topic. The serving loop
+consumes both topics with one co-partitioned assignment, so each worker joins exactly the requests
+it served. State is kept per partition and backed by a **changelog topic** partitioned like the
+requests (one record per batch of remembered predictions, keyed by the batch's first offset, and a
+tombstone keyed by request id when one is matched), read back when a partition is assigned: a
+restarted worker, or the next owner after a rebalance, still joins the outcomes of predictions made
+before.
+
+Why not a Faust table: a table can only be written from inside a Faust agent's event (it takes the
+changelog partition from the current event), and the serving path does not go through Faust's
+per-event machinery (see :mod:`agent.serving.loop`). This is the same mechanism (a compacted changelog
+partitioned like its source, replayed on assignment) without the per-event cost.
+
+Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
+than ``ttl_s`` are dropped and counted as unmatched. An entry costs its request id and a dict slot:
+the predictions of one batch that share a predicted value (a classifier's class) share one plain
+tuple, and a plain tuple of strings and floats is not tracked by the garbage collector, so full
+collections do not walk the join (``bench/join_memory.py`` measures both).
+
+Example:
+    >>> join = OutcomeJoin(ttl_s=60, max_entries=10, clock=lambda: 100.0)
+    >>> join.remember_batch(0, "m", "1", 100.0, [("r-1", 1.0), ("r-2", 0.0)])
+    >>> join.match(0, "r-1")
+    JoinEntry(model='m', version='1', predicted=1.0, at=100.0)
+    >>> join.match(0, "r-1") is None
+    True
+    >>> len(join)
+    1
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
+import orjson
+
+__all__ = ["JoinEntry", "OutcomeJoin", "decode_batch", "encode_batch"]
+
+_Value = tuple[str, str, float, float]
+"""What the join stores per request id: a plain tuple (model, version, predicted, at), shared by
+the predictions of a batch with the same predicted value."""
+
+_SHARED_VALUES = 64
+"""Distinct predicted values per batch whose tuples are shared (a classifier's classes); beyond
+that (a regressor) every prediction gets its own."""
+
+
+class JoinEntry(NamedTuple):
+    """What the join keeps of one prediction."""
+
+    model: str
+    version: str
+    predicted: float
+    """The predicted class index (classifiers) or value (regressors)."""
+    at: float
+    """Wall-clock time of the prediction (seconds)."""
+
+
+def encode_batch(model: str, version: str, at: float, pairs: Iterable[tuple[str, float]]) -> bytes:
+    """One changelog record for a batch's predictions: ``(request id, predicted)`` pairs.
+
+    One record per batch rather than per prediction: the changelog then costs one ``orjson.dumps``
+    per batch on the serving path.
+    """
+    return orjson.dumps({"m": model, "v": version, "at": at, "p": list(pairs)})
+
+
+def decode_batch(raw: bytes) -> list[tuple[str, JoinEntry]]:
+    data = orjson.loads(raw)
+    model, version, at = str(data["m"]), str(data["v"]), float(data["at"])
+    return [(str(rid), JoinEntry(model, version, float(predicted), at)) for rid, predicted in data["p"]]
+
+
+class OutcomeJoin:
+    """Per-partition maps request id -> prediction, oldest first, with a TTL and a size cap.
+
+    Each partition is a plain ``dict`` (insertion ordered: oldest first, a redelivered request moves
+    to the end), not an ``OrderedDict``, whose linked list costs ~50 bytes more per entry. A dict
+    does not drop its front cheaply one entry at a time, so the cap evicts in chunks of 1 % of it.
+
+    Parameters:
+        ttl_s: An unmatched prediction older than this is dropped (and counted).
+        max_entries: Most entries kept over all partitions; the oldest go first (counted).
+        clock: Wall clock, injected by tests.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._partitions: dict[int, dict[str, _Value]] = {}
+        self._size = 0
+        self.expired = 0
+        """Predictions dropped unmatched after the TTL."""
+        self.evicted = 0
+        """Predictions dropped unmatched because the join was full."""
+        self.matched = 0
+        self.unmatched_outcomes = 0
+        """Outcomes whose prediction was not (or no longer) known."""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def remember(self, partition: int, request_id: str, entry: JoinEntry) -> None:
+        """Remembers one prediction (:meth:`remember_batch` is the serving path's form)."""
+        self.remember_batch(partition, entry.model, entry.version, entry.at, [(request_id, entry.predicted)])
+
+    def remember_batch(
+        self, partition: int, model: str, version: str, at: float, pairs: Iterable[tuple[str, float]]
+    ) -> None:
+        """Remembers a batch's ``(request id, predicted)`` pairs of one partition, made by one model
+        version at ``at``. A request id already known (an at-least-once redelivery) keeps the newest."""
+        entries = self._partitions.get(partition)
+        if entries is None:
+            entries = self._partitions[partition] = {}
+        before = len(entries)
+        shared: dict[float, _Value] = {}
+        for request_id, predicted in pairs:
+            value = shared.get(predicted)
+            if value is None:
+                value = (model, version, predicted, at)
+                if len(shared) < _SHARED_VALUES:
+                    shared[predicted] = value
+            if request_id in entries:
+                del entries[request_id]  # re-inserted at the end: its age is the newest prediction's
+            entries[request_id] = value
+        self._size += len(entries) - before
+        if self._size > self.max_entries:
+            self._evict(self._size - self.max_entries + self.max_entries // 100)
+
+    def match(self, partition: int, request_id: str) -> JoinEntry | None:
+        """The prediction for ``request_id``, removed from the join; ``None`` if unknown."""
+        entries = self._partitions.get(partition)
+        value = entries.pop(request_id, None) if entries is not None else None
+        if value is None:
+            self.unmatched_outcomes += 1
+            return None
+        self._size -= 1
+        self.matched += 1
+        return JoinEntry._make(value)
+
+    def expire(self) -> int:
+        """Drops entries older than the TTL; returns how many."""
+        cutoff = self.clock() - self.ttl_s
+        dropped = 0
+        for entries in self._partitions.values():
+            doomed = []
+            for request_id, value in entries.items():
+                if value[3] >= cutoff:
+                    break
+                doomed.append(request_id)
+            for request_id in doomed:
+                del entries[request_id]
+            dropped += len(doomed)
+        self._size -= dropped
+        self.expired += dropped
+        return dropped
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Replays changelog records of one partition (batch records, and tombstones keyed by
+        request id); returns the entries kept."""
+        self.drop_partition(partition)
+        self._partitions[partition] = {}
+        cutoff = self.clock() - self.ttl_s
+        for key, value in records:
+            if value is None:
+                self._forget(partition, key.decode("utf-8", "replace"))
+                continue
+            try:
+                data = orjson.loads(value)
+                model, version, at = str(data["m"]), str(data["v"]), float(data["at"])
+                pairs = [(str(rid), float(predicted)) for rid, predicted in data["p"]]
+            except (ValueError, TypeError, KeyError):
+                continue  # a record this version cannot read is skipped, not fatal
+            if at >= cutoff:
+                self.remember_batch(partition, model, version, at, pairs)
+        return len(self._partitions.get(partition, ()))
+
+    def drop_partition(self, partition: int) -> None:
+        """Forgets a partition's entries (its partition was revoked: the next owner restores them)."""
+        entries = self._partitions.pop(partition, None)
+        if entries:
+            self._size -= len(entries)
+
+    def partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    def _forget(self, partition: int, request_id: str) -> None:
+        entries = self._partitions.get(partition)
+        if entries is not None and entries.pop(request_id, None) is not None:
+            self._size -= 1
+
+    def _evict(self, count: int) -> None:
+        """Drops the ``count`` oldest entries over all partitions (a merge of their fronts)."""
+        fronts: list[tuple[float, int, str]] = []
+        iterators: dict[int, Iterator[tuple[str, _Value]]] = {}
+        for partition, entries in self._partitions.items():
+            iterators[partition] = it = iter(entries.items())
+            first = next(it, None)
+            if first is not None:
+                fronts.append((first[1][3], partition, first[0]))
+        heapq.heapify(fronts)
+        doomed: list[tuple[int, str]] = []
+        while fronts and len(doomed) < count:
+            _, partition, request_id = heapq.heappop(fronts)
+            doomed.append((partition, request_id))
+            following = next(iterators[partition], None)
+            if following is not None:
+                heapq.heappush(fronts, (following[1][3], partition, following[0]))
+        for partition, request_id in doomed:
+            del self._partitions[partition][request_id]
+        self._size -= len(doomed)
+        self.evicted += len(doomed)

@@ -1,0 +1,150 @@
+"""All monitors of one served model version, built from its package's manifest.
+
+May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.models`, :mod:`schemas`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.models.package import Predictions
+from agent.models.registry import ServedModel
+from agent.monitoring.concept import ErrorMonitor
+from agent.monitoring.detectors import DriftConfig
+from agent.monitoring.features import FeatureDriftMonitor
+from agent.monitoring.incidents import IncidentKey
+from agent.monitoring.technical import LatencyWatch, RateWatch
+from agent.monitoring.transforms import (
+    CategoricalTransform,
+    ColumnTransform,
+    PercentileTransform,
+    ReferenceTransform,
+)
+from schemas.alert import AlertKind
+from schemas.manifest import CategoricalStatistics, Manifest, NumericStatistics
+
+__all__ = ["ModelMonitor", "MonitorSettingsView", "output_quantity", "settled_before"]
+
+
+@dataclass(frozen=True)
+class MonitorSettingsView:
+    """The monitoring knobs (a plain copy of ``Settings().monitoring``)."""
+
+    recovery_shift_sd: float = 0.15
+    rate_window_events: int = 2000
+    rate_margin: float = 0.05
+    latency_warmup_batches: int = 50
+    latency_threshold: float = 20.0
+    concept_drift: bool = True
+    join_ttl_s: float = 900.0
+    join_max_entries: int = 1_000_000
+
+
+def output_quantity(manifest: Manifest, predictions: Predictions) -> npt.NDArray[np.float64]:
+    """The monitored output per row: P(positive class), the highest probability, or the value."""
+    quantity = manifest.reference.output.quantity
+    if quantity == "value":
+        assert predictions.values is not None
+        return predictions.values.astype(np.float64)
+    assert predictions.probabilities is not None
+    probabilities = np.asarray(predictions.probabilities, dtype=np.float64)
+    if quantity == "positive_probability":
+        return probabilities[:, 1]
+    return np.asarray(probabilities.max(axis=1), dtype=np.float64)
+
+
+def _column_transform(stats: NumericStatistics | CategoricalStatistics) -> ColumnTransform:
+    if isinstance(stats, CategoricalStatistics):
+        # The serving matrix holds a category's index as a float, so the transform is keyed by it.
+        return CategoricalTransform({float(i): f for i, f in enumerate(stats.frequencies.values())})
+    if not stats.quantiles:
+        # Every reference value was missing: nothing to compare against; a flat transform.
+        return PercentileTransform([0.0, 0.0])
+    return PercentileTransform(stats.quantiles)
+
+
+def _error_monitor(manifest: Manifest) -> ErrorMonitor | None:
+    """The concept-drift monitor, against the error the package measured on its holdout."""
+    t = manifest.training
+    if manifest.task == "regression":
+        return ErrorMonitor.for_regression(t.mae) if t.mae else None
+    if t.accuracy is None:
+        return None
+    # A perfect (or hopeless) holdout score gives no rate to standardise against: bound it.
+    return ErrorMonitor.for_classification(min(max(1.0 - t.accuracy, 0.01), 0.99))
+
+
+def settled_before(n_events: int, config: DriftConfig) -> int:
+    """The latest event count of a column's last detection for which its window of recent blocks may
+    judge a recovery: the window must hold no event from before that detection (nor from before the
+    monitor started). Right after a detection the window still holds mostly events from before the
+    change and looks back to normal: the incident just opened would close at once, and the same
+    ongoing drift be alerted again (by a restarted worker, whose detectors start from the reference)."""
+    return n_events - config.window_blocks * config.block_size
+
+
+@dataclass(eq=False)
+class ModelMonitor:
+    """All drift monitors of one served model version."""
+
+    served: ServedModel
+    settings: MonitorSettingsView
+    features: FeatureDriftMonitor = field(init=False)
+    missing: list[RateWatch] = field(init=False)
+    out_of_range: dict[int, RateWatch] = field(init=False)
+    wrong_type: dict[str, RateWatch] = field(default_factory=dict)
+    unseen: dict[str, RateWatch] = field(default_factory=dict)
+    dead_letters: RateWatch = field(init=False)
+    latency: LatencyWatch = field(init=False)
+    errors: ErrorMonitor | None = field(init=False)
+    label_index: dict[str, int] = field(init=False)
+    findings_alerted: bool = False
+    last_detection: dict[str, int] = field(default_factory=dict)
+    """Column -> the feature monitor's event count when a detector last fired on it."""
+    last_error_detection: int = 0
+    """The error monitor's event count when a detector last fired on it."""
+    column_incidents: tuple[IncidentKey, ...] = field(init=False)
+    """The incident key of every monitored column (data drift per feature, prediction drift)."""
+
+    def __post_init__(self) -> None:
+        m = self.served.manifest
+        ref = m.reference
+        columns = [_column_transform(ref.features[f.name]) for f in m.features]
+        output = ref.output.statistics
+        self.features = FeatureDriftMonitor(
+            m.feature_names,
+            ReferenceTransform(columns),
+            output_reference=PercentileTransform(output.quantiles) if output.quantiles else None,
+            output_name="prediction",
+        )
+        s = self.settings
+        self.missing = [
+            RateWatch(ref.features[f.name].missing_rate, s.rate_margin, s.rate_window_events)
+            for f in m.features
+        ]
+        self.out_of_range = {
+            i: RateWatch(0.0, s.rate_margin, s.rate_window_events)
+            for i, f in enumerate(m.features)
+            if f.range
+        }
+        self.dead_letters = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
+        self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
+        self.errors = _error_monitor(m)
+        self.column_incidents = tuple(
+            IncidentKey(
+                m.name, (AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA).value, w.name
+            )
+            for w in self.features.window_stats()
+        )
+
+    @property
+    def name(self) -> str:
+        return self.served.name
+
+    @property
+    def version(self) -> str:
+        return self.served.version

@@ -1,0 +1,394 @@
+"""Drift monitoring of served models: turns each inference batch into detector updates and alerts.
+
+:class:`DriftObserver` is a :class:`~agent.monitoring.batch.BatchObserver`: the request handler gives
+it every model batch, every batch's dead letters and every outcome, and it answers with the alerts that
+pass the incident gate and the outcome join's changelog records (plain values: the serving layer
+publishes them with the batch's predictions, so they are acknowledged before the requests' offsets are
+committed). Per served model version, a :class:`~agent.monitoring.model_monitor.ModelMonitor` keeps
+
+* **data drift**: a :class:`~agent.monitoring.features.FeatureDriftMonitor` over every feature,
+  standardised against the package's reference quantiles (categorical features through their
+  reference frequencies);
+* **prediction drift**: the same monitor's extra column, the model's output (positive-class
+  probability, highest probability, or value) against its reference quantiles;
+* **concept drift**: an :class:`~agent.monitoring.concept.ErrorMonitor` over the error of outcomes
+  joined to their predictions by request id (:mod:`agent.monitoring.join`);
+* **technical drift**: the package's dependency findings (alerted once, when the model is first
+  served), and windowed rates of unseen fields, wrong types, missing and out-of-range values (each
+  against its reference rate), dead letters, plus Page-Hinkley on inference latency per row.
+
+Every alert passes the incident gate first (one alert per (model, kind, subject) until it recovers
+or its cooldown passes). A data, prediction or concept incident recovers when its column's windowed
+shift is back under ``recovery_shift_sd`` over a full window of events that came after the column's
+last detection; a rate incident when its rate is back under the threshold. The alerts' words are
+:mod:`agent.monitoring.wording`'s.
+
+May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.models`, :mod:`agent.metrics`,
+:mod:`schemas`. No transport: no Kafka client, topic or message type.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from agent.metrics import MetricPoint, Metrics
+from agent.models.registry import ServedModel
+from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
+from agent.monitoring.detectors import Detection
+from agent.monitoring.incidents import IncidentKey, IncidentManager
+from agent.monitoring.join import OutcomeJoin, encode_batch
+from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
+from agent.monitoring.technical import RateWatch, Transition
+from agent.monitoring.wording import AlertContext, AlertWriter
+from schemas.alert import Alert, AlertKind
+from schemas.events import DeadLetterReason, Outcome
+
+__all__ = ["DriftObserver"]
+
+log = logging.getLogger(__name__)
+
+
+class DriftObserver:
+    """Feeds every model batch to its :class:`ModelMonitor` and answers with the alerts that pass the gate.
+
+    Parameters:
+        incidents: The incident gate.
+        settings: Monitoring knobs.
+        metrics: Counters (alerts raised per model and kind).
+        clock: Wall clock, for alert times.
+        persist_join: Whether to answer with the outcome join's changelog records.
+        resolve: ``(name, version) -> ServedModel``, for joined predictions another worker made.
+    """
+
+    def __init__(
+        self,
+        incidents: IncidentManager,
+        *,
+        settings: MonitorSettingsView | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        persist_join: bool = False,
+        resolve: Callable[[str, str], ServedModel | None] | None = None,
+    ) -> None:
+        self.incidents = incidents
+        self.persist_join = persist_join
+        # Finds the model of a joined prediction that this worker did not serve itself (it was
+        # made before a restart or a rebalance): ModelRegistry.resolve.
+        self.resolve = resolve
+        self.settings = settings or MonitorSettingsView()
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.writer = AlertWriter(clock)
+        self._monitors: dict[ServedModel, ModelMonitor] = {}
+        self._by_version: dict[tuple[str, str], ModelMonitor] = {}
+        s = self.settings
+        self.join = OutcomeJoin(s.join_ttl_s, s.join_max_entries, clock=clock)
+        self._batches = 0
+        self.raised: list[Alert] = []
+        """Alerts that passed the gate, newest last (bounded), for tools and tests."""
+
+    def monitor(self, served: ServedModel) -> ModelMonitor:
+        """The monitor of ``served``, created on first use."""
+        monitor = self._monitors.get(served)
+        if monitor is None:
+            monitor = self._monitors[served] = ModelMonitor(served, self.settings)
+            self._by_version[served.name, served.version] = monitor
+        return monitor
+
+    def monitors(self) -> list[ModelMonitor]:
+        return list(self._monitors.values())
+
+    # --- BatchObserver ------------------------------------------------------------------------
+
+    def observe(self, batch: ModelBatch) -> Observed:
+        monitor = self.monitor(batch.served)
+        ctx = AlertContext(batch.records, batch.requests[0].event_time if batch.requests else None)
+        alerts: list[Alert] = []
+        if not monitor.findings_alerted:
+            monitor.findings_alerted = True
+            alerts.extend(self.writer.dependency_alerts(monitor, batch.served.model.findings, ctx))
+        outputs = output_quantity(batch.served.manifest, batch.predictions)
+        if monitor.features.output_reference is None:
+            detections = monitor.features.update_batch(batch.encoded.matrix)
+        else:
+            detections = monitor.features.update_batch(batch.encoded.matrix, outputs)
+        for d in detections:
+            monitor.last_detection[d.name] = monitor.features.n_events
+        alerts.extend(self._drift_alerts(monitor, detections, ctx))
+        alerts.extend(self._rate_alerts(monitor, batch, ctx))
+        n = len(batch.records)
+        per_row_us = batch.inference_seconds / max(n, 1) * 1e6
+        if monitor.latency.update(per_row_us):
+            alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
+        self._recoveries(monitor)
+        observed = Observed(self._gate(alerts))
+        if self.settings.concept_drift and monitor.errors is not None:
+            observed.changelog.extend(self._remember(batch))
+        return observed
+
+    def _remember(self, batch: ModelBatch) -> list[ChangelogRecord]:
+        p = batch.predictions
+        if p.probabilities is not None:
+            predicted = np.argmax(p.probabilities, axis=1).astype(np.float64).tolist()
+        else:
+            assert p.values is not None
+            predicted = p.values.astype(np.float64).tolist()
+        name, version, now = batch.served.name, batch.served.version, self.clock()
+        by_partition: dict[int, list[tuple[str, float]]] = {}
+        first_offset: dict[int, int] = {}
+        for record, request, value in zip(batch.records, batch.requests, predicted, strict=True):
+            pairs = by_partition.get(record.partition)
+            if pairs is None:
+                pairs = by_partition[record.partition] = []
+                first_offset[record.partition] = record.offset
+            pairs.append((request.request_id, value))
+        out = []
+        for partition, pairs in by_partition.items():
+            self.join.remember_batch(partition, name, version, now, pairs)
+            if self.persist_join:
+                key = f"{batch.records[0].topic}:{partition}:{first_offset[partition]}".encode()
+                out.append(ChangelogRecord(key, encode_batch(name, version, now, pairs), partition))
+        self._batches += 1
+        if self._batches % 100 == 0:
+            self.join.expire()
+        return out
+
+    def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> Observed:
+        """Joins outcomes to their predictions and feeds each model's error monitor."""
+        out = Observed()
+        if not self.settings.concept_drift:
+            return out
+        errors: dict[ModelMonitor, tuple[list[float], list[RecordLike]]] = {}
+        for record, outcome in outcomes:
+            entry = self.join.match(record.partition, outcome.request_id)
+            if entry is None:
+                continue
+            if self.persist_join:
+                out.changelog.append(ChangelogRecord(outcome.request_id.encode(), None, record.partition))
+            monitor = self._by_version.get((entry.model, entry.version))
+            if monitor is None and self.resolve is not None:
+                served = self.resolve(entry.model, entry.version)
+                monitor = self.monitor(served) if served is not None else None
+            if monitor is None or monitor.errors is None:
+                continue
+            if monitor.errors.kind == "classification":
+                observed = monitor.label_index.get(str(outcome.label))
+                if observed is None:
+                    continue  # a label the model does not know: no error to count
+                error = float(observed != int(entry.predicted))
+            else:
+                if outcome.value is None:
+                    continue
+                error = abs(outcome.value - entry.predicted)
+            bucket = errors.get(monitor)
+            if bucket is None:
+                bucket = errors[monitor] = ([], [])
+            bucket[0].append(error)
+            bucket[1].append(record)
+        alerts: list[Alert] = []
+        for monitor, (values, records) in errors.items():
+            assert monitor.errors is not None
+            detections = monitor.errors.update_many(values)
+            if detections:
+                monitor.last_error_detection = monitor.errors.n_events
+            ctx = AlertContext(records)
+            # The error monitor reports rises only (a falling error is good news).
+            alerts.extend(self.writer.concept_alert(monitor, d, ctx) for d in detections)
+            window = monitor.errors.window_stats()
+            key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
+            if (
+                window.count
+                and abs(window.shift_sd) < self.settings.recovery_shift_sd
+                and monitor.last_error_detection
+                <= settled_before(monitor.errors.n_events, monitor.errors.config)
+                and self.incidents.is_open(key)
+            ):
+                self.incidents.recover(key)
+        out.alerts.extend(self._gate(alerts))
+        return out
+
+    def metric_points(self) -> list[MetricPoint]:
+        """Windowed statistics for the metrics sinks: per feature and output, and the joined error."""
+        points: list[MetricPoint] = []
+        for monitor in self._monitors.values():
+            tags = {"model": monitor.name, "version": monitor.version}
+            for w in monitor.features.window_stats():
+                if not w.count:
+                    continue
+                fields: dict[str, float] = {
+                    "window_mean": w.mean,
+                    "window_std": w.std,
+                    "shift_sd": w.shift_sd,
+                }
+                if not math.isnan(w.raw_mean):
+                    fields["raw_mean"] = w.raw_mean
+                fields["missing"] = float(w.missing)
+                points.append(MetricPoint("driftline_feature", fields, {**tags, "feature": w.name}))
+            if monitor.errors is not None and monitor.errors.n_events:
+                e = monitor.errors.window_stats()
+                metric = "error_rate" if monitor.errors.kind == "classification" else "mae"
+                value = (
+                    e.mean
+                    if monitor.errors.kind == "classification"
+                    else e.mean * monitor.errors.reference_mean
+                )
+                points.append(
+                    MetricPoint("driftline_error", {metric: value, "joined": float(e.count)}, dict(tags))
+                )
+        join = self.join
+        points.append(
+            MetricPoint(
+                "driftline_join",
+                {
+                    "pending": float(len(join)),
+                    "matched": float(join.matched),
+                    "expired": float(join.expired),
+                    "evicted": float(join.evicted),
+                    "unmatched_outcomes": float(join.unmatched_outcomes),
+                },
+            )
+        )
+        return points
+
+    def restore_partition(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Rebuilds the join of one requests partition from its changelog records."""
+        return self.join.restore(partition, records)
+
+    def drop_partition(self, partition: int) -> None:
+        self.join.drop_partition(partition)
+
+    def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Observed:
+        alerts: list[Alert] = []
+        by_model: dict[str, list[DeadLetterInfo]] = {}
+        for d in dead:
+            if d.model is not None:
+                by_model.setdefault(d.model, []).append(d)
+        for monitor in self._monitors.values():
+            letters = by_model.get(monitor.name)
+            if not letters:
+                continue
+            ctx = AlertContext([d.record for d in letters])
+            wrong: dict[str, int] = {}
+            for d in letters:
+                if d.reason is DeadLetterReason.WRONG_TYPE and d.feature:
+                    wrong[d.feature] = wrong.get(d.feature, 0) + 1
+            for feature, hits in wrong.items():
+                watch = monitor.wrong_type.get(feature)
+                if watch is None:
+                    s = self.settings
+                    watch = monitor.wrong_type[feature] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+                # The denominator is counted in observe(); here only the hits arrive.
+                if watch.update(hits, 0) == "fire":
+                    alerts.append(self.writer.type_alert(monitor, feature, watch, ctx))
+            if monitor.dead_letters.update(len(letters), 0) == "fire":
+                alerts.append(self.writer.dead_letter_alert(monitor, ctx))
+        return Observed(self._gate(alerts))
+
+    def _drift_alerts(
+        self, monitor: ModelMonitor, detections: list[Detection], ctx: AlertContext
+    ) -> list[Alert]:
+        if not detections:
+            return []
+        stats = {w.name: w for w in monitor.features.window_stats()}
+        out = []
+        for d in detections:
+            direction = "up" if d.shift_sd > 0 else "down"
+            if d.detector.endswith(("_up", "_down")):
+                direction = d.detector.rsplit("_", 1)[1]
+            toward_reference = (direction == "down") == (d.shift_sd > 0)
+            if abs(d.shift_sd) < self.settings.recovery_shift_sd or toward_reference:
+                # The stream moved back to (or toward) the reference: not a new drift. Its incident
+                # closes once a full window is back under the bound (_recoveries), not on this one
+                # detection: a worker reading a partition that lags behind the others sees the stream
+                # step back and forth around a drift's onset.
+                continue
+            out.append(self.writer.drift_alert(monitor, d, direction, stats.get(d.name), ctx))
+        return out
+
+    def _rate_alerts(self, monitor: ModelMonitor, batch: ModelBatch, ctx: AlertContext) -> list[Alert]:
+        out: list[Alert] = []
+        enc = batch.encoded
+        n = len(batch.records)
+        manifest = batch.served.manifest
+        for i, watch in enumerate(monitor.missing):
+            change = watch.update(int(enc.missing[i]) if len(enc.missing) else 0, n)
+            name = manifest.features[i].name
+            out.extend(self._rate_change(monitor, change, watch, "missing_rate", name, "missing values", ctx))
+        for i, watch in monitor.out_of_range.items():
+            change = watch.update(int(enc.out_of_range[i]), n)
+            name = manifest.features[i].name
+            out.extend(
+                self._rate_change(
+                    monitor, change, watch, "out_of_range_rate", name, "out-of-range values", ctx
+                )
+            )
+        for field_name in enc.unseen_fields:
+            if field_name not in monitor.unseen:
+                s = self.settings
+                monitor.unseen[field_name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        for field_name, watch in monitor.unseen.items():
+            change = watch.update(enc.unseen_fields.get(field_name, 0), n)
+            out.extend(
+                self._rate_change(monitor, change, watch, "unseen_field", field_name, "an unknown field", ctx)
+            )
+        for watch in monitor.wrong_type.values():
+            watch.update(0, n)
+        if monitor.dead_letters.update(0, n) == "recover":
+            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
+        return out
+
+    def _rate_change(
+        self,
+        monitor: ModelMonitor,
+        change: Transition,
+        watch: RateWatch,
+        detector: str,
+        subject: str,
+        what: str,
+        ctx: AlertContext,
+    ) -> list[Alert]:
+        if change == "recover":
+            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, subject))
+            return []
+        if change != "fire":
+            return []
+        return [self.writer.rate_alert(monitor, watch, detector, subject, what, ctx)]
+
+    def _recoveries(self, monitor: ModelMonitor) -> None:
+        # Only a column with an open incident can recover, and most batches have none: the window
+        # statistics (about a third of the monitor's fixed cost per batch) are only worked out then.
+        is_open = self.incidents.is_open
+        if not any(is_open(key) for key in monitor.column_incidents):
+            return
+        threshold = self.settings.recovery_shift_sd
+        settled = settled_before(monitor.features.n_events, monitor.features.config)
+        for w in monitor.features.window_stats():
+            if w.count and abs(w.shift_sd) < threshold and monitor.last_detection.get(w.name, 0) <= settled:
+                kind = AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA
+                key = IncidentKey(monitor.name, kind.value, w.name)
+                if self.incidents.is_open(key):
+                    self.incidents.recover(key)
+
+    def _gate(self, alerts: list[Alert]) -> list[Alert]:
+        out = []
+        for alert in alerts:
+            if not self.incidents.admit(alert):
+                continue
+            self.metrics.alerts.labels(model=alert.model, kind=alert.kind.value).inc()
+            log.warning(
+                "ALERT %s %s/%s %s: %s",
+                alert.kind.value,
+                alert.model,
+                alert.model_version,
+                alert.subject,
+                alert.message,
+            )
+            self.raised.append(alert)
+            del self.raised[:-1000]
+            out.append(alert)
+        return out

@@ -1,0 +1,274 @@
+"""Standardisation against the reference: every value becomes its reference percentile.
+
+Pure numpy, no Kafka, Faust or manifest. With no drift the standardised stream is ~Uniform(0, 1)
+(mean 1/2, standard deviation ``1/sqrt(12)``) whatever the feature's scale, so one calibration of the
+detectors (:mod:`agent.monitoring.detectors`) holds for every feature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "REFERENCE_MEAN",
+    "REFERENCE_STD",
+    "UNSEEN",
+    "CategoricalTransform",
+    "ColumnTransform",
+    "FloatArray",
+    "IntArray",
+    "PercentileTransform",
+    "ReferenceTransform",
+    "as_float_column",
+    "as_key",
+    "is_missing",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+REFERENCE_MEAN = 0.5
+"""Mean of the standardised stream when there is no drift."""
+
+REFERENCE_STD = 1.0 / math.sqrt(12.0)
+"""Standard deviation of the standardised stream when there is no drift (Uniform(0, 1))."""
+
+UNSEEN = -1.0
+"""What :class:`CategoricalTransform` returns for a category absent from the reference."""
+
+
+class PercentileTransform:
+    """Map a numeric feature to its reference percentile in ``[0, 1]``.
+
+    Between quantiles the percentile is interpolated linearly; below the first quantile it is 0 and
+    above the last it is 1. A value equal to a run of tied quantiles (a discrete feature) maps to
+    the middle of the run (its mid-rank), so its mean under the reference is still 1/2. ``NaN``
+    stays ``NaN`` (missing).
+
+    Parameters
+    ----------
+    quantiles
+        The reference values at evenly spaced probabilities ``0, 1/(m-1), ..., 1`` (101 points for
+        percentiles); non-decreasing and finite.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> t = PercentileTransform(np.linspace(0.0, 10.0, 101))
+    >>> t.transform(np.array([-1.0, 0.0, 2.5, 10.0, 99.0, np.nan])).tolist()
+    [0.0, 0.0, 0.25, 1.0, 1.0, nan]
+
+    Ties: a feature that is 0 for the first 70 percentiles maps 0 to the middle of that run.
+
+    >>> t = PercentileTransform(np.r_[np.zeros(71), np.linspace(1.0, 4.0, 30)])
+    >>> t.transform(np.array([0.0, 0.5, 1.0])).round(6).tolist()
+    [0.35, 0.705, 0.71]
+
+    A value within float32 rounding of a tied value counts as that value: serving feeds float32
+    matrices and ONNX Runtime sums tree outputs in float32, so a reference atom recorded as 0.8 comes
+    back as 0.80000007, which would otherwise land at the top of its run instead of the middle.
+
+    >>> t = PercentileTransform(np.r_[np.zeros(50), np.full(51, 0.8)])
+    >>> t.transform(np.array([0.8, 0.80000007, np.float32(0.8)])).round(6).tolist()
+    [0.75, 0.75, 0.75]
+
+    """
+
+    def __init__(self, quantiles: npt.ArrayLike) -> None:
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 1 or q.size < 2:
+            raise ValueError(f"quantiles must be a 1-D array of at least 2 values, got {q.shape}")
+        if not np.all(np.isfinite(q)):
+            raise ValueError("quantiles must be finite")
+        if np.any(np.diff(q) < 0):
+            raise ValueError("quantiles must be non-decreasing")
+        probs = np.arange(q.size) / (q.size - 1)
+        knots, first, counts = np.unique(q, return_index=True, return_counts=True)
+        self.quantiles = q
+        self._knots = knots
+        # Percentile of each distinct value at the start and end of its run of tied quantiles.
+        self._p_low = probs[first]
+        self._p_high = probs[first + counts - 1]
+        self._p_mid = 0.5 * (self._p_low + self._p_high)
+        self._has_ties = bool(np.any(counts > 1))
+        # How close counts as equal: a few float32 ulps of the value, plus a hair of the range.
+        self._tolerance = 4 * float(np.finfo(np.float32).eps) * np.abs(knots) + 1e-9 * float(q[-1] - q[0])
+
+    def transform(self, values: npt.ArrayLike) -> FloatArray:
+        """Percentiles of ``values`` (any shape), ``NaN`` where a value is ``NaN``."""
+        x = np.asarray(values, dtype=np.float64)
+        if not self._has_ties:
+            # No jumps in the piecewise-linear CDF: np.interp does it all in one C loop.
+            return np.interp(x, self._knots, self._p_low, left=0.0, right=1.0)
+        knots = self._knots
+        last = knots.size - 1
+        # Snap values within rounding of a knot onto it (see the class docstring).
+        near = np.clip(np.searchsorted(knots, x), 0, last)
+        below = np.clip(near - 1, 0, last)
+        with np.errstate(invalid="ignore"):
+            x = np.where(np.abs(x - knots[near]) <= self._tolerance[near], knots[near], x)
+            x = np.where(np.abs(x - knots[below]) <= self._tolerance[below], knots[below], x)
+        # Index of the last knot <= x (-1 below the first knot).
+        i = np.searchsorted(knots, x, side="right") - 1
+        lo = np.clip(i, 0, last)
+        hi = np.clip(i + 1, 0, last)
+        span = knots[hi] - knots[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(span > 0, (x - knots[lo]) / np.where(span > 0, span, 1.0), 0.0)
+        # Strictly between two distinct values the CDF rises from the end of the lower run to the
+        # start of the upper one; exactly on a value it is the middle of that value's run.
+        out = self._p_high[lo] + frac * (self._p_low[hi] - self._p_high[lo])
+        out = np.where(x == knots[lo], self._p_mid[lo], out)
+        out = np.where(i < 0, 0.0, out)
+        out = np.where(x > knots[last], 1.0, out)
+        return np.where(np.isnan(x), np.nan, out)
+
+
+class CategoricalTransform:
+    """Map a categorical feature to a mid-CDF position over its reference categories.
+
+    Categories are ordered by decreasing reference frequency (ties by their text, for a stable
+    order), and category ``c`` maps to ``F(before c) + p(c)/2``. Under the reference the mean is
+    exactly 1/2 for any order; ordering by frequency makes the direction readable: a positive shift
+    means mass moved toward rarer categories. A mean-based detector only sees shifts that move mass
+    along this order; a swap between two categories of similar frequency is nearly invisible.
+
+    A category absent from the reference maps to :data:`UNSEEN` (schema drift, counted apart from
+    data drift); ``None`` and ``NaN`` map to ``NaN`` (missing).
+
+    Parameters
+    ----------
+    frequencies
+        Reference frequency (or count) of each category; normalised to sum to 1.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> t = CategoricalTransform({"fr": 0.5, "de": 0.3, "it": 0.2})
+    >>> t.positions
+    {'fr': 0.25, 'de': 0.65, 'it': 0.9}
+    >>> t.transform(np.array(["de", "xx", None], dtype=object)).tolist()
+    [0.65, -1.0, nan]
+
+    """
+
+    def __init__(self, frequencies: Mapping[Hashable, float]) -> None:
+        if not frequencies:
+            raise ValueError("frequencies must name at least one category")
+        weights = {cat: float(w) for cat, w in frequencies.items()}
+        if any(not math.isfinite(w) or w < 0 for w in weights.values()):
+            raise ValueError("frequencies must be finite and non-negative")
+        total = math.fsum(weights.values())
+        if total <= 0:
+            raise ValueError("frequencies must not all be zero")
+        order = sorted(weights, key=lambda cat: (-weights[cat], str(cat)))
+        positions: dict[Hashable, float] = {}
+        cumulative = 0.0
+        for cat in order:
+            p = weights[cat] / total
+            positions[cat] = cumulative + p / 2
+            cumulative += p
+        self.positions = positions
+        # Numeric category codes (the common case once a pipeline has encoded them) take a
+        # vectorised path; anything else goes through the dictionary.
+        numeric = all(
+            isinstance(c, int | float | np.integer | np.floating) and not isinstance(c, bool)
+            for c in positions
+        )
+        self._codes: FloatArray | None = None
+        self._code_positions: FloatArray | None = None
+        if numeric:
+            codes = np.array([float(c) for c in positions], dtype=np.float64)  # type: ignore[arg-type]
+            sort = np.argsort(codes)
+            self._codes = codes[sort]
+            self._code_positions = np.array(list(positions.values()), dtype=np.float64)[sort]
+
+    def transform(self, values: npt.ArrayLike) -> FloatArray:
+        """Positions of ``values`` (1-D): ``NaN`` for missing, :data:`UNSEEN` for unknown."""
+        arr = np.asarray(values)
+        if self._codes is not None and arr.dtype.kind in "fiub":
+            x = arr.astype(np.float64)
+            codes = self._codes
+            assert self._code_positions is not None
+            idx = np.clip(np.searchsorted(codes, x), 0, codes.size - 1)
+            found = codes[idx] == x
+            out = np.where(found, self._code_positions[idx], UNSEEN)
+            return np.where(np.isnan(x), np.nan, out)
+        get = self.positions.get
+        out_list = [math.nan if is_missing(v) else get(as_key(v), UNSEEN) for v in arr.ravel().tolist()]
+        return np.array(out_list, dtype=np.float64).reshape(arr.shape)
+
+
+def is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def as_key(value: object) -> Hashable:
+    # numpy scalars hash like their Python values, but arrays of objects may hold unhashables.
+    return value if isinstance(value, Hashable) else repr(value)
+
+
+ColumnTransform = PercentileTransform | CategoricalTransform
+"""One column's reference transform."""
+
+
+class ReferenceTransform:
+    """Standardise a whole batch matrix (rows = events, columns = features) in one call.
+
+    Parameters
+    ----------
+    columns
+        One transform per column, in column order.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> t = ReferenceTransform.from_quantiles(np.array([[0.0, 1.0, 2.0], [0.0, 10.0, 20.0]]))
+    >>> t.transform(np.array([[1.5, 5.0], [np.nan, 25.0]])).tolist()
+    [[0.75, 0.25], [nan, 1.0]]
+
+    """
+
+    def __init__(self, columns: Sequence[ColumnTransform]) -> None:
+        if not columns:
+            raise ValueError("a reference needs at least one column")
+        self.columns = tuple(columns)
+
+    @classmethod
+    def from_quantiles(cls, quantiles: npt.ArrayLike) -> ReferenceTransform:
+        """All-numeric reference from a ``(n_features, n_points)`` array of quantiles."""
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 2:
+            raise ValueError(f"quantiles must be 2-D (n_features, n_points), got {q.shape}")
+        return cls([PercentileTransform(row) for row in q])
+
+    @property
+    def n_columns(self) -> int:
+        """Number of columns."""
+        return len(self.columns)
+
+    def transform(self, matrix: npt.ArrayLike) -> FloatArray:
+        """Standardised ``(n_rows, n_columns)`` matrix: ``NaN`` missing, :data:`UNSEEN` unknown."""
+        x = np.asarray(matrix)
+        if x.ndim != 2 or x.shape[1] != self.n_columns:
+            raise ValueError(f"expected a (n, {self.n_columns}) matrix, got shape {x.shape}")
+        out = np.empty(x.shape, dtype=np.float64)
+        # A per-column loop: np.interp / np.searchsorted are single C calls per column, and the
+        # knots differ per column, so there is nothing to gain from a 2-D formulation.
+        for j, column in enumerate(self.columns):
+            col = x[:, j]
+            if isinstance(column, PercentileTransform):
+                col = as_float_column(col)
+            out[:, j] = column.transform(col)
+        return out
+
+
+def as_float_column(column: npt.NDArray[Any]) -> FloatArray:
+    if column.dtype != object:
+        return column.astype(np.float64, copy=False)
+    return np.array([math.nan if v is None else float(v) for v in column], dtype=np.float64)

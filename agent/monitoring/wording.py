@@ -1,0 +1,271 @@
+"""Alert wording: what each monitor's finding says to a person, and the evidence it carries.
+
+:class:`AlertWriter` turns a finding (a detection, a rate over its threshold, a dependency change) into
+an :class:`~schemas.alert.Alert`; the observer (:mod:`agent.monitoring.observer`) decides which
+findings become alerts, the writer only words them. Where an alert says it was seen: the partition
+offset ranges of the batch in which it fired (:class:`AlertContext`), and the event time of that
+batch's first request.
+
+May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.models`, :mod:`schemas`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from agent.models.versions import DependencyFinding
+from agent.monitoring.batch import RecordLike
+from agent.monitoring.columns import WindowStats
+from agent.monitoring.detectors import Detection
+from agent.monitoring.model_monitor import ModelMonitor
+from agent.monitoring.technical import RateWatch
+from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
+from schemas.manifest import NumericStatistics
+
+__all__ = ["FINDING_SEVERITY", "AlertContext", "AlertWriter", "detection_evidence", "offset_ranges"]
+
+FINDING_SEVERITY = {
+    "major": Severity.CRITICAL,
+    "missing": Severity.CRITICAL,
+    "minor": Severity.WARNING,
+    "patch": Severity.INFO,
+}
+"""A dependency finding's level -> the severity of its technical alert."""
+
+
+def offset_ranges(records: Sequence[RecordLike]) -> tuple[OffsetRange, ...]:
+    """The ``(topic, partition)`` offset spans that ``records`` cover, sorted."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        span = spans.get((r.topic, r.partition))
+        if span is None:
+            spans[r.topic, r.partition] = [r.offset, r.offset]
+        else:
+            span[0] = min(span[0], r.offset)
+            span[1] = max(span[1], r.offset)
+    return tuple(
+        OffsetRange(topic=t, partition=p, start=a, end=b) for (t, p), (a, b) in sorted(spans.items())
+    )
+
+
+class AlertContext:
+    """Where and when the current batch was seen, for the alerts it raises.
+
+    The offset ranges are only worked out when an alert needs them: most batches raise none.
+    """
+
+    def __init__(self, records: Sequence[RecordLike] = (), first_event_time: datetime | None = None) -> None:
+        self._records = records
+        self._source: tuple[OffsetRange, ...] | None = None
+        self.first_event_time = first_event_time
+
+    @property
+    def source(self) -> tuple[OffsetRange, ...]:
+        if self._source is None:
+            self._source = offset_ranges(self._records)
+        return self._source
+
+
+def detection_evidence(d: Detection, **extra: float | str) -> Evidence:
+    """A detector's numbers as alert evidence: reference vs the window since the change point."""
+    return Evidence(
+        reference_mean=d.reference_mean,
+        reference_std=d.reference_std,
+        recent_mean=d.window_mean,
+        recent_std=d.window_std,
+        shift_in_std=d.shift_sd,
+        statistic=d.statistic,
+        window_events=d.window_count,
+        extra={"event_index": d.event_index, **extra},
+    )
+
+
+class AlertWriter:
+    """Words the monitors' findings as alerts, stamped with ``clock``'s time.
+
+    Parameters:
+        clock: Wall clock (seconds since the epoch), for the alerts' ``detected_at``.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    def alert(
+        self,
+        monitor: ModelMonitor,
+        kind: AlertKind,
+        detector: str,
+        subject: str,
+        severity: Severity,
+        message: str,
+        evidence: Evidence,
+        ctx: AlertContext,
+    ) -> Alert:
+        return Alert.create(
+            model=monitor.name,
+            model_version=monitor.version,
+            kind=kind,
+            detector=detector,
+            subject=subject,
+            severity=severity,
+            message=message,
+            evidence=evidence,
+            opened_at_event=monitor.features.n_events,
+            first_event_time=ctx.first_event_time,
+            detected_at=datetime.fromtimestamp(self.clock(), UTC),
+            source=ctx.source,
+        )
+
+    def dependency_alerts(
+        self, monitor: ModelMonitor, findings: Sequence[DependencyFinding], ctx: AlertContext
+    ) -> list[Alert]:
+        out = []
+        for f in findings:
+            installed = f.installed or "not installed"
+            out.append(
+                self.alert(
+                    monitor,
+                    AlertKind.TECHNICAL,
+                    "dependency_versions",
+                    f.package,
+                    FINDING_SEVERITY.get(f.level, Severity.WARNING),
+                    f"{monitor.name}/{monitor.version} was built with {f.package} {f.built}; "
+                    f"serving with {installed} ({f.level} change)",
+                    Evidence(extra={"built": f.built, "installed": installed, "level": f.level}),
+                    ctx,
+                )
+            )
+        return out
+
+    def drift_alert(
+        self,
+        monitor: ModelMonitor,
+        d: Detection,
+        direction: str,
+        window: WindowStats | None,
+        ctx: AlertContext,
+    ) -> Alert:
+        """A data (feature) or prediction (output) drift alert for detection ``d``."""
+        manifest = monitor.served.manifest
+        prediction = d.name == "prediction" and d.column == len(manifest.features)
+        kind = AlertKind.PREDICTION if prediction else AlertKind.DATA
+        ref = manifest.reference.output.statistics if prediction else manifest.reference.features[d.name]
+        what = "the model's output" if prediction else f"feature {d.name!r}"
+        # The shift since the detector's estimated change point, in standard deviations of the
+        # reference-standardised stream (for a normal feature close to its raw shift in sd).
+        severity = Severity.CRITICAL if abs(d.shift_sd) >= 1.0 else Severity.WARNING
+        recent_raw = ""
+        if window is not None and not math.isnan(window.raw_mean):
+            recent_raw = f"; recent mean {window.raw_mean:.4g}"
+        ref_mean = ""
+        if isinstance(ref, NumericStatistics) and ref.mean is not None:
+            ref_mean = f" vs reference {ref.mean:.4g}"
+        size = f"{d.shift_sd:+.2f} reference sd"
+        return self.alert(
+            monitor,
+            kind,
+            d.detector,
+            d.name,
+            severity,
+            f"{what} of {monitor.name}/{monitor.version} drifted {direction} "
+            f"({size}{recent_raw}{ref_mean}); {d.detector} fired at event {d.event_index}",
+            detection_evidence(d, standardised_shift=d.shift_sd),
+            ctx,
+        )
+
+    def concept_alert(self, monitor: ModelMonitor, d: Detection, ctx: AlertContext) -> Alert:
+        """A rise of the joined outcomes' error."""
+        assert monitor.errors is not None
+        classification = monitor.errors.kind == "classification"
+        if classification:
+            reference = f"reference error rate {monitor.errors.reference_mean:.1%}"
+            recent = f"recent error rate {d.window_mean:.1%}"
+        else:
+            reference = f"reference MAE {monitor.errors.reference_mean:.4g}"
+            recent = f"recent MAE {d.window_mean * monitor.errors.reference_mean:.4g}"
+        severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
+        return self.alert(
+            monitor,
+            AlertKind.CONCEPT,
+            d.detector,
+            "error",
+            severity,
+            f"the error of {monitor.name}/{monitor.version} rose: {recent} vs {reference} "
+            f"({d.window_count} joined outcomes); {d.detector} fired at outcome {d.event_index}",
+            detection_evidence(
+                d,
+                metric="error_rate" if classification else "mae_ratio",
+            ),
+            ctx,
+        )
+
+    def rate_alert(
+        self,
+        monitor: ModelMonitor,
+        watch: RateWatch,
+        detector: str,
+        subject: str,
+        what: str,
+        ctx: AlertContext,
+    ) -> Alert:
+        """A windowed rate (missing, out-of-range values, unknown fields) over its threshold."""
+        share = watch.last_share
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            detector,
+            subject,
+            Severity.WARNING,
+            f"{share:.1%} of {monitor.name}/{monitor.version} requests carry {what} in {subject!r} "
+            f"(reference {watch.baseline:.1%}, alert above {watch.threshold:.1%})",
+            Evidence(
+                reference_mean=watch.baseline,
+                recent_mean=share,
+                window_events=watch.window,
+                extra={"threshold": watch.threshold},
+            ),
+            ctx,
+        )
+
+    def type_alert(self, monitor: ModelMonitor, feature: str, watch: RateWatch, ctx: AlertContext) -> Alert:
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            "wrong_type_rate",
+            feature,
+            Severity.WARNING,
+            f"{watch.last_share:.1%} of {monitor.name} requests carry a wrong type in {feature!r} "
+            "(dead-lettered); did a producer change its schema?",
+            Evidence(
+                recent_mean=watch.last_share, window_events=watch.window, extra={"threshold": watch.threshold}
+            ),
+            ctx,
+        )
+
+    def dead_letter_alert(self, monitor: ModelMonitor, ctx: AlertContext) -> Alert:
+        share = monitor.dead_letters.last_share
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            "dead_letter_rate",
+            "dead_letters",
+            Severity.WARNING,
+            f"{share:.1%} of {monitor.name} requests are dead-lettered",
+            Evidence(recent_mean=share, window_events=monitor.dead_letters.window),
+            ctx,
+        )
+
+    def latency_alert(self, monitor: ModelMonitor, per_row_us: float, ctx: AlertContext) -> Alert:
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            "page_hinkley_up",
+            "inference_latency",
+            Severity.WARNING,
+            f"inference latency of {monitor.name}/{monitor.version} rose to {per_row_us:.1f} us per row",
+            Evidence(recent_mean=per_row_us, extra={"unit": "us_per_row"}),
+            ctx,
+        )

@@ -1,0 +1,14 @@
+"""Serving: where a request goes, from the requests topic to a prediction.
+
+Owns: the Kafka serving loop (``loop``: consume, hand a batch to the handler, produce, commit), the
+request handler (``handler``: decode, validate, group by model, encode, infer, and turn the observers'
+alerts and changelog records into messages), the outgoing-message type (``messages``), and the REST
+views (``web``).
+
+May import: :mod:`agent.monitoring`, :mod:`agent.models`, :mod:`agent.errors`, :mod:`agent.kafka`,
+:mod:`agent.metrics`, :mod:`agent.settings`, :mod:`schemas`. Never alerting, the app or the commands.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,305 @@
+"""Serving one batch of request records: decode -> validate -> group by model -> encode -> infer -> publish.
+
+:class:`RequestHandler` is plain Python: it takes consumed records and returns the messages to
+publish (predictions and dead letters, plus whatever the observers, such as the drift monitor, add).
+The Kafka loop (:mod:`agent.serving.loop`) and the REST endpoint (:mod:`agent.serving.web`) both call
+it, so the stream and ``POST /predict`` validate and predict identically.
+
+Nothing a single record carries can make it raise: every bad record becomes a dead letter naming the
+reason, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from agent.errors import DriftlineError, describe_validation_error
+from agent.metrics import Metrics
+from agent.models.registry import ModelRegistry, ServedModel
+from agent.monitoring.batch import BatchObserver, DeadLetterInfo, ModelBatch, Observed, RecordLike
+from agent.serving.messages import OutgoingMessage
+from schemas.alert import encode_alert
+from schemas.events import DeadLetterReason, Outcome, PredictionRequest
+
+__all__ = ["Record", "RequestHandler", "ServingStats"]
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD_PREVIEW = 1024
+
+_E = TypeVar("_E", PredictionRequest, Outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record built by hand (REST items, tests), shaped like a consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class ServingStats:
+    """Counts since start and batch latencies since the last :meth:`take_latencies`, for the metrics
+    points written to InfluxDB (Prometheus has its own histograms)."""
+
+    predictions: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    _latencies_ms: list[float] = field(default_factory=list)
+
+    def record_batch(self, predictions: int, latency_ms: float) -> None:
+        self.predictions += predictions
+        if len(self._latencies_ms) < 100_000:  # bounded if nobody drains it
+            self._latencies_ms.append(latency_ms)
+
+    def take_latencies(self) -> list[float]:
+        taken, self._latencies_ms = self._latencies_ms, []
+        return taken
+
+
+class RequestHandler:
+    """Turns consumed request records into prediction and dead-letter messages.
+
+    Parameters:
+        registry: The models to serve.
+        predictions_topic / dead_letters_topic: Where results go.
+        outcomes_topic: Records from this topic are outcomes, handed to the observers' join.
+        max_event_bytes: Larger payloads are dead-lettered unparsed.
+        metrics: Counters to update (once per batch).
+        observers: Called with every model batch and the batch's dead letters.
+        alerts_topic: Where the observers' alerts are published.
+        changelog_topic: Where the observers' outcome-join changelog records are published (``None``:
+            not persisted).
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        predictions_topic: str,
+        dead_letters_topic: str,
+        max_event_bytes: int,
+        metrics: Metrics | None = None,
+        observers: Sequence[BatchObserver] = (),
+        outcomes_topic: str | None = None,
+        alerts_topic: str = "driftline-alerts",
+        changelog_topic: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.alerts_topic = alerts_topic
+        self.changelog_topic = changelog_topic
+        self.outcomes_topic = outcomes_topic
+        self.predictions_topic = predictions_topic
+        self.dead_letters_topic = dead_letters_topic
+        self.max_event_bytes = max_event_bytes
+        self.metrics = metrics or Metrics()
+        self.stats = ServingStats()
+        self.observers = list(observers)
+
+    def handle(self, records: Sequence[RecordLike], *, observe: bool = True) -> list[OutgoingMessage]:
+        """Predictions and dead letters for ``records``; never raises for what a record carries.
+
+        ``observe=False`` skips the observers (the drift monitor): REST answers are not monitored.
+        """
+        started = time.perf_counter()
+        received_at = time.time()
+        out: list[OutgoingMessage] = []
+        dead: list[DeadLetterInfo] = []
+        groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
+        outcomes: list[tuple[RecordLike, Outcome]] = []
+        # A batch mostly asks one model: resolve it again only when the name or version changes.
+        asked: tuple[str, str | None] | None = None
+        group: tuple[list[RecordLike], list[PredictionRequest]] | None = None
+        for record in records:
+            if record.topic == self.outcomes_topic:
+                outcome = self._decode(record, Outcome, dead)
+                if outcome is not None:
+                    outcomes.append((record, outcome))
+                continue
+            request = self._decode(record, PredictionRequest, dead)
+            if request is None:
+                continue
+            if asked != (request.model, request.model_version):
+                asked = (request.model, request.model_version)
+                served = self.registry.resolve(request.model, request.model_version)
+                group = None if served is None else groups.setdefault(served, ([], []))
+            if group is None:
+                detail = self.registry.why_not(request.model, request.model_version)
+                dead.append(DeadLetterInfo(record, DeadLetterReason.UNKNOWN_MODEL, detail, request.model))
+                continue
+            group[0].append(record)
+            group[1].append(request)
+
+        observers = self.observers if observe else []
+        for served, (group_records, requests) in groups.items():
+            self._serve(served, group_records, requests, received_at, out, dead, observers)
+
+        if outcomes:
+            for observer in observers:
+                self._emit(observer.observe_outcomes(outcomes), out)
+        if dead:
+            out.extend(self._dead_letter_messages(dead))
+            for observer in observers:
+                self._emit(observer.observe_dead_letters(dead), out)
+        m = self.metrics
+        if records:
+            m.events_in.labels(topic=records[0].topic).inc(len(records))
+        m.batch_size.observe(len(records))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return out
+
+    def _decode(self, record: RecordLike, model: type[_E], dead: list[DeadLetterInfo]) -> _E | None:
+        """The record's value as ``model`` (a request or an outcome), or a dead letter saying why not."""
+        value = record.value
+        if value is None or not value:
+            dead.append(DeadLetterInfo(record, DeadLetterReason.DECODE_ERROR, "empty message value"))
+            return None
+        if len(value) > self.max_event_bytes:
+            dead.append(
+                DeadLetterInfo(
+                    record,
+                    DeadLetterReason.TOO_LARGE,
+                    f"payload is {len(value)} bytes; the limit is {self.max_event_bytes} "
+                    "(DRIFTLINE_SERVING__MAX_EVENT_BYTES)",
+                )
+            )
+            return None
+        try:
+            return model.model_validate_json(value)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            if first["type"] in ("json_invalid", "json_type"):
+                reason = DeadLetterReason.DECODE_ERROR
+                detail = f"not a JSON object: {first['msg']}"
+            else:
+                reason = DeadLetterReason.INVALID
+                detail = describe_validation_error(exc)
+            dead.append(DeadLetterInfo(record, reason, detail))
+            return None
+
+    def _serve(
+        self,
+        served: ServedModel,
+        records: list[RecordLike],
+        requests: list[PredictionRequest],
+        received_at: float,
+        out: list[OutgoingMessage],
+        dead: list[DeadLetterInfo],
+        observers: Sequence[BatchObserver],
+    ) -> None:
+        name, version = served.name, served.version
+        encoded = served.encoder.encode([r.features for r in requests])
+        for index, rejection in encoded.rejected:
+            dead.append(
+                DeadLetterInfo(records[index], rejection.reason, rejection.detail, name, rejection.feature)
+            )
+        if not encoded.accepted:
+            return
+        if encoded.rejected:
+            records = [records[i] for i in encoded.accepted]
+            requests = [requests[i] for i in encoded.accepted]
+        started = time.perf_counter()
+        try:
+            predictions = served.model.predict(encoded.matrix)
+        except DriftlineError as exc:
+            # The whole model batch fails together; each request still gets its dead letter.
+            log.error("inference failed for %s/%s: %s", name, version, exc)
+            for record in records:
+                dead.append(
+                    DeadLetterInfo(record, DeadLetterReason.INVALID, f"inference failed: {exc}", name)
+                )
+            return
+        took = time.perf_counter() - started
+        m = self.metrics
+        m.inference_seconds.labels(model=name).observe(took)
+        m.model_batch_size.labels(model=name).observe(len(records))
+        m.predictions.labels(model=name, version=version).inc(len(records))
+
+        now = datetime.now(UTC)
+        latency_ms = round((time.time() - received_at) * 1000.0, 3)
+        self.stats.record_batch(len(records), latency_ms)
+        topic = self.predictions_topic
+        common: dict[str, Any] = {
+            "schema_version": "1",
+            "model": name,
+            "model_version": version,
+            "predicted_at": now,
+            "latency_ms": latency_ms,
+        }
+        dumps = orjson.dumps
+        # The fields every prediction of the batch shares are serialised once: each message is that
+        # object's members followed by its own (``{"schema_version":..,`` + ``"request_id":..}``).
+        head = dumps(common)[:-1] + b","
+        if predictions.values is not None:
+            values = predictions.values.astype(np.float64).tolist()
+            for record, request, value in zip(records, requests, values, strict=True):
+                rid = request.request_id
+                own = dumps({"request_id": rid, "event_time": request.event_time, "value": value})
+                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
+        else:
+            assert predictions.labels is not None and predictions.probabilities is not None
+            keys = served.class_keys or ()
+            labels = predictions.labels.tolist()
+            probabilities = np.round(predictions.probabilities.astype(np.float64), 6).tolist()
+            for record, request, label, row in zip(records, requests, labels, probabilities, strict=True):
+                rid = request.request_id
+                own = dumps(
+                    {
+                        "request_id": rid,
+                        "event_time": request.event_time,
+                        "label": label,
+                        "probabilities": dict(zip(keys, row, strict=True)),
+                    }
+                )
+                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
+
+        if observers:
+            batch = ModelBatch(served, records, requests, encoded, predictions, received_at, took)
+            for observer in observers:
+                self._emit(observer.observe(batch), out)
+
+    def _emit(self, observed: Observed, out: list[OutgoingMessage]) -> None:
+        # The observers' plain values become messages published with the batch's predictions, so
+        # they are acknowledged before the batch's offsets are committed.
+        for alert in observed.alerts:
+            out.append(OutgoingMessage(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert)))
+        topic = self.changelog_topic
+        if topic is not None:
+            out.extend(OutgoingMessage(topic, r.key, r.value, r.partition) for r in observed.changelog)
+
+    def _dead_letter_messages(self, dead: list[DeadLetterInfo]) -> Iterable[OutgoingMessage]:
+        now = datetime.now(UTC)
+        counts: dict[tuple[str, str], int] = {}
+        for d in dead:
+            record = d.record
+            value = record.value or b""
+            body = {
+                "schema_version": "1",
+                "source_topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+                "payload": value[:_PAYLOAD_PREVIEW].decode("utf-8", "replace"),
+                "payload_size": len(value),
+                "reason": d.reason.value,
+                "detail": d.detail,
+                "time": now,
+            }
+            label = (d.reason.value, d.model or "")
+            counts[label] = counts.get(label, 0) + 1
+            yield OutgoingMessage(self.dead_letters_topic, record.key, orjson.dumps(body), None)
+        for (reason, model), n in counts.items():
+            self.metrics.dead_letters.labels(reason=reason, model=model).inc(n)
+            self.stats.dead_letters[reason] = self.stats.dead_letters.get(reason, 0) + n

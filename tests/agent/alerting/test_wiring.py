@@ -1,0 +1,112 @@
+"""The alerts agent's logic without Faust running: decode, skip bad records, metrics, sinks from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+import pytest
+from pydantic import SecretStr
+
+from agent.alerting.sinks import Sink
+from agent.alerting.sinks.influx import InfluxSink
+from agent.alerting.sinks.webhook import WebhookSink
+from agent.alerting.wiring import AlertingService, build_sinks, wire_alert_sinks
+from agent.errors import ConfigurationError
+from agent.metrics import MetricPoint, Metrics
+from agent.settings import InfluxSettings, Settings, WebhookSettings
+from schemas import Alert
+from schemas.alert import encode_alert
+from tests.support.alerts import make_alert
+
+
+class Collecting(Sink):
+    name = "collecting"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alerts: list[Alert] = []
+        self.points: list[MetricPoint] = []
+
+    async def send(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+        self._count_delivered()
+
+    async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
+        self.points.extend(points)
+
+
+def settings(**groups: object) -> Settings:
+    return Settings(_env_file=None, influx=InfluxSettings(token=None), **groups)  # type: ignore[arg-type]
+
+
+def make_app(unique: str = "t") -> faust.App:
+    return faust.App(f"alerting-{unique}", broker="kafka://127.0.0.1:9092", autodiscover=False)
+
+
+async def test_valid_alert_is_fanned_out_bad_records_are_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Collecting()
+    metrics = Metrics()
+    wiring = wire_alert_sinks(make_app(), settings(), metrics, sinks=[sink])
+    alert = make_alert()
+    await wiring.handle(b"not json")
+    await wiring.handle(b'{"schema_version": "1", "alert_id": "x"}')
+    await wiring.handle(None)  # a tombstone
+    await wiring.handle(encode_alert(alert))
+    assert sink.alerts == [alert]
+    assert (wiring.received, wiring.invalid) == (4, 2)
+    assert metrics.registry.get_sample_value("driftline_alert_records_invalid_total") == 2
+    assert "not a valid alert" in caplog.text
+
+
+async def test_metrics_tick_writes_source_points_and_sink_counters(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Collecting()
+    wiring = wire_alert_sinks(make_app(), settings(), Metrics(), sinks=[sink])
+    await wiring.handle(encode_alert(make_alert()))
+    wiring.metrics_source = lambda: [MetricPoint("driftline_throughput", {"events_per_s": 5.0})]
+    await wiring.write_metrics()
+    assert [p.measurement for p in sink.points] == ["driftline_throughput", "driftline_sink"]
+    assert sink.points[1].tags["sink"] == "collecting"
+    assert sink.points[1].tags["app"] == "driftline"
+    assert sink.points[1].fields["alerts_delivered"] == 1
+
+    def broken() -> list[MetricPoint]:
+        raise RuntimeError("monitor bug")
+
+    wiring.metrics_source = broken
+    await wiring.write_metrics()  # the sinks' counters are still written
+    assert [p.measurement for p in sink.points][-1] == "driftline_sink"
+    assert "metrics source failed" in caplog.text
+
+
+def test_agent_timer_and_service_are_registered() -> None:
+    app = make_app()
+    wiring = wire_alert_sinks(app, settings(), Metrics(), sinks=[Collecting()])
+    assert list(app.agents) == ["driftline.alert-sinks"]
+    assert isinstance(wiring.service, AlertingService)
+    assert app._children[0] is wiring.service  # started before Faust's own services
+    assert len(app._app_tasks) == 1  # the metrics timer
+
+
+def test_sinks_from_settings(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert build_sinks(settings()) == []
+    assert "no InfluxDB token" in caplog.text
+
+    both = build_sinks(
+        Settings(
+            _env_file=None,
+            influx=InfluxSettings(token=SecretStr("t")),
+            webhooks=WebhookSettings(urls=["http://127.0.0.1:9/hook"], secret=SecretStr("s")),
+        )
+    )
+    assert [type(s) for s in both] == [InfluxSink, WebhookSink]
+    influx = both[0]
+    assert isinstance(influx, InfluxSink)
+    assert influx.spool.directory.parts[-2:] == ("spool", "influx")
+
+
+def test_webhook_urls_without_secret_fail_fast() -> None:
+    with pytest.raises(ConfigurationError, match="DRIFTLINE_WEBHOOKS__SECRET"):
+        build_sinks(settings(webhooks=WebhookSettings(urls=["http://127.0.0.1:9/hook"])))

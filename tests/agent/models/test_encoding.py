@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.models.encoding import FeatureEncoder
+from schemas.events import DeadLetterReason
+from schemas.manifest import Feature, MissingPolicy
+
+
+@pytest.fixture
+def encoder() -> FeatureEncoder:
+    return FeatureEncoder(
+        [
+            Feature(name="a", type="numeric", range=(0.0, 1.0)),
+            Feature(name="b", type="numeric", missing=MissingPolicy(action="impute", value=-1.0)),
+            Feature(name="c", type="numeric", missing=MissingPolicy(action="allow")),
+            Feature(
+                name="k",
+                type="categorical",
+                categories=("x", "y", "z"),
+                missing=MissingPolicy(action="impute", value="z"),
+            ),
+        ]
+    )
+
+
+def test_good_rows_in_feature_order(encoder: FeatureEncoder) -> None:
+    out = encoder.encode([{"k": "y", "c": 3, "b": 2.5, "a": 0.5}, {"a": 1, "b": 0.0, "c": -1.0, "k": "x"}])
+    assert out.matrix.dtype == np.float32
+    assert out.matrix.tolist() == [[0.5, 2.5, 3.0, 1.0], [1.0, 0.0, -1.0, 0.0]]
+    assert out.accepted == [0, 1] and out.rejected == []
+    assert out.missing.tolist() == [0, 0, 0, 0] and out.out_of_range.tolist() == [0, 0, 0, 0]
+
+
+def test_missing_values_follow_each_features_policy(encoder: FeatureEncoder) -> None:
+    out = encoder.encode([{"a": 0.1}, {"a": 0.2, "b": None, "c": math.nan, "k": None}])
+    assert out.accepted == [0, 1]
+    first, second = out.matrix.tolist()
+    assert first[:2] == [pytest.approx(0.1), -1.0] and math.isnan(first[2]) and first[3] == 2.0
+    assert second[1] == -1.0 and math.isnan(second[2]) and second[3] == 2.0
+    assert out.missing.tolist() == [0, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("features", "reason", "words"),
+    [
+        ({}, DeadLetterReason.MISSING_FEATURE, "feature 'a' is missing"),
+        ({"a": None}, DeadLetterReason.MISSING_FEATURE, "feature 'a' is missing"),
+        ({"a": math.nan}, DeadLetterReason.NON_FINITE, "feature 'a' is NaN"),
+        ({"a": math.inf}, DeadLetterReason.NON_FINITE, "feature 'a' is inf"),
+        ({"a": 0.5, "b": -math.inf}, DeadLetterReason.NON_FINITE, "feature 'b' is -inf"),
+        ({"a": 10**400}, DeadLetterReason.NON_FINITE, "feature 'a'"),
+        ({"a": "0.5"}, DeadLetterReason.WRONG_TYPE, "feature 'a' is str '0.5'; expected a number"),
+        ({"a": 0.5, "k": 1.0}, DeadLetterReason.WRONG_TYPE, "feature 'k' is float 1.0; expected a category"),
+        ({"a": 0.5, "k": "w"}, DeadLetterReason.UNKNOWN_CATEGORY, "category 'w' is not one of"),
+    ],
+)
+def test_each_bad_value_is_rejected_with_its_reason(
+    encoder: FeatureEncoder, features: dict[str, object], reason: DeadLetterReason, words: str
+) -> None:
+    out = encoder.encode([{"a": 0.5}, features, {"a": 0.25}])  # type: ignore[list-item]
+    assert out.accepted == [0, 2]
+    assert out.matrix.shape == (2, 4)
+    [(index, rejection)] = out.rejected
+    assert index == 1
+    assert rejection.reason is reason
+    assert words in rejection.detail
+
+
+def test_allow_policy_passes_infinity_to_the_model(encoder: FeatureEncoder) -> None:
+    out = encoder.encode([{"a": 0.5, "c": -math.inf}])
+    assert out.rejected == [] and out.matrix[0, 2] == -math.inf
+
+
+def test_counts_unseen_fields_and_out_of_range_values(encoder: FeatureEncoder) -> None:
+    out = encoder.encode([{"a": 2.0, "extra": 1}, {"a": -0.5, "extra": 2, "other": "x"}, {"a": 0.5}])
+    assert out.unseen_fields == {"extra": 2, "other": 1}
+    assert out.out_of_range.tolist() == [2, 0, 0, 0]
+
+
+def test_empty_batch_has_the_models_width(encoder: FeatureEncoder) -> None:
+    out = encoder.encode([])
+    assert out.matrix.shape == (0, 4) and out.accepted == []

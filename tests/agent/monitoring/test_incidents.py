@@ -1,0 +1,152 @@
+"""The incident gate's pure logic: keys, storms, cooldown reminders, recovery, shared state."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.metrics import Metrics
+from agent.monitoring.incidents import Incident, IncidentKey, IncidentManager, InMemoryIncidentStore
+from schemas import AlertKind
+from tests.support.alerts import make_alert
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_storm_is_one_alert(clock: Clock) -> None:
+    metrics = Metrics()
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock, metrics=metrics)
+    admitted = []
+    for i in range(100):
+        clock.now += 1.0
+        admitted.append(gate.admit(make_alert(i)))
+    assert admitted == [True] + [False] * 99
+    assert (gate.admitted, gate.suppressed) == (1, 99)
+    suppressed = metrics.registry.get_sample_value(
+        "driftline_alerts_suppressed_total", {"model": "m", "kind": "data"}
+    )
+    assert suppressed == 99
+
+
+def test_key_is_model_kind_subject_not_version_or_detector(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    assert gate.admit(make_alert(1))
+    assert not gate.admit(make_alert(2, version="2"))  # a new version of the same model: same incident
+    assert gate.admit(make_alert(3, subject="y"))
+    assert gate.admit(make_alert(4, kind=AlertKind.PREDICTION))
+    assert gate.admit(make_alert(5, model="other"))
+    assert IncidentKey.of(make_alert(1)) == IncidentKey("m", "data", "x")
+    assert [i.key.subject for i in gate.open_incidents()] == ["x", "y", "x", "x"]
+
+
+def test_cooldown_reminds_once_per_period(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    assert gate.admit(make_alert(0))
+    clock.now += 899.9
+    assert not gate.admit(make_alert(1))
+    clock.now += 0.1  # exactly the cooldown since the opening alert
+    assert gate.admit(make_alert(2))
+    clock.now += 450
+    assert not gate.admit(make_alert(3))  # the cooldown counts from the reminder, not from the opening
+    clock.now += 450
+    assert gate.admit(make_alert(4))
+    (incident,) = gate.open_incidents()
+    assert incident.alerts == 3
+    assert incident.alert_id == make_alert(0).alert_id  # still the incident the first alert opened
+    assert incident.last_alerted_at == clock.now
+
+
+def test_recovery_rearms(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    key = IncidentKey("m", "data", "x")
+    assert gate.admit(make_alert(0))
+    assert not gate.admit(make_alert(1))
+    assert gate.recover(key)
+    assert not gate.is_open(key)
+    assert not gate.recover(key)  # nothing open: a no-op the monitor may call on every batch
+    clock.now += 1
+    assert gate.admit(make_alert(2))  # drifting again: a new incident, alerted at once
+    assert gate.open_incidents()[0].alert_id == make_alert(2).alert_id
+    assert not gate.admit(make_alert(3))
+
+
+def test_recovering_one_key_leaves_the_others_open(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    gate.admit(make_alert(0, subject="x"))
+    gate.admit(make_alert(0, subject="y"))
+    gate.recover(IncidentKey("m", "data", "x"))
+    assert gate.admit(make_alert(1, subject="x"))
+    assert not gate.admit(make_alert(1, subject="y"))
+
+
+def test_store_records_open_and_close(clock: Clock) -> None:
+    store = InMemoryIncidentStore()
+    gate = IncidentManager(store, clock=clock)
+    gate.admit(make_alert(0))
+    key = IncidentKey("m", "data", "x")
+    assert store.incidents[key] == Incident(key, make_alert(0).alert_id, clock.now, clock.now, 1)
+    gate.recover(key)
+    assert store.incidents == {}
+
+
+def test_state_restored_from_store_is_not_alerted_again(clock: Clock) -> None:
+    """A restarted worker (a new manager on the same store) keeps the incident open."""
+    store = InMemoryIncidentStore()
+    assert IncidentManager(store, clock=clock).admit(make_alert(0))
+    clock.now += 60
+    restarted = IncidentManager(store, clock=clock)
+    assert restarted.is_open(IncidentKey("m", "data", "x"))
+    assert not restarted.admit(make_alert(1))
+    clock.now += 900
+    assert restarted.admit(make_alert(2))  # the cooldown still counts from the original alert
+
+
+def test_two_workers_share_incidents(clock: Clock) -> None:
+    store = InMemoryIncidentStore()
+    first, second = IncidentManager(store, clock=clock), IncidentManager(store, clock=clock)
+    assert first.admit(make_alert(0))
+    assert not second.admit(make_alert(7))  # the second worker sees the same drift: no second alert
+    second.recover(IncidentKey("m", "data", "x"))
+    assert first.admit(make_alert(9))  # the recovery one worker saw re-arms the other
+
+
+def test_record_json_round_trip() -> None:
+    incident = Incident(IncidentKey("m", "data", "mean radius"), "a" * 32, 1.5, 2.5, 3)
+    assert Incident.from_json(incident.to_json()) == incident
+
+
+def test_cooldown_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cooldown_s"):
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=0)
+
+
+def test_admit_is_thread_safe(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def storm(offset: int) -> None:
+        for i in range(500):
+            admitted = gate.admit(make_alert(offset + i))
+            with lock:
+                results.append(admitted)
+
+    threads = [threading.Thread(target=storm, args=(n * 1000,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    assert len(results) == 2000

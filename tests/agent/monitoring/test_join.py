@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from agent.monitoring.join import JoinEntry, OutcomeJoin, decode_batch, encode_batch
+
+
+def entry(at: float, version: str = "1") -> JoinEntry:
+    return JoinEntry("m", version, 1.0, at)
+
+
+def test_match_once_per_partition() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 0.0)
+    join.remember(0, "a", entry(0.0))
+    assert join.match(1, "a") is None  # another partition's request id space
+    assert join.match(0, "a") == entry(0.0)
+    assert join.match(0, "a") is None
+    assert (join.matched, join.unmatched_outcomes, len(join)) == (1, 2, 0)
+
+
+def test_ttl_drops_old_predictions_and_counts_them() -> None:
+    now = [0.0]
+    join = OutcomeJoin(ttl_s=10, max_entries=100, clock=lambda: now[0])
+    for i in range(5):
+        join.remember(0, f"r{i}", entry(float(i)))
+    now[0] = 12.5
+    assert join.expire() == 3  # made at 0, 1, 2: older than 12.5 - 10
+    assert len(join) == 2 and join.expired == 3
+    assert join.match(0, "r3") is not None
+
+
+def test_size_cap_evicts_the_oldest_over_all_partitions() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=3, clock=lambda: 0.0)
+    join.remember(0, "a", entry(1.0))
+    join.remember(1, "b", entry(0.5))
+    join.remember(0, "c", entry(2.0))
+    join.remember(1, "d", entry(3.0))
+    assert join.evicted == 1 and join.match(1, "b") is None and join.match(0, "a") is not None
+
+
+def test_restore_replays_a_changelog_with_tombstones() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 100.0)
+    records = [
+        (b"requests:3:0", encode_batch("m", "1", 90.0, [("a", 1.0), ("b", 1.0)])),
+        (b"a", None),  # matched before the restart
+        (b"requests:3:2", encode_batch("m", "1", 10.0, [("c", 1.0)])),  # older than the TTL
+        (b"requests:3:3", b"not json"),  # unreadable: skipped
+        (b"requests:3:4", encode_batch("m", "2", 96.0, [("b", 1.0)])),  # redelivered: newest wins
+    ]
+    assert join.restore(3, records) == 1
+    assert join.match(3, "b") == entry(96.0, version="2")
+    assert decode_batch(encode_batch("m", "1", 1.5, [("x", 1.0)])) == [("x", entry(1.5))]
+
+
+def test_drop_partition_forgets_it() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 0.0)
+    join.remember(2, "a", entry(0.0))
+    join.drop_partition(2)
+    assert len(join) == 0 and join.partitions() == []
+
+
+def test_remember_batch_shares_one_value_per_predicted_class() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 0.0)
+    join.remember_batch(0, "m", "1", 5.0, [("a", 1.0), ("b", 0.0), ("c", 1.0)])
+    values = join._partitions[0]
+    assert values["a"] is values["c"] and values["a"] is not values["b"]
+    assert join.match(0, "b") == JoinEntry("m", "1", 0.0, 5.0)
+    assert join.match(0, "c") == JoinEntry("m", "1", 1.0, 5.0) and len(join) == 1
+
+
+def test_a_redelivered_request_keeps_the_newest_prediction_and_its_age() -> None:
+    now = [0.0]
+    join = OutcomeJoin(ttl_s=10, max_entries=100, clock=lambda: now[0])
+    join.remember_batch(0, "m", "1", 0.0, [("a", 1.0), ("b", 1.0)])
+    join.remember_batch(0, "m", "2", 5.0, [("a", 0.0)])
+    assert len(join) == 2
+    now[0] = 12.0  # the first batch is past the TTL, the redelivery is not
+    assert join.expire() == 1
+    assert join.match(0, "a") == JoinEntry("m", "2", 0.0, 5.0) and join.match(0, "b") is None
+
+
+def test_join_entries_are_not_tracked_by_the_garbage_collector() -> None:
+    import gc
+
+    join = OutcomeJoin(ttl_s=60, max_entries=10_000, clock=lambda: 0.0)
+    for batch in range(20):
+        join.remember_batch(
+            batch % 4, "m", "1", float(batch), [(f"r{batch}-{i}", float(i % 2)) for i in range(100)]
+        )
+    gc.collect()
+    assert not any(gc.is_tracked(v) for entries in join._partitions.values() for v in entries.values())
+
+
+def test_the_cap_evicts_in_chunks_the_oldest_of_all_partitions_first() -> None:
+    join = OutcomeJoin(ttl_s=1e9, max_entries=1000, clock=lambda: 0.0)
+    for batch in range(30):  # partitions 0-2 in turn; batch b made at time b
+        join.remember_batch(batch % 3, "m", "1", float(batch), [(f"{batch}-{i}", 1.0) for i in range(50)])
+    # 1,500 remembered, cap 1,000: each eviction drops the excess plus 1 % of the cap
+    assert len(join) <= 1000 and join.evicted == 1500 - len(join)
+    kept = sorted({int(rid.split("-")[0]) for p in join.partitions() for rid in join._partitions[p]})
+    assert kept == list(range(30 - len(kept), 30))  # whole oldest batches went, over every partition

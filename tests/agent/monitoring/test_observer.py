@@ -1,0 +1,230 @@
+"""The drift observer on seeded streams through the real request handler and a real model package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.models.registry import ModelRegistry
+from agent.models.repository import ModelRepository
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.monitoring.technical import RateWatch
+from agent.packaging.examples import classification_20
+from agent.serving.handler import Record, RequestHandler
+from schemas.alert import Alert, AlertKind
+
+MODEL = "classification-20"
+# Inference latency is the machine's, not the stream's: these tests watch the drift detectors, and the
+# latency watch has its own deterministic doctest (agent.monitoring.technical.LatencyWatch).
+NO_LATENCY_WATCH = MonitorSettingsView(latency_threshold=1e12)
+ALERTS = "alerts"
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    # The same rows the test package's reference statistics were taken from (tests/support/models.py).
+    return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+
+
+def make_handler(root: Path) -> tuple[RequestHandler, DriftObserver]:
+    registry = ModelRegistry(root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+        settings=MonitorSettingsView(),
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        alerts_topic=ALERTS,
+    )
+    return handler, observer
+
+
+def run(
+    handler: RequestHandler, rows: np.ndarray, *, extra: dict[str, object] | None = None, batch: int = 500
+) -> list[Alert]:
+    names = [f"x{i:02d}" for i in range(rows.shape[1])]
+    alerts = []
+    for start in range(0, len(rows), batch):
+        records = []
+        for i, row in enumerate(rows[start : start + batch], start):
+            features: dict[str, object] = dict(zip(names, map(float, row), strict=True))
+            if extra and i % 10 == 0:
+                features.update(extra)
+            body = {"request_id": f"r{i}", "model": MODEL, "features": features}
+            records.append(Record("requests", i % 4, i, None, json.dumps(body).encode()))
+        for m in handler.handle(records):
+            if m.topic == ALERTS:
+                alerts.append(Alert.model_validate_json(m.value))
+    return alerts
+
+
+def test_step_change_in_one_feature_alerts_on_that_feature_only(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    handler, observer = make_handler(model_repository.root)
+    rng = np.random.default_rng(11)
+    live = reference[rng.integers(0, len(reference), 40_000)].copy()
+    change = 20_000
+    live[change:, 3] += 0.5 * reference[:, 3].std()
+    alerts = run(handler, live)
+    data = [a for a in alerts if a.kind is AlertKind.DATA]
+    assert {a.subject for a in data} == {"x03"}
+    [alert] = data
+    fired_at = int(alert.evidence.extra["event_index"])
+    # Detected within a stated delay: 2,000 events after the step (the calibrated median is ~200).
+    assert change <= fired_at <= change + 2_000
+    assert alert.evidence.shift_in_std == pytest.approx(0.5, abs=0.25)
+    assert "x03" in alert.message and alert.source and alert.source[0].topic == "requests"
+    # No technical alert: the stream is clean and the package matches the installed libraries.
+    assert not [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    # The metrics sinks see the shifted window too.
+    shifts = {
+        p.tags["feature"]: p.fields["shift_sd"] for p in observer.metric_points() if "feature" in p.tags
+    }
+    assert shifts["x03"] > 0.3 and abs(shifts["x00"]) < 0.3
+
+
+def test_no_alert_on_a_long_no_drift_stream(model_repository: ModelRepository, reference: np.ndarray) -> None:
+    handler, observer = make_handler(model_repository.root)
+    rng = np.random.default_rng(5)
+    assert run(handler, reference[rng.integers(0, len(reference), 100_000)]) == []
+    assert observer.raised == []
+
+
+def test_dependency_findings_alert_once_at_load(
+    repository_copy: ModelRepository, reference: np.ndarray
+) -> None:
+    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["versions"]["onnxruntime"] = "0.9.0"
+    manifest["versions"]["scikit_learn"] = "0.1.0"
+    manifest_path.write_text(json.dumps(manifest))
+    handler, _ = make_handler(repository_copy.root)
+    alerts = run(handler, reference[:1500])
+    technical = sorted((a.subject, a.severity.value) for a in alerts if a.detector == "dependency_versions")
+    assert technical == [("onnxruntime", "critical"), ("scikit-learn", "critical")]
+
+
+def test_unseen_field_in_ten_percent_of_events_is_technical_drift(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    handler, _ = make_handler(model_repository.root)
+    alerts = run(handler, reference[np.arange(4000) % len(reference)], extra={"new_field": 1.0})
+    [alert] = alerts
+    assert (alert.kind, alert.detector, alert.subject) == (AlertKind.TECHNICAL, "unseen_field", "new_field")
+
+
+def test_rate_watch_is_independent_of_batching() -> None:
+    hits = np.random.default_rng(1).random(10_000) < 0.08
+    results = []
+    for batch in (1, 7, 1000):
+        w = RateWatch(0.0, 0.05, 2000)
+        fired = []
+        for start in range(0, len(hits), batch):
+            chunk = hits[start : start + batch]
+            if w.update(int(chunk.sum()), len(chunk)) == "fire":
+                fired.append(start)
+        results.append(len(fired))
+    assert results == [1, 1, 1]
+
+
+def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
+    model_repository: ModelRepository,
+) -> None:
+    trained = classification_20(n_estimators=10, n_samples=2000)
+    X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+        persist_join=True,
+        settings=NO_LATENCY_WATCH,
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        outcomes_topic="outcomes",
+        alerts_topic=ALERTS,
+        changelog_topic="log",
+    )
+    names = [f"x{i:02d}" for i in range(20)]
+    n, flip = 12_000, 6_000
+    rows = np.arange(n) % len(X)
+    alerts: list[Alert] = []
+    changelog: list[tuple[bytes | None, bytes | None]] = []
+    for start in range(0, n, 500):
+        idx = range(start, start + 500)
+        requests = [
+            Record(
+                "requests",
+                i % 4,
+                i,
+                None,
+                json.dumps(
+                    {
+                        "request_id": f"r{i}",
+                        "model": MODEL,
+                        "features": dict(zip(names, map(float, X[rows[i]]), strict=True)),
+                    }
+                ).encode(),
+            )
+            for i in idx
+        ]
+        # The rule flips at event 6,000: from then on the observed label is the opposite class.
+        outcomes = [
+            Record(
+                "outcomes",
+                i % 4,
+                i,
+                None,
+                json.dumps(
+                    {"request_id": f"r{i}", "model": MODEL, "label": int(y[rows[i]]) ^ (i >= flip)}
+                ).encode(),
+            )
+            for i in idx
+        ]
+        for records in (requests, outcomes):
+            for m in handler.handle(records):
+                if m.topic == ALERTS:
+                    alerts.append(Alert.model_validate_json(m.value or b""))
+                elif m.topic == "log":
+                    changelog.append((m.key, m.value))
+    concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert len(concept) == 1 and concept[0].subject == "error"
+    fired_at = int(concept[0].evidence.extra["event_index"])
+    assert flip <= fired_at <= flip + 1_000
+    assert not [a for a in alerts if a.kind in (AlertKind.DATA, AlertKind.PREDICTION)]
+    # Every prediction was remembered in the changelog and every matched one tombstoned.
+    from agent.monitoring.join import decode_batch
+
+    remembered = [rid for _, v in changelog if v is not None for rid, _ in decode_batch(v)]
+    assert sorted(remembered) == sorted(f"r{i}" for i in range(n))
+    assert sum(v is None for _, v in changelog) == n
+    assert observer.join.matched == n and len(observer.join) == 0
+
+
+def test_a_return_to_the_reference_recovers_instead_of_alerting(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    handler, observer = make_handler(model_repository.root)
+    rng = np.random.default_rng(21)
+    live = reference[rng.integers(0, len(reference), 30_000)].copy()
+    live[10_000:20_000, 3] += 1.0 * reference[:, 3].std()
+    alerts = [a for a in run(handler, live) if a.kind is AlertKind.DATA]
+    [alert] = alerts
+    assert alert.subject == "x03" and "drifted up" in alert.message
+    # Back to normal: the incident is closed, so a new shift would alert again at once.
+    assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))

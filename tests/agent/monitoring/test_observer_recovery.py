@@ -1,0 +1,154 @@
+"""When a drift incident recovers: only once a full window of events after the detection is back to
+normal, so that an ongoing drift keeps its incident open (and a restarted worker, whose detectors start
+again from the reference, does not alert it a second time)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.models.registry import ModelRegistry
+from agent.models.repository import ModelRepository
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.packaging.examples import classification_20
+from agent.serving.handler import Record, RequestHandler
+from schemas.alert import Alert
+
+MODEL = "classification-20"
+NAMES = [f"x{i:02d}" for i in range(20)]
+SETTINGS = MonitorSettingsView(latency_threshold=1e12)  # the machine's latency is not under test
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+
+
+def worker(root: object, store: InMemoryIncidentStore) -> tuple[RequestHandler, DriftObserver]:
+    """A worker's handler and monitor; workers built on one store share their incidents (as they do
+    through the incidents topic, and as a restarted worker finds them)."""
+    registry = ModelRegistry(root)  # type: ignore[arg-type]
+    registry.refresh()
+    observer = DriftObserver(IncidentManager(store, cooldown_s=3600), settings=SETTINGS)
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        alerts_topic="alerts",
+    )
+    return handler, observer
+
+
+def request(i: int, row: np.ndarray) -> Record:
+    body = {"request_id": f"r{i}", "model": MODEL, "features": dict(zip(NAMES, map(float, row), strict=True))}
+    return Record("requests", i % 2, i, None, json.dumps(body).encode())
+
+
+def run(handler: RequestHandler, rows: np.ndarray, first: int = 0) -> tuple[list[Alert], list[set[str]]]:
+    """Feeds ``rows`` in batches of 100 (a worker's batches at a modest rate); returns the alerts and,
+    after each batch, the open incidents."""
+    alerts, open_after = [], []
+    incidents = handler.observers[0].incidents  # type: ignore[attr-defined]
+    for start in range(0, len(rows), 100):
+        records = [request(i, row) for i, row in enumerate(rows[start : start + 100], first + start)]
+        alerts += [Alert.model_validate_json(m.value) for m in handler.handle(records) if m.topic == "alerts"]
+        open_after.append({f"{i.key.kind}/{i.key.subject}" for i in incidents.open_incidents()})
+    return alerts, open_after
+
+
+def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_recover_after_it(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    rng = np.random.default_rng(4)
+    rows = reference[rng.integers(0, len(reference), 20_000)].copy()
+    rows[1_000:12_000, 3] += 1.5 * reference[:, 3].std()  # x03 drifts from event 1,000 to 12,000
+    store = InMemoryIncidentStore()
+    first, _ = worker(model_repository.root, store)
+    alerts, open_after = run(first, rows[:6_000])
+    raised = {f"{a.kind.value}/{a.subject}": a.opened_at_event for a in alerts}
+    # The step moves x03 and, a little, the model's output (about -0.2 reference sd).
+    assert raised == {"data/x03": 1_100, "prediction/prediction": 1_600}, alerts
+    # Both stay open while the drift goes on. They used to close one batch after they opened: the
+    # window that judged the recovery still held the 1,000 events before the step.
+    assert all(open_now == set(raised) for open_now in open_after[16:]), open_after
+
+    # A restart: a new worker whose detectors start from the reference again, on the same incidents.
+    # It sees the drift again; the open incidents keep it from alerting it twice.
+    second, observer = worker(model_repository.root, store)
+    alerts, open_after = run(second, rows[6_000:], first=6_000)
+    assert alerts == [] and observer.incidents.suppressed >= 2
+    # The drift ends at event 12,000: both incidents recover within two windows (2 x 2,048 events).
+    back = open_after.index(set()) * 100 + 6_000
+    assert 12_000 < back <= 12_000 + 2 * 2_048, open_after
+    assert open_after[-1] == set()
+    assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
+
+
+def test_a_concept_drift_keeps_its_incident_open_while_it_lasts(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    rng = np.random.default_rng(1)
+    rows = reference[rng.integers(0, len(reference), 12_000)]
+    handler, observer = worker(model_repository.root, InMemoryIncidentStore())
+    handler.outcomes_topic = "outcomes"
+    predicted = {}
+    for start in range(0, len(rows), 100):
+        records = [request(i, row) for i, row in enumerate(rows[start : start + 100], start)]
+        for m in handler.handle(records):
+            if m.topic == "p":
+                body = json.loads(m.value)
+                predicted[body["request_id"]] = int(body["label"])
+    # The outcomes agree with every prediction for 3,000 events, then contradict a quarter of them
+    # (the package's holdout error rate is 14%).
+    flips = rng.random(len(rows)) < 0.25
+    flips[:3_000] = False
+    key = IncidentKey(MODEL, "concept", "error")
+    alerts, open_after = [], []
+    for start in range(0, len(rows), 100):
+        records = [
+            Record(
+                "outcomes",
+                i % 2,
+                i,
+                None,
+                json.dumps(
+                    {"request_id": f"r{i}", "model": MODEL, "label": predicted[f"r{i}"] ^ int(flips[i])}
+                ).encode(),
+            )
+            for i in range(start, start + 100)
+        ]
+        alerts += [m for m in handler.handle(records) if m.topic == "alerts"]
+        open_after.append(observer.incidents.is_open(key))
+    assert len(alerts) == 1
+    opened = open_after.index(True)
+    # Open from the alert to the end: it used to close after ~1,300 more outcomes, judged on a window
+    # that still held the 3,000 error-free ones.
+    assert 30 <= opened <= 40 and all(open_after[opened:]), open_after
+
+
+def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # x03 drifts from request 1,000 on; the worker reads partition 0 (even requests) up to request
+    # 3,000 before partition 1 (odd ones) catches up: the stream it sees steps up, back to the
+    # reference, and up again. One drift, one alert; its incident open to the end.
+    rng = np.random.default_rng(3)
+    rows = reference[rng.integers(0, len(reference), 6_000)].copy()
+    rows[1_000:, 3] += 1.5 * reference[:, 3].std()
+    order = [*range(0, 3_000, 2), *range(1, 3_000, 2), *range(3_000, 6_000)]
+    handler, observer = worker(model_repository.root, InMemoryIncidentStore())
+    alerts = []
+    for start in range(0, len(order), 500):
+        records = [request(i, rows[i]) for i in order[start : start + 500]]
+        alerts += [Alert.model_validate_json(m.value) for m in handler.handle(records) if m.topic == "alerts"]
+    assert sorted((a.kind.value, a.subject) for a in alerts) == [
+        ("data", "x03"),
+        ("prediction", "prediction"),
+    ]
+    assert observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
