@@ -4,7 +4,7 @@
 
 ``driftline package`` imports this file, calls ``train()`` (or the function named by --function)
 and packages what it returns: a fitted estimator plus the data it was trained on, as an
-``agent.packaging.builder.TrainingResult``.
+``agent.packaging.training.TrainingResult``.
 
 The matrices are what the model is fed at serving time: one column per feature, in
 ``feature_names`` order, all floats. A categorical feature's column holds the index of the category
@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from agent.packaging.builder import TrainingResult
+from agent.packaging.training import TrainingResult
 from schemas.manifest import MissingPolicy
 
 PLANS = ["basic", "plus", "pro"]

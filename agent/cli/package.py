@@ -2,7 +2,7 @@
 
 Either a bundled example (--example) or your own training module (--module FILE.py or pkg.mod),
 whose function (--function, default `train`) returns an
-agent.packaging.builder.TrainingResult: see examples/train_example.py. The estimator is converted
+agent.packaging.training.TrainingResult: see examples/train_example.py. The estimator is converted
 with skl2onnx, checked against scikit-learn on the holdout rows, summarised, and written atomically
 to REPOSITORY/NAME/VERSION/ (model.onnx + manifest.json). Progress goes to stderr.
 """
@@ -61,12 +61,9 @@ def _default_name(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from agent.errors import ConfigurationError
     from agent.models.repository import ModelRepository
-    from agent.packaging.builder import (
-        Progress,
-        TrainingResult,
-        build_package,
-        load_training_function,
-    )
+    from agent.packaging.builder import build_package
+    from agent.packaging.progress import Progress
+    from agent.packaging.training import TrainingResult, load_training_function
     from agent.settings import Settings
 
     started = time.perf_counter()

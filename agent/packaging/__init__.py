@@ -1,7 +1,15 @@
-"""Model packages: ``driftline package`` builds them from scikit-learn, ``driftline inspect`` checks them.
+"""Packaging: build a verified model package (ONNX + manifest) from a trained model.
 
-The builder logic lives in :mod:`agent.packaging.builder` as plain functions; the bundled example
-models in :mod:`agent.packaging.examples`; the two command modules only parse arguments and report.
+One module per step, each a plain function a test can call on its own: ``training`` (what a training
+module returns, and loading it), ``convert`` (to ONNX, and the hyperparameters), ``parity`` (ONNX
+Runtime agrees with the original), ``reference`` (reference statistics and holdout scores), ``write``
+(atomic write, build versions); ``builder`` runs them in order with ``progress`` on stderr;
+``examples`` holds the bundled example models.
+
+Needs the ``build`` extra (scikit-learn, skl2onnx, onnx): ``pip install 'driftline[build]'``. Outside
+the worker's import graph.
+
+May import: :mod:`agent.models`, :mod:`agent.errors`, :mod:`schemas`.
 """
 
 from __future__ import annotations

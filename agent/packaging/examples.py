@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.packaging.builder import TrainingResult
+from agent.packaging.training import TrainingResult
 
 __all__ = ["EXAMPLES", "SEED", "breast_cancer", "classification_20", "diabetes"]
 

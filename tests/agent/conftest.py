@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent.models.repository import ModelRepository
-from agent.packaging.builder import BuiltPackage, TrainingResult, build_package
+from agent.packaging.builder import BuiltPackage, build_package
 from agent.packaging.examples import breast_cancer, diabetes
+from agent.packaging.training import TrainingResult
 
 
 @dataclass(frozen=True)

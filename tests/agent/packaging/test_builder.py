@@ -18,16 +18,12 @@ from agent.errors import ConfigurationError, PackageError, ParityError
 from agent.models.package import load_package, onnxruntime_max_opset
 from agent.models.repository import ModelRepository
 from agent.models.versions import installed_versions
-from agent.packaging import builder
-from agent.packaging.builder import (
-    TrainingResult,
-    build_package,
-    compare_predictions,
-    hyperparameters,
-    load_training_function,
-    target_opsets,
-    write_package,
-)
+from agent.packaging import write as writing
+from agent.packaging.builder import build_package
+from agent.packaging.convert import hyperparameters, target_opsets
+from agent.packaging.parity import compare_predictions
+from agent.packaging.training import TrainingResult, load_training_function
+from agent.packaging.write import write_package
 from schemas.manifest import CategoricalStatistics, MissingPolicy, NumericStatistics
 from tests.agent.conftest import ExamplePackages
 
@@ -220,14 +216,14 @@ def test_a_failed_write_leaves_nothing_behind(
     example_packages: ExamplePackages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built = example_packages.regressor
-    real = builder._write_synced
+    real = writing._write_synced
 
     def fail_on_manifest(path: Path, data: bytes) -> None:
         if path.name == "manifest.json":
             raise OSError("disk full")
         real(path, data)
 
-    monkeypatch.setattr(builder, "_write_synced", fail_on_manifest)
+    monkeypatch.setattr(writing, "_write_synced", fail_on_manifest)
     repo = ModelRepository(tmp_path)
     with pytest.raises(OSError, match="disk full"):
         write_package(repo, built.manifest, (built.path / "model.onnx").read_bytes())
