@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 import numpy as np
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
 from agent.kafka import aiokafka_options, read_to_end, ssl_context
-from agent.metrics import MetricPoint, Metrics
+from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
 from agent.monitoring.batch import BatchObserver
-from agent.monitoring.incidents import IncidentManager, KafkaIncidentStore
+from agent.monitoring.incidents import IncidentManager
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.serving.handler import RequestHandler
 from agent.serving.loop import ServingLoop
 from agent.serving.web import register_views
 from agent.settings import KafkaSettings, Settings
+from agent.topics import TopicSetup, join_changelog_topic
 
-__all__ = ["Driftline", "create_app", "ensure_topics"]
+__all__ = ["Driftline", "create_app", "faust_credentials"]
 
 log = logging.getLogger(__name__)
 
@@ -80,51 +79,6 @@ def faust_credentials(settings: KafkaSettings) -> Any:
     return None
 
 
-def join_changelog_topic(settings: Settings) -> str:
-    """The outcome join's changelog topic (compacted, partitioned like the requests topic)."""
-    return f"{settings.app_id}-join-changelog"
-
-
-async def ensure_topics(settings: Settings) -> None:
-    """Creates driftline's topics that do not exist yet, with the configured partitions.
-
-    The join changelog gets the requests topic's partition count, whatever it is, since the join
-    writes each prediction's entry to the partition number of its request.
-    """
-    t = settings.topics
-    wanted = [t.requests, t.predictions, t.outcomes, t.alerts, t.dead_letters]
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in wanted if name not in existing]
-        if missing:
-            await admin.create_topics(
-                [
-                    NewTopic(n, num_partitions=t.partitions, replication_factor=t.replication_factor)
-                    for n in missing
-                ]
-            )
-            log.info("created topics %s with %d partitions", ", ".join(missing), t.partitions)
-        changelog = join_changelog_topic(settings)
-        if settings.monitoring.concept_drift and changelog not in existing:
-            [described] = await admin.describe_topics([t.requests])
-            partitions = len(described["partitions"]) or t.partitions
-            retention_ms = int(settings.monitoring.join_ttl_s * 2000)
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        changelog,
-                        num_partitions=partitions,
-                        replication_factor=t.replication_factor,
-                        topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
-                    )
-                ]
-            )
-    finally:
-        await admin.close()
-
-
 def create_app(settings: Settings) -> Driftline:
     """Builds the app, its serving loop, its timers and its web views from ``settings``."""
     kafka = settings.kafka
@@ -146,6 +100,9 @@ def create_app(settings: Settings) -> Driftline:
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,
     )
+    # The app's first child: the topics exist before the alerts agent's consumer and the serving loop
+    # start (mode starts children in the order they were added).
+    app.add_dependency(TopicSetup(settings, loop=app.loop))
     metrics = Metrics()
     registry = ModelRegistry(
         settings.serving.model_repository,
@@ -222,7 +179,7 @@ def create_app(settings: Settings) -> Driftline:
     # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
     last = {"records": 0, "at": time.monotonic()}
 
-    worker = {"app": settings.app_id, "worker": f"{socket.gethostname()}-{os.getpid()}"}
+    worker = worker_tags(settings.app_id, settings.web.port)
 
     def metric_points() -> list[MetricPoint]:
         # Throughput and latency since the previous call, dead letters, and the monitors' statistics.
@@ -265,7 +222,6 @@ def create_app(settings: Settings) -> Driftline:
                 "(build one with `driftline package --example breast-cancer`)",
                 settings.serving.model_repository,
             )
-        await ensure_topics(settings)
         await app.add_runtime_dependency(serving)
 
     async def poll_repository() -> None:

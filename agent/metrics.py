@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "FieldValue", "MetricPoint", "Metrics"]
+__all__ = ["CONTENT_TYPE", "FieldValue", "MetricPoint", "Metrics", "worker_tags"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -51,6 +52,15 @@ class MetricPoint:
     fields: Mapping[str, FieldValue]
     tags: Mapping[str, str] = field(default_factory=dict)
     time: datetime | None = None
+
+
+def worker_tags(app_id: str, web_port: int) -> dict[str, str]:
+    """The tags naming one worker in metrics points: its deployment (``app``) and ``host:port``.
+
+    The web port tells apart the workers of one host, and unlike a process id it stays the same across
+    a restart, so a restarted worker continues its own series instead of starting a new one.
+    """
+    return {"app": app_id, "worker": f"{socket.gethostname()}:{web_port}"}
 
 
 class Metrics:

@@ -19,7 +19,6 @@ the Faust app:
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from mode import Service
 from agent.alerting.sinks.base import Sink
 from agent.alerting.sinks.fanout import SinkFanout
 from agent.errors import ConfigurationError
-from agent.metrics import MetricPoint, Metrics
+from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.monitoring.incidents import IncidentManager
 from agent.settings import Settings
 from schemas.alert import decode_alert
@@ -100,8 +99,6 @@ class AlertingService(Service):
     Parameters:
         fanout: The sinks.
         incidents: The incident gate whose store to start and stop, if this service owns it.
-        before_start: Awaited first (creates the topics, so that Faust's consumer does not
-            auto-create the alerts topic with the broker's default partition count).
     """
 
     def __init__(
@@ -109,17 +106,13 @@ class AlertingService(Service):
         fanout: SinkFanout,
         *,
         incidents: IncidentManager | None = None,
-        before_start: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.fanout = fanout
         self.incidents = incidents
-        self.before_start = before_start
 
     async def on_start(self) -> None:
-        if self.before_start is not None:
-            await self.before_start()
         if self.incidents is not None:
             await self.incidents.store.start()
         await self.fanout.start()
@@ -223,16 +216,12 @@ def wire_alert_sinks(
         log.warning("alerts: no sink configured; alerts stay on the %s topic only", settings.topics.alerts)
     fanout = SinkFanout(sinks, metrics=metrics)
 
-    async def create_topics() -> None:
-        from agent.app import ensure_topics  # agent.app imports this module
-
-        await ensure_topics(settings)
-
-    service = AlertingService(fanout, incidents=incidents, before_start=create_topics, loop=app.loop)
+    service = AlertingService(fanout, incidents=incidents, loop=app.loop)
     wiring = AlertWiring(fanout, service, metrics, incidents, metrics_source)
-    wiring.tags = {"app": settings.app_id, "worker": f"{socket.gethostname()}:{settings.web.port}"}
-    # Added before the app starts, so it is the app's first child: started before Faust's consumer and
-    # the app's tasks (the serving loop), stopped after them (mode stops children in reverse order).
+    wiring.tags = worker_tags(settings.app_id, settings.web.port)
+    # Added before the app starts (after its topic set-up, see agent.app), so started before Faust's
+    # consumer and the app's tasks (the serving loop), and stopped after them (mode stops children in
+    # reverse order).
     app.add_dependency(service)
 
     topic = app.topic(

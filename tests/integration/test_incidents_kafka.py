@@ -10,7 +10,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agent.monitoring.incidents import IncidentKey, IncidentManager, KafkaIncidentStore
+from agent.alerting.incident_store import KafkaIncidentStore
+from agent.monitoring.incidents import IncidentKey, IncidentManager
 from schemas import Alert, AlertKind, Severity
 
 pytestmark = pytest.mark.integration

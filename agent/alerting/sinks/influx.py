@@ -44,6 +44,7 @@ from pydantic import SecretStr
 
 from agent.alerting.sinks.base import Sink, lock_directory
 from agent.metrics import MetricPoint, Metrics
+from agent.retry import Backoff
 from schemas import Alert
 
 __all__ = ["ALERT_MEASUREMENT", "InfluxSink", "Spool", "SpoolSegment", "alert_line", "metric_lines"]
@@ -332,7 +333,7 @@ class InfluxSink(Sink):
         self.retry_max_s = retry_max_s
         self.spool = Spool(spool_dir, spool_max_bytes)
         self._token = token
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(retry_initial_s, retry_max_s, rng=rng)
         self._client: InfluxDBClientAsync | None = None
         self._write_api: Any = None
         self._healthy = True
@@ -487,8 +488,7 @@ class InfluxSink(Sink):
 
     def backoff(self, attempt: int) -> float:
         """Wait after failed retry number ``attempt`` (1-based): exponential, upper half jittered."""
-        ceiling = min(self.retry_max_s, self.retry_initial_s * 2 ** (attempt - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return self._backoff.delay(attempt)
 
     async def _retry_loop(self) -> None:
         attempt = 0

@@ -63,6 +63,7 @@ from pydantic import SecretStr
 from agent.alerting.sinks.base import Sink, lock_directory
 from agent.errors import ConfigurationError
 from agent.metrics import Metrics
+from agent.retry import Backoff
 from schemas import Alert
 from schemas.alert import encode_alert
 
@@ -280,7 +281,7 @@ class WebhookSink(Sink):
         self.max_pending = max_pending
         self.drain_timeout_s = drain_timeout_s
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s, rng=rng)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._ready = asyncio.Event()
@@ -360,8 +361,7 @@ class WebhookSink(Sink):
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
-        delay = self._rng.uniform(ceiling / 2, ceiling)
+        delay = self._backoff.delay(attempt)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.backoff_max_s))
         return delay

@@ -1,0 +1,79 @@
+"""driftline's topics: their names beyond the settings, and creating the missing ones at start.
+
+A worker creates its topics once, before anything consumes or produces: :class:`TopicSetup` is the
+app's first dependency, so Faust's consumer (the alerts agent) never auto-creates the alerts topic
+with the broker's default partition count, and the serving loop finds its topics in place.
+
+May import: :mod:`agent.kafka`, :mod:`agent.settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from mode import Service
+
+from agent.kafka import aiokafka_options
+from agent.settings import Settings
+
+__all__ = ["TopicSetup", "ensure_topics", "join_changelog_topic"]
+
+log = logging.getLogger(__name__)
+
+
+def join_changelog_topic(settings: Settings) -> str:
+    """The outcome join's changelog topic (compacted, partitioned like the requests topic)."""
+    return f"{settings.app_id}-join-changelog"
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Creates driftline's topics that do not exist yet, with the configured partitions.
+
+    The join changelog gets the requests topic's partition count, whatever it is, since the join
+    writes each prediction's entry to the partition number of its request.
+    """
+    t = settings.topics
+    wanted = [t.requests, t.predictions, t.outcomes, t.alerts, t.dead_letters]
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(n, num_partitions=t.partitions, replication_factor=t.replication_factor)
+                    for n in missing
+                ]
+            )
+            log.info("created topics %s with %d partitions", ", ".join(missing), t.partitions)
+        changelog = join_changelog_topic(settings)
+        if settings.monitoring.concept_drift and changelog not in existing:
+            [described] = await admin.describe_topics([t.requests])
+            partitions = len(described["partitions"]) or t.partitions
+            retention_ms = int(settings.monitoring.join_ttl_s * 2000)
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        changelog,
+                        num_partitions=partitions,
+                        replication_factor=t.replication_factor,
+                        topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
+                    )
+                ]
+            )
+    finally:
+        await admin.close()
+
+
+class TopicSetup(Service):
+    """Runs :func:`ensure_topics` once when the app starts, before its other dependencies."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
+    async def on_start(self) -> None:
+        await ensure_topics(self.settings)
