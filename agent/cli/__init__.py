@@ -3,6 +3,9 @@
 Each subcommand lives in its own module with two functions, ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only builds the parser and dispatches. Subcommand modules keep their
 heavy imports (ONNX, scikit-learn, Faust) inside ``run`` so that ``driftline --help`` stays fast.
+
+May import: anything in :mod:`agent`, and :mod:`producers`, :mod:`schemas`: the commands are the outermost
+layer. Commands that need an optional extra check for it first (:mod:`agent.cli.extras`).
 """
 
 from __future__ import annotations

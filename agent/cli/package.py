@@ -59,6 +59,9 @@ def _default_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent.cli.extras import require
+
+    require("build", "driftline package")
     from agent.errors import ConfigurationError
     from agent.models.repository import ModelRepository
     from agent.packaging.builder import build_package

@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(model: str) -> None:
+    from agent.cli.extras import require
+
+    require("build", "driftline produce scenario", modules=("sklearn",))
     from producers.scenarios import SCENARIOS, builtin_scenario
 
     for name in SCENARIOS:
@@ -154,6 +157,10 @@ def _stream(args: argparse.Namespace) -> EventStream:
 
         return replay(args.file, args.package, label_column=args.label_column, scenario=schedule, **options)
 
+    from agent.cli.extras import require
+
+    # The built-in scenarios draw their rows from scikit-learn's bundled datasets.
+    require("build", "driftline produce scenario", modules=("sklearn",))
     from producers.scenarios import builtin_scenario, generate
 
     if (args.name is None) == (schedule is None):

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,12 +43,12 @@ from agent.errors import (
     UnsupportedOpsetError,
     describe_validation_error,
 )
+from agent.models.onnx_proto import FLOAT, ModelInfo, ProtoError, probe_model, read_model
 from agent.models.repository import MANIFEST_FILE, MODEL_FILE
 from agent.models.versions import DependencyFinding, dependency_findings
 from schemas.manifest import MANIFEST_SCHEMA_VERSION, Manifest
 
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
 
 __all__ = [
@@ -120,20 +119,6 @@ def refuse_pickle(path: Path) -> None:
 # --- onnxruntime's limits ---------------------------------------------------------------------
 
 
-def _probe_model(opsets: Mapping[str, int], ir_version: int) -> bytes:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    imports = [helper.make_opsetid(domain, version) for domain, version in opsets.items()]
-    model = helper.make_model(graph, opset_imports=imports, ir_version=ir_version)
-    return bytes(model.SerializeToString())
-
-
 def _probe_error(model: bytes) -> str | None:
     import onnxruntime
 
@@ -161,7 +146,7 @@ def onnxruntime_max_opset(domain: str) -> int | None:
     opsets = {onnx_domain: _FAR_FUTURE}
     if onnx_domain:
         opsets[""] = 7
-    message = _probe_error(_probe_model(opsets, ir_version=8))
+    message = _probe_error(probe_model(opsets, ir_version=8))
     if message is None:
         return None
     found = re.search(r"support for domain (\S+) is till opset (\d+)", message)
@@ -171,7 +156,7 @@ def onnxruntime_max_opset(domain: str) -> int | None:
 @functools.cache
 def onnxruntime_max_ir_version() -> int | None:
     """Highest ONNX IR version the installed onnxruntime loads, or ``None`` if it cannot tell."""
-    message = _probe_error(_probe_model({"": 7}, ir_version=_FAR_FUTURE))
+    message = _probe_error(probe_model({"": 7}, ir_version=_FAR_FUTURE))
     if message is None:
         return None
     found = re.search(r"max supported IR version: (\d+)", message)
@@ -227,25 +212,23 @@ def _read_manifest(path: Path) -> Manifest:
         ) from exc
 
 
-def _parse_onnx(path: Path, data: bytes) -> onnx.ModelProto:
-    import onnx
-
+def _parse_onnx(path: Path, data: bytes) -> ModelInfo:
     try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf's DecodeError, among others; all mean "not ONNX"
+        model = read_model(data)
+    except ProtoError as exc:  # all mean "not ONNX"
         raise CorruptModelError(f"{path}: not a valid ONNX model: {exc}") from exc
-    if model.ir_version == 0 or not model.graph.node:
+    if model.ir_version == 0 or not model.n_nodes:
         raise CorruptModelError(f"{path}: not a valid ONNX model: no IR version or an empty graph")
     return model
 
 
-def _check_opsets(path: Path, model: onnx.ModelProto) -> dict[str, int]:
+def _check_opsets(path: Path, model: ModelInfo) -> dict[str, int]:
     import onnxruntime
 
     opsets: dict[str, int] = {}
-    for entry in model.opset_import:
-        domain = entry.domain or DEFAULT_DOMAIN
-        opsets[domain] = max(opsets.get(domain, 0), int(entry.version))
+    for domain, version in model.opsets.items():
+        name = domain or DEFAULT_DOMAIN
+        opsets[name] = max(opsets.get(name, 0), version)
     for domain, version in opsets.items():
         limit = onnxruntime_max_opset(domain)
         if limit is not None and version > limit:
@@ -263,32 +246,23 @@ def _check_opsets(path: Path, model: onnx.ModelProto) -> dict[str, int]:
     return opsets
 
 
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
-    shape = value_info.type.tensor_type.shape
-    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
-def _check_graph(path: Path, model: onnx.ModelProto, manifest: Manifest) -> None:
-    from onnx import TensorProto
-
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+def _check_graph(path: Path, model: ModelInfo, manifest: Manifest) -> None:
+    inputs = [i for i in model.inputs if i.name not in model.initializers]
     if [i.name for i in inputs] != ["input"]:
         raise GraphMismatchError(
             f"{path}: the graph must have exactly one input named 'input', has {[i.name for i in inputs]}"
         )
     (graph_input,) = inputs
-    if graph_input.type.tensor_type.elem_type != TensorProto.FLOAT:
-        dtype = TensorProto.DataType.Name(graph_input.type.tensor_type.elem_type)
-        raise GraphMismatchError(f"{path}: input 'input' must be float32, is {dtype}")
-    dims = _dims(graph_input)
+    if graph_input.elem_type != FLOAT:
+        raise GraphMismatchError(f"{path}: input 'input' must be float32, is {graph_input.elem_type_name}")
+    dims = graph_input.dims
     n_features = len(manifest.features)
     if len(dims) != 2 or dims[1] != n_features:
         raise GraphMismatchError(
             f"{path}: input 'input' has shape {dims}, but the manifest lists {n_features} "
             f"features, so it must be [None, {n_features}]"
         )
-    outputs = {o.name: o for o in model.graph.output}
+    outputs = {o.name: o for o in model.outputs}
     expected = manifest.outputs.names
     if sorted(outputs) != sorted(expected):
         raise GraphMismatchError(
@@ -297,7 +271,7 @@ def _check_graph(path: Path, model: onnx.ModelProto, manifest: Manifest) -> None
     probabilities = manifest.outputs.probabilities
     if probabilities is not None:
         n_classes = len(manifest.outputs.class_labels or ())
-        width = _dims(outputs[probabilities])[-1:]
+        width = outputs[probabilities].dims[-1:]
         if width and width[0] is not None and width[0] != n_classes:
             raise GraphMismatchError(
                 f"{path}: output {probabilities!r} has {width[0]} columns, but the manifest lists "

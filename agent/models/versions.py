@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "BUILD_ONLY",
     "DependencyFinding",
     "FindingLevel",
     "dependency_findings",
@@ -21,6 +22,10 @@ __all__ = [
 ]
 
 FindingLevel = Literal["major", "minor", "patch", "missing"]
+
+BUILD_ONLY = frozenset({"scikit-learn", "skl2onnx", "onnx"})
+"""Libraries that build a package but play no part in serving it (the ``build`` extra): a worker
+installed without them is no technical drift, though one that has them at another version still is."""
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,15 @@ def dependency_findings(
     """One finding per package in ``built`` whose installed version differs or is missing.
 
     ``installed`` defaults to :func:`installed_versions`; a package it does not mention counts as
-    missing.
+    missing, except the :data:`BUILD_ONLY` ones.
     """
     now = installed_versions() if installed is None else installed
     findings = []
     for package, built_version in built.items():
         current = now.get(package)
         if current is None:
+            if package in BUILD_ONLY:
+                continue
             findings.append(DependencyFinding(package, built_version, None, "missing"))
             continue
         level = version_difference(built_version, current)

@@ -55,6 +55,8 @@ class Worker:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     loglevel: str = "info"
+    program: tuple[str, ...] = ("-m", "agent.cli")
+    """What the interpreter runs before ``run``'s arguments (``("-c", LEAN)`` for a lean install)."""
 
     @property
     def url(self) -> str:
@@ -85,7 +87,7 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--loglevel", self.loglevel],
+            [sys.executable, *self.program, "run", "--loglevel", self.loglevel],
             cwd=ROOT,
             env=self.env(),
             stdout=log,

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from agent.alerting.query import AlertRow, build_query
 from agent.cli import main
-from agent.cli.alerts import AlertRow, build_query, format_table, parse_since
+from agent.cli.alerts import format_table, parse_since
 from agent.errors import ConfigurationError
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)

@@ -343,11 +343,21 @@ def test_findings_for_each_library_that_moved(package_copy: Path) -> None:
 
 
 def test_a_library_missing_at_serving_time_is_a_finding() -> None:
-    built = {"python": "3.11.7", "skl2onnx": "1.17.0", "onnxruntime": "1.18.0"}
+    built = {"python": "3.11.7", "numpy": "2.1.0", "onnxruntime": "1.18.0"}
     installed = {"python": "3.12.1", "onnxruntime": "1.18.0"}
     assert dependency_findings(built, installed) == (
         DependencyFinding("python", "3.11.7", "3.12.1", "minor"),
-        DependencyFinding("skl2onnx", "1.17.0", None, "missing"),
+        DependencyFinding("numpy", "2.1.0", None, "missing"),
+    )
+
+
+def test_a_lean_worker_without_the_build_libraries_has_no_finding_for_them() -> None:
+    # scikit-learn, skl2onnx and onnx build a package; a worker installed without the build extra
+    # serves it all the same. A different version that is installed is still a finding.
+    built = {"scikit-learn": "1.5.0", "skl2onnx": "1.17.0", "onnx": "1.16.0", "onnxruntime": "1.18.0"}
+    installed = {"scikit-learn": "1.6.0", "onnxruntime": "1.18.0"}
+    assert dependency_findings(built, installed) == (
+        DependencyFinding("scikit-learn", "1.5.0", "1.6.0", "minor"),
     )
 
 

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from agent.alerting.sinks.webhook import signature_headers
-from agent.cli.demo import Demo
-from agent.demo.report import (
+from agent.demo.evaluation import (
     AlertTable,
     DemoRun,
     DemoSummary,
@@ -33,6 +32,7 @@ from agent.demo.report import (
     plot_demo,
     rolling_mean,
 )
+from agent.demo.session import Demo
 from producers.scenarios import builtin_scenario
 from producers.schedule import ScheduledDrift
 from schemas.alert import Alert, AlertKind, OffsetRange, Severity

@@ -1,0 +1,112 @@
+"""A worker installed without the optional extras (build, demo) starts, serves and monitors.
+
+The worker runs in an interpreter where scikit-learn, skl2onnx, onnx and matplotlib cannot be imported
+(tests/support/lean.py), against the real broker; the commands that need an extra say which one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from agent.models.package import LoadedModel
+from agent.models.repository import ModelRepository
+from schemas.alert import Alert, AlertKind
+from schemas.events import Prediction
+from tests.support.kafka import create_topics, produce, read_topic
+from tests.support.lean import LEAN
+from tests.support.services import ROOT
+from tests.support.worker import Topics, Worker
+
+pytestmark = pytest.mark.integration
+
+DATA = load_breast_cancer()
+NAMES = [str(n) for n in DATA.feature_names]
+
+
+def request(i: int, row: np.ndarray) -> tuple[bytes, bytes]:
+    body = {
+        "request_id": f"r-{i}",
+        "model": "breast-cancer",
+        "features": dict(zip(NAMES, map(float, row), strict=True)),
+    }
+    return f"r-{i}".encode(), json.dumps(body).encode()
+
+
+async def test_a_lean_worker_serves_and_monitors(
+    kafka_bootstrap: str, repository_copy: ModelRepository, tmp_path: Path, unique: str
+) -> None:
+    topics = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, topics.all(), partitions=2)
+    worker = Worker(
+        kafka_bootstrap, topics, f"lean-{unique}", repository_copy.root, tmp_path, program=("-c", LEAN)
+    ).start()
+    try:
+        health = worker.wait_ready()
+        assert "breast-cancer/1" in health["models"]
+
+        # Stable rows, then 'mean radius' one reference sd higher: a data-drift alert on it.
+        rng = np.random.default_rng(5)
+        n, change = 3000, 1000
+        X = DATA.data[rng.integers(0, len(DATA.data), n)].copy()
+        radius = NAMES.index("mean radius")
+        X[change:, radius] += DATA.data[:, radius].std()
+        await produce(kafka_bootstrap, topics.requests, [request(i, row) for i, row in enumerate(X)])
+
+        out = await read_topic(kafka_bootstrap, topics.predictions, n)
+        with LoadedModel(repository_copy.root / "breast-cancer" / "1") as model:
+            expected = model.predict(X.astype(np.float32)).labels
+        assert expected is not None
+        predicted = {p.request_id: p.label for p in (Prediction.model_validate_json(r.value) for r in out)}
+        assert predicted == {f"r-{i}": int(expected[i]) for i in range(n)}
+
+        alerts = [
+            Alert.model_validate_json(r.value) for r in await read_topic(kafka_bootstrap, topics.alerts, 1)
+        ]
+        data = [a for a in alerts if a.kind is AlertKind.DATA]
+        assert [a.subject for a in data] == ["mean radius"]
+        # No technical alert either: the build libraries are absent on purpose, not a drift.
+        assert not [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    finally:
+        worker.stop()
+    log = worker.log(tail=200_000)
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["package", "--example", "breast-cancer"], "build"),
+        (["demo", "--count", "100"], "demo"),
+        (["produce", "scenario", "demo", "--count", "10"], "build"),
+    ],
+)
+def test_commands_that_need_an_extra_name_it(argv: list[str], extra: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", LEAN, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"pip install 'driftline[{extra}]'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_worker_imports_nothing_of_the_extras_or_the_tools() -> None:
+    # In a lean interpreter: the worker's modules import, and none of the build, demo or command
+    # modules comes along with them.
+    probe = (
+        "import sys\n"
+        "import agent.app, agent.cli.run\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('agent.packaging', 'agent.demo'))))\n"
+    )
+    program = LEAN.replace("from agent.cli import main\n\nsys.exit(main())\n", probe)
+    proc = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
