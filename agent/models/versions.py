@@ -39,9 +39,11 @@ class DependencyFinding:
         level: The most significant part that differs, or ``missing``.
 
     Example:
-        >>> dependency_findings({"numpy": "1.26.4", "onnx": "1.16.0"}, {"numpy": "2.0.1", "onnx": None})
+        >>> dependency_findings({"numpy": "1.26.4", "python": "3.11.7"}, {"numpy": "2.0.1", "python": None})
         (DependencyFinding(package='numpy', built='1.26.4', installed='2.0.1', level='major'), \
-DependencyFinding(package='onnx', built='1.16.0', installed=None, level='missing'))
+DependencyFinding(package='python', built='3.11.7', installed=None, level='missing'))
+        >>> dependency_findings({"onnx": "1.16.0"}, {"onnx": None})  # build-only: not a serving problem
+        ()
         >>> print(DependencyFinding("numpy", "1.26.4", "1.26.5", "patch"))
         numpy: built with 1.26.4, installed 1.26.5 (patch)
     """
