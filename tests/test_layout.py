@@ -195,7 +195,12 @@ def test_every_module_imports(module: str) -> None:
 
 @pytest.mark.parametrize("package", sorted(m for m, p in MODULES.items() if p.name == "__init__.py"))
 def test_every_package_says_what_it_owns(package: str) -> None:
-    doc = ast.get_docstring(ast.parse(MODULES[package].read_text())) or ""
+    tree = ast.parse(MODULES[package].read_text())
+    doc = ast.get_docstring(tree) or ""
     assert doc, f"{package} has no docstring"
+    exported = [
+        n for n in tree.body if isinstance(n, ast.Assign | ast.AnnAssign) and "__all__" in ast.unparse(n)
+    ]
+    assert exported, f"{package} has no explicit __all__"
     if package.startswith("agent.") and package.count(".") == 1:
         assert "May import" in doc, f"{package}'s docstring does not say what it may import"
