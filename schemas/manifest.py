@@ -188,12 +188,13 @@ class TrainingSummary(_Frozen):
     """How the estimator was trained and how it scored.
 
     Metrics are computed on the holdout rows when there are any, otherwise on the reference
-    (training) rows, which ``evaluated_on`` says; optimistic in the second case.
+    (training) rows, which ``evaluated_on`` says; optimistic in the second case. A model packaged
+    from an ONNX file without any labelled rows has no metrics: ``evaluated_on`` is ``none``.
     """
 
     rows: Annotated[int, Field(ge=1)]
     holdout_rows: Annotated[int, Field(ge=0)]
-    evaluated_on: Literal["holdout", "reference"]
+    evaluated_on: Literal["holdout", "reference", "none"]
     accuracy: Rate | None = None
     roc_auc: Rate | None = None
     """ROC AUC; for multiclass the macro average of one-vs-rest AUCs. None when undefined."""
@@ -358,6 +359,10 @@ class BuildVersions(_Frozen):
     onnxruntime: str
     """The onnxruntime that verified parity at build time."""
     opsets: dict[str, Annotated[int, Field(ge=1)]]
+    frameworks: dict[str, str] = Field(default_factory=dict)
+    """Other libraries the model was trained or converted with (``xgboost``, ``lightgbm``,
+    ``onnxmltools``), for the record only: the worker does not import them, so they are not
+    compared with installed versions (:meth:`packages`)."""
 
     def packages(self) -> dict[str, str]:
         """Distribution name -> version, e.g. ``{"scikit-learn": "1.5.0", ...}``."""
@@ -437,6 +442,11 @@ def _check_outputs(task: Task, outputs: Outputs) -> None:
 
 
 def _check_metrics(task: Task, training: TrainingSummary) -> None:
+    if training.evaluated_on == "none":
+        scores = (training.accuracy, training.roc_auc, training.mae, training.r2)
+        if any(score is not None for score in scores):
+            raise ValueError("a model evaluated on no labelled rows reports no scores")
+        return
     if task == "regression":
         if training.accuracy is not None or training.roc_auc is not None:
             raise ValueError("a regression model reports mae and r2, not accuracy or roc_auc")
