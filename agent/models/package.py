@@ -77,9 +77,10 @@ DEFAULT_DOMAIN = "ai.onnx"
 def _pickle_message(path: Path) -> str:
     return (
         f"{path}: refusing to load a pickle file: unpickling runs arbitrary code from the file, so "
-        "a pickled or joblib-dumped model could take over the process that loads it. Build an ONNX "
-        "package from your training code instead: driftline package --module path/to/train.py "
-        "--name NAME (see examples/train_example.py)"
+        "a pickled or joblib-dumped model could take over the process that loads it. Convert the "
+        "model to ONNX where it was trained (skl2onnx, onnxmltools, torch.onnx, tf2onnx) and bring "
+        "the ONNX file: driftline package --onnx model.onnx --reference reference.csv; or package it "
+        "from your training code: driftline package --module path/to/train.py (see examples/)"
     )
 
 
