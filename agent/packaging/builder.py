@@ -29,9 +29,11 @@ from pydantic import ValidationError
 
 from agent.errors import ConfigurationError, PackageError, describe_validation_error
 from agent.models.repository import ModelRepository
+from agent.packaging import boosting
 from agent.packaging.convert import (
     convert,
     hyperparameters,
+    target_opsets,
     task_of,
 )
 from agent.packaging.parity import (
@@ -100,7 +102,8 @@ def build_package(
     task = task_of(estimator)
 
     with progress.step("convert"):
-        converted = convert(estimator, n)
+        # XGBoost and LightGBM wrappers need onnxmltools' converters registered first.
+        converted = convert(estimator, n, boosting.prepare(estimator, target_opsets()))
 
     with progress.step("verify"):
         session = onnx_session(converted.onnx_bytes)
@@ -149,7 +152,7 @@ def build_package(
                     **scores,
                 ),
                 reference=reference,
-                versions=build_versions(converted.opsets),
+                versions=build_versions(converted.opsets, boosting.framework_versions(estimator)),
                 created_at=created_at or datetime.now(UTC),
                 onnx_sha256=hashlib.sha256(converted.onnx_bytes).hexdigest(),
             )

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import ParityError
+from agent.packaging import boosting
 from schemas.manifest import (
     Outputs,
     Task,
@@ -156,8 +157,9 @@ max abs diff 0.3, max rel diff 0
 
 def _sklearn_predictions(task: Task, estimator: Any, X: npt.NDArray[np.float64]) -> dict[str, Any]:
     # Through float32 first: that is what the ONNX model is fed, and scikit-learn's trees compare
-    # float32 thresholds anyway, so both sides see the same numbers.
-    X32 = X.astype(np.float32).astype(np.float64)
+    # float32 thresholds anyway, so both sides see the same numbers. Not for LightGBM, which compares
+    # float64 thresholds: on rounded values it would answer for other rows (see boosting.py).
+    X32 = X if boosting.compares_in_float64(estimator) else X.astype(np.float32).astype(np.float64)
     if task == "regression":
         return {"values": np.asarray(estimator.predict(X32))}
     return {

@@ -30,8 +30,9 @@ __all__ = [
 ]
 
 
-def build_versions(opsets: Mapping[str, int]) -> BuildVersions:
-    """The versions of this process's libraries, with the converted model's opsets."""
+def build_versions(opsets: Mapping[str, int], frameworks: Mapping[str, str] | None = None) -> BuildVersions:
+    """The versions of this process's libraries, with the converted model's opsets and the other
+    libraries (``frameworks``) it was trained or converted with."""
     import onnx
     import onnxruntime
     import skl2onnx
@@ -45,6 +46,7 @@ def build_versions(opsets: Mapping[str, int]) -> BuildVersions:
         onnx=onnx.__version__,
         onnxruntime=onnxruntime.__version__,
         opsets=dict(opsets),
+        frameworks=dict(frameworks or {}),
     )
 
 
