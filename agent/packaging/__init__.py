@@ -4,10 +4,12 @@ One module per step, each a plain function a test can call on its own: ``trainin
 module returns, and loading it), ``convert`` (to ONNX, and the hyperparameters), ``parity`` (ONNX
 Runtime agrees with the original), ``reference`` (reference statistics and holdout scores), ``write``
 (atomic write, build versions); ``builder`` runs them in order with ``progress`` on stderr;
-``examples`` holds the bundled example models.
+``boosting`` registers onnxmltools' converters for XGBoost and LightGBM models; ``examples`` holds
+the bundled example models. A model that arrives as an ONNX file goes through ``onnx_import``
+instead, with its data read by ``csv_reference``.
 
-Needs the ``build`` extra (scikit-learn, skl2onnx, onnx): ``pip install 'driftline[build]'``. Outside
-the worker's import graph.
+Needs the ``build`` extra (scikit-learn, skl2onnx, onnx; XGBoost, LightGBM, onnxmltools):
+``pip install 'driftline[build]'``. Outside the worker's import graph.
 
 May import: :mod:`agent.models`, :mod:`agent.errors`, :mod:`schemas`.
 """

@@ -1,4 +1,5 @@
-"""Building a model package from a fitted scikit-learn estimator.
+"""Building a model package from a fitted scikit-learn estimator (or an XGBoost or LightGBM
+scikit-learn wrapper, whose onnxmltools converters :mod:`agent.packaging.boosting` registers).
 
 The steps, each a plain function a test can call on its own:
 

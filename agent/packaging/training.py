@@ -44,7 +44,9 @@ class TrainingResult:
     ``categories[name]`` for categorical ones, NaN for a missing value.
 
     Parameters:
-        estimator: The fitted scikit-learn estimator (or pipeline), trained on ``X_reference``.
+        estimator: The fitted scikit-learn estimator (or pipeline), or XGBoost's or LightGBM's
+            scikit-learn wrapper (``XGBClassifier``, ``LGBMRegressor``, ...), trained on
+            ``X_reference``.
         X_reference: Training (reference) inputs, ``(n, n_features)``; the reference statistics
             that drift is measured against are taken from these rows.
         y_reference: Training targets.
