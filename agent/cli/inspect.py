@@ -73,14 +73,17 @@ def _summary(model: LoadedModel) -> list[str]:
         f"sha256      {m.onnx_sha256} (verified)",
         "built with  "
         + ", ".join(f"{k} {val}" for k, val in v.packages().items())
+        + "".join(f"; trained/converted with {k} {val}" for k, val in v.frameworks.items())
         + "; opsets "
         + ", ".join(f"{d} {n}" for d, n in v.opsets.items()),
     ]
-    if m.task == "regression":
-        scores = f"MAE {_fmt(t.mae)}, R^2 {_fmt(t.r2)}"
+    if t.evaluated_on == "none":
+        scores = "no scores (no labelled rows)"
+    elif m.task == "regression":
+        scores = f"MAE {_fmt(t.mae)}, R^2 {_fmt(t.r2)} (on {t.evaluated_on})"
     else:
-        scores = f"accuracy {_fmt(t.accuracy)}, ROC AUC {_fmt(t.roc_auc)}"
-    lines.append(f"training    {t.rows} rows, {t.holdout_rows} holdout; {scores} (on {t.evaluated_on})")
+        scores = f"accuracy {_fmt(t.accuracy)}, ROC AUC {_fmt(t.roc_auc)} (on {t.evaluated_on})"
+    lines.append(f"training    {t.rows} rows, {t.holdout_rows} holdout; {scores}")
     o = m.outputs
     if o.value is not None:
         lines.append(f"outputs     value={o.value!r}")

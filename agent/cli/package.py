@@ -1,10 +1,13 @@
-"""Build a verified ONNX model package from a scikit-learn estimator.
+"""Build a verified ONNX model package (model.onnx + manifest.json).
 
-Either a bundled example (--example) or your own training module (--module FILE.py or pkg.mod),
-whose function (--function, default `train`) returns an
-agent.packaging.training.TrainingResult: see examples/train_example.py. The estimator is converted
-with skl2onnx, checked against scikit-learn on the holdout rows, summarised, and written atomically
-to REPOSITORY/NAME/VERSION/ (model.onnx + manifest.json). Progress goes to stderr.
+From a bundled example (--example), your own training module (--module FILE.py or pkg.mod), whose
+function (--function, default `train`) returns an agent.packaging.training.TrainingResult holding a
+scikit-learn, XGBoost or LightGBM model (see examples/train_example.py, examples/train_lightgbm.py),
+or an ONNX file you already have (--onnx model.onnx --reference reference.csv [--holdout holdout.csv
+--label-column y], see examples/credit/). A trained model is converted to ONNX (skl2onnx,
+onnxmltools) and checked against its own library on the holdout rows; an ONNX file is checked
+against the CSV's columns. Either is summarised and written atomically to REPOSITORY/NAME/VERSION/.
+Pickle and joblib files are refused: loading them runs arbitrary code. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.models.repository import ModelRepository
+    from agent.packaging.builder import BuiltPackage
+    from agent.packaging.progress import Progress
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,6 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--module",
         metavar="MODULE",
         help="your training module: a path to a .py file or a dotted module name",
+    )
+    source.add_argument(
+        "--onnx", type=Path, metavar="FILE", help="an ONNX model you already have (needs --reference)"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="CSV",
+        help="with --onnx: the reference (training) rows, one numeric column per feature",
+    )
+    parser.add_argument(
+        "--holdout", type=Path, metavar="CSV", help="with --onnx: rows kept out of training, for scores"
+    )
+    parser.add_argument(
+        "--label-column", metavar="NAME", help="with --onnx: the CSVs' label column (not a feature)"
     )
     parser.add_argument(
         "--function",
@@ -53,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _default_name(args: argparse.Namespace) -> str:
     if args.example:
         return str(args.example)
+    if args.onnx:
+        return Path(args.onnx).stem.replace("_", "-")
     module = str(args.module)
     stem = Path(module).stem if module.endswith(".py") or "/" in module else module.rsplit(".", 1)[-1]
     return stem.replace("_", "-")
@@ -64,12 +90,11 @@ def run(args: argparse.Namespace) -> int:
     require("build", "driftline package")
     from agent.errors import ConfigurationError
     from agent.models.repository import ModelRepository
-    from agent.packaging.builder import build_package
     from agent.packaging.progress import Progress
-    from agent.packaging.training import TrainingResult, load_training_function
     from agent.settings import Settings
 
     started = time.perf_counter()
+    _check_paths(args)
     root = args.repository if args.repository is not None else Settings().serving.model_repository
     repository = ModelRepository(root)
     name = args.name or _default_name(args)
@@ -79,6 +104,73 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{target}: package already exists; pass --force to replace it")
     progress = Progress(None if args.quiet else sys.stderr)
 
+    built: BuiltPackage
+    changes: tuple[str, ...] = ()
+    if args.onnx:
+        from agent.packaging.onnx_import import build_from_onnx
+
+        imported = build_from_onnx(
+            args.onnx,
+            args.reference,
+            holdout=args.holdout,
+            label_column=args.label_column,
+            name=name,
+            version=version,
+            repository=repository,
+            force=args.force,
+            progress=progress,
+        )
+        built, changes = imported, imported.changes
+    else:
+        built = _train_and_build(args, name, version, repository, progress)
+
+    manifest = built.manifest
+    training = manifest.training
+    if training.evaluated_on == "none":
+        scores = "no scores: no labelled rows (name the label column with --label-column)"
+    elif manifest.task == "regression":
+        r2 = "n/a" if training.r2 is None else f"{training.r2:.4f}"
+        scores = f"{training.evaluated_on} MAE {training.mae:.4g}, R^2 {r2}"
+    else:
+        auc = "n/a" if training.roc_auc is None else f"{training.roc_auc:.4f}"
+        scores = f"{training.evaluated_on} accuracy {training.accuracy:.4f}, ROC AUC {auc}"
+    estimator = manifest.estimator.rsplit(".", 1)[-1]
+    print(f"built {built.path} ({estimator}, {manifest.task}, {len(manifest.features)} features)")
+    print(f"  {built.parity}")
+    for change in changes:
+        print(f"  graph: {change}")
+    print(f"  {scores}")
+    print(f"  sha256 {manifest.onnx_sha256}")
+    print(f"  total {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuses pickles by name before anything is read, and --onnx's companions without it."""
+    from agent.errors import ConfigurationError
+    from agent.models.package import PICKLE_SUFFIXES, refuse_pickle
+
+    for given in (args.module, args.onnx, args.reference, args.holdout):
+        if given is not None and Path(given).suffix.lower() in PICKLE_SUFFIXES:
+            refuse_pickle(Path(given))
+    if args.onnx is not None and args.reference is None:
+        raise ConfigurationError(
+            "--onnx needs --reference FILE.csv: the reference rows give the model its feature names "
+            "and the statistics drift is measured against"
+        )
+    if args.onnx is None:
+        given = ("reference", "holdout", "label_column")
+        extra = [f"--{a.replace('_', '-')}" for a in given if getattr(args, a) is not None]
+        if extra:
+            raise ConfigurationError(f"{', '.join(extra)}: only with --onnx")
+
+
+def _train_and_build(
+    args: argparse.Namespace, name: str, version: str, repository: ModelRepository, progress: Progress
+) -> BuiltPackage:
+    from agent.packaging.builder import build_package
+    from agent.packaging.training import TrainingResult, load_training_function
+
     with progress.step("train"):
         if args.example:
             from agent.packaging.examples import EXAMPLES
@@ -86,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             result: TrainingResult = EXAMPLES[args.example]()
         else:
             result = load_training_function(args.module, args.function)()
-    built = build_package(
+    return build_package(
         result,
         name=name,
         version=version,
@@ -94,19 +186,3 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=progress,
     )
-
-    manifest = built.manifest
-    training = manifest.training
-    if manifest.task == "regression":
-        r2 = "n/a" if training.r2 is None else f"{training.r2:.4f}"
-        scores = f"MAE {training.mae:.4g}, R^2 {r2}"
-    else:
-        auc = "n/a" if training.roc_auc is None else f"{training.roc_auc:.4f}"
-        scores = f"accuracy {training.accuracy:.4f}, ROC AUC {auc}"
-    estimator = manifest.estimator.rsplit(".", 1)[-1]
-    print(f"built {built.path} ({estimator}, {manifest.task}, {len(manifest.features)} features)")
-    print(f"  {built.parity}")
-    print(f"  {training.evaluated_on} {scores}")
-    print(f"  sha256 {manifest.onnx_sha256}")
-    print(f"  total {time.perf_counter() - started:.2f} s")
-    return 0

@@ -116,3 +116,102 @@ def test_invalid_name_is_refused_before_training(tmp_path: Path, capsys: pytest.
     assert main(["package", "--example", "diabetes", "--name", "../up", "--repository", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert "invalid model name '../up'" in captured.err and "train ..." not in captured.err
+
+
+EXAMPLES_DIR = EXAMPLE_TRAINING.parent
+CREDIT = EXAMPLES_DIR / "credit"
+
+
+def test_package_an_onnx_file_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "models"
+    args = ["package", "--onnx", str(CREDIT / "mlp.onnx"), "--reference", str(CREDIT / "reference.csv")]
+    args += ["--holdout", str(CREDIT / "holdout.csv"), "--label-column", "default", "--repository", str(repo)]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert f"built {repo / 'mlp' / '1'} (onnx:skl2onnx, binary_classification, 6 features)" in out
+    assert "parity passed on 600 holdout rows: 0 label mismatches, max abs diff 0" in out
+    assert "  graph: input 'X' renamed 'input'\n" in out
+    assert "  graph: ZipMap output 'output_probability' removed" in out
+    assert "  holdout accuracy 0.7" in out
+    for step in ("read", "verify", "stats", "write"):
+        assert f"{step} ... " in err
+
+    assert main(["inspect", str(repo / "mlp")]) == 0
+    out = capsys.readouterr().out
+    assert "estimator   onnx:skl2onnx" in out and "findings    none" in out
+    assert "training    2000 rows, 600 holdout; accuracy 0.7" in out
+
+
+def test_an_onnx_file_without_labels_has_no_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = (CREDIT / "reference.csv").read_text().splitlines()
+    unlabelled = tmp_path / "reference.csv"
+    unlabelled.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    args = ["package", "--onnx", str(CREDIT / "mlp.onnx"), "--reference", str(unlabelled)]
+    assert main([*args, "--name", "credit", "--repository", str(tmp_path), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "parity passed on 2000 reference rows" in out
+    assert "  no scores: no labelled rows (name the label column with --label-column)" in out
+    assert main(["inspect", str(tmp_path / "credit" / "1")]) == 0
+    assert "training    2000 rows, 0 holdout; no scores (no labelled rows)" in capsys.readouterr().out
+
+
+def test_package_the_lightgbm_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = str(EXAMPLES_DIR / "train_lightgbm.py")
+    assert (
+        main(["package", "--module", module, "--name", "credit-lgbm", "--repository", str(tmp_path), "-q"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "(LGBMClassifier, binary_classification, 6 features)" in out
+    assert "parity passed on 600 holdout rows: 0 label mismatches" in out
+    assert main(["inspect", str(tmp_path / "credit-lgbm")]) == 0
+    assert "; trained/converted with lightgbm 4." in capsys.readouterr().out
+
+
+PICKLE_MESSAGE = (
+    "refusing to load a pickle file: unpickling runs arbitrary code from the file, so a pickled or "
+    "joblib-dumped model could take over the process that loads it. Convert the model to ONNX where it "
+    "was trained (skl2onnx, onnxmltools, torch.onnx, tf2onnx) and bring the ONNX file: driftline package "
+    "--onnx model.onnx --reference reference.csv"
+)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--onnx", "model.pkl", "--reference", "reference.csv"],
+        ["--onnx", "model.PICKLE", "--reference", "reference.csv"],
+        ["--module", "model.joblib"],
+        ["--onnx", "model.onnx", "--reference", "reference.pkl"],
+        ["--onnx", "model.onnx", "--reference", "reference.csv", "--holdout", "holdout.joblib"],
+    ],
+)
+def test_pickles_are_refused_by_name_before_anything_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: list[str]
+) -> None:
+    # None of the files exist: the suffix alone is refused, with why and the supported way in.
+    assert main(["package", *given, "--name", "m", "--repository", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    pickled = next(g for g in given if g.lower().endswith((".pkl", ".pickle", ".joblib")))
+    assert err.startswith(f"driftline package: error: {pickled}: {PICKLE_MESSAGE}")
+    assert ModelRepository(tmp_path).scan() == {}
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--onnx", "m.onnx"], "--onnx needs --reference FILE.csv"),
+        (["--example", "diabetes", "--holdout", "h.csv"], "--holdout: only with --onnx"),
+        (
+            ["--module", "t.py", "--reference", "r.csv", "--label-column", "y"],
+            "--reference, --label-column: only",
+        ),
+    ],
+)
+def test_onnx_options_go_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: list[str], message: str
+) -> None:
+    assert main(["package", *given, "--repository", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
