@@ -60,13 +60,22 @@ FOCUS_FEATURES: dict[str, tuple[str, str]] = {
 """Model -> (primary, secondary) feature the scenarios shift."""
 
 
-def builtin_scenario(name: str, model: str = "breast-cancer") -> Scenario:
-    """Scenario ``name`` (one of :data:`SCENARIOS`) for example model ``model``."""
+def builtin_scenario(name: str, model: str = "breast-cancer", *, feature: str | None = None) -> Scenario:
+    """Scenario ``name`` (one of :data:`SCENARIOS`) for example model ``model``, or for any model
+    when ``feature`` names the feature its covariate drifts shift.
+
+    Example:
+        >>> [d.feature for d in builtin_scenario("covariate", feature="debt_ratio").drifts]
+        ['debt_ratio']
+    """
     if name not in SCENARIOS:
         raise ScheduleError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    if model not in FOCUS_FEATURES:
+    if feature is not None:
+        primary = feature
+    elif model in FOCUS_FEATURES:
+        primary, _ = FOCUS_FEATURES[model]
+    else:
         raise ScheduleError(f"unknown example model {model!r}; choose one of {', '.join(MODELS)}")
-    primary, _ = FOCUS_FEATURES[model]
     drifts: list[ScheduledDrift] = []
     count, rate = 10_000, 1000.0
     if name == "covariate":

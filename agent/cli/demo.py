@@ -6,6 +6,12 @@ signature, and sends the ``demo`` scenario (a covariate shift, a concept change 
 messages). Alerts are printed as they reach the alerts topic. At the end: a summary with the detection
 delay of each scripted drift, the alerts read back from InfluxDB, and a plot (DIR/demo.png).
 
+``--package DIR --data FILE.csv`` runs it on any model package instead (one built with ``driftline
+package --onnx``, from XGBoost, LightGBM or scikit-learn): the worker serves a copy of it, the
+stream replays the CSV's rows (``producers.replay``), the covariate shift moves ``--feature``
+(default: the package's first numeric feature) and, with ``--label-column``, the outcomes come from
+that column and the concept change flips them; without labels the schedule has no concept change.
+
 Exit status 0 when every scripted drift was detected, 1 when one was missed (named in the summary),
 2 when the demo could not run (Kafka unreachable, the worker did not start).
 
@@ -20,6 +26,8 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+
+from agent.errors import ConfigurationError
 
 __all__ = ["add_arguments", "run"]
 
@@ -54,6 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--scenario", default="demo", choices=_SCENARIOS, help="default: %(default)s")
     parser.add_argument("--model", default="breast-cancer", choices=_MODELS, help="default: %(default)s")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        metavar="DIR",
+        help="serve this model package (NAME/VERSION) instead of an example --model; needs --data",
+    )
+    parser.add_argument(
+        "--data", type=Path, metavar="CSV", help="with --package: rows to replay, one column per feature"
+    )
+    parser.add_argument(
+        "--label-column", metavar="NAME", help="with --package: the CSV's label column (outcomes)"
+    )
+    parser.add_argument(
+        "--feature", help="with --package: the feature the covariate drift shifts (default: first numeric)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the stream (default: 0)")
     parser.add_argument(
         "--dir",
@@ -75,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from agent.cli.extras import require
 
     require("demo", "driftline demo")
+    given = [f"--{a.replace('_', '-')}" for a in ("data", "label_column", "feature") if getattr(args, a)]
+    if args.package is None and given:
+        raise ConfigurationError(f"{', '.join(given)}: only with --package")
+    if args.package is not None and args.data is None:
+        raise ConfigurationError("--package needs --data FILE.csv: the rows the demo replays through it")
 
     if not getattr(args, "verbose", False):
         # The demo's own lines are the output; client libraries' INFO records would drown them.

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from agent.errors import DriftlineError, ServiceUnavailableError
+from agent.errors import ConfigurationError, DriftlineError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from agent.demo.evaluation import AlertTable, DemoRun, EventLog, WebhookDelivery, WebhookReceiver
@@ -110,6 +110,7 @@ class Demo:
         self.worker: subprocess.Popen[bytes] | None = None
         self.alerts: dict[str, Alert] = {}
         self.table: AlertTable | None = None
+        self._given: Manifest | None = None
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -207,7 +208,15 @@ class Demo:
         from producers.scenarios import builtin_scenario
         from producers.schedule import ScheduledDrift
 
-        scenario = builtin_scenario(self.args.scenario, self.args.model)
+        given = self._given_manifest()
+        if given is None:
+            scenario = builtin_scenario(self.args.scenario, self.args.model)
+        else:
+            scenario = builtin_scenario(self.args.scenario, feature=self._focus_feature())
+            if self.args.label_column is None:
+                # No labels in the CSV, so no outcomes: nothing for a concept change to act on.
+                kept = tuple(d for d in scenario.drifts if d.kind != "concept")
+                scenario = scenario.model_copy(update={"drifts": kept})
         count = self.args.count or scenario.count
         if count < scenario.count:
             scale = count / scenario.count
@@ -233,12 +242,67 @@ class Demo:
         finally:
             await admin.close()
 
+    def _given_manifest(self) -> Manifest | None:
+        """The manifest of ``--package``, read once; ``None`` for an example ``--model``."""
+        if self.args.package is None:
+            return None
+        if self._given is None:
+            from producers.errors import ProducerError
+            from producers.replay import read_manifest
+
+            try:
+                self._given = read_manifest(self.args.package)
+            except ProducerError as exc:
+                raise ConfigurationError(f"--package: {exc}") from exc
+        return self._given
+
+    def _focus_feature(self) -> str:
+        """The feature the covariate drifts shift and the plot follows."""
+        from producers.scenarios import FOCUS_FEATURES
+
+        given = self._given_manifest()
+        if given is None:
+            return FOCUS_FEATURES[self.args.model][0]
+        if self.args.feature is not None:
+            if self.args.feature not in given.feature_names:
+                raise ConfigurationError(
+                    f"--feature {self.args.feature!r} is not a feature of {given.name}/{given.version}: "
+                    f"{', '.join(given.feature_names)}"
+                )
+            return str(self.args.feature)
+        numeric = [f.name for f in given.features if f.type == "numeric"]
+        if not numeric:
+            raise ConfigurationError(f"{given.name}/{given.version} has no numeric feature to shift")
+        return numeric[0]
+
+    @property
+    def model_name(self) -> str:
+        given = self._given_manifest()
+        return str(self.args.model) if given is None else given.name
+
+    def _copy_given(self, models: Path) -> Manifest:
+        from agent.models.package import LoadedModel
+        from agent.models.repository import ModelRepository
+
+        model = LoadedModel(self.args.package)
+        with model:  # verifies it as the worker will, before anything is copied
+            manifest = model.manifest
+            source = model.path
+        target = ModelRepository(models).package_dir(manifest.name, manifest.version)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source if source.is_dir() else source.parent, target)
+        self.say(f"  serving {manifest.name}/{manifest.version} from {self.args.package} (verified)")
+        return manifest
+
     def _package(self, models: Path) -> Manifest:
         from agent.models.package import LoadedModel
         from agent.models.repository import ModelRepository
         from agent.packaging.builder import build_package
         from agent.packaging.examples import EXAMPLES
 
+        if self.args.package is not None:
+            return self._copy_given(models)
         name = self.args.model
         repository = ModelRepository(models)
         newest = repository.newest(name)
@@ -316,6 +380,24 @@ class Demo:
     def _stream(self, plan: _Plan) -> EventStream:
         from producers.scenarios import generate
 
+        given = self._given_manifest()
+        if given is not None:
+            from producers.errors import ProducerError
+            from producers.replay import replay
+
+            try:
+                return replay(
+                    self.args.data,
+                    given,
+                    label_column=self.args.label_column,
+                    scenario=plan.scenario,
+                    seed=self.args.seed,
+                    count=plan.count,
+                    run_id=plan.names.request_prefix,
+                    start_time=datetime.now(UTC),
+                )
+            except ProducerError as exc:
+                raise ConfigurationError(f"--data: {exc}") from exc
         return generate(
             plan.scenario,
             model=self.args.model,
@@ -450,12 +532,11 @@ class Demo:
         sent_from: datetime,
     ) -> int:
         from agent.demo.evaluation import DemoSummary, EventLog, evaluate, expectations, plot_demo
-        from producers.scenarios import FOCUS_FEATURES
         from producers.stream import MessageKind
 
         settings, scenario, names = plan.settings, plan.scenario, plan.names
         feature = next((d.feature for d in scenario.drifts if d.kind == "covariate"), None)
-        feature = feature or FOCUS_FEATURES[self.args.model][0]
+        feature = feature or self._focus_feature()
         log = EventLog(plan.count, names.request_prefix, feature)
         await self._read_back(plan, log)
         placed = [log.place(a) for a in sorted(self.alerts.values(), key=lambda a: a.detected_at)]
@@ -536,7 +617,7 @@ class Demo:
             # The sink writes each alert as it arrives; the last ones may still be on their way.
             while True:
                 rows = query_alerts(
-                    settings.influx, since=since - timedelta(minutes=1), model=self.args.model, limit=10_000
+                    settings.influx, since=since - timedelta(minutes=1), model=self.model_name, limit=10_000
                 )
                 found = {(r.alert_id, r.time.timestamp()) for r in rows} & wanted
                 if found == wanted or time.monotonic() > deadline:

@@ -115,6 +115,7 @@ def test_compress_scales_every_position_of_the_schedule() -> None:
 
 def demo_args(**overrides: object) -> argparse.Namespace:
     args = {"scenario": "demo", "model": "breast-cancer", "count": None, "rate": None, "seed": 0}
+    args |= {"package": None, "data": None, "label_column": None, "feature": None}
     args.update(overrides)
     return argparse.Namespace(**args)
 
