@@ -384,10 +384,13 @@ class Manifest(_Frozen):
         name: Model name (the package's parent directory).
         version: Model version (the package directory).
         task: What the model predicts.
-        estimator: Import path of the scikit-learn estimator's class.
+        estimator: Import path of the estimator's class (scikit-learn, XGBoost, LightGBM), or
+            ``onnx:<producer>`` for a model brought as an ONNX file.
+        hyperparameters: The estimator's ``get_params(deep=False)``, made JSON-safe; for an ONNX
+            file, where it came from (file name and SHA-256, producer, metadata) and what the
+            packaging changed in its graph.
         features: The input columns, in order.
         outputs: The ONNX output names and class labels.
-        hyperparameters: The estimator's ``get_params(deep=False)``, made JSON-safe.
         training: Rows and scores.
         reference: Distributions on the reference data.
         versions: Library versions and opsets.

@@ -619,7 +619,8 @@ def _provenance(model: onnx.ModelProto, path: Path, plan: GraphPlan) -> dict[str
     if model.doc_string:
         info["doc_string"] = model.doc_string[:500]
     if model.metadata_props:
-        info["metadata"] = {e.key: e.value for e in model.metadata_props}
+        # Some exporters keep whole configurations here; the manifest keeps a readable prefix.
+        info["metadata"] = {e.key: e.value[:500] for e in model.metadata_props}
     return dict(sorted(info.items()))
 
 

@@ -131,6 +131,23 @@ def test_inconsistent_manifests_are_rejected(path: str, value: Any, message: str
         Manifest.model_validate(mutated(path, value))
 
 
+def test_a_model_evaluated_on_no_labelled_rows_has_no_scores() -> None:
+    data = manifest_data()
+    data["training"] = {"rows": 4, "holdout_rows": 0, "evaluated_on": "none"}
+    assert Manifest.model_validate(data).training.accuracy is None
+    data["training"]["accuracy"] = 0.75
+    with pytest.raises(ValidationError, match="evaluated on no labelled rows reports no scores"):
+        Manifest.model_validate(data)
+
+
+def test_frameworks_are_recorded_but_not_compared_with_installed_versions() -> None:
+    assert Manifest.model_validate(manifest_data()).versions.frameworks == {}  # older manifests
+    data = manifest_data()
+    data["versions"]["frameworks"] = {"lightgbm": "4.7.0", "onnxmltools": "1.16.0"}
+    versions = Manifest.model_validate(data).versions
+    assert versions.frameworks["lightgbm"] == "4.7.0" and "lightgbm" not in versions.packages()
+
+
 def test_reference_must_follow_feature_order() -> None:
     data = manifest_data()
     data["reference"]["features"] = dict(reversed(data["reference"]["features"].items()))
