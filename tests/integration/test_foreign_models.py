@@ -22,14 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from agent.packaging.builder import (
-    PROBABILITY_TOLERANCE,
-    TrainingResult,
-    build_package,
-    load_training_function,
-)
+from agent.models.repository import ModelRepository
+from agent.packaging.builder import build_package
 from agent.packaging.onnx_import import build_from_onnx
-from agent.repository import ModelRepository
+from agent.packaging.parity import PROBABILITY_TOLERANCE
+from agent.packaging.training import TrainingResult, load_training_function
 from schemas.alert import Alert, AlertKind
 from schemas.events import Prediction
 from tests.support.kafka import create_topics, produce_batched, read_to_end

@@ -8,7 +8,16 @@ then runs ``driftline`` with the remaining arguments.
 
 from __future__ import annotations
 
-EXTRA_MODULES = ("sklearn", "skl2onnx", "onnx", "onnxconverter_common", "matplotlib")
+EXTRA_MODULES = (
+    "sklearn",
+    "skl2onnx",
+    "onnx",
+    "onnxconverter_common",
+    "onnxmltools",
+    "xgboost",
+    "lightgbm",
+    "matplotlib",
+)
 """The top-level modules of the ``build`` and ``demo`` extras."""
 
 LEAN = f"""

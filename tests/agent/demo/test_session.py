@@ -83,7 +83,7 @@ def test_package_options_go_together(
 async def test_the_demo_on_a_package_built_from_an_onnx_file(
     kafka_bootstrap: str, credit_package: Path, tmp_path: Path
 ) -> None:
-    # InfluxDB is not needed here (test_demo.py's end-to-end run checks it): no token, not used.
+    # InfluxDB is not needed here (test_evaluation.py's end-to-end run checks it): no token, not used.
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "INFLUXDB_TOKEN": "", "COLUMNS": "120"}
     command = [sys.executable, "-m", "agent.cli", "demo", "--count", "9000", "--rate", "450"]
     command += ["--package", str(credit_package), "--data", str(CREDIT / "holdout.csv")]
