@@ -485,7 +485,7 @@ def _run(
         results = session.run(list(outputs), {input_name: np.ascontiguousarray(X, dtype=np.float32)})
     except Exception as exc:  # ORT's pybind exception types share no useful base class
         raise GraphMismatchError(
-            f"{source}: onnxruntime fails on the reference rows ({len(X)} x {X.shape[1]} float32): "
+            f"{source}: onnxruntime fails on {len(X)} rows of {X.shape[1]} float32 features: "
             f"{str(exc).strip()}"
         ) from exc
     return dict(zip(outputs, results, strict=True))

@@ -16,7 +16,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.errors import ConfigurationError, GraphMismatchError, PickleRefusedError
+from agent.errors import ConfigurationError, CorruptModelError, GraphMismatchError, PickleRefusedError
 from agent.models.package import load_package
 from agent.models.repository import ModelRepository
 from agent.packaging.onnx_import import build_from_onnx, infer_class_labels
@@ -382,7 +382,7 @@ def test_a_missing_label_column_in_the_reference_is_hinted(tmp_path: Path) -> No
 def test_a_file_that_is_not_onnx(tmp_path: Path) -> None:
     reference = write_csv(tmp_path / "r.csv", rows())
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07not a model")
-    with pytest.raises(Exception, match=r"m\.onnx: not a valid ONNX model"):
+    with pytest.raises(CorruptModelError, match=r"m\.onnx: not a valid ONNX model"):
         build_from_onnx(
             tmp_path / "m.onnx", reference, name="m", version="1", repository=ModelRepository(tmp_path)
         )
