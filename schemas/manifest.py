@@ -359,7 +359,9 @@ class BuildVersions(_Frozen):
     onnxruntime: str
     """The onnxruntime that verified parity at build time."""
     opsets: dict[str, Annotated[int, Field(ge=1)]]
-    frameworks: dict[str, str] = Field(default_factory=dict)
+    # Left out of the JSON when empty, so that a package of a scikit-learn model stays readable by a
+    # worker of the previous release (manifests forbid unknown fields) during a rolling upgrade.
+    frameworks: dict[str, str] = Field(default_factory=dict, exclude_if=lambda value: not value)
     """Other libraries the model was trained or converted with (``xgboost``, ``lightgbm``,
     ``onnxmltools``), for the record only: the worker does not import them, so they are not
     compared with installed versions (:meth:`packages`)."""

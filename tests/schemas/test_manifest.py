@@ -146,6 +146,14 @@ def test_frameworks_are_recorded_but_not_compared_with_installed_versions() -> N
     data["versions"]["frameworks"] = {"lightgbm": "4.7.0", "onnxmltools": "1.16.0"}
     versions = Manifest.model_validate(data).versions
     assert versions.frameworks["lightgbm"] == "4.7.0" and "lightgbm" not in versions.packages()
+    assert '"frameworks"' in Manifest.model_validate(data).model_dump_json()
+
+
+def test_a_manifest_without_frameworks_is_written_as_the_previous_release_reads_it() -> None:
+    # A worker of the previous release refuses unknown fields: no empty "frameworks" in its way.
+    manifest = Manifest.model_validate(manifest_data())
+    assert "frameworks" not in manifest.model_dump_json()
+    assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
 
 
 def test_reference_must_follow_feature_order() -> None:
