@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+
 from agent.models.repository import ModelRepository
 from agent.packaging.builder import build_package
 from agent.packaging.examples import breast_cancer, classification_20, diabetes
+from agent.packaging.training import TrainingResult
+from schemas.manifest import MissingPolicy
 
 
 def build_test_repository(root: Path) -> ModelRepository:
@@ -21,3 +27,23 @@ def build_test_repository(root: Path) -> ModelRepository:
         repository=repository,
     )
     return repository
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Hidden files and directories under ``root``: what a failed or finished write must not leave."""
+    return [p for p in root.rglob(".*")]
+
+
+def nan_routing_forest() -> TrainingResult:
+    """An iris forest trained with missing values allowed in 'pl'.
+
+    scikit-learn's forests learn where to send NaN; the ONNX tree ensemble does not, so rows with a
+    missing value get different probabilities: a conversion that must not be shipped.
+    """
+    X, y = load_iris(return_X_y=True)
+    X = X.copy()
+    X[::4, 2] = np.nan
+    estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    return TrainingResult(
+        estimator, X, y, ["sl", "sw", "pl", "pw"], X, y, missing={"pl": MissingPolicy(action="allow")}
+    )
