@@ -167,7 +167,12 @@ class WebhookSettings(BaseModel):
     """Receivers; each alert is POSTed to every one of them."""
 
     secret: SecretStr | None = None
-    """Shared HMAC-SHA256 signing secret; never logged."""
+    """Standard Webhooks signing secret, ``whsec_`` and the base64 of a 24-64 byte key; never logged.
+    A secret without the prefix is used as its UTF-8 bytes (as before Standard Webhooks)."""
+
+    legacy_headers: bool = True
+    """Also send the ``X-Driftline-Timestamp``/``-Signature``/``-Alert-Id`` headers of the previous
+    scheme, so that receivers written against them keep working; on for this release only."""
 
     timeout_s: float = 5.0
     """Per-attempt timeout."""

@@ -79,6 +79,7 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
             WebhookSink(
                 hooks.urls,
                 hooks.secret,
+                legacy_headers=hooks.legacy_headers,
                 timeout_s=hooks.timeout_s,
                 max_attempts=hooks.max_attempts,
                 backoff_initial_s=hooks.backoff_initial_s,

@@ -670,7 +670,7 @@ class WebhookReceiver:
     async def _handle(self, request: Any) -> Any:
         from aiohttp import web
 
-        from agent.alerting.sinks.webhook import ALERT_ID_HEADER, verify_signature
+        from agent.alerting.sinks.webhook import ID_HEADER, verify_signature
 
         # Verify the raw bytes before parsing anything: the signature covers the body as sent.
         body = await request.read()
@@ -682,7 +682,7 @@ class WebhookReceiver:
                 kind, subject = alert.kind.value, alert.subject
             except ValueError:
                 verified = False
-        delivery = WebhookDelivery(request.headers.get(ALERT_ID_HEADER, ""), verified, kind, subject)
+        delivery = WebhookDelivery(request.headers.get(ID_HEADER, ""), verified, kind, subject)
         self.deliveries.append(delivery)
         if self.on_delivery is not None:
             self.on_delivery(delivery)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -145,11 +144,12 @@ class Demo:
         manifest = await asyncio.to_thread(self._package, root / "models")
 
         self.say("\n== 2/4 worker")
+        from agent.alerting.sinks.webhook import new_secret
         from agent.demo.evaluation import WebhookReceiver
 
-        secret = secrets.token_urlsafe(32)
+        secret = new_secret()
         receiver = await WebhookReceiver(secret, self._on_delivery).start()
-        self.say(f"  webhook receiver {receiver.url} (HMAC secret generated for this run)")
+        self.say(f"  webhook receiver {receiver.url} (Standard Webhooks secret generated for this run)")
         try:
             return await self._with_receiver(plan, manifest, receiver, secret)
         finally:
@@ -340,6 +340,7 @@ class Demo:
                 "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "DRIFTLINE_WEBHOOKS__URLS": json.dumps([webhook_url]),
                 "DRIFTLINE_WEBHOOKS__SECRET": secret,
+                "DRIFTLINE_WEBHOOKS__LEGACY_HEADERS": "false",
                 # The demo is short: metrics every 2 s give the dashboards something to draw.
                 "DRIFTLINE_INFLUX__METRICS_INTERVAL_S": "2",
                 "DRIFTLINE_INFLUX__URL": settings.influx.url,

@@ -40,7 +40,7 @@ import pytest
 from influxdb_client import InfluxDBClient
 
 from agent.alerting.sinks.kafka import alert_message
-from agent.alerting.sinks.webhook import ALERT_ID_HEADER, verify_signature
+from agent.alerting.sinks.webhook import ID_HEADER, verify_signature
 from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
 from schemas.alert import Alert, AlertKind
@@ -417,7 +417,7 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
     attempts: Counter[str] = Counter()
 
     def policy(request: Received) -> tuple[int, float]:
-        alert_id = request.headers[ALERT_ID_HEADER]
+        alert_id = request.headers[ID_HEADER]
         attempts[alert_id] += 1
         if alert_id in slow:
             return 200, 2.0  # answers after the worker's 0.5 s timeout: every attempt times out
@@ -532,7 +532,7 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
     }
     # Backoff: the second attempt waited at least half of 0.2 s, the third at least half of 0.4 s.
     for alert_id in flaky:
-        times = [r.at for r in receiver.received if r.headers[ALERT_ID_HEADER] == alert_id]
+        times = [r.at for r in receiver.received if r.headers[ID_HEADER] == alert_id]
         assert times[1] - times[0] >= 0.1 and times[2] - times[1] >= 0.2, times
     # The stream does not wait for the webhooks: as fast with a slow receiver as with a healthy one
     # (median of three rounds each, which keeps this busy machine's outliers out on both sides: a

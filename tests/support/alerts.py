@@ -1,4 +1,5 @@
-"""Alerts for tests, and a real local webhook receiver that checks driftline's signature."""
+"""Alerts for tests, and a real local webhook receiver that checks the Standard Webhooks signature with
+the ``standardwebhooks`` package (an implementation independent of driftline's)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from agent.alerting.sinks.webhook import verify_signature
 from schemas import Alert, AlertKind, Evidence, Severity
 
 
@@ -56,9 +57,25 @@ class Received:
     at: float
 
 
+def standard_verifier(secret: str) -> Webhook:
+    """The ``standardwebhooks`` verifier for a driftline secret: a ``whsec_`` one as is, an older
+    plain one as its UTF-8 bytes (what driftline signs with then)."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
+
+
+def verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the ``standardwebhooks`` package accepts ``body`` with ``headers`` under ``secret``."""
+    try:
+        standard_verifier(secret).verify(body, headers, json_parse=False)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 @dataclass
 class WebhookReceiver:
-    """An aiohttp server on 127.0.0.1 that verifies each request's signature.
+    """An aiohttp server on 127.0.0.1 that verifies each request's Standard Webhooks signature with the
+    ``standardwebhooks`` package.
 
     ``statuses`` answers the requests in turn (the last one repeats); an invalid signature is answered
     401 whatever ``statuses`` says. ``delay_s`` makes it slow.
@@ -79,7 +96,7 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        valid = verify_signature(self.secret, body, request.headers)
+        valid = verifies(self.secret, body, dict(request.headers))
         received = Received(body, dict(request.headers), valid, time.monotonic())
         self.received.append(received)
         if self.policy is not None:

@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from agent.alerting.sinks.webhook import signature_headers
+from agent.alerting.sinks.webhook import new_secret, signature_headers
 from agent.demo.evaluation import (
     AlertTable,
     DemoRun,
@@ -308,19 +308,17 @@ def test_plot_writes_a_png_with_the_drifts_and_alerts(tmp_path: Path) -> None:
 
 async def test_webhook_receiver_verifies_signatures() -> None:
     seen = []
-    receiver = await WebhookReceiver("s3cret", seen.append).start()
+    secret = new_secret()
+    receiver = await WebhookReceiver(secret, seen.append).start()
     alert = make_alert(AlertKind.DATA, "x")
     body = alert.model_dump_json().encode()
     try:
         async with aiohttp.ClientSession() as session:
             now = int(time.time())
-            good = {
-                **signature_headers("s3cret", body, timestamp=now),
-                "X-Driftline-Alert-Id": alert.alert_id,
-            }
+            good = signature_headers(secret, body, msg_id=alert.alert_id, timestamp=now)
             async with session.post(receiver.url, data=body, headers=good) as response:
                 assert response.status == 204
-            forged = signature_headers("guess", body, timestamp=now)
+            forged = signature_headers(new_secret(), body, msg_id=alert.alert_id, timestamp=now)
             async with session.post(receiver.url, data=body, headers=forged) as response:
                 assert response.status == 401
             async with session.post(receiver.url, data=body + b" ", headers=good) as response:
@@ -329,7 +327,7 @@ async def test_webhook_receiver_verifies_signatures() -> None:
         await receiver.stop()
     assert [(d.alert_id, d.verified, d.kind, d.subject) for d in seen] == [
         (alert.alert_id, True, "data", "x"),
-        ("", False, "", ""),
+        (alert.alert_id, False, "", ""),  # forged: signed with another secret
         (alert.alert_id, False, "", ""),
     ]
     assert receiver.deliveries == seen

@@ -1,4 +1,5 @@
-"""The webhook sink against a real local HTTP server that verifies the signature."""
+"""The webhook sink against a real local HTTP server that verifies the Standard Webhooks signature with
+the ``standardwebhooks`` package."""
 
 from __future__ import annotations
 
@@ -11,26 +12,33 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from agent.alerting.sinks.webhook import (
-    ALERT_ID_HEADER,
+    ID_HEADER,
+    LEGACY_ALERT_ID_HEADER,
+    LEGACY_SIGNATURE_HEADER,
+    LEGACY_TIMESTAMP_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookSink,
+    new_secret,
     redact_url,
     signature_headers,
+    signing_key,
+    verify_legacy_signature,
     verify_signature,
 )
 from agent.errors import ConfigurationError
 from agent.metrics import Metrics
 from schemas import Alert
-from tests.support.alerts import WebhookReceiver, eventually, make_alert
+from tests.support.alerts import WebhookReceiver, eventually, make_alert, verifies
 
-SECRET = "test-secret-0123"
+SECRET = "whsec_dGVzdC1zZWNyZXQtMDEyMy10ZXN0LXNlY3JldA=="  # 24 bytes: "test-secret-0123-test-se..."
 REPO = Path(__file__).resolve().parents[4]
 
 
@@ -76,11 +84,13 @@ async def test_alert_arrives_signed(receiver: WebhookReceiver) -> None:
     finally:
         await sink.close()
     (got,) = receiver.received
-    assert got.valid
+    assert got.valid  # the standardwebhooks package verified it
     assert Alert.model_validate_json(got.body) == alert
-    assert got.headers[ALERT_ID_HEADER] == alert.alert_id
+    assert got.headers[ID_HEADER] == alert.alert_id
     assert got.headers["Content-Type"] == "application/json"
     assert abs(int(got.headers[TIMESTAMP_HEADER]) - time.time()) < 5
+    assert got.headers[SIGNATURE_HEADER].startswith("v1,")
+    assert LEGACY_SIGNATURE_HEADER not in got.headers  # legacy headers are off unless asked for
     assert metrics.registry.get_sample_value("driftline_alerts_delivered_total", {"sink": "webhook"}) == 1
     assert sink.stats.failed == 0
 
@@ -98,9 +108,45 @@ async def test_every_url_gets_the_alert(receiver: WebhookReceiver) -> None:
     assert len(receiver.received) == len(other.received) == 1
 
 
+async def test_legacy_headers_are_sent_beside_the_standard_ones(receiver: WebhookReceiver) -> None:
+    sink = make_sink([receiver.url], legacy_headers=True)
+    await sink.start()
+    alert = make_alert()
+    try:
+        await sink.send(alert)
+        await eventually(lambda: sink.stats.delivered == 1)
+    finally:
+        await sink.close()
+    (got,) = receiver.received
+    assert got.valid and verify_signature(SECRET, got.body, got.headers)
+    # A receiver written against the old scheme, with the same secret string, still verifies.
+    assert verify_legacy_signature(SECRET, got.body, got.headers)
+    assert got.headers[LEGACY_ALERT_ID_HEADER] == alert.alert_id
+    assert got.headers[LEGACY_TIMESTAMP_HEADER] == got.headers[TIMESTAMP_HEADER]
+    assert not verify_legacy_signature(new_secret(), got.body, got.headers)
+
+
+async def test_a_plain_secret_signs_with_its_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    plain = "a-plain-secret-from-before"
+    receiver = await WebhookReceiver(plain).start()  # verifies with Webhook(plain.encode())
+    with caplog.at_level(logging.WARNING, logger="agent.alerting.sinks.webhook"):
+        sink = make_sink([receiver.url], secret=plain, legacy_headers=True)
+    await sink.start()
+    try:
+        await sink.send(make_alert())
+        await eventually(lambda: sink.stats.delivered == 1)
+    finally:
+        await sink.close()
+        await receiver.stop()
+    (got,) = receiver.received
+    assert got.valid and verify_legacy_signature(plain, got.body, got.headers)
+    assert "not a whsec_ secret" in caplog.text and plain not in caplog.text
+
+
 async def test_wrong_secret_fails_verification_and_is_not_retried(receiver: WebhookReceiver) -> None:
     metrics = Metrics()
-    sink = make_sink([receiver.url], secret="not-the-secret", metrics=metrics)
+    other = new_secret()
+    sink = make_sink([receiver.url], secret=other, metrics=metrics)
     await sink.start()
     try:
         await sink.send(make_alert())
@@ -110,7 +156,7 @@ async def test_wrong_secret_fails_verification_and_is_not_retried(receiver: Webh
     (got,) = receiver.received  # a 401 is final: retrying cannot fix a wrong secret
     assert not got.valid
     assert not verify_signature(SECRET, got.body, got.headers)
-    assert verify_signature("not-the-secret", got.body, got.headers)
+    assert verify_signature(other, got.body, got.headers) and verifies(other, got.body, got.headers)
     assert failed(metrics, "rejected") == 1
     assert sink.stats.delivered == 0
 
@@ -249,19 +295,45 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 def test_verify_signature_rules() -> None:
     body = json.dumps({"alert_id": "abc"}).encode()
-    headers = signature_headers(SECRET, body, timestamp=1_767_225_600)
+    headers = signature_headers(SECRET, body, msg_id="abc", timestamp=1_767_225_600)
     now = 1_767_225_600 + 10
     assert verify_signature(SECRET, body, headers, now=now)
-    assert verify_signature(SECRET.encode(), body, {k.lower(): v for k, v in headers.items()}, now=now)
+    assert verify_signature(signing_key(SECRET), body, {k.upper(): v for k, v in headers.items()}, now=now)
     assert not verify_signature(SECRET, body + b" ", headers, now=now)  # body tampered
+    assert not verify_signature(SECRET, body, {**headers, ID_HEADER: "abd"}, now=now)  # id changed
     assert not verify_signature(SECRET, body, {**headers, TIMESTAMP_HEADER: "1767225601"}, now=now)
     assert not verify_signature(SECRET, body, headers, now=now + 600)  # replayed later
     assert not verify_signature(SECRET, body, headers, now=now - 600)  # from the future
-    assert not verify_signature(SECRET, body, {TIMESTAMP_HEADER: headers[TIMESTAMP_HEADER]}, now=now)
+    assert not verify_signature(SECRET, body, {k: v for k, v in headers.items() if k != ID_HEADER}, now=now)
     sig = headers[SIGNATURE_HEADER]
-    assert not verify_signature(SECRET, body, {**headers, SIGNATURE_HEADER: sig[7:]}, now=now)
+    assert not verify_signature(SECRET, body, {**headers, SIGNATURE_HEADER: sig[3:]}, now=now)  # no "v1,"
+    # Several signatures (a key rotation): one match is enough.
+    assert verify_signature(SECRET, body, {**headers, SIGNATURE_HEADER: f"v1,AAAA {sig}"}, now=now)
     non_ascii_digits = "\uff11\uff12"
     assert not verify_signature(SECRET, body, {**headers, TIMESTAMP_HEADER: non_ascii_digits}, now=now)
+    assert not verify_signature("whsec_%%%", body, headers, now=now)  # a malformed secret: no match
+
+
+def test_signatures_match_the_standardwebhooks_package() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    body = b'{"model": "m", "\xc3\xa9": 1}'
+    for secret in (SECRET, new_secret(), new_secret(64)):
+        now = int(time.time())
+        ours = signature_headers(secret, body, msg_id="msg_1", timestamp=now)
+        theirs = Webhook(secret).sign("msg_1", datetime.fromtimestamp(now, UTC), body)
+        assert ours[SIGNATURE_HEADER] == theirs
+        assert verifies(secret, body, ours)
+
+
+def test_secrets() -> None:
+    assert signing_key("whsec_c2VjcmV0LWtleS1ieXRlcw==") == b"secret-key-bytes"
+    fresh = new_secret()
+    assert fresh.startswith("whsec_") and len(signing_key(fresh)) == 32 and fresh != new_secret()
+    for bad in ("whsec_not base64!", "whsec_"):
+        with pytest.raises(ConfigurationError, match="DRIFTLINE_WEBHOOKS__SECRET") as info:
+            WebhookSink(["http://127.0.0.1:1/"], bad)
+        assert "base64!" not in str(info.value)
 
 
 def test_configuration_errors_do_not_echo_urls_or_secrets() -> None:
@@ -297,7 +369,7 @@ async def test_a_delivery_pending_at_close_is_sent_by_the_next_start(tmp_path: P
         await second.close()
         await receiver.stop()
     [got] = receiver.received
-    assert got.valid and got.headers[ALERT_ID_HEADER] == alert.alert_id
+    assert got.valid and got.headers[ID_HEADER] == alert.alert_id
     assert Alert.model_validate_json(got.body) == alert
     assert list(tmp_path.glob("*.json")) == []  # delivered: out of the outbox
 
@@ -335,7 +407,7 @@ async def test_a_delivery_survives_a_killed_worker(tmp_path: Path) -> None:
         await sink.close()
         await receiver.stop()
     delivered = receiver.received[-1]
-    assert delivered.valid and delivered.headers[ALERT_ID_HEADER] == make_alert(7).alert_id
+    assert delivered.valid and delivered.headers[ID_HEADER] == make_alert(7).alert_id
     assert list(tmp_path.glob("*.json")) == []
 
 
@@ -373,3 +445,37 @@ async def test_an_outbox_that_cannot_be_written_is_a_configuration_error(tmp_pat
     sink = make_sink(["http://127.0.0.1:1/hook"], outbox_dir=blocker / "outbox")
     with pytest.raises(ConfigurationError, match=r"webhook outbox .* cannot be created or written"):
         await sink.start()
+
+
+# --- the README's configuration and verification snippet match what the sink sends -----------------
+
+
+def _readme_block(after: str, language: str) -> str:
+    text = (REPO / "README.md").read_text()
+    rest = text[text.index(after) :]
+    start = rest.index(f"```{language}\n") + len(language) + 4
+    return rest[start : rest.index("```", start)]
+
+
+async def test_the_readme_secret_and_receiver_snippet_verify_a_real_delivery() -> None:
+    setup = _readme_block("## Webhooks", "bash")
+    command = setup.split('SECRET="$(', 1)[1].rsplit(')"', 1)[0]
+    secret = subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout.strip()
+    assert signing_key(secret) and len(signing_key(secret)) == 32
+    snippet = _readme_block("To verify on the receiving side", "python").replace('"whsec_..."', repr(secret))
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    verify = namespace["verify_driftline_alert"]
+    own = await WebhookReceiver(secret).start()
+    sink = make_sink([own.url], secret=secret)
+    await sink.start()
+    alert = make_alert()
+    try:
+        await sink.send(alert)
+        await eventually(lambda: sink.stats.delivered == 1)
+    finally:
+        await sink.close()
+        await own.stop()
+    (got,) = own.received
+    assert verify(got.body, got.headers) == json.loads(got.body)  # type: ignore[operator]
+    assert verify(got.body + b" ", got.headers) is None  # type: ignore[operator]
