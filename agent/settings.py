@@ -26,12 +26,15 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "DeliverySettings",
     "IncidentSettings",
     "InfluxSettings",
     "KafkaSettings",
     "MonitoringSettings",
+    "PagerDutySettings",
     "ServingSettings",
     "Settings",
+    "SlackSettings",
     "TopicSettings",
     "WebSettings",
     "WebhookSettings",
@@ -160,19 +163,8 @@ class InfluxSettings(BaseModel):
     """Longest wait between two attempts to write the spool."""
 
 
-class WebhookSettings(BaseModel):
-    """Where alerts are POSTed."""
-
-    urls: list[str] = Field(default_factory=list)
-    """Receivers; each alert is POSTed to every one of them."""
-
-    secret: SecretStr | None = None
-    """Standard Webhooks signing secret, ``whsec_`` and the base64 of a 24-64 byte key; never logged.
-    A secret without the prefix is used as its UTF-8 bytes (as before Standard Webhooks)."""
-
-    legacy_headers: bool = True
-    """Also send the ``X-Driftline-Timestamp``/``-Signature``/``-Alert-Id`` headers of the previous
-    scheme, so that receivers written against them keep working; on for this release only."""
+class DeliverySettings(BaseModel):
+    """How an HTTP sink (webhooks, Slack, PagerDuty) retries and spools its deliveries."""
 
     timeout_s: float = 5.0
     """Per-attempt timeout."""
@@ -187,7 +179,7 @@ class WebhookSettings(BaseModel):
     """Longest wait between two attempts."""
 
     max_pending: int = Field(default=1000, ge=1)
-    """Deliveries (alert x URL) waiting or being retried at once; more are dropped, counted and logged."""
+    """Deliveries waiting or being retried at once; more are dropped, counted and logged."""
 
     concurrency: int = Field(default=4, ge=1)
     """Requests in flight at once, over all receivers."""
@@ -197,7 +189,51 @@ class WebhookSettings(BaseModel):
 
     outbox_dir: Path | None = None
     """Where deliveries wait on disk until they end, so that a restart (or a crash) sends them again;
-    default ``<data_dir>/spool/webhook``."""
+    default ``<data_dir>/spool/<sink>`` (``webhook``, ``slack``, ``pagerduty``)."""
+
+
+class WebhookSettings(DeliverySettings):
+    """Where alerts are POSTed, signed as Standard Webhooks."""
+
+    urls: list[str] = Field(default_factory=list)
+    """Receivers; each alert is POSTed to every one of them."""
+
+    secret: SecretStr | None = None
+    """Standard Webhooks signing secret, ``whsec_`` and the base64 of a 24-64 byte key; never logged.
+    A secret without the prefix is used as its UTF-8 bytes (as before Standard Webhooks)."""
+
+    legacy_headers: bool = True
+    """Also send the ``X-Driftline-Timestamp``/``-Signature``/``-Alert-Id`` headers of the previous
+    scheme, so that receivers written against them keep working; on for this release only."""
+
+
+class SlackSettings(DeliverySettings):
+    """A Slack channel's incoming webhook: one message per alert (and per recovery)."""
+
+    webhook_url: SecretStr | None = None
+    """The incoming-webhook URL (``https://hooks.slack.com/services/...``); set: the Slack sink is on.
+    The URL is the credential: never logged (logs name its host only)."""
+
+    recoveries: bool = True
+    """Also post a message when an incident recovers."""
+
+
+class PagerDutySettings(DeliverySettings):
+    """PagerDuty's Events API v2: ``trigger`` when an incident opens, ``resolve`` when it recovers."""
+
+    routing_key: SecretStr | None = None
+    """The integration key of an Events API v2 integration (32 characters); set: the PagerDuty sink is
+    on. Never logged, never written to the outbox."""
+
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    """The Events API v2 endpoint (``https://events.eu.pagerduty.com/v2/enqueue`` for the EU service
+    region)."""
+
+    source: str | None = None
+    """``payload.source`` of the events: where the drift is; default the app id (``DRIFTLINE_APP_ID``)."""
+
+    client_url: str | None = None
+    """A link PagerDuty shows with each alert (a Grafana dashboard, say)."""
 
 
 class IncidentSettings(BaseModel):
@@ -281,6 +317,8 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     web: WebSettings = Field(default_factory=WebSettings)

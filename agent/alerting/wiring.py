@@ -18,21 +18,25 @@ the Faust app:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from mode import Service
 
-from agent.alerting.sinks.base import Sink
+from agent.alerting.sinks.base import Recovery, Sink
 from agent.alerting.sinks.fanout import SinkFanout
 from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics, worker_tags
-from agent.monitoring.incidents import IncidentManager
-from agent.settings import Settings
+from agent.monitoring.incidents import Incident, IncidentManager
+from agent.settings import DeliverySettings, Settings
 from schemas.alert import decode_alert
+
+if TYPE_CHECKING:
+    from agent.alerting.sinks.delivery import DeliveryOptions
 
 __all__ = ["AlertWiring", "AlertingService", "MetricsSource", "build_sinks", "wire_alert_sinks"]
 
@@ -43,7 +47,8 @@ MetricsSource = Callable[[], Iterable[MetricPoint]]
 
 
 def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink]:
-    """The sinks the settings ask for: InfluxDB when a token is set, webhooks when URLs are set."""
+    """The sinks the settings ask for: InfluxDB when a token is set, webhooks when URLs are set, Slack
+    when a webhook URL is set, PagerDuty when a routing key is set."""
     sinks: list[Sink] = []
     influx = settings.influx
     if influx.token is not None and influx.token.get_secret_value():
@@ -80,18 +85,50 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
                 hooks.urls,
                 hooks.secret,
                 legacy_headers=hooks.legacy_headers,
-                timeout_s=hooks.timeout_s,
-                max_attempts=hooks.max_attempts,
-                backoff_initial_s=hooks.backoff_initial_s,
-                backoff_max_s=hooks.backoff_max_s,
-                max_pending=hooks.max_pending,
-                concurrency=hooks.concurrency,
-                drain_timeout_s=hooks.drain_timeout_s,
-                outbox_dir=hooks.outbox_dir or settings.data_dir / "spool" / "webhook",
-                metrics=metrics,
+                **_delivery_options(settings, hooks, "webhook", metrics),
+            )
+        )
+    slack = settings.slack
+    if slack.webhook_url is not None and slack.webhook_url.get_secret_value():
+        from agent.alerting.sinks.slack import SlackSink
+
+        sinks.append(
+            SlackSink(
+                slack.webhook_url,
+                recoveries=slack.recoveries,
+                **_delivery_options(settings, slack, "slack", metrics),
+            )
+        )
+    pagerduty = settings.pagerduty
+    if pagerduty.routing_key is not None and pagerduty.routing_key.get_secret_value():
+        from agent.alerting.sinks.pagerduty import PagerDutySink
+
+        sinks.append(
+            PagerDutySink(
+                pagerduty.routing_key,
+                url=pagerduty.url,
+                source=pagerduty.source or settings.app_id,
+                client_url=pagerduty.client_url,
+                **_delivery_options(settings, pagerduty, "pagerduty", metrics),
             )
         )
     return sinks
+
+
+def _delivery_options(
+    settings: Settings, group: DeliverySettings, name: str, metrics: Metrics | None
+) -> DeliveryOptions:
+    return {
+        "timeout_s": group.timeout_s,
+        "max_attempts": group.max_attempts,
+        "backoff_initial_s": group.backoff_initial_s,
+        "backoff_max_s": group.backoff_max_s,
+        "max_pending": group.max_pending,
+        "concurrency": group.concurrency,
+        "drain_timeout_s": group.drain_timeout_s,
+        "outbox_dir": group.outbox_dir or settings.data_dir / "spool" / name,
+        "metrics": metrics,
+    }
 
 
 class AlertingService(Service):
@@ -112,6 +149,33 @@ class AlertingService(Service):
         super().__init__(**kwargs)
         self.fanout = fanout
         self.incidents = incidents
+        self._recoveries: set[asyncio.Task[None]] = set()
+
+    def incident_closed(self, incident: Incident, closed_at: float) -> None:
+        """Hands the closed incident to every sink (:meth:`SinkFanout.recover`) on the event loop;
+        callable from any thread (the incident manager calls it from wherever ``recover`` ran)."""
+        model, kind, subject = incident.key
+        recovery = Recovery(
+            model, kind, subject, incident.alert_id, incident.opened_at, closed_at, incident.alerts
+        )
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            self._spawn(recovery)
+        else:
+            self.loop.call_soon_threadsafe(self._spawn, recovery)
+
+    def _spawn(self, recovery: Recovery) -> None:
+        task = asyncio.create_task(self.fanout.recover(recovery))
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def recoveries_handed_over(self) -> None:
+        """Waits until the recoveries reported so far are with the sinks (queued, spooled or sent)."""
+        while self._recoveries:
+            await asyncio.gather(*list(self._recoveries), return_exceptions=True)
 
     async def on_start(self) -> None:
         if self.incidents is not None:
@@ -119,6 +183,7 @@ class AlertingService(Service):
         await self.fanout.start()
 
     async def on_stop(self) -> None:
+        await self.recoveries_handed_over()
         await self.fanout.close()
         if self.incidents is not None:
             await self.incidents.store.stop()
@@ -218,6 +283,9 @@ def wire_alert_sinks(
     fanout = SinkFanout(sinks, metrics=metrics)
 
     service = AlertingService(fanout, incidents=incidents, loop=app.loop)
+    if incidents is not None:
+        # The worker that closes an incident reports it, once: PagerDuty resolves, Slack says so.
+        incidents.on_close(service.incident_closed)
     wiring = AlertWiring(fanout, service, metrics, incidents, metrics_source)
     wiring.tags = worker_tags(settings.app_id, settings.web.port)
     # Added before the app starts (after its topic set-up, see agent.app), so started before Faust's

@@ -196,7 +196,14 @@ class IncidentManager:
         self._lock = threading.Lock()
         self.admitted = 0
         self.suppressed = 0
+        self._close_listeners: list[Callable[[Incident, float], None]] = []
         store.attach(self._apply)
+
+    def on_close(self, listener: Callable[[Incident, float], None]) -> None:
+        """Registers ``listener(incident, closed_at)``, called by :meth:`recover` when it closes an
+        incident, on the caller's thread; only this manager's own closes (one call per incident in a
+        deployment), not the ones other workers' records bring in."""
+        self._close_listeners.append(listener)
 
     def admit(self, alert: Alert) -> bool:
         """True if ``alert`` should be published: it opens an incident, or reminds of one after the
@@ -232,7 +239,13 @@ class IncidentManager:
         if incident is None:
             return False
         self.store.put(key, None)
-        log.info("incident closed: %s/%s/%s after %.0f s", *key, self._clock() - incident.opened_at)
+        now = self._clock()
+        log.info("incident closed: %s/%s/%s after %.0f s", *key, now - incident.opened_at)
+        for listener in self._close_listeners:
+            try:
+                listener(incident, now)
+            except Exception:
+                log.exception("incident closed: a listener failed")  # never the serving loop's problem
         return True
 
     def is_open(self, key: IncidentKey) -> bool:

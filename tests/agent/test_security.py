@@ -23,7 +23,14 @@ from pydantic import SecretStr
 
 from agent.app import create_app, faust_credentials
 from agent.kafka import aiokafka_options
-from agent.settings import InfluxSettings, KafkaSettings, Settings, WebhookSettings
+from agent.settings import (
+    InfluxSettings,
+    KafkaSettings,
+    PagerDutySettings,
+    Settings,
+    SlackSettings,
+    WebhookSettings,
+)
 from producers.config import KafkaConfig, ProducerSettings
 from producers.config import aiokafka_options as producer_options
 from tests.support.fake_sasl import FakeSaslBroker
@@ -32,7 +39,9 @@ from tests.support.services import ROOT
 PASSWORD = "sasl-Pa55word-never-logged"
 TOKEN = "influx-T0ken-never-logged"
 SECRET = "webhook-S3cret-never-logged"
-SECRETS = (PASSWORD, TOKEN, SECRET)
+SLACK_TOKEN = "slack-T0ken-never-logged"
+ROUTING_KEY = "pagerduty-R0uting-never-logged!!"
+SECRETS = (PASSWORD, TOKEN, SECRET, SLACK_TOKEN, ROUTING_KEY)
 
 # --- nothing unpickles --------------------------------------------------------------------------
 
@@ -125,6 +134,8 @@ def secret_settings(**kafka: Any) -> Settings:
         ),
         influx=InfluxSettings(token=SecretStr(TOKEN)),
         webhooks=WebhookSettings(urls=["http://127.0.0.1:9/hook"], secret=SecretStr(SECRET)),
+        slack=SlackSettings(webhook_url=SecretStr(f"http://127.0.0.1:9/services/T0/B0/{SLACK_TOKEN}")),
+        pagerduty=PagerDutySettings(routing_key=SecretStr(ROUTING_KEY), url="http://127.0.0.1:9/v2/enqueue"),
     )
 
 
@@ -136,6 +147,10 @@ def test_settings_never_show_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_KAFKA__SASL_PASSWORD", PASSWORD)
     monkeypatch.setenv("DRIFTLINE_INFLUX__TOKEN", TOKEN)
     monkeypatch.setenv("DRIFTLINE_WEBHOOKS__SECRET", SECRET)
+    monkeypatch.setenv(
+        "DRIFTLINE_SLACK__WEBHOOK_URL", f"https://hooks.slack.com/services/T0/B0/{SLACK_TOKEN}"
+    )
+    monkeypatch.setenv("DRIFTLINE_PAGERDUTY__ROUTING_KEY", ROUTING_KEY)
     for loaded in (Settings(), ProducerSettings()):
         assert not any(s in repr(loaded) or s in loaded.model_dump_json() for s in SECRETS)
     assert Settings().kafka.sasl_password == SecretStr(PASSWORD)

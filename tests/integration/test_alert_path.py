@@ -1,6 +1,6 @@
-"""The alert path in a real ``driftline run`` worker: a record on the alerts topic reaches a signed webhook
-and InfluxDB through the Faust agent; a bad record is skipped; the metrics timer writes the sinks'
-counters."""
+"""The alert path in a real ``driftline run`` worker: a record on the alerts topic reaches a signed webhook,
+Slack, PagerDuty (local receivers that check each payload against the service's schema) and InfluxDB
+through the Faust agent; a bad record is skipped; the metrics timer writes the sinks' counters."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from agent.alerting.sinks.kafka import alert_message
 from schemas import Alert
 from tests.support.alerts import WebhookReceiver, make_alert
 from tests.support.kafka import create_topics, produce
+from tests.support.receivers import PagerDutyReceiver, SlackReceiver
 from tests.support.services import InfluxEndpoint
 from tests.support.worker import Topics, Worker
 
@@ -61,6 +62,8 @@ async def test_alert_reaches_webhook_and_influx(
 
     models = tmp_path / "models"
     models.mkdir()
+    slack = await SlackReceiver().start()
+    pagerduty = await PagerDutyReceiver().start()
     worker = Worker(
         kafka_bootstrap,
         topics,
@@ -74,6 +77,9 @@ async def test_alert_reaches_webhook_and_influx(
             "INFLUXDB_BUCKET": influx.bucket,
             "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url]),
             "DRIFTLINE_WEBHOOKS__SECRET": SECRET,
+            "DRIFTLINE_SLACK__WEBHOOK_URL": slack.url,
+            "DRIFTLINE_PAGERDUTY__ROUTING_KEY": pagerduty.routing_key,
+            "DRIFTLINE_PAGERDUTY__URL": pagerduty.url,
             "DRIFTLINE_INFLUX__METRICS_INTERVAL_S": "1",
         },
     ).start()
@@ -82,6 +88,13 @@ async def test_alert_reaches_webhook_and_influx(
         (got,) = receiver.received
         assert got.valid
         assert Alert.model_validate_json(got.body) == alert
+        await wait_until(lambda: slack.received and pagerduty.received, worker, 30, "Slack and PagerDuty")
+        [message] = slack.received
+        assert message.errors == [] and message.status == 200 and alert.alert_id in slack.texts(message)
+        [event] = pagerduty.received
+        assert event.errors == [] and event.status == 202
+        assert event.body["dedup_key"] == f"alerts-{unique}/{model}/data/x"  # source: the app id
+        assert pagerduty.alerts == {event.body["dedup_key"]: ["triggered"]}
 
         await wait_until(
             lambda: influx_rows(influx, f'r._measurement == "driftline_alert" and r.model == "{model}"'),
@@ -110,7 +123,10 @@ async def test_alert_reaches_webhook_and_influx(
         )
     finally:
         code = worker.stop()
+        await slack.stop()
+        await pagerduty.stop()
     log = worker.log(tail=200_000)
     assert "not a valid alert" in log
     assert SECRET not in log and influx.token not in log
+    assert slack.path not in log and pagerduty.routing_key not in log
     assert code == 0, log[-3000:]

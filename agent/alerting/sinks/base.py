@@ -31,7 +31,30 @@ from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics
 from schemas import Alert
 
-__all__ = ["Sink", "SinkStats", "lock_directory"]
+__all__ = ["Recovery", "Sink", "SinkStats", "lock_directory"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """An incident that closed: the drift it was about is back near the reference.
+
+    Parameters:
+        model: The model.
+        kind: An :class:`~schemas.AlertKind` value (``data``, ``prediction``, ``concept``, ``technical``).
+        subject: The feature or metric (``mean radius``, ``prediction``, ``error``, ``dead_letters``).
+        opening_alert_id: Id of the alert that opened the incident.
+        opened_at: When it opened (unix seconds).
+        closed_at: When it closed (unix seconds).
+        alerts: Alerts published for it: the opening one plus reminders.
+    """
+
+    model: str
+    kind: str
+    subject: str
+    opening_alert_id: str
+    opened_at: float
+    closed_at: float
+    alerts: int = 1
 
 
 @dataclass
@@ -74,6 +97,10 @@ class Sink:
 
     async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
         """Writes a batch of metrics points; sinks that do not store metrics ignore them."""
+
+    async def recover(self, recovery: Recovery) -> None:
+        """Reports that an incident closed (PagerDuty resolves it); sinks that only carry alerts ignore it.
+        Like ``send``: delivers, queues or spools, and raises :class:`~agent.errors.SinkError` if lost."""
 
     async def flush(self) -> None:
         """Tries to deliver what is queued or spooled now (bounded in time)."""

@@ -37,7 +37,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.alerting.sinks.base import Sink
+from agent.alerting.sinks.base import Recovery, Sink
 from agent.errors import ConfigurationError, SinkError
 from agent.metrics import MetricPoint, Metrics
 from schemas import Alert
@@ -81,6 +81,11 @@ class SinkFanout:
             for sink, exc in failed:
                 if not isinstance(exc, SinkError):
                     self.metrics.alerts_failed.labels(sink=sink.name, reason="unexpected").inc()
+
+    async def recover(self, recovery: Recovery) -> None:
+        """Tells every sink that an incident closed."""
+        what = f"recovery of {recovery.model}/{recovery.kind}/{recovery.subject}"
+        await self._each("recover", lambda s: s.recover(recovery), detail=what)
 
     async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
         """Sends a batch of metrics points to every sink."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Sequence
 
 import faust
@@ -11,14 +12,19 @@ from pydantic import SecretStr
 
 from agent.alerting.sinks import Sink
 from agent.alerting.sinks.influx import InfluxSink
+from agent.alerting.sinks.pagerduty import PagerDutySink
+from agent.alerting.sinks.slack import SlackSink
 from agent.alerting.sinks.webhook import WebhookSink
 from agent.alerting.wiring import AlertingService, build_sinks, wire_alert_sinks
 from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.settings import InfluxSettings, Settings, WebhookSettings
 from schemas import Alert
 from schemas.alert import encode_alert
 from tests.support.alerts import make_alert
+from tests.support.receivers import PagerDutyReceiver
+from tests.support.services import ROOT
 
 
 class Collecting(Sink):
@@ -110,3 +116,63 @@ def test_sinks_from_settings(caplog: pytest.LogCaptureFixture) -> None:
 def test_webhook_urls_without_secret_fail_fast() -> None:
     with pytest.raises(ConfigurationError, match="DRIFTLINE_WEBHOOKS__SECRET"):
         build_sinks(settings(webhooks=WebhookSettings(urls=["http://127.0.0.1:9/hook"])))
+
+
+def test_slack_and_pagerduty_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_APP_ID", "fraud-prod")
+    monkeypatch.setenv("DRIFTLINE_SLACK__WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/XXXX")
+    monkeypatch.setenv("DRIFTLINE_SLACK__MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("DRIFTLINE_PAGERDUTY__ROUTING_KEY", PagerDutyReceiver.routing_key)
+    monkeypatch.setenv("DRIFTLINE_PAGERDUTY__URL", "https://events.eu.pagerduty.com/v2/enqueue")
+    sinks = build_sinks(Settings(_env_file=None, influx=InfluxSettings(token=None)))
+    slack, pagerduty = sinks
+    assert isinstance(slack, SlackSink) and isinstance(pagerduty, PagerDutySink)
+    assert slack.max_attempts == 7 and slack.recoveries
+    assert slack.outbox is not None and slack.outbox.directory.parts[-2:] == ("spool", "slack")
+    assert pagerduty.source == "fraud-prod" and pagerduty.urls == [
+        "https://events.eu.pagerduty.com/v2/enqueue"
+    ]
+    assert pagerduty.outbox is not None and pagerduty.outbox.directory.parts[-2:] == ("spool", "pagerduty")
+
+
+async def test_an_incident_that_recovers_is_resolved_in_pagerduty() -> None:
+    # The worker's path without Kafka: the gate admits an alert, the alerts agent hands it to the sinks,
+    # the monitor's recovery closes the incident, and the closing worker tells the sinks.
+    receiver = await PagerDutyReceiver().start()
+    sink = PagerDutySink(PagerDutyReceiver.routing_key, url=receiver.url, source="prod")
+    gate = IncidentManager(InMemoryIncidentStore())
+    wiring = wire_alert_sinks(make_app(), settings(), Metrics(), incidents=gate, sinks=[sink])
+    await wiring.fanout.start()
+    alert = make_alert()
+    try:
+        assert gate.admit(alert)
+        await wiring.handle(encode_alert(alert))
+        assert gate.recover(IncidentKey.of(alert))
+        assert not gate.recover(IncidentKey.of(alert))  # closed once: one resolve
+        await wiring.service.recoveries_handed_over()
+        await sink.flush()
+    finally:
+        await wiring.fanout.close()
+        await receiver.stop()
+    assert [(g.body["event_action"], g.status) for g in receiver.received] == [
+        ("trigger", 202),
+        ("resolve", 202),
+    ]
+    assert receiver.closed == [("prod/m/data/x", ["triggered", "resolved"])]
+
+
+def test_the_readme_configurations_build_their_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for section in ("## Slack", "## PagerDuty"):
+        block = readme[readme.index(section) :]
+        block = block[block.index("```bash\n") + 8 :]
+        for line in block[: block.index("```")].splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "export":  # the commented EU line is an alternative, not a default
+                name, value = words[1].split("=", 1)
+                monkeypatch.setenv(name, value)
+    slack, pagerduty = build_sinks(settings())
+    assert isinstance(slack, SlackSink) and slack.urls[0].startswith("https://hooks.slack.com/services/")
+    assert isinstance(pagerduty, PagerDutySink) and pagerduty.source == "fraud-prod"
+    assert pagerduty.urls == ["https://events.pagerduty.com/v2/enqueue"]
+    assert pagerduty.client_url == "https://grafana.example.com/d/driftline"
