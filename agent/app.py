@@ -8,6 +8,7 @@ module for why the hot path does not go through a Faust agent.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.serving.handler import RequestHandler
 from agent.serving.loop import ServingLoop
+from agent.serving.messages import OutgoingMessage
+from agent.serving.oip import OpenInference, register_oip_views
 from agent.serving.web import register_views
 from agent.settings import KafkaSettings, Settings
 from agent.topics import TopicSetup, join_changelog_topic
@@ -232,4 +235,19 @@ def create_app(settings: Settings) -> Driftline:
     app.timer(interval=settings.serving.repository_poll_interval_s)(poll_repository)
 
     register_views(app, handler, metrics, driftline.health)
+
+    async def publish(messages: list[OutgoingMessage]) -> None:
+        # The alerts an Open Inference Protocol request raised, acknowledged before it is answered.
+        for m in messages:
+            await app.producer.send_and_wait(m.topic, m.key, m.value, m.partition, None, None)
+
+    oip = OpenInference(handler, registry, driftline.health, server_version=_version())
+    register_oip_views(app, oip, publish)
     return driftline
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("driftline")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"

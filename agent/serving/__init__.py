@@ -2,8 +2,9 @@
 
 Owns: the Kafka serving loop (``loop``: consume, hand a batch to the handler, produce, commit), the
 request handler (``handler``: decode, validate, group by model, encode, infer, and turn the observers'
-alerts and changelog records into messages), the outgoing-message type (``messages``), and the REST
-views (``web``).
+alerts and changelog records into messages), the outgoing-message type (``messages``), the REST
+views (``web``: ``/predict``, ``/health``, ``/metrics``) and the Open Inference Protocol v2 (``oip``:
+``/v2/...``).
 
 May import: :mod:`agent.monitoring`, :mod:`agent.models`, :mod:`agent.errors`, :mod:`agent.kafka`,
 :mod:`agent.metrics`, :mod:`agent.settings`, :mod:`schemas`. Never alerting, the app or the commands.
