@@ -11,6 +11,8 @@ import asyncio
 import importlib.metadata
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from agent.kafka import aiokafka_options, read_to_end, ssl_context
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
 from agent.monitoring.batch import BatchObserver
-from agent.monitoring.incidents import IncidentManager
+from agent.monitoring.incidents import Incident, IncidentManager
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.serving.handler import RequestHandler
@@ -34,6 +36,7 @@ from agent.serving.oip import OpenInference, register_oip_views
 from agent.serving.web import register_views
 from agent.settings import KafkaSettings, Settings
 from agent.topics import TopicSetup, join_changelog_topic
+from schemas.alert import AlertKind, Severity
 
 __all__ = ["Driftline", "create_app", "faust_credentials"]
 
@@ -207,6 +210,7 @@ def create_app(settings: Settings) -> Driftline:
         )
         if observer is not None:
             points.extend(observer.metric_points())
+        points.extend(open_incident_points(incidents.open_incidents()))
         return points
 
     wire_alert_sinks(app, settings, metrics, incidents=incidents, metrics_source=metric_points)
@@ -244,6 +248,30 @@ def create_app(settings: Settings) -> Driftline:
     oip = OpenInference(handler, registry, driftline.health, server_version=_version())
     register_oip_views(app, oip, publish)
     return driftline
+
+
+def open_incident_points(incidents: Iterable[Incident]) -> list[MetricPoint]:
+    """``driftline_incidents`` points: the open incidents (this worker's view of the deployment's)
+    by kind and severity, zeros included so that a closed incident's count goes back to 0.
+
+    Example:
+        >>> from agent.monitoring.incidents import IncidentKey
+        >>> points = open_incident_points([Incident(IncidentKey("m", "data", "x"), "a", 0.0, 0.0)])
+        >>> [(p.tags["kind"], p.tags["severity"], p.fields["open"]) for p in points if p.fields["open"]]
+        [('data', 'warning', 1.0)]
+        >>> len(points)  # every kind and severity
+        12
+    """
+    counts = Counter((i.key.kind, i.severity) for i in incidents)
+    return [
+        MetricPoint(
+            "driftline_incidents",
+            {"open": float(counts[kind.value, severity.value])},
+            {"kind": kind.value, "severity": severity.value},
+        )
+        for kind in AlertKind
+        for severity in Severity
+    ]
 
 
 def _version() -> str:

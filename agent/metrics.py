@@ -146,6 +146,39 @@ class Metrics:
         self.spool_bytes = Gauge(
             "driftline_spool_bytes", "Bytes waiting in a sink's on-disk spool.", ["sink"], registry=r
         )
+        # Drift statistics (agent/alerting/sinks/prometheus.py sets them from the metrics points), for
+        # Prometheus users without InfluxDB. Labels are bounded: models served x the columns of their
+        # manifests (features and "prediction"), two detector families, four kinds x three severities.
+        self.drift_shift = Gauge(
+            "driftline_drift_shift_sd",
+            "Windowed shift of a monitored column from its reference, in reference standard deviations.",
+            ["model", "column"],
+            registry=r,
+        )
+        self.drift_window_mean = Gauge(
+            "driftline_drift_window_mean",
+            "Windowed mean of a monitored column, reference-standardised (0.5 when it matches).",
+            ["model", "column"],
+            registry=r,
+        )
+        self.drift_detector = Gauge(
+            "driftline_drift_detector_statistic",
+            "A drift detector's current statistic on a monitored column (adwin, page_hinkley).",
+            ["model", "column", "detector"],
+            registry=r,
+        )
+        self.model_error = Gauge(
+            "driftline_model_error",
+            "Windowed error of the joined outcomes: error_rate (classifiers) or mae (regressors).",
+            ["model", "metric"],
+            registry=r,
+        )
+        self.incidents_open = Gauge(
+            "driftline_incidents_open",
+            "Open incidents of the deployment as this worker sees them, by kind and severity.",
+            ["kind", "severity"],
+            registry=r,
+        )
         self.alert_records_invalid = Counter(
             "driftline_alert_records_invalid",
             "Records on the alerts topic that are not a valid alert (logged and skipped).",

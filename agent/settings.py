@@ -296,6 +296,11 @@ class WebSettings(BaseModel):
     port: int = 6066
     """Bind port."""
 
+    drift_gauges: bool = True
+    """Expose the drift statistics on ``/metrics`` as gauges (shift and detector statistic per model
+    and column, the joined error, open incidents by kind and severity), updated every
+    ``influx.metrics_interval_s``, for Prometheus users without InfluxDB."""
+
 
 class Settings(BaseSettings):
     """All of driftline's settings, from ``DRIFTLINE_*`` environment variables and defaults."""

@@ -29,6 +29,7 @@ from mode import Service
 
 from agent.alerting.sinks.base import Recovery, Sink
 from agent.alerting.sinks.fanout import SinkFanout
+from agent.alerting.sinks.prometheus import PrometheusSink
 from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.monitoring.incidents import Incident, IncidentManager
@@ -276,10 +277,15 @@ def wire_alert_sinks(
         metrics_source: What the metrics timer writes besides the sinks' counters.
         sinks: Instead of the ones the settings ask for (tests).
     """
+    gauges: list[Sink] = []
     if sinks is None:
         sinks = build_sinks(settings, metrics)
+        if settings.web.drift_gauges:
+            # Not an alert sink: it turns the metrics points into /metrics gauges.
+            gauges.append(PrometheusSink(metrics))
     if not sinks:
         log.warning("alerts: no sink configured; alerts stay on the %s topic only", settings.topics.alerts)
+    sinks = [*sinks, *gauges]
     fanout = SinkFanout(sinks, metrics=metrics)
 
     service = AlertingService(fanout, incidents=incidents, loop=app.loop)

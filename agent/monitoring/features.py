@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.monitoring.columns import ColumnSet, WindowStats, column_detectors
-from agent.monitoring.detectors import Detection, DriftConfig
+from agent.monitoring.detectors import AdwinDetector, Detection, DriftConfig
 from agent.monitoring.transforms import (
     REFERENCE_MEAN,
     REFERENCE_STD,
@@ -157,6 +157,15 @@ class FeatureDriftMonitor:
     def window_stats(self) -> list[WindowStats]:
         """Per-column statistics over the last ``config.window_blocks`` complete blocks."""
         return self._columns.window_stats()
+
+    def detector_statistics(self) -> list[tuple[str, str, float]]:
+        """``(column, detector, statistic)`` of each column's detectors now, for metrics; the detector
+        is named by its family (``adwin``, ``page_hinkley``), which does not change when it fires."""
+        return [
+            (name, "adwin" if isinstance(detector, AdwinDetector) else "page_hinkley", detector.statistic)
+            for name, group in zip(self._columns.names, self._columns.detectors, strict=True)
+            for detector in group
+        ]
 
     def _raw(self, x: npt.NDArray[Any]) -> FloatArray:
         if x.dtype.kind in "fiub":

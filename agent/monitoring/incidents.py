@@ -93,6 +93,8 @@ class Incident:
     """When its last alert (the opening one or a reminder) was admitted."""
     alerts: int = 1
     """Alerts published for it: the opening one plus reminders."""
+    severity: str = "warning"
+    """Severity of its last alert (records written before it was stored read as ``warning``)."""
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -108,6 +110,7 @@ class Incident:
             opened_at=float(data["opened_at"]),
             last_alerted_at=float(data["last_alerted_at"]),
             alerts=int(data.get("alerts", 1)),
+            severity=str(data.get("severity", "warning")),
         )
 
 
@@ -213,9 +216,13 @@ class IncidentManager:
         with self._lock:
             current = self._open.get(key)
             if current is None:
-                incident = Incident(key, alert.alert_id, opened_at=now, last_alerted_at=now)
+                incident = Incident(
+                    key, alert.alert_id, opened_at=now, last_alerted_at=now, severity=str(alert.severity)
+                )
             elif now - current.last_alerted_at >= self.cooldown_s:
-                incident = replace(current, last_alerted_at=now, alerts=current.alerts + 1)
+                incident = replace(
+                    current, last_alerted_at=now, alerts=current.alerts + 1, severity=str(alert.severity)
+                )
             else:
                 self.suppressed += 1
                 if self._metrics is not None:

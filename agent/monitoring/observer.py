@@ -229,6 +229,15 @@ class DriftObserver:
                     fields["raw_mean"] = w.raw_mean
                 fields["missing"] = float(w.missing)
                 points.append(MetricPoint("driftline_feature", fields, {**tags, "feature": w.name}))
+            for column, detector, statistic in monitor.features.detector_statistics():
+                if math.isfinite(statistic):
+                    points.append(
+                        MetricPoint(
+                            "driftline_detector",
+                            {"statistic": statistic},
+                            {**tags, "feature": column, "detector": detector},
+                        )
+                    )
             if monitor.errors is not None and monitor.errors.n_events:
                 e = monitor.errors.window_stats()
                 metric = "error_rate" if monitor.errors.kind == "classification" else "mae"

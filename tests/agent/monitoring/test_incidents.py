@@ -8,7 +8,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.monitoring.incidents import Incident, IncidentKey, IncidentManager, InMemoryIncidentStore
-from schemas import AlertKind
+from schemas import AlertKind, Severity
 from tests.support.alerts import make_alert
 
 
@@ -123,8 +123,32 @@ def test_two_workers_share_incidents(clock: Clock) -> None:
 
 
 def test_record_json_round_trip() -> None:
-    incident = Incident(IncidentKey("m", "data", "mean radius"), "a" * 32, 1.5, 2.5, 3)
+    incident = Incident(IncidentKey("m", "data", "mean radius"), "a" * 32, 1.5, 2.5, 3, severity="critical")
     assert Incident.from_json(incident.to_json()) == incident
+    # A record written before the severity was stored reads as a warning.
+    old = b'{"key":["m","data","x"],"alert_id":"a","opened_at":1.0,"last_alerted_at":1.0,"alerts":1}'
+    assert Incident.from_json(old).severity == "warning"
+
+
+def test_an_incident_keeps_the_severity_of_its_last_alert(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    assert gate.admit(make_alert(1, severity=Severity.INFO))
+    assert [i.severity for i in gate.open_incidents()] == ["info"]
+    clock.now += 900
+    assert gate.admit(make_alert(2, severity=Severity.CRITICAL))  # the reminder is worse
+    assert [i.severity for i in gate.open_incidents()] == ["critical"]
+
+
+def test_close_listeners_hear_each_close_once(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    closed: list[tuple[str, float]] = []
+    gate.on_close(lambda incident, at: closed.append((incident.alert_id, at)))
+    gate.on_close(lambda incident, at: 1 / 0)  # a failing listener is logged, never raised
+    alert = make_alert(1)
+    assert gate.admit(alert)
+    clock.now += 60
+    assert gate.recover(IncidentKey.of(alert)) and not gate.recover(IncidentKey.of(alert))
+    assert closed == [(alert.alert_id, clock.now)]
 
 
 def test_cooldown_must_be_positive() -> None:

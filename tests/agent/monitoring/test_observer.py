@@ -88,10 +88,18 @@ def test_step_change_in_one_feature_alerts_on_that_feature_only(
     # No technical alert: the stream is clean and the package matches the installed libraries.
     assert not [a for a in alerts if a.kind is AlertKind.TECHNICAL]
     # The metrics sinks see the shifted window too.
-    shifts = {
-        p.tags["feature"]: p.fields["shift_sd"] for p in observer.metric_points() if "feature" in p.tags
-    }
+    points = observer.metric_points()
+    shifts = {p.tags["feature"]: p.fields["shift_sd"] for p in points if p.measurement == "driftline_feature"}
     assert shifts["x03"] > 0.3 and abs(shifts["x00"]) < 0.3
+    # And each column's detectors' statistics, by family: x03's ADWIN is the one that moved.
+    statistics = {
+        (p.tags["feature"], p.tags["detector"]): p.fields["statistic"]
+        for p in points
+        if p.measurement == "driftline_detector"
+    }
+    assert {d for _, d in statistics} == {"adwin", "page_hinkley"}
+    assert {f for f, _ in statistics} == set(shifts)
+    assert abs(statistics["x03", "adwin"]) > abs(statistics["x00", "adwin"])
 
 
 def test_no_alert_on_a_long_no_drift_stream(model_repository: ModelRepository, reference: np.ndarray) -> None:
