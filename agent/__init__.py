@@ -6,6 +6,7 @@ One subpackage per job, dependencies pointing inward (``tests/test_layout.py`` c
 * :mod:`agent.monitoring`: drift of inputs, outputs and error, and technical drift, as plain values;
 * :mod:`agent.serving`: the Kafka serving loop, the request handler, REST;
 * :mod:`agent.alerting`: the alerts agent, the incident store, the sinks;
+* :mod:`agent.report`: the drift report page (``driftline report``, ``GET /report``);
 * :mod:`agent.topics` and :mod:`agent.app`: topic set-up and the composition root of a worker;
 * :mod:`agent.packaging` (``build`` extra) and :mod:`agent.demo` (``demo`` extra): outside the worker;
 * :mod:`agent.cli`: the ``driftline`` command, one module per subcommand.

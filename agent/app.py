@@ -29,6 +29,7 @@ from agent.monitoring.batch import BatchObserver
 from agent.monitoring.incidents import Incident, IncidentManager
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
+from agent.report.web import register_report_view
 from agent.serving.handler import RequestHandler
 from agent.serving.loop import ServingLoop
 from agent.serving.messages import OutgoingMessage
@@ -247,6 +248,7 @@ def create_app(settings: Settings) -> Driftline:
 
     oip = OpenInference(handler, registry, driftline.health, server_version=_version())
     register_oip_views(app, oip, publish)
+    register_report_view(app, settings, registry)
     return driftline
 
 

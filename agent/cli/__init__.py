@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("agent.cli.run", "run a worker: serve models on Kafka and REST, and watch them for drift"),
     "check": ("agent.cli.check", "check that Kafka and InfluxDB answer (a round trip through each)"),
     "alerts": ("agent.cli.alerts", "list recent drift alerts from InfluxDB, newest first"),
+    "report": ("agent.cli.report", "write a model's drift report: one self-contained HTML page"),
     "package": ("agent.cli.package", "package a model: scikit-learn, XGBoost, LightGBM, an ONNX file"),
     "inspect": ("agent.cli.inspect", "verify a model package and print its manifest"),
     "produce": ("agent.cli.produce", "publish requests and outcomes: a drift scenario or a CSV replay"),

@@ -477,6 +477,8 @@ class DemoSummary:
     duration_s: float = 0.0
     rate: float = 0.0
     plot: Path | None = None
+    report: Path | None = None
+    """The drift report page (``driftline report``'s)."""
 
     @property
     def missed(self) -> list[str]:
@@ -558,6 +560,8 @@ class DemoSummary:
         if self.plot is not None:
             lines.append("")
             lines.append(f"  plot          {self.plot}")
+        if self.report is not None:
+            lines.append(f"  report        {self.report}")
         lines.append("")
         if not self.detections:
             lines.append("no drift was scripted")

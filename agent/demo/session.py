@@ -564,6 +564,7 @@ class Demo:
             rate=plan.rate,
             references={**_references(manifest, feature), "dead": settings.monitoring.rate_margin},
         )
+        report = await self._report(plan, manifest, since=sent_from.timestamp())
         summary = DemoSummary(
             run_id=names.run_id,
             events=stats.events,
@@ -581,6 +582,7 @@ class Demo:
             duration_s=time.monotonic() - plan.started,
             rate=plan.rate,
             plot=_relative(plot),
+            report=_relative(report),
         )
         self.say(summary.format())
         if not self.args.keep_topics:
@@ -590,6 +592,25 @@ class Demo:
             "`driftline alerts --since 1h` lists the alerts again."
         )
         return summary.exit_code
+
+    async def _report(self, plan: _Plan, manifest: Manifest, *, since: float) -> Path:
+        """The run's drift report (``driftline report``'s page), read before the run's topics go."""
+        from agent.report.data import gather
+        from agent.report.html import render
+
+        topics = plan.names.topics
+        settings = plan.settings.model_copy(
+            update={
+                "topics": plan.settings.topics.model_copy(
+                    update={"requests": topics["requests"], "predictions": topics["predictions"]}
+                )
+            }
+        )
+        until = time.time()
+        report = await gather(settings, manifest, since=since - 60, until=until)
+        path = plan.root / "report.html"
+        path.write_text(render([report], generated_at=until), encoding="utf-8")
+        return path
 
     async def _read_back(self, plan: _Plan, log: EventLog) -> None:
         settings, t = plan.settings, plan.names.topics

@@ -376,6 +376,12 @@ async def test_demo_end_to_end(kafka_bootstrap: str, influx: InfluxEndpoint, tmp
     assert "-> webhook: signature verified" in out  # printed live, as each delivery arrived
     png = tmp_path / "demo" / "demo.png"
     assert png.read_bytes().startswith(b"\x89PNG")
+    # The drift report, printed beside the plot: the run's alerts and every column's distributions.
+    report = tmp_path / "demo" / "report.html"
+    assert re.search(r"^  report +\S*report\.html$", out, re.MULTILINE), out
+    page = report.read_text()
+    assert page.count('class="alert-row"') >= alerts and 'data-chart="timeline"' in page
+    assert page.count('polyline class="recent"') >= 2  # recent values read before the topics were deleted
     # The run's topics are removed at the end: repeated demos do not pile up on the broker.
     run_id = re.search(r"driftline demo: run (\S+)", out).group(1)  # type: ignore[union-attr]
     from aiokafka.admin import AIOKafkaAdminClient
