@@ -18,7 +18,13 @@ and timers) but talks to Kafka through aiokafka directly:
   measured under load), and awaited in line it held the next batch back.
 
 The loop owns its rebalances: before partitions are revoked the in-flight batches are drained and
-committed, so the next owner starts where this one stopped. A failed produce (after the producer's own
+committed, so the next owner starts where this one stopped. aiokafka runs the rebalance listener in
+its coordinator's task, beside the loop, so one lock guards the pipeline (the in-flight batches, the
+handler's state): the loop holds it from handing a batch to the handler until the batch is queued,
+the listener while it drains and while the new partitions' state is restored, and the stop while it
+drains. The loop never holds it while it waits for records. Records fetched before a rebalance and
+not yet handled are dropped: aiokafka restarts every partition of a new assignment at its committed
+offset, so they are read again by whoever owns them now. A failed produce (after the producer's own
 retries) rewinds the consumer to the first uncommitted offset and the batch is processed again;
 duplicates are recognisable by request id.
 
@@ -38,7 +44,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
@@ -84,18 +90,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._loop.drain(commit=True)
-        if self._loop.on_revoked is not None:
-            await self._loop.on_revoked(frozenset(revoked))
+        await self._loop.revoke(frozenset(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        partitions = frozenset(assigned)
-        log.info("serving: assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
-        # State for the new partitions (the outcome join) is restored before their first batch.
-        if self._loop.on_assigned is not None:
-            await self._loop.on_assigned(partitions)
-        self._loop.stats.assigned = partitions
-        self._loop.stats.joined = True
+        await self._loop.assign(frozenset(assigned))
 
 
 class ServingLoop(Service):
@@ -109,7 +107,8 @@ class ServingLoop(Service):
         batch_size: Most records per batch.
         batch_max_wait_ms: Longest wait for a batch to fill, from the arrival of its first records.
         max_in_flight: Batches whose acknowledgements may be outstanding at once.
-        on_assigned / on_revoked: Awaited on every rebalance (after draining, before the first batch).
+        on_assigned / on_revoked: Awaited on every rebalance, holding the pipeline: ``on_revoked``
+            after the in-flight batches are drained, ``on_assigned`` before the first batch.
     """
 
     def __init__(
@@ -144,6 +143,10 @@ class ServingLoop(Service):
         self._consumer_options = consumer_options
         self._producer_options = producer_options
         self._in_flight: deque[_InFlight] = deque()
+        self._lock = asyncio.Lock()
+        """Held by whoever touches the pipeline: the loop for a batch, a rebalance, the stop."""
+        self._generation = 0
+        """Counts revocations: records fetched in an earlier generation are not handled."""
         self._committable: dict[TopicPartition, int] = {}
         """Acknowledged offsets not yet handed to a commit."""
         self._committing: asyncio.Task[None] | None = None
@@ -193,6 +196,9 @@ class ServingLoop(Service):
     async def on_stop(self) -> None:
         self.stats.running = False
         try:
+            # The loop may be in the middle of a batch: drain() waits for the lock, and once it has
+            # drained the loop sees should_stop and publishes nothing more. The lock is released
+            # before the consumer stops, which waits for a rebalance listener that may want it.
             await self.drain(commit=True)
         finally:
             if self._consumer is not None:
@@ -206,10 +212,17 @@ class ServingLoop(Service):
         loop = asyncio.get_running_loop()
         wait_s = self.batch_max_wait_ms / 1000
         while not self.should_stop:
-            # Idle: wake up every 100 ms at most (stop, acknowledgements to settle).
-            fetched = await consumer.getmany(timeout_ms=100, max_records=self.batch_size)
+            # Idle: wake up every 100 ms at most (stop, acknowledgements to settle). During a
+            # rebalance aiokafka holds getmany until the new assignment is set, so what a call
+            # returns belongs to the generation current when it returns.
+            try:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=self.batch_size)
+            except ConsumerStoppedError:
+                return
+            generation = self._generation
             if not fetched:
-                await self._settle_done()
+                async with self._lock:
+                    await self._settle_done()
                 continue
             records = [r for batch in fetched.values() for r in batch]
             # The batch fills for at most batch_max_wait_ms after its first records arrived: at
@@ -217,13 +230,25 @@ class ServingLoop(Service):
             # fixed costs (an ONNX Runtime call, the monitors, a produce request per partition).
             deadline = loop.time() + wait_s
             while len(records) < self.batch_size and (left := deadline - loop.time()) > 0:
-                more = await consumer.getmany(
-                    timeout_ms=max(int(left * 1000), 1), max_records=self.batch_size - len(records)
-                )
+                try:
+                    more = await consumer.getmany(
+                        timeout_ms=max(int(left * 1000), 1), max_records=self.batch_size - len(records)
+                    )
+                except ConsumerStoppedError:
+                    return
                 if not more:
                     break
+                if self._generation != generation:
+                    # A rebalance came between the two calls: what came before is of the old
+                    # assignment, this call's records of the new one.
+                    generation, records = self._generation, []
                 records.extend(r for batch in more.values() for r in batch)
-            await self._publish(records)
+            async with self._lock:
+                if self.should_stop:
+                    return  # stop drained what was published; these are read again after it
+                if self._generation != generation:
+                    continue  # revoked meanwhile: read again from the committed offsets
+                await self._publish(records)
             if self.on_batch is not None:
                 self.on_batch(len(records))
 
@@ -360,8 +385,32 @@ class ServingLoop(Service):
                 consumer.seek(tp, offset)
         self.stats.rewinds += 1
 
-    async def drain(self, *, commit: bool) -> None:
-        """Waits for every in-flight batch and commits it (used before a rebalance and at stop)."""
+    async def drain(self, *, commit: bool = True) -> None:
+        """Waits for every in-flight batch and commits it (used at stop; a rebalance drains through
+        :meth:`revoke`)."""
+        async with self._lock:
+            await self._drain(commit=commit)
+
+    async def revoke(self, partitions: frozenset[TopicPartition]) -> None:
+        """Before ``partitions`` are revoked: drains and commits, then runs ``on_revoked``, with no
+        batch handled in between (called by the rebalance listener, in aiokafka's coordinator task)."""
+        async with self._lock:
+            self._generation += 1
+            await self._drain(commit=True)
+            if self.on_revoked is not None:
+                await self.on_revoked(partitions)
+
+    async def assign(self, partitions: frozenset[TopicPartition]) -> None:
+        """After ``partitions`` are assigned: runs ``on_assigned`` (the outcome join's restore) before
+        the loop handles a batch of them."""
+        log.info("serving: assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+        async with self._lock:
+            if self.on_assigned is not None:
+                await self.on_assigned(partitions)
+            self.stats.assigned = partitions
+            self.stats.joined = True
+
+    async def _drain(self, *, commit: bool) -> None:
         while self._in_flight:
             if commit:
                 await self._settle_oldest()

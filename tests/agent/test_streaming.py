@@ -1,0 +1,190 @@
+"""The serving loop against a rebalance listener running beside it, as aiokafka runs it.
+
+aiokafka calls the rebalance listener from its coordinator task while the loop's own task may be in the
+middle of a batch. These tests put the two side by side with Kafka clients replaced by fakes whose
+acknowledgements the test completes by hand, so that each interleaving happens exactly when the test
+says (the real clients are exercised by tests/integration/test_streaming.py and the churn test in
+tests/integration/test_reliability.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from agent.serving import Record
+from agent.streaming import OutgoingMessage, ServingLoop, _Listener
+
+TP = TopicPartition("in", 0)
+
+
+class Echo:
+    """Republishes each record to ``out``; counts the batches and records it saw."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def handle(self, records: Sequence[Any]) -> list[OutgoingMessage]:
+        self.batches.append([r.offset for r in records])
+        return [OutgoingMessage("out", r.key, r.value, 0) for r in records]
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> object:
+        self.messages.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Every send_batch returns a future that the test resolves (an acknowledgement) or fails."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[Any]] = []
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        ack = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+
+class FakeConsumer:
+    """Hands out the batches the test queues; records commits and seeks."""
+
+    def __init__(self) -> None:
+        self.queued: list[list[Record]] = []
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        if not self.queued:
+            await asyncio.sleep(min(timeout_ms, 5) / 1000)
+        return {TP: self.queued.pop(0)} if self.queued else {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def records(first: int, n: int) -> list[Record]:
+    return [Record("in", 0, o, f"k{o}".encode(), f"v{o}".encode()) for o in range(first, first + n)]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+class Harness:
+    def __init__(self, **options: Any) -> None:
+        self.handler = Echo()
+        self.consumer = FakeConsumer()
+        self.producer = FakeProducer()
+        self.loop = ServingLoop(
+            topics=["in"],
+            handler=self.handler,
+            consumer_options={},
+            producer_options={},
+            group_id="g",
+            freeze_heap=False,
+            **{"batch_max_wait_ms": 0, **options},
+        )
+        self.loop._consumer = self.consumer  # type: ignore[assignment]
+        self.loop._producer = self.producer  # type: ignore[assignment]
+        self.listener = _Listener(self.loop)
+
+    async def __aenter__(self) -> Harness:
+        self.task = asyncio.ensure_future(self.loop._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # The loop must still be running: an exception in it would have ended it.
+        assert not self.task.done(), self.task
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_revocation_while_the_loop_settles_a_batch_drains_each_batch_once() -> None:
+    # Reported on main: the loop, over max_in_flight, awaits batch 1's acknowledgement; the listener's
+    # drain awaits the same one. Both then popleft(): batch 2 left the queue unawaited, its failed
+    # produce went unnoticed, and a later commit went past it.
+    async with Harness(max_in_flight=1) as h:
+        h.consumer.queued += [records(0, 10), records(10, 10)]
+        await until(lambda: len(h.producer.acks) == 2)  # the loop now waits for batch 1's ack
+        revoking = asyncio.ensure_future(h.listener.on_partitions_revoked({TP}))
+        await asyncio.sleep(0.01)
+        h.producer.acks[0].set_result(None)
+        await asyncio.sleep(0.01)
+        h.producer.acks[1].set_exception(KafkaError("batch 2 not acknowledged"))
+        await asyncio.wait_for(revoking, 5)
+        # Batch 1 committed; batch 2 never, and the consumer rewound to its first record.
+        assert h.consumer.commits == [{TP: 10}]
+        assert h.consumer.seeks == [(TP, 10)]
+        assert h.loop.stats.rewinds == 1 and not h.loop._in_flight
+    assert h.handler.batches == [list(range(10)), list(range(10, 20))]
+
+
+async def test_records_fetched_before_a_revocation_are_not_handled_after_it() -> None:
+    revoked: list[tuple[frozenset[TopicPartition], int]] = []
+    # A batch fills for 200 ms: the revocation comes while the second batch waits for more records.
+    async with Harness(batch_max_wait_ms=200) as h:
+
+        async def on_revoked(partitions: frozenset[TopicPartition]) -> None:
+            revoked.append((partitions, len(h.loop._in_flight)))
+
+        h.loop.on_revoked = on_revoked
+        h.consumer.queued.append(records(0, 10))
+        await until(lambda: len(h.producer.acks) == 1)
+        h.consumer.queued.append(records(10, 10))
+        await until(lambda: not h.consumer.queued)
+        revoking = asyncio.ensure_future(h.listener.on_partitions_revoked({TP}))
+        await asyncio.sleep(0.3)  # the second batch is now complete, and waits for the listener
+        h.producer.acks[0].set_result(None)
+        await asyncio.wait_for(revoking, 5)
+        await asyncio.sleep(0.05)
+        # on_revoked ran with nothing in flight. The second batch was dropped, not published or
+        # remembered for a partition this worker may no longer own: aiokafka restarts a new
+        # assignment at its committed offset, 10, so it is read again.
+        assert revoked == [(frozenset({TP}), 0)]
+        assert h.consumer.commits == [{TP: 10}]
+        assert h.handler.batches == [list(range(10))] and len(h.producer.acks) == 1
+
+
+async def test_no_batch_is_handled_until_the_assigned_partitions_state_is_restored() -> None:
+    restored = asyncio.Event()
+    async with Harness() as h:
+
+        async def on_assigned(partitions: frozenset[TopicPartition]) -> None:
+            await restored.wait()  # a changelog being read back
+
+        h.loop.on_assigned = on_assigned
+        assigning = asyncio.ensure_future(h.listener.on_partitions_assigned({TP}))
+        await asyncio.sleep(0.01)
+        h.consumer.queued.append(records(0, 10))  # the first records of the new assignment
+        await asyncio.sleep(0.05)
+        assert h.handler.batches == [] and not h.loop.stats.joined
+        restored.set()
+        await asyncio.wait_for(assigning, 5)
+        await until(lambda: len(h.handler.batches) == 1)
+        assert h.loop.stats.joined and h.loop.stats.assigned == frozenset({TP})
