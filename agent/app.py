@@ -23,6 +23,7 @@ from aiokafka.structs import TopicPartition
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
 from agent.kafka import aiokafka_options, read_to_end, ssl_context
+from agent.kafka_outage import install as install_outage_handling
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
 from agent.monitoring.batch import BatchObserver
@@ -89,6 +90,8 @@ def faust_credentials(settings: KafkaSettings) -> Any:
 def create_app(settings: Settings) -> Driftline:
     """Builds the app, its serving loop, its timers and its web views from ``settings``."""
     kafka = settings.kafka
+    # A reconnect backoff and a summary of repeated Kafka client errors, for the outage's sake.
+    install_outage_handling([logging.getLogger(ServingLoop.__module__)])
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",")],

@@ -56,6 +56,8 @@ def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers,
         "security_protocol": settings.security_protocol,
     }
+    if settings.request_timeout_ms is not None:
+        options["request_timeout_ms"] = settings.request_timeout_ms
     context = ssl_context(settings)
     if context is not None:
         options["ssl_context"] = context

@@ -71,6 +71,11 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
     """CA bundle for TLS connections to the brokers."""
 
+    request_timeout_ms: int | None = Field(default=None, ge=1000)
+    """How long driftline's Kafka clients wait for a broker's answer (a produce, a fetch, a commit)
+    before the request fails; unset: aiokafka's 40 s. A produce that fails makes the serving loop
+    rewind and process its batch again."""
+
 
 class TopicSettings(BaseModel):
     """Names of the topics driftline reads and writes."""

@@ -253,11 +253,36 @@ class ServingLoop(Service):
                 self.on_batch(len(records))
 
     async def _publish(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        outgoing = self.handler.handle(records)
+        offsets: dict[TopicPartition, int] = {}
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first.setdefault(tp, r.offset)
+            offsets[tp] = r.offset + 1
+        batch = _InFlight([], offsets, first)
+        self._in_flight.append(batch)
+        self.stats.batches += 1
+        self.stats.records_in += len(records)
+        try:
+            self.stats.messages_out += await self._send(outgoing, batch.futures)
+        except KafkaError as exc:
+            # send_batch waits up to request_timeout_ms for room (the partition's previous batch to
+            # go), then raises: the broker is away. This batch goes back with those in flight.
+            self.stats.produce_failures += 1
+            log.error("serving: publishing a batch failed (%r); rewinding to reprocess it", exc)
+            await self._rewind()
+            return
+        await self._settle_done()
+        while len(self._in_flight) > self.max_in_flight:
+            await self._settle_oldest()
+
+    async def _send(self, outgoing: Iterable[OutgoingMessage], futures: list[asyncio.Future[Any]]) -> int:
+        """Appends ``outgoing`` to one producer batch per topic-partition and sends them; adds their
+        acknowledgements to ``futures``; returns how many messages."""
         producer = self._producer
         assert producer is not None
-        outgoing = self.handler.handle(records)
         builders: dict[tuple[str, int], Any] = {}
-        futures: list[asyncio.Future[Any]] = []
         count = 0
         for message in outgoing:
             partition = message.partition
@@ -281,19 +306,7 @@ class ServingLoop(Service):
             # 5 ms more latency per batch, and a stalled loop when batches come often.
             builder.close()
             futures.append(await producer.send_batch(builder, topic, partition=partition))
-        offsets: dict[TopicPartition, int] = {}
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            first.setdefault(tp, r.offset)
-            offsets[tp] = r.offset + 1
-        self._in_flight.append(_InFlight(futures, offsets, first))
-        self.stats.batches += 1
-        self.stats.records_in += len(records)
-        self.stats.messages_out += count
-        await self._settle_done()
-        while len(self._in_flight) > self.max_in_flight:
-            await self._settle_oldest()
+        return count
 
     async def _load_partitions(self, topic: str) -> list[int]:
         assert self._producer is not None
