@@ -19,9 +19,17 @@ from tests.support.services import ROOT
 
 PACKAGES = ("agent", "schemas", "producers")
 
-KERNEL = {"agent", "agent.errors", "agent.settings", "agent.metrics", "agent.retry", "agent.kafka"}
+KERNEL = {
+    "agent",
+    "agent.errors",
+    "agent.settings",
+    "agent.metrics",
+    "agent.retry",
+    "agent.kafka",
+    "agent.kafka_outage",
+}
 """Cross-cutting modules every part of the agent may use: errors, the one settings class, metrics,
-the retry schedule, Kafka client options."""
+the retry schedule, Kafka client options and the Kafka clients' behaviour in a broker outage."""
 
 # Unit -> the units it may import (besides itself, the kernel and schemas). A unit is a subpackage of
 # agent, or one of agent's top-level modules.

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
-from agent.repository import ModelRepository
 from tests.integration.test_reliability import QUIET, PredictionCounter, requests, stream, wait_for
 from tests.support.kafka import TopicReader, create_topics, produce_batched, read_to_end
 from tests.support.private_kafka import PrivateKafka

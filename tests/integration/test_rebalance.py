@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
-from agent.repository import ModelRepository
 from tests.integration.test_reliability import QUIET, PredictionCounter, requests, stream, wait_for
 from tests.support.kafka import TopicReader, batch_producer, create_topics, produce_batched, read_to_end
 from tests.support.worker import Topics, Worker

@@ -16,8 +16,9 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from agent.serving import Record
-from agent.streaming import OutgoingMessage, ServingLoop, _Listener
+from agent.serving.handler import Record
+from agent.serving.loop import ServingLoop, _Listener
+from agent.serving.messages import OutgoingMessage
 
 TP = TopicPartition("in", 0)
 
