@@ -8,12 +8,15 @@ module for why the hot path does not go through a Faust agent.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.metadata
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -22,6 +25,7 @@ from aiokafka.structs import TopicPartition
 
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
+from agent.errors import ConfigurationError
 from agent.kafka import aiokafka_options, read_to_end, ssl_context
 from agent.kafka_outage import install as install_outage_handling
 from agent.metrics import MetricPoint, Metrics, worker_tags
@@ -40,7 +44,7 @@ from agent.settings import KafkaSettings, Settings
 from agent.topics import TopicSetup, join_changelog_topic
 from schemas.alert import AlertKind, Severity
 
-__all__ = ["Driftline", "create_app", "faust_credentials"]
+__all__ = ["Driftline", "create_app", "faust_credentials", "prepare_data_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,24 @@ def faust_credentials(settings: KafkaSettings) -> Any:
     return None
 
 
+def prepare_data_dir(path: Path) -> Path:
+    """Creates the worker's data directory with its parents (Faust creates only its last level, and
+    ended the worker with a raw ``FileNotFoundError`` traceback when a parent was missing).
+
+    Raises :class:`ConfigurationError`, naming the directory, if it cannot be created or written.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the data directory {path} cannot be created or written ({exc.strerror or type(exc).__name__}): "
+            "set DRIFTLINE_DATA_DIR or --data-dir"
+        ) from None
+    return path
+
+
 def create_app(settings: Settings) -> Driftline:
     """Builds the app, its serving loop, its timers and its web views from ``settings``."""
     kafka = settings.kafka
@@ -96,7 +118,7 @@ def create_app(settings: Settings) -> Driftline:
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(kafka),
-        datadir=str(settings.data_dir),
+        datadir=str(prepare_data_dir(settings.data_dir)),
         autodiscover=False,
         store="memory://",
         web_bind=settings.web.host,
