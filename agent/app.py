@@ -140,6 +140,8 @@ def create_app(settings: Settings) -> Driftline:
         settings.serving.model_repository,
         settings.serving.pinned_versions,
         intra_op_num_threads=settings.serving.intra_op_num_threads,
+        max_requested_versions=settings.serving.max_requested_versions,
+        metrics=metrics,
     )
     options = aiokafka_options(kafka)
     incident_store = KafkaIncidentStore(

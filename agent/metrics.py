@@ -79,6 +79,15 @@ class Metrics:
             ["reason", "model"],
             registry=r,
         )
+        self.names_refused = Counter(
+            "driftline_names_refused",
+            "Names carried by requests that were refused state of their own beyond a cardinality bound: "
+            "an unknown model's name as a label here (what=model, per request), a watch of its own for an "
+            "unknown field (what=field, per request), a package loaded for a model version (what=version, "
+            "per version and repository scan).",
+            ["what"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "driftline_batch_size", "Records per consumed batch.", buckets=_BATCH_BUCKETS, registry=r
         )

@@ -132,6 +132,12 @@ class ServingSettings(BaseModel):
     max_event_bytes: int = Field(default=64 * 1024, ge=64)
     """Larger request payloads are dead-lettered without being parsed."""
 
+    max_requested_versions: int = Field(default=8, ge=0)
+    """Model versions besides the served ones that a worker loads because requests name them
+    (``model_version``), each an ONNX Runtime session kept for the worker's life; requests for more
+    are dead-lettered (``unknown_model``, saying why) and counted in
+    ``driftline_names_refused_total{what="version"}``."""
+
 
 class InfluxSettings(BaseModel):
     """Where alerts and metrics are stored."""
@@ -271,6 +277,11 @@ class MonitoringSettings(BaseModel):
 
     rate_margin: float = Field(default=0.05, gt=0, lt=1)
     """A rate alerts when a window's share exceeds its reference rate by more than this."""
+
+    max_watched_fields: int = Field(default=32, ge=0)
+    """Unknown field names watched each on its own rate, per model; a new one takes the place of a
+    name unseen for a full window, or is refused (counted in
+    ``driftline_names_refused_total{what="field"}``)."""
 
     latency_warmup_batches: int = Field(default=50, ge=5)
     """Batches that set the inference-latency baseline before its Page-Hinkley watches it."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import DriftlineError, PackageError
+from agent.metrics import Metrics
 from agent.models.encoding import FeatureEncoder
 from agent.models.package import LoadedModel
 from agent.models.repository import ModelRepository, PackageRef
@@ -29,6 +30,9 @@ from schemas.manifest import Manifest
 __all__ = ["ModelRegistry", "RefreshReport", "ServedModel"]
 
 log = logging.getLogger(__name__)
+
+_MAX_REMEMBERED = 10_000
+"""Absent versions remembered between two scans (each a request's junk); beyond, the set starts over."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +81,8 @@ class ModelRegistry:
         repository: Folder of ``NAME/VERSION/`` packages.
         pinned: Model name -> version to serve instead of the newest.
         intra_op_num_threads: ONNX Runtime threads per session.
+        max_requested_versions: Versions besides the served ones loaded because requests name them.
+        metrics: Counts the versions refused beyond that bound.
     """
 
     def __init__(
@@ -85,29 +91,49 @@ class ModelRegistry:
         pinned: Mapping[str, str] | None = None,
         *,
         intra_op_num_threads: int = 1,
+        max_requested_versions: int = 8,
+        metrics: Metrics | None = None,
     ) -> None:
         self.repository = ModelRepository(repository)
         self.pinned = dict(pinned or {})
         self.threads = intra_op_num_threads
+        self.max_requested_versions = max_requested_versions
+        self.metrics = metrics
         self._current: dict[str, ServedModel] = {}
         self._versions: dict[tuple[str, str], ServedModel] = {}
         self._refused: dict[tuple[str, str], str] = {}
         # Versions asked for but absent; forgotten at each refresh so a later copy is found.
         self._absent: set[tuple[str, str]] = set()
+        # Versions loaded because a request named them, and those refused beyond the bound.
+        self._requested: set[tuple[str, str]] = set()
+        self._over_bound: set[tuple[str, str]] = set()
 
     def resolve(self, name: str, version: str | None = None) -> ServedModel | None:
-        """The model that answers requests for ``name`` (and ``version``, if given), if any."""
+        """The model that answers requests for ``name`` (and ``version``, if given), if any.
+
+        An explicit version is looked for only among the packages of a served model (a request's
+        words are not paths to probe), and loaded only while fewer than ``max_requested_versions``
+        have been: each is an ONNX Runtime session kept for the life of the worker.
+        """
         if version is None:
             return self._current.get(name)
-        served = self._versions.get((name, version))
-        if served is not None or (name, version) in self._refused or (name, version) in self._absent:
+        key = (name, version)
+        served = self._versions.get(key)
+        if served is not None or key in self._refused or key in self._absent or key in self._over_bound:
             return served
+        if name not in self._current:
+            return None
         return self._load_explicit(name, version)
 
     def why_not(self, name: str, version: str | None = None) -> str:
         """Why :meth:`resolve` found nothing for ``name``/``version``: one line for a dead letter."""
         if version is not None and (name, version) in self._refused:
             return f"model {name!r} version {version!r} failed verification: {self._refused[name, version]}"
+        if version is not None and (name, version) in self._over_bound:
+            return (
+                f"model {name!r} version {version!r} is not loaded: {len(self._requested)} versions named by "
+                "requests are loaded already (DRIFTLINE_SERVING__MAX_REQUESTED_VERSIONS)"
+            )
         served = sorted(self._current)
         listing = ", ".join(served) if served else "none"
         if name in self._current:
@@ -182,9 +208,28 @@ class ModelRegistry:
         return served
 
     def _load_explicit(self, name: str, version: str) -> ServedModel | None:
+        key = (name, version)
         try:
             ref = self.repository.resolve(name, version)
         except DriftlineError:
-            self._absent.add((name, version))
+            if len(self._absent) >= _MAX_REMEMBERED:
+                self._absent.clear()
+            self._absent.add(key)
             return None
-        return self._load(ref, RefreshReport())
+        if len(self._requested) >= self.max_requested_versions:
+            # Only versions that exist get here: bounded by the repository.
+            self._over_bound.add(key)
+            if self.metrics is not None:
+                self.metrics.names_refused.labels(what="version").inc()
+            log.warning(
+                "not loading %s/%s for the requests that name it: %d requested versions are loaded "
+                "already (DRIFTLINE_SERVING__MAX_REQUESTED_VERSIONS)",
+                name,
+                version,
+                len(self._requested),
+            )
+            return None
+        served = self._load(ref, RefreshReport())
+        if served is not None:
+            self._requested.add(key)
+        return served

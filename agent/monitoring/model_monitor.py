@@ -36,6 +36,7 @@ class MonitorSettingsView:
     recovery_shift_sd: float = 0.15
     rate_window_events: int = 2000
     rate_margin: float = 0.05
+    max_watched_fields: int = 32
     latency_warmup_batches: int = 50
     latency_threshold: float = 20.0
     concept_drift: bool = True

@@ -336,10 +336,12 @@ class DriftObserver:
                     monitor, change, watch, "out_of_range_rate", name, "out-of-range values", ctx
                 )
             )
-        for field_name in enc.unseen_fields:
-            if field_name not in monitor.unseen:
-                s = self.settings
-                monitor.unseen[field_name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        refused = 0
+        for field_name, hits in enc.unseen_fields.items():
+            if field_name not in monitor.unseen and not self._watch_field(monitor, field_name):
+                refused += hits
+        if refused:
+            self.metrics.names_refused.labels(what="field").inc(refused)
         for field_name, watch in monitor.unseen.items():
             change = watch.update(enc.unseen_fields.get(field_name, 0), n)
             out.extend(
@@ -350,6 +352,20 @@ class DriftObserver:
         if monitor.dead_letters.update(0, n) == "recover":
             self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
         return out
+
+    def _watch_field(self, monitor: ModelMonitor, name: str) -> bool:
+        """Gives the unknown field ``name`` a watch of its own, in the place of one that has been idle
+        for a full window if all ``max_watched_fields`` are taken; False if none is idle. (One watch
+        per name, unbounded, made each junk field name a watch walked on every batch.)"""
+        unseen = monitor.unseen
+        if len(unseen) >= self.settings.max_watched_fields:
+            idle = next((n for n, w in unseen.items() if w.idle), None)
+            if idle is None:
+                return False
+            del unseen[idle]
+        s = self.settings
+        unseen[name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        return True
 
     def _rate_change(
         self,

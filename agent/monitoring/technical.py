@@ -37,8 +37,15 @@ class RateWatch:
         self.window = window
         self.over = False
         self.last_share = 0.0
+        self.windows = 0
+        """Windows closed so far."""
         self._hits = 0
         self._events = 0
+
+    @property
+    def idle(self) -> bool:
+        """Not a hit in its last full window, nor since: a watch that may be let go."""
+        return self.windows > 0 and self.last_share == 0.0 and self._hits == 0 and not self.over
 
     def update(self, hits: int, events: int) -> Transition:
         """Counts ``hits`` among ``events`` more events; says if a window closed over or back under."""
@@ -48,6 +55,7 @@ class RateWatch:
             return None
         share = self._hits / self._events
         self.last_share = share
+        self.windows += 1
         self._hits = self._events = 0
         over = share > self.threshold
         if over == self.over:
