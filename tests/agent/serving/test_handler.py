@@ -150,3 +150,25 @@ def test_rest_predict_single_list_and_422(handler: RequestHandler) -> None:
     [error] = bad.body["errors"]
     assert error["index"] == 1 and error["reason"] == "missing_feature"
     assert predict_payloads(handler, b"{").status == 422
+
+
+def test_consumed_records_are_counted_under_their_own_topic(model_repository: ModelRepository) -> None:
+    # A batch that mixes requests and outcomes was counted under its first record's topic.
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    handler = RequestHandler(
+        registry, predictions_topic=PRED, dead_letters_topic=DEAD, max_event_bytes=4096, outcomes_topic="outs"
+    )
+    _, rows = cancer_rows(6)
+    mixed = []
+    for i, row in enumerate(rows):
+        mixed.append(Record("reqs", 0, i, None, json.dumps(request(i, "breast-cancer", row)).encode()))
+        outcome = {"request_id": f"r-{i}", "model": "breast-cancer", "label": 1}
+        mixed.append(Record("outs", 0, i, None, json.dumps(outcome).encode()))
+    handler.handle(mixed[1:] + mixed[:1])  # starts with an outcome: 6 outcomes, 6 requests
+    handler.handle(mixed[:3])  # starts with a request: 2 requests, 1 outcome
+    counted = {
+        topic: handler.metrics.registry.get_sample_value("driftline_events_in_total", {"topic": topic})
+        for topic in ("reqs", "outs")
+    }
+    assert counted == {"reqs": 8.0, "outs": 7.0}
