@@ -171,15 +171,22 @@ def create_app(settings: Settings) -> Driftline:
         observers=observers,
         outcomes_topic=settings.topics.outcomes if observer is not None else None,
         alerts_topic=settings.topics.alerts,
-        changelog_topic=join_changelog_topic(settings),
+        changelog_topic=join_changelog_topic(settings) if observer is not None else None,
     )
+
+    join_topic = join_changelog_topic(settings)
 
     async def on_assigned(partitions: frozenset[TopicPartition]) -> None:
         if observer is None or not settings.monitoring.concept_drift:
             return
-        numbers = {tp.partition for tp in partitions if tp.topic == settings.topics.requests}
+        # The join topic's partitions are the join partitions: a request id's is its hash modulo
+        # their number (agent/monitoring/join.py).
+        observer.join.n_partitions = max(len(serving.partitions_for(join_topic)), 1)
+        # Replayed up to where the group goes on reading them: the loop joins the rest.
+        positions = await serving.positions(tp for tp in partitions if tp.topic == join_topic)
+        until = {tp.partition: offset for tp, offset in positions.items()}
         try:
-            restored = await read_to_end(options, join_changelog_topic(settings), numbers, timeout_s=60.0)
+            restored = await read_to_end(options, join_topic, until, timeout_s=60.0, until=until)
         except TimeoutError:
             log.error("outcome join: changelog not read to its end in 60 s; joining new predictions only")
             return
@@ -190,12 +197,14 @@ def create_app(settings: Settings) -> Driftline:
     async def on_revoked(partitions: frozenset[TopicPartition]) -> None:
         if observer is not None:
             for tp in partitions:
-                if tp.topic == settings.topics.requests:
+                if tp.topic == join_topic:
                     observer.drop_partition(tp.partition)
 
     topics = [settings.topics.requests]
     if observer is not None and settings.monitoring.concept_drift:
-        topics.append(settings.topics.outcomes)
+        # Outcomes, wherever their producer put them, are copied to the join topic by request id;
+        # the join itself reads the join topic (agent/monitoring/join.py).
+        topics += [settings.topics.outcomes, join_topic]
     serving = ServingLoop(
         topics=topics,
         on_assigned=on_assigned,

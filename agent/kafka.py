@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.settings import KafkaSettings
@@ -71,11 +71,16 @@ def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
 
 
 async def read_records(
-    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
+    options: dict[str, Any],
+    topic: str,
+    partitions: Iterable[int],
+    timeout_s: float,
+    until: Mapping[int, int] | None = None,
 ) -> dict[int, list[Any]]:
     """Every record (aiokafka ``ConsumerRecord``) of ``topic``'s ``partitions``, by partition, from the
-    beginning to the end as of the call. Raises ``TimeoutError`` when the end is not reached within
-    ``timeout_s``."""
+    beginning to the end as of the call (or, for a partition in ``until``, to the offset before
+    ``until[partition]`` if that comes first). Raises ``TimeoutError`` when the end is not reached
+    within ``timeout_s``."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -89,22 +94,29 @@ async def read_records(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
+        if until is not None:
+            end = {tp: min(offset, until.get(tp.partition, offset)) for tp, offset in end.items()}
         async with asyncio.timeout(timeout_s):
             while any([await consumer.position(tp) < end[tp] for tp in tps]):
                 for tp, records in (await consumer.getmany(*tps, timeout_ms=200)).items():
-                    out[tp.partition].extend(records)
+                    out[tp.partition].extend(r for r in records if r.offset < end[tp])
     finally:
         await consumer.stop()
     return out
 
 
 async def read_to_end(
-    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
+    options: dict[str, Any],
+    topic: str,
+    partitions: Iterable[int],
+    timeout_s: float,
+    until: Mapping[int, int] | None = None,
 ) -> dict[int, list[tuple[bytes, bytes | None]]]:
-    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end.
+    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end (or to
+    ``until``, as :func:`read_records`).
 
-    Used to restore state kept in compacted changelog topics. Raises ``TimeoutError`` when the end is
-    not reached within ``timeout_s``.
+    Used to restore state kept in changelog topics. Raises ``TimeoutError`` when the end is not
+    reached within ``timeout_s``.
     """
-    records = await read_records(options, topic, partitions, timeout_s)
+    records = await read_records(options, topic, partitions, timeout_s, until)
     return {p: [(r.key or b"", r.value) for r in rs] for p, rs in records.items()}

@@ -88,6 +88,13 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.outcomes = Counter(
+            "driftline_outcomes",
+            "Outcomes read by the outcome join: joined to their prediction, or unmatched (no prediction "
+            "known for their request id: not made yet, expired, evicted, or already joined).",
+            ["result"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "driftline_batch_size", "Records per consumed batch.", buckets=_BATCH_BUCKETS, registry=r
         )

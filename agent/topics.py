@@ -24,15 +24,17 @@ log = logging.getLogger(__name__)
 
 
 def join_changelog_topic(settings: Settings) -> str:
-    """The outcome join's changelog topic (compacted, partitioned like the requests topic)."""
+    """The outcome join's topic: predictions and outcomes by join partition, and the join's changelog
+    (:mod:`agent.monitoring.join`)."""
     return f"{settings.app_id}-join-changelog"
 
 
 async def ensure_topics(settings: Settings) -> None:
     """Creates driftline's topics that do not exist yet, with the configured partitions.
 
-    The join changelog gets the requests topic's partition count, whatever it is, since the join
-    writes each prediction's entry to the partition number of its request.
+    The outcome join's topic gets the requests topic's partition count, whatever it is: its
+    partitions are the join's, so that a worker that is given requests is given about as much of
+    the join.
     """
     t = settings.topics
     wanted = [t.requests, t.predictions, t.outcomes, t.alerts, t.dead_letters]

@@ -71,11 +71,11 @@ class ModelBatch:
 
 
 class ChangelogRecord(NamedTuple):
-    """A record of the outcome join's changelog: written to the partition number of its requests."""
+    """A record for the outcome join's topic (:mod:`agent.monitoring.join`): a batch of predictions, or
+    an outcome's copy, for the join partition of their request ids."""
 
     key: bytes
     value: bytes | None
-    """``None``: a tombstone (the prediction was joined)."""
     partition: int
 
 
@@ -86,7 +86,7 @@ class Observed:
     alerts: list[Alert] = field(default_factory=list)
     """Alerts that passed the incident gate, for the alerts topic."""
     changelog: list[ChangelogRecord] = field(default_factory=list)
-    """Records for the outcome join's changelog."""
+    """Records for the outcome join's topic."""
 
     def extend(self, other: Observed) -> None:
         self.alerts.extend(other.alerts)
@@ -101,3 +101,5 @@ class BatchObserver(Protocol):
     def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Observed: ...
 
     def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> Observed: ...
+
+    def observe_join(self, records: Sequence[RecordLike]) -> Observed: ...

@@ -1,18 +1,30 @@
 """The outcome join: predictions remembered by request id until their outcome arrives, or a TTL passes.
 
-Requests, predictions and outcomes are keyed by request id, so an outcome arrives on the same
-partition number of the outcomes topic as its request did on the requests topic. The serving loop
-consumes both topics with one co-partitioned assignment, so each worker joins exactly the requests
-it served. State is kept per partition and backed by a **changelog topic** partitioned like the
-requests (one record per batch of remembered predictions, keyed by the batch's first offset, and a
-tombstone keyed by request id when one is matched), read back when a partition is assigned: a
-restarted worker, or the next owner after a rebalance, still joins the outcomes of predictions made
-before.
+An outcome is joined to its prediction wherever its producer put it. The join is split into
+**join partitions** by a hash of the request id (CRC-32, :meth:`OutcomeJoin.partition_of`), which
+driftline computes for both sides, and both sides go through one internal **join topic** with a
+partition per join partition, as Kafka Streams' repartition topics and Faust's ``group_by`` do:
+
+* the serving path writes each batch's predictions there, one record per join partition
+  (``encode_batch``: the request ids and what was predicted);
+* each outcome, read from the outcomes topic on whatever partition its producer's partitioner chose
+  (librdkafka's default, CRC-32, puts 3 in 4 keys on another partition number than Java's murmur2 with
+  4 partitions), is copied there, to the join partition of its request id (``b"o"`` + its JSON, keyed
+  by where it was read: ``topic:partition:offset``);
+* the worker that owns a join partition (the serving group consumes the join topic too) reads both
+  in the order they were written and matches them. A prediction's record is written when it is made,
+  an outcome's copy after the outcome was read: an outcome that follows its prediction finds it.
+
+The join topic is also the join's changelog: a worker that is assigned a join partition replays it
+from its beginning up to the group's committed offset (predictions remembered, outcomes taking theirs
+away), and consumes on from there; a restarted worker, or the next owner after a rebalance, still
+joins the outcomes of predictions made before. Why this and not co-partitioned topics: the request
+and outcome producers need not share a partitioner (nor know each other), and only driftline sees
+both sides.
 
 Why not a Faust table: a table can only be written from inside a Faust agent's event (it takes the
 changelog partition from the current event), and the serving path does not go through Faust's
-per-event machinery (see :mod:`agent.serving.loop`). This is the same mechanism (a compacted changelog
-partitioned like its source, replayed on assignment) without the per-event cost.
+per-event machinery (see :mod:`agent.serving.loop`).
 
 Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
 than ``ttl_s`` are dropped and counted as unmatched. An entry costs its request id and a dict slot:
@@ -33,14 +45,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import orjson
 
-__all__ = ["JoinEntry", "OutcomeJoin", "decode_batch", "encode_batch"]
+__all__ = ["OUTCOME_MARK", "JoinEntry", "OutcomeJoin", "decode_batch", "encode_batch"]
+
+OUTCOME_MARK = b"o"
+"""First byte of an outcome's copy on the join topic (a prediction batch's record is a JSON object)."""
 
 _Value = tuple[str, str, float, float]
 """What the join stores per request id: a plain tuple (model, version, predicted, at), shared by
@@ -90,10 +107,14 @@ class OutcomeJoin:
         clock: Wall clock, injected by tests.
     """
 
-    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.time, n_partitions: int = 1
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.clock = clock
+        self.n_partitions = n_partitions
+        """Join partitions (the join topic's partitions): set when the worker is assigned some."""
         self._partitions: dict[int, dict[str, _Value]] = {}
         self._size = 0
         self.expired = 0
@@ -106,6 +127,14 @@ class OutcomeJoin:
 
     def __len__(self) -> int:
         return self._size
+
+    def partition_of(self, request_id: str) -> int:
+        """The join partition of ``request_id``: CRC-32 of its UTF-8 bytes, modulo the partitions.
+
+        >>> OutcomeJoin(60, 10, n_partitions=4).partition_of("r-1")
+        1
+        """
+        return zlib.crc32(request_id.encode()) % self.n_partitions
 
     def remember(self, partition: int, request_id: str, entry: JoinEntry) -> None:
         """Remembers one prediction (:meth:`remember_batch` is the serving path's form)."""
@@ -163,14 +192,19 @@ class OutcomeJoin:
         return dropped
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        """Replays changelog records of one partition (batch records, and tombstones keyed by
-        request id); returns the entries kept."""
+        """Replays the join topic's records of one partition (prediction batches, outcomes' copies,
+        and the tombstones keyed by request id that earlier versions wrote for a match); returns the
+        entries kept."""
         self.drop_partition(partition)
         self._partitions[partition] = {}
         cutoff = self.clock() - self.ttl_s
         for key, value in records:
             if value is None:
                 self._forget(partition, key.decode("utf-8", "replace"))
+                continue
+            if value[:1] == OUTCOME_MARK:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    self._forget(partition, str(orjson.loads(value[1:])["request_id"]))
                 continue
             try:
                 data = orjson.loads(value)

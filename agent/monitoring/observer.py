@@ -33,15 +33,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
+import orjson
 
 from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.detectors import Detection
 from agent.monitoring.incidents import IncidentKey, IncidentManager
-from agent.monitoring.join import OutcomeJoin, encode_batch
+from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, encode_batch
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
 from agent.monitoring.technical import RateWatch, Transition
 from agent.monitoring.wording import AlertContext, AlertWriter
@@ -51,6 +53,24 @@ from schemas.events import DeadLetterReason, Outcome
 __all__ = ["DriftObserver"]
 
 log = logging.getLogger(__name__)
+
+
+class _Source(NamedTuple):
+    """Where an outcome was read, from its copy's key on the join topic (for the alert's source)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+
+
+def _source(record: RecordLike) -> RecordLike:
+    try:
+        topic, partition, offset = (record.key or b"").decode().rsplit(":", 2)
+        return _Source(topic, int(partition), int(offset))
+    except ValueError:
+        return record
 
 
 class DriftObserver:
@@ -140,36 +160,82 @@ class DriftObserver:
             predicted = p.values.astype(np.float64).tolist()
         name, version, now = batch.served.name, batch.served.version, self.clock()
         by_partition: dict[int, list[tuple[str, float]]] = {}
-        first_offset: dict[int, int] = {}
-        for record, request, value in zip(batch.records, batch.requests, predicted, strict=True):
-            pairs = by_partition.get(record.partition)
+        partition_of = self.join.partition_of
+        for request, value in zip(batch.requests, predicted, strict=True):
+            rid = request.request_id
+            partition = partition_of(rid)
+            pairs = by_partition.get(partition)
             if pairs is None:
-                pairs = by_partition[record.partition] = []
-                first_offset[record.partition] = record.offset
-            pairs.append((request.request_id, value))
+                pairs = by_partition[partition] = []
+            pairs.append((rid, value))
         out = []
+        first = batch.records[0]
         for partition, pairs in by_partition.items():
-            self.join.remember_batch(partition, name, version, now, pairs)
             if self.persist_join:
-                key = f"{batch.records[0].topic}:{partition}:{first_offset[partition]}".encode()
+                # To the join topic: the owner of the join partition remembers them (observe_join).
+                key = f"{first.topic}:{first.partition}:{first.offset}:{partition}".encode()
                 out.append(ChangelogRecord(key, encode_batch(name, version, now, pairs), partition))
+            else:
+                self.join.remember_batch(partition, name, version, now, pairs)
         self._batches += 1
         if self._batches % 100 == 0:
             self.join.expire()
         return out
 
     def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> Observed:
-        """Joins outcomes to their predictions and feeds each model's error monitor."""
+        """Outcomes read from the outcomes topic: copied to the join partition of their request id
+        (with the join topic), or joined at once (without)."""
         out = Observed()
         if not self.settings.concept_drift:
             return out
+        partition_of = self.join.partition_of
+        if self.persist_join:
+            for record, outcome in outcomes:
+                key = f"{record.topic}:{record.partition}:{record.offset}".encode()
+                value = OUTCOME_MARK + (record.value or b"")
+                out.changelog.append(ChangelogRecord(key, value, partition_of(outcome.request_id)))
+            return out
+        match = self.join.match
+        return self._score([(r, o, match(partition_of(o.request_id), o.request_id)) for r, o in outcomes])
+
+    def observe_join(self, records: Sequence[RecordLike]) -> Observed:
+        """Records of the join topic's partitions this worker owns, in their order: prediction batches
+        are remembered, outcomes' copies joined to them."""
+        if not self.settings.concept_drift:
+            return Observed()
+        join = self.join
+        matched: list[tuple[RecordLike, Outcome, JoinEntry | None]] = []
+        for record in records:
+            value = record.value
+            if value is None:
+                continue  # an earlier version's tombstone: only replays (restore) need it
+            if value[:1] == OUTCOME_MARK:
+                try:
+                    outcome = Outcome.model_validate_json(value[1:])
+                except ValueError:
+                    continue  # validated before it was copied: only a foreign writer gets here
+                matched.append((_source(record), outcome, join.match(record.partition, outcome.request_id)))
+                continue
+            try:  # a batch of predictions (encode_batch)
+                data = orjson.loads(value)
+                model, version, at, pairs = str(data["m"]), str(data["v"]), float(data["at"]), data["p"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            join.remember_batch(record.partition, model, version, at, pairs)
+        return self._score(matched)
+
+    def _score(self, matched: Sequence[tuple[RecordLike, Outcome, JoinEntry | None]]) -> Observed:
+        """Feeds each joined outcome's error to its model's error monitor; counts the unmatched."""
+        out = Observed()
         errors: dict[ModelMonitor, tuple[list[float], list[RecordLike]]] = {}
-        for record, outcome in outcomes:
-            entry = self.join.match(record.partition, outcome.request_id)
+        joined = sum(entry is not None for _, _, entry in matched)
+        if joined:
+            self.metrics.outcomes.labels(result="joined").inc(joined)
+        if len(matched) > joined:
+            self.metrics.outcomes.labels(result="unmatched").inc(len(matched) - joined)
+        for record, outcome, entry in matched:
             if entry is None:
                 continue
-            if self.persist_join:
-                out.changelog.append(ChangelogRecord(outcome.request_id.encode(), None, record.partition))
             monitor = self._by_version.get((entry.model, entry.version))
             if monitor is None and self.resolve is not None:
                 served = self.resolve(entry.model, entry.version)

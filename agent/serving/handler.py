@@ -84,8 +84,9 @@ class RequestHandler:
         metrics: Counters to update (once per batch).
         observers: Called with every model batch and the batch's dead letters.
         alerts_topic: Where the observers' alerts are published.
-        changelog_topic: Where the observers' outcome-join changelog records are published (``None``:
-            not persisted).
+        changelog_topic: The outcome join's topic (:mod:`agent.monitoring.join`): the observers'
+            records for it are published there, and records consumed from it handed to their
+            ``observe_join`` (``None``: the join stays in memory, outcomes are joined as they come).
     """
 
     def __init__(
@@ -123,10 +124,14 @@ class RequestHandler:
         dead: list[DeadLetterInfo] = []
         groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
         outcomes: list[tuple[RecordLike, Outcome]] = []
+        joined: list[RecordLike] = []
         # A batch mostly asks one model: resolve it again only when the name or version changes.
         asked: tuple[str, str | None] | None = None
         group: tuple[list[RecordLike], list[PredictionRequest]] | None = None
         for record in records:
+            if record.topic == self.changelog_topic:
+                joined.append(record)  # written by driftline: predictions and outcomes to join
+                continue
             if record.topic == self.outcomes_topic:
                 outcome = self._decode(record, Outcome, dead)
                 if outcome is not None:
@@ -153,6 +158,9 @@ class RequestHandler:
         if outcomes:
             for observer in observers:
                 self._emit(observer.observe_outcomes(outcomes), out)
+        if joined:
+            for observer in observers:
+                self._emit(observer.observe_join(joined), out)
         if dead:
             out.extend(self._dead_letter_messages(dead))
             for observer in observers:

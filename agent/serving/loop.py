@@ -423,6 +423,18 @@ class ServingLoop(Service):
             self.stats.assigned = partitions
             self.stats.joined = True
 
+    def partitions_for(self, topic: str) -> set[int]:
+        """The partition numbers of ``topic`` in the consumer's metadata (a subscribed topic's are
+        known from the first assignment on)."""
+        assert self._consumer is not None
+        return set(self._consumer.partitions_for_topic(topic) or ())
+
+    async def positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the loop will go on reading each of ``partitions`` (assigned ones): their committed
+        offsets, right after an assignment. For ``on_assigned``."""
+        assert self._consumer is not None
+        return {tp: await self._consumer.position(tp) for tp in partitions}
+
     async def _drain(self, *, commit: bool) -> None:
         while self._in_flight:
             if commit:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from agent.monitoring.join import JoinEntry, OutcomeJoin, decode_batch, encode_batch
+from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, decode_batch, encode_batch
 
 
 def entry(at: float, version: str = "1") -> JoinEntry:
@@ -97,3 +97,27 @@ def test_the_cap_evicts_in_chunks_the_oldest_of_all_partitions_first() -> None:
     assert len(join) <= 1000 and join.evicted == 1500 - len(join)
     kept = sorted({int(rid.split("-")[0]) for p in join.partitions() for rid in join._partitions[p]})
     assert kept == list(range(30 - len(kept), 30))  # whole oldest batches went, over every partition
+
+
+def test_a_replay_of_the_join_topic_keeps_the_predictions_still_waiting() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 100.0, n_partitions=4)
+    batch = encode_batch("m", "1", 90.0, [("r-1", 1.0), ("r-2", 0.0), ("r-3", 1.0)])
+    old = encode_batch("m", "1", 30.0, [("r-4", 1.0)])  # beyond the TTL
+    records = [
+        (b"requests:0:0:2", batch),
+        (b"requests:1:7:2", old),
+        (b"outcomes:3:12", OUTCOME_MARK + b'{"request_id": "r-2", "model": "m", "label": 0}'),
+        (b"r-3", None),  # a tombstone, as earlier versions wrote for a match
+        (b"outcomes:3:13", OUTCOME_MARK + b"not json"),  # skipped, not fatal
+    ]
+    assert join.restore(2, records) == 1
+    assert join.match(2, "r-1") == JoinEntry("m", "1", 1.0, 90.0)
+    assert len(join) == 0
+
+
+def test_request_ids_spread_over_the_join_partitions() -> None:
+    join = OutcomeJoin(ttl_s=60, max_entries=10, n_partitions=4)
+    counts = [0] * 4
+    for i in range(10_000):
+        counts[join.partition_of(f"req-{i}")] += 1
+    assert min(counts) > 2_300, counts

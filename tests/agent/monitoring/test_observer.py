@@ -158,6 +158,7 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
         persist_join=True,
         settings=NO_LATENCY_WATCH,
     )
+    observer.join.n_partitions = 4  # the join topic's partitions (set on assignment in a worker)
     handler = RequestHandler(
         registry,
         predictions_topic="p",
@@ -172,7 +173,21 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
     n, flip = 12_000, 6_000
     rows = np.arange(n) % len(X)
     alerts: list[Alert] = []
-    changelog: list[tuple[bytes | None, bytes | None]] = []
+    join_log: dict[int, list[tuple[bytes | None, bytes | None]]] = {}  # the join topic, by partition
+
+    def handle(records: list[Record]) -> None:
+        written = []
+        for m in handler.handle(records):
+            if m.topic == ALERTS:
+                alerts.append(Alert.model_validate_json(m.value or b""))
+            elif m.topic == "log":
+                assert m.partition is not None
+                log = join_log.setdefault(m.partition, [])
+                written.append(Record("log", m.partition, len(log), m.key, m.value))
+                log.append((m.key, m.value))
+        if written:  # what the join topic's owner consumes next
+            handle(written)
+
     for start in range(0, n, 500):
         idx = range(start, start + 500)
         requests = [
@@ -191,11 +206,12 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
             )
             for i in idx
         ]
-        # The rule flips at event 6,000: from then on the observed label is the opposite class.
+        # The rule flips at event 6,000: from then on the observed label is the opposite class. The
+        # outcomes' producer partitions by a rule of its own: the join does not depend on it.
         outcomes = [
             Record(
                 "outcomes",
-                i % 4,
+                (i * 7 + 3) % 5,
                 i,
                 None,
                 json.dumps(
@@ -204,24 +220,36 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
             )
             for i in idx
         ]
-        for records in (requests, outcomes):
-            for m in handler.handle(records):
-                if m.topic == ALERTS:
-                    alerts.append(Alert.model_validate_json(m.value or b""))
-                elif m.topic == "log":
-                    changelog.append((m.key, m.value))
+        handle(requests)
+        handle(outcomes)
     concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert len(concept) == 1 and concept[0].subject == "error"
     fired_at = int(concept[0].evidence.extra["event_index"])
     assert flip <= fired_at <= flip + 1_000
+    # The alert names where its outcomes were read, not their copies on the join topic.
+    assert concept[0].source and {r.topic for r in concept[0].source} == {"outcomes"}
     assert not [a for a in alerts if a.kind in (AlertKind.DATA, AlertKind.PREDICTION)]
-    # Every prediction was remembered in the changelog and every matched one tombstoned.
-    from agent.monitoring.join import decode_batch
+    # Every prediction and every outcome went to its request id's join partition.
+    from agent.monitoring.join import OUTCOME_MARK, decode_batch
 
-    remembered = [rid for _, v in changelog if v is not None for rid, _ in decode_batch(v)]
-    assert sorted(remembered) == sorted(f"r{i}" for i in range(n))
-    assert sum(v is None for _, v in changelog) == n
+    where = {f"r{i}": observer.join.partition_of(f"r{i}") for i in range(n)}
+    remembered = {
+        rid: p
+        for p, log in join_log.items()
+        for _, v in log
+        if v and v[:1] != OUTCOME_MARK
+        for rid, _ in decode_batch(v)
+    }
+    copied = {
+        json.loads(v[1:])["request_id"]: p
+        for p, log in join_log.items()
+        for _, v in log
+        if v and v[:1] == OUTCOME_MARK
+    }
+    assert remembered == where and copied == where and len(set(where.values())) == 4
     assert observer.join.matched == n and len(observer.join) == 0
+    # A replay of the join topic (a worker assigned a partition) leaves nothing waiting either.
+    assert all(observer.restore_partition(p, log) == 0 for p, log in join_log.items())
 
 
 def test_a_return_to_the_reference_recovers_instead_of_alerting(

@@ -48,6 +48,9 @@ class ModelInputs:
     def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> Observed:
         return Observed()
 
+    def observe_join(self, records: Sequence[RecordLike]) -> Observed:
+        return Observed()
+
 
 @pytest.fixture(scope="module")
 def served(model_repository: ModelRepository) -> tuple[RequestHandler, dict[str, ModelSpec], ModelInputs]:
