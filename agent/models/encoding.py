@@ -70,6 +70,8 @@ class EncodedBatch:
     rejected: list[tuple[int, Rejection]]
     unseen_fields: dict[str, int] = field(default_factory=dict)
     """Field name -> requests that carried it although the model has no such feature."""
+    with_unseen: int = 0
+    """Requests that carried at least one field the model has no feature for, whatever its name."""
     missing: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Per feature: accepted requests whose value was missing (imputed or passed on as NaN)."""
     out_of_range: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -130,6 +132,7 @@ class FeatureEncoder:
         """Encodes ``rows`` (each a request's features by name); never raises for bad values."""
         n = len(self.names)
         unseen: dict[str, int] = {}
+        with_unseen = 0
         # Fast path, for models whose features are all numeric: a row of plain numbers is taken
         # as is and checked for finiteness on the matrix, in one numpy call for the whole batch.
         fast_index: list[int] = []
@@ -143,7 +146,9 @@ class FeatureEncoder:
                 row = None
             # Every feature present and no more fields than features: no unseen field either.
             if row is None or len(features) != n:
-                for extra in features.keys() - self._name_set:
+                extras = features.keys() - self._name_set
+                with_unseen += bool(extras)
+                for extra in extras:
                     unseen[extra] = unseen.get(extra, 0) + 1
             if row is not None and self._all_numeric and _NUMBERS.issuperset(map(type, row)):
                 fast_index.append(index)
@@ -193,7 +198,7 @@ class FeatureEncoder:
             with np.errstate(invalid="ignore"):
                 outside = (matrix < self._low) | (matrix > self._high)
             out_of_range = outside.sum(axis=0, dtype=np.int64)
-        return EncodedBatch(matrix, accepted, rejected, unseen, missing, out_of_range)
+        return EncodedBatch(matrix, accepted, rejected, unseen, with_unseen, missing, out_of_range)
 
     def _row(self, features: Mapping[str, FeatureValue]) -> tuple[list[float], list[int], Rejection | None]:
         row: list[float] = []

@@ -98,7 +98,10 @@ class ModelMonitor:
     out_of_range: dict[int, RateWatch] = field(init=False)
     wrong_type: dict[str, RateWatch] = field(default_factory=dict)
     unseen: dict[str, RateWatch] = field(default_factory=dict)
+    unknown_fields: RateWatch = field(init=False)
+    """Requests carrying any field the model has no feature for, whatever its name."""
     dead_letters: RateWatch = field(init=False)
+    """Requests for the model dead-lettered, among all its requests (accepted or not)."""
     latency: LatencyWatch = field(init=False)
     errors: ErrorMonitor | None = field(init=False)
     label_index: dict[str, int] = field(init=False)
@@ -132,6 +135,7 @@ class ModelMonitor:
             if f.range
         }
         self.dead_letters = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        self.unknown_fields = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
         self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
         self.errors = _error_monitor(m)

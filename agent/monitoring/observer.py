@@ -46,7 +46,7 @@ from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, encode_batch
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
 from agent.monitoring.technical import RateWatch, Transition
-from agent.monitoring.wording import AlertContext, AlertWriter
+from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetterReason, Outcome
 
@@ -93,7 +93,7 @@ class DriftObserver:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         persist_join: bool = False,
-        resolve: Callable[[str, str], ServedModel | None] | None = None,
+        resolve: Callable[[str, str | None], ServedModel | None] | None = None,
     ) -> None:
         self.incidents = incidents
         self.persist_join = persist_join
@@ -109,6 +109,8 @@ class DriftObserver:
         s = self.settings
         self.join = OutcomeJoin(s.join_ttl_s, s.join_max_entries, clock=clock)
         self._batches = 0
+        self.unknown_models = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        """Requests that no served model can answer, among all the worker's requests."""
         self.raised: list[Alert] = []
         """Alerts that passed the gate, newest last (bounded), for tools and tests."""
 
@@ -142,6 +144,7 @@ class DriftObserver:
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
         alerts.extend(self._rate_alerts(monitor, batch, ctx))
         n = len(batch.records)
+        alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
         per_row_us = batch.inference_seconds / max(n, 1) * 1e6
         if monitor.latency.update(per_row_us):
             alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
@@ -338,31 +341,62 @@ class DriftObserver:
         self.join.drop_partition(partition)
 
     def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Observed:
+        """Dead letters count among their model's requests (a model whose requests are all
+        dead-lettered is watched too: its windows fill with them), and requests that no model here
+        answers among the worker's."""
         alerts: list[Alert] = []
         by_model: dict[str, list[DeadLetterInfo]] = {}
+        unknown = 0
         for d in dead:
+            if d.reason is DeadLetterReason.UNKNOWN_MODEL:
+                unknown += 1
             if d.model is not None:
                 by_model.setdefault(d.model, []).append(d)
-        for monitor in self._monitors.values():
-            letters = by_model.get(monitor.name)
-            if not letters:
+        ctx = AlertContext([d.record for d in dead])
+        alerts.extend(self._unknown_model_change(self.unknown_models.update(unknown, len(dead)), ctx))
+        for name, letters in by_model.items():
+            monitor = self._monitor_named(name)
+            if monitor is None:
                 continue
             ctx = AlertContext([d.record for d in letters])
             wrong: dict[str, int] = {}
             for d in letters:
                 if d.reason is DeadLetterReason.WRONG_TYPE and d.feature:
                     wrong[d.feature] = wrong.get(d.feature, 0) + 1
-            for feature, hits in wrong.items():
-                watch = monitor.wrong_type.get(feature)
-                if watch is None:
+            for feature in wrong:
+                if feature not in monitor.wrong_type:
                     s = self.settings
-                    watch = monitor.wrong_type[feature] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
-                # The denominator is counted in observe(); here only the hits arrive.
-                if watch.update(hits, 0) == "fire":
+                    monitor.wrong_type[feature] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+            for feature, watch in monitor.wrong_type.items():
+                # Accepted requests count in observe(); these are the model's others.
+                if watch.update(wrong.get(feature, 0), len(letters)) == "fire":
                     alerts.append(self.writer.type_alert(monitor, feature, watch, ctx))
-            if monitor.dead_letters.update(len(letters), 0) == "fire":
+            change = monitor.dead_letters.update(len(letters), len(letters))
+            if change == "fire":
                 alerts.append(self.writer.dead_letter_alert(monitor, ctx))
+            elif change == "recover":
+                self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
         return Observed(self._gate(alerts))
+
+    def _monitor_named(self, name: str) -> ModelMonitor | None:
+        """The monitor of the version of ``name`` served now, created if its requests were all
+        dead-lettered so far; ``None`` for a name no model has."""
+        if self.resolve is not None:
+            served = self.resolve(name, None)
+            if served is not None:
+                return self.monitor(served)
+        for monitor in self._monitors.values():
+            if monitor.name == name:
+                return monitor
+        return None
+
+    def _unknown_model_change(self, change: Transition, ctx: AlertContext) -> list[Alert]:
+        key = IncidentKey(UNKNOWN_MODELS.model, AlertKind.TECHNICAL.value, UNKNOWN_MODELS.subject)
+        if change == "recover":
+            self.incidents.recover(key)
+        if change != "fire":
+            return []
+        return [self.writer.unknown_models_alert(self.unknown_models, ctx)]
 
     def _drift_alerts(
         self, monitor: ModelMonitor, detections: list[Detection], ctx: AlertContext
@@ -413,9 +447,23 @@ class DriftObserver:
             out.extend(
                 self._rate_change(monitor, change, watch, "unseen_field", field_name, "an unknown field", ctx)
             )
-        for watch in monitor.wrong_type.values():
-            watch.update(0, n)
-        if monitor.dead_letters.update(0, n) == "recover":
+        for feature, watch in monitor.wrong_type.items():
+            change = watch.update(0, n)
+            if change == "fire":  # the dead letters with the wrong type came first in this window
+                out.append(self.writer.type_alert(monitor, feature, watch, ctx))
+            elif change == "recover":
+                self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, feature))
+        watch = monitor.unknown_fields
+        change = watch.update(enc.with_unseen, len(enc.accepted) + len(enc.rejected))
+        # Whatever the names: one alert, unless a name of its own explains it (and alerts by name).
+        if change == "fire" and not any(w.over for w in monitor.unseen.values()):
+            out.append(self.writer.unknown_fields_alert(monitor, watch, ctx))
+        elif change == "recover":
+            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNKNOWN_FIELDS))
+        change = monitor.dead_letters.update(0, n)
+        if change == "fire":  # the model's dead letters came first in this window
+            out.append(self.writer.dead_letter_alert(monitor, ctx))
+        elif change == "recover":
             self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
         return out
 

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from agent.models.versions import DependencyFinding
 from agent.monitoring.batch import RecordLike
@@ -25,7 +26,16 @@ from agent.monitoring.technical import RateWatch
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
 from schemas.manifest import NumericStatistics
 
-__all__ = ["FINDING_SEVERITY", "AlertContext", "AlertWriter", "detection_evidence", "offset_ranges"]
+__all__ = [
+    "FINDING_SEVERITY",
+    "UNKNOWN_FIELDS",
+    "UNKNOWN_MODELS",
+    "AlertContext",
+    "AlertWriter",
+    "WorkerSubject",
+    "detection_evidence",
+    "offset_ranges",
+]
 
 FINDING_SEVERITY = {
     "major": Severity.CRITICAL,
@@ -34,6 +44,20 @@ FINDING_SEVERITY = {
     "patch": Severity.INFO,
 }
 """A dependency finding's level -> the severity of its technical alert."""
+
+UNKNOWN_FIELDS = "unknown_fields"
+"""Subject of a model's alert on requests carrying fields it has no feature for, whatever their names."""
+
+
+class WorkerSubject(NamedTuple):
+    """What a worker-level alert is about: no one model's, so its model and version are ``*``."""
+
+    model: str
+    subject: str
+
+
+UNKNOWN_MODELS = WorkerSubject("*", "unknown_models")
+"""A surge of requests that no model of the worker can answer."""
 
 
 def offset_ranges(records: Sequence[RecordLike]) -> tuple[OffsetRange, ...]:
@@ -256,6 +280,40 @@ class AlertWriter:
             f"{share:.1%} of {monitor.name} requests are dead-lettered",
             Evidence(recent_mean=share, window_events=monitor.dead_letters.window),
             ctx,
+        )
+
+    def unknown_fields_alert(self, monitor: ModelMonitor, watch: RateWatch, ctx: AlertContext) -> Alert:
+        share = watch.last_share
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            "unseen_fields_rate",
+            UNKNOWN_FIELDS,
+            Severity.WARNING,
+            f"{share:.1%} of {monitor.name}/{monitor.version} requests carry fields the model has no "
+            f"feature for (alert above {watch.threshold:.1%}); did a producer change its schema?",
+            Evidence(recent_mean=share, window_events=watch.window, extra={"threshold": watch.threshold}),
+            ctx,
+        )
+
+    def unknown_models_alert(self, watch: RateWatch, ctx: AlertContext) -> Alert:
+        share = watch.last_share
+        return Alert.create(
+            model=UNKNOWN_MODELS.model,
+            model_version=UNKNOWN_MODELS.model,
+            kind=AlertKind.TECHNICAL,
+            detector="unknown_model_rate",
+            subject=UNKNOWN_MODELS.subject,
+            severity=Severity.WARNING,
+            message=f"{share:.1%} of this worker's requests name a model (or version) it does not serve "
+            f"(alert above {watch.threshold:.1%}); they are dead-lettered (unknown_model)",
+            evidence=Evidence(
+                recent_mean=share, window_events=watch.window, extra={"threshold": watch.threshold}
+            ),
+            opened_at_event=0,
+            first_event_time=ctx.first_event_time,
+            detected_at=datetime.fromtimestamp(self.clock(), UTC),
+            source=ctx.source,
         )
 
     def latency_alert(self, monitor: ModelMonitor, per_row_us: float, ctx: AlertContext) -> Alert:

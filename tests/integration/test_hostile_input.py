@@ -1,4 +1,5 @@
-"""A real worker fed names it has never seen, by the ten thousand: its memory and /metrics stay put.
+"""A real worker fed names it has never seen, by the ten thousand: its memory and /metrics stay put,
+and each blind spot of technical drift raises its one alert.
 
 On main 20,000 requests naming 20,000 unknown models took /metrics from 4 KB (76 lines) to 3.7 MB
 (40,086 lines), and every unknown field name got a watch of its own for the life of the worker.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,9 @@ import pytest
 
 from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
+from schemas.alert import Alert
 from tests.integration.test_reliability import QUIET, wait_for
-from tests.support.kafka import create_topics, produce_batched
+from tests.support.kafka import create_topics, produce_batched, read_to_end
 from tests.support.worker import Topics, Worker
 
 pytestmark = pytest.mark.integration
@@ -82,6 +85,28 @@ async def test_ten_thousand_junk_model_and_field_names_leave_memory_and_metrics_
             for what in ("model", "field")
         }
         served = await asyncio.to_thread(worker.metric, "driftline_predictions_total")
+        # Then a total schema break: 5,000 requests for the model, every one missing x00.
+        broken = []
+        for i, row in enumerate(reference[rng.integers(0, len(reference), 5000)]):
+            body = {
+                "request_id": f"b{i}",
+                "model": MODEL,
+                "features": dict(zip(FEATURES[1:], map(float, row[1:]), strict=True)),
+            }
+            broken.append((f"b{i}".encode(), json.dumps(body).encode()))
+        await produce_batched(kafka_bootstrap, topics.requests, broken)
+
+        async def broken_handled() -> bool:
+            return await asyncio.to_thread(worker.metric, "driftline_events_in_total") >= 6 * N + 5000
+
+        await wait_for(broken_handled, 60, "the broken requests handled", worker)
+        alerts = Counter(
+            (a.model, a.kind.value, a.subject)
+            for a in map(
+                Alert.model_validate_json,
+                [r.value for r in await read_to_end(kafka_bootstrap, topics.alerts)],
+            )
+        )
     finally:
         code = worker.stop()
     assert code == 0, worker.log()
@@ -90,6 +115,14 @@ async def test_ten_thousand_junk_model_and_field_names_leave_memory_and_metrics_
         f"{[f'{b / 1024:.1f} KB, {lines} lines' for b, lines, _ in sizes]}, RSS "
         f"{[f'{rss:.0f} MB' for _, _, rss in sizes]}; refused {refused}"
     )
+    # An alert for each blind spot: the worker's unknown models (once per round: each round's 10,000
+    # follow 10,000 served requests, which closed the incident), the model's unknown fields whatever
+    # their names (open throughout), and the model whose requests were all dead-lettered.
+    assert alerts == {
+        ("*", "technical", "unknown_models"): 3,
+        (MODEL, "technical", "unknown_fields"): 1,
+        (MODEL, "technical", "dead_letters"): 1,
+    }, alerts
     assert served == 3 * N
     assert refused["model"] == 3 * N and refused["field"] > 0
     # /metrics: the same lines after every round (only the counters' values change).

@@ -70,7 +70,10 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 def test_unknown_model_names_add_no_label_to_the_metrics(model_repository: ModelRepository) -> None:
     handler, _, metrics = make_handler(model_repository.root)
-    handler.handle(batch([{"request_id": "warm", "model": "nope", "features": {}}]))
+    # A first window of them raises the worker's one alert on unknown models (and its counter).
+    handler.handle(
+        batch([{"request_id": f"w{i}", "model": f"warm-{i}", "features": {}} for i in range(2000)])
+    )
     before = metrics.render()
     for start in range(0, 10_000, 500):
         out = handler.handle(
@@ -86,8 +89,11 @@ def test_unknown_model_names_add_no_label_to_the_metrics(model_repository: Model
         assert len(letters) == 500 and f"junk-{start}" in letters[0].detail
     after = metrics.render()
     assert len(after.splitlines()) == len(before.splitlines()), after.decode()[-2000:]
-    assert b'driftline_dead_letters_total{model="",reason="unknown_model"} 10001.0' in after
-    assert refused(metrics, "model") == 10_001
+    assert b'driftline_dead_letters_total{model="",reason="unknown_model"} 12000.0' in after
+    assert refused(metrics, "model") == 12_000
+    assert (
+        metrics.registry.get_sample_value("driftline_alerts_total", {"model": "*", "kind": "technical"}) == 1
+    )
     # A served model's name keeps its label (a request it could not take: a missing feature).
     handler.handle(batch([{"request_id": "m", "model": MODEL, "features": {}}]))
     assert metrics.registry.get_sample_value(
