@@ -215,6 +215,7 @@ def create_app(settings: Settings) -> Driftline:
         group_id=f"{settings.app_id}-serving",
         batch_size=settings.serving.batch_size,
         batch_max_wait_ms=settings.serving.batch_max_wait_ms,
+        resend_topics=[settings.topics.alerts],
         loop=app.loop,
     )
     driftline = Driftline(settings, app, registry, handler, serving, metrics, incidents, observer)

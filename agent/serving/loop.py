@@ -59,7 +59,12 @@ log = logging.getLogger(__name__)
 class BatchHandler(Protocol):
     """Turns one batch of consumed records into the messages to publish for them."""
 
-    def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Iterable[OutgoingMessage]: ...
+    def handle(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], *, observe: bool = True
+    ) -> Iterable[OutgoingMessage]:
+        """``observe=False``: the records were handled before (a rewind reads them again), so only
+        their outputs are wanted, not another pass through the monitors and the join."""
+        ...
 
 
 @dataclass
@@ -83,6 +88,7 @@ class _InFlight:
     futures: list[asyncio.Future[Any]]
     offsets: dict[TopicPartition, int]  # next offset to consume, per partition
     first: dict[TopicPartition, int]  # first offset of the batch, per partition (for rewinds)
+    resend: list[OutgoingMessage] = field(default_factory=list)  # sent again if this batch fails
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -109,6 +115,8 @@ class ServingLoop(Service):
         max_in_flight: Batches whose acknowledgements may be outstanding at once.
         on_assigned / on_revoked: Awaited on every rebalance, holding the pipeline: ``on_revoked``
             after the in-flight batches are drained, ``on_assigned`` before the first batch.
+        resend_topics: Messages to these topics (alerts) are published again after a rewind:
+            the handler does not make them twice (an alert's incident is open by then).
     """
 
     def __init__(
@@ -126,6 +134,7 @@ class ServingLoop(Service):
         on_assigned: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
         on_revoked: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
         freeze_heap: bool = True,
+        resend_topics: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +152,11 @@ class ServingLoop(Service):
         self._consumer_options = consumer_options
         self._producer_options = producer_options
         self._in_flight: deque[_InFlight] = deque()
+        self.resend_topics = frozenset(resend_topics)
+        self._resend: list[OutgoingMessage] = []
+        """Messages of failed batches to publish with the next one."""
+        self._replay: dict[tuple[str, int], int] = {}
+        """After a rewind: (topic, partition) -> the offset up to which records were handled already."""
         self._lock = asyncio.Lock()
         """Held by whoever touches the pipeline: the loop for a batch, a rebalance, the stop."""
         self._generation = 0
@@ -222,6 +236,8 @@ class ServingLoop(Service):
             generation = self._generation
             if not fetched:
                 async with self._lock:
+                    if self._resend and not self.should_stop:
+                        await self._publish([])  # alerts of a failed batch: not left for the next
                     await self._settle_done()
                 continue
             records = [r for batch in fetched.values() for r in batch]
@@ -253,7 +269,10 @@ class ServingLoop(Service):
                 self.on_batch(len(records))
 
     async def _publish(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        outgoing = self.handler.handle(records)
+        outgoing = list(self._handle(records)) if records else []
+        resend, self._resend = self._resend, []
+        if resend:
+            outgoing[:0] = resend
         offsets: dict[TopicPartition, int] = {}
         first: dict[TopicPartition, int] = {}
         for r in records:
@@ -261,6 +280,8 @@ class ServingLoop(Service):
             first.setdefault(tp, r.offset)
             offsets[tp] = r.offset + 1
         batch = _InFlight([], offsets, first)
+        if self.resend_topics:
+            batch.resend = [m for m in outgoing if m.topic in self.resend_topics]
         self._in_flight.append(batch)
         self.stats.batches += 1
         self.stats.records_in += len(records)
@@ -276,6 +297,23 @@ class ServingLoop(Service):
         await self._settle_done()
         while len(self._in_flight) > self.max_in_flight:
             await self._settle_oldest()
+
+    def _handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> Iterable[OutgoingMessage]:
+        replay = self._replay
+        if not replay:
+            return self.handler.handle(records)
+        # Read again after a rewind: what was handled before is published again but not monitored
+        # or joined a second time.
+        again: list[ConsumerRecord[bytes, bytes]] = []
+        fresh: list[ConsumerRecord[bytes, bytes]] = []
+        for r in records:
+            (again if r.offset < replay.get((r.topic, r.partition), -1) else fresh).append(r)
+        for r in fresh:  # past its mark: what follows of that partition is new too
+            replay.pop((r.topic, r.partition), None)
+        out = list(self.handler.handle(again, observe=False)) if again else []
+        if fresh:
+            out.extend(self.handler.handle(fresh))
+        return out
 
     async def _send(self, outgoing: Iterable[OutgoingMessage], futures: list[asyncio.Future[Any]]) -> int:
         """Appends ``outgoing`` to one producer batch per topic-partition and sends them; adds their
@@ -389,6 +427,13 @@ class ServingLoop(Service):
         for batch in self._in_flight:
             for tp, offset in batch.first.items():
                 start.setdefault(tp, offset)
+            for tp, offset in batch.offsets.items():
+                key = (tp.topic, tp.partition)
+                self._replay[key] = max(self._replay.get(key, 0), offset)
+            # Alerts among the lost messages: the handler does not make them again (their incident
+            # is open), so they go out with the next batch. Those that did get through are sent
+            # twice, with the same alert id.
+            self._resend.extend(batch.resend)
         for batch in self._in_flight:
             await asyncio.gather(*batch.futures, return_exceptions=True)
         self._in_flight.clear()
@@ -410,6 +455,7 @@ class ServingLoop(Service):
         async with self._lock:
             self._generation += 1
             await self._drain(commit=True)
+            self._replay.clear()  # the next owner's state is restored, not this worker's
             if self.on_revoked is not None:
                 await self.on_revoked(partitions)
 
@@ -436,6 +482,8 @@ class ServingLoop(Service):
         return {tp: await self._consumer.position(tp) for tp in partitions}
 
     async def _drain(self, *, commit: bool) -> None:
+        if self._resend:
+            await self._publish([])
         while self._in_flight:
             if commit:
                 await self._settle_oldest()
@@ -443,3 +491,9 @@ class ServingLoop(Service):
                 await asyncio.gather(*self._in_flight.popleft().futures, return_exceptions=True)
         if commit:
             await self._flush_commits()
+        if self._resend:
+            log.error(
+                "serving: %d alert messages of a failed batch not published yet; "
+                "they go out with the next batch, unless the worker stops now",
+                len(self._resend),
+            )

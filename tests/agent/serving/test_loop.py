@@ -29,7 +29,7 @@ class Echo:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
 
-    def handle(self, records: Sequence[Any]) -> list[OutgoingMessage]:
+    def handle(self, records: Sequence[Any], *, observe: bool = True) -> list[OutgoingMessage]:
         self.batches.append([r.offset for r in records])
         return [OutgoingMessage("out", r.key, r.value, 0) for r in records]
 
@@ -51,6 +51,7 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.acks: list[asyncio.Future[Any]] = []
+        self.sent: list[tuple[str, FakeBatch]] = []
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch()
@@ -58,6 +59,7 @@ class FakeProducer:
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         ack = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
+        self.sent.append((topic, batch))
         return ack
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -189,3 +191,45 @@ async def test_no_batch_is_handled_until_the_assigned_partitions_state_is_restor
         await asyncio.wait_for(assigning, 5)
         await until(lambda: len(h.handler.batches) == 1)
         assert h.loop.stats.joined and h.loop.stats.assigned == frozenset({TP})
+
+
+class Gate(Echo):
+    """Echo, plus an alert the first time it observes offset 5 (as the incident gate admits a drift
+    once); records handed with ``observe=False`` are echoed but not observed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observed: list[int] = []
+
+    def handle(self, records: Sequence[Any], *, observe: bool = True) -> list[OutgoingMessage]:
+        out = super().handle(records)
+        if observe:
+            self.observed += [r.offset for r in records]
+            if 5 in [r.offset for r in records] and self.observed.count(5) == 1:
+                out.append(OutgoingMessage("alerts", b"alert-1", b"drift", 0))
+        return out
+
+
+async def test_an_alert_of_a_batch_whose_produce_failed_is_published_after_the_rewind() -> None:
+    gate = Gate()
+    async with Harness(max_in_flight=4, resend_topics=["alerts"]) as h:
+        h.loop.handler = gate
+        h.consumer.queued.append(records(0, 10))
+        await until(lambda: len(h.producer.sent) == 2)  # out and alerts
+        assert [t for t, _ in h.producer.sent] == ["out", "alerts"]
+        # The batch's predictions are not acknowledged (its alert may or may not have been): rewind.
+        h.producer.acks[0].set_exception(KafkaError("not acknowledged"))
+        h.producer.acks[1].set_result(None)
+        await until(lambda: h.loop.stats.rewinds == 1)
+        assert h.consumer.seeks == [(TP, 0)]
+        h.consumer.queued.append(records(0, 12))  # read again from offset 0, and two new records
+        await until(lambda: len(h.producer.sent) == 4)
+        for ack in h.producer.acks[2:]:
+            ack.set_result(None)
+        await until(lambda: bool(h.consumer.commits))
+    # The alert went out again with the next batch (the gate made no new one: its incident is open),
+    # and the records read again were not observed twice.
+    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "alerts", "out"]
+    assert h.producer.sent[2][1].messages == [(b"alert-1", b"drift")]
+    assert gate.observed == [*range(10), 10, 11]
+    assert h.consumer.commits[-1] == {TP: 12}
