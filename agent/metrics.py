@@ -195,6 +195,12 @@ class Metrics:
             ["kind", "severity"],
             registry=r,
         )
+        self.alerts_before_start = Counter(
+            "driftline_alerts_before_first_start",
+            "Alerts on the alerts topic from before this app id's first start (its consumer group had "
+            "never committed), not sent to the sinks again.",
+            registry=r,
+        )
         self.alert_records_invalid = Counter(
             "driftline_alert_records_invalid",
             "Records on the alerts topic that are not a valid alert (logged and skipped).",

@@ -46,7 +46,14 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(n, num_partitions=t.partitions, replication_factor=t.replication_factor)
+                    NewTopic(
+                        n,
+                        num_partitions=t.partitions,
+                        replication_factor=t.replication_factor,
+                        # The alerts topic keeps every alert (the broker's default would drop them
+                        # after 7 days): a receiver that must not miss one can replay it.
+                        topic_configs={"retention.ms": "-1"} if n == t.alerts else {},
+                    )
                     for n in missing
                 ]
             )

@@ -11,7 +11,11 @@ the Faust app:
   sinks at least once. A record that is not a valid alert is logged, counted and skipped; nothing in
   a record can stop the agent;
 * a service that starts the sinks (and the incident store) before Faust's consumer, so the agent never
-  sees a sink that is not started, and stops them after the agent, so nothing is sent to a closed sink;
+  sees a sink that is not started, and stops them after the agent, so nothing is sent to a closed sink.
+  It also asks whether the app's consumer group has ever committed on the alerts topic: a new app id
+  reads the topic from its beginning (no alert is missed from its first second on), and alerts
+  raised more than :data:`FIRST_START_SLACK_S` before that first start are counted and not sent to
+  the sinks again (a new app id on a topic that keeps every alert would otherwise re-send them all);
 * a timer that writes metrics every ``influx.metrics_interval_s``: the points of the metrics source
   (rates, latency, feature means, detector statistics, accuracy) plus each sink's own counters.
 """
@@ -20,17 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
 from agent.alerting.sinks.base import Recovery, Sink
 from agent.alerting.sinks.fanout import SinkFanout
 from agent.alerting.sinks.prometheus import PrometheusSink
 from agent.errors import ConfigurationError
+from agent.kafka import aiokafka_options
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.monitoring.incidents import Incident, IncidentManager
 from agent.settings import DeliverySettings, Settings
@@ -132,12 +139,18 @@ def _delivery_options(
     }
 
 
+FIRST_START_SLACK_S = 300.0
+"""Alerts raised this long before an app id's first start are still delivered (clocks, start-up)."""
+
+
 class AlertingService(Service):
     """Starts the incident store and the sinks with the app, and stops them after its agents.
 
     Parameters:
         fanout: The sinks.
         incidents: The incident gate whose store to start and stop, if this service owns it.
+        never_committed: Says whether the alerts agent's consumer group has never committed (a new
+            app id); then :attr:`skip_before` is set.
     """
 
     def __init__(
@@ -145,12 +158,16 @@ class AlertingService(Service):
         fanout: SinkFanout,
         *,
         incidents: IncidentManager | None = None,
+        never_committed: Callable[[], Awaitable[bool]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.fanout = fanout
         self.incidents = incidents
         self._recoveries: set[asyncio.Task[None]] = set()
+        self.never_committed = never_committed
+        self.skip_before: float | None = None
+        """Alerts detected before this time (seconds) are history to a new app id: not delivered."""
 
     def incident_closed(self, incident: Incident, closed_at: float) -> None:
         """Hands the closed incident to every sink (:meth:`SinkFanout.recover`) on the event loop;
@@ -179,6 +196,14 @@ class AlertingService(Service):
             await asyncio.gather(*list(self._recoveries), return_exceptions=True)
 
     async def on_start(self) -> None:
+        if self.never_committed is not None:
+            try:
+                first = await self.never_committed()
+            except Exception as exc:  # the broker's answer only narrows what is sent: deliver all
+                log.warning("alerts: could not tell whether this app id is new (%r); delivering all", exc)
+                first = False
+            if first:
+                self.skip_before = time.time() - FIRST_START_SLACK_S
         if self.incidents is not None:
             await self.incidents.store.start()
         await self.fanout.start()
@@ -204,6 +229,7 @@ class AlertWiring:
     """Added to the sinks' counter points: which deployment (``app``) and worker (``worker``)."""
     received: int = 0
     invalid: int = 0
+    skipped: int = 0
     _agent: Any = field(default=None, repr=False)
 
     async def handle(self, value: bytes | None) -> None:
@@ -220,6 +246,16 @@ class AlertWiring:
             log.error(
                 "alerts: skipping a record that is not a valid alert (%d bytes): %s", len(value), detail
             )
+            return
+        skip_before = self.service.skip_before
+        if skip_before is not None and alert.detected_at.timestamp() < skip_before:
+            if not self.skipped:
+                log.info(
+                    "alerts: a new app id: alerts raised before its first start are not sent to the sinks "
+                    "again (counted in driftline_alerts_before_first_start_total)"
+                )
+            self.skipped += 1
+            self.metrics.alerts_before_start.inc()
             return
         await self.fanout.send(alert)
 
@@ -288,7 +324,17 @@ def wire_alert_sinks(
     sinks = [*sinks, *gauges]
     fanout = SinkFanout(sinks, metrics=metrics)
 
-    service = AlertingService(fanout, incidents=incidents, loop=app.loop)
+    async def never_committed() -> bool:
+        # Faust's agents consume as the app's group (the app id).
+        admin = AIOKafkaAdminClient(**aiokafka_options(settings.kafka))
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        finally:
+            await admin.close()
+        return not any(tp.topic == settings.topics.alerts for tp in offsets)
+
+    service = AlertingService(fanout, incidents=incidents, never_committed=never_committed, loop=app.loop)
     if incidents is not None:
         # The worker that closes an incident reports it, once: PagerDuty resolves, Slack says so.
         incidents.on_close(service.incident_closed)
