@@ -26,7 +26,7 @@ from aiokafka.structs import TopicPartition
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
 from agent.errors import ConfigurationError
-from agent.kafka import aiokafka_options, read_to_end, ssl_context
+from agent.kafka import aiokafka_options, replay_records, ssl_context
 from agent.kafka_outage import install as install_outage_handling
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
@@ -182,17 +182,36 @@ def create_app(settings: Settings) -> Driftline:
         # The join topic's partitions are the join partitions: a request id's is its hash modulo
         # their number (agent/monitoring/join.py).
         observer.join.n_partitions = max(len(serving.partitions_for(join_topic)), 1)
-        # Replayed up to where the group goes on reading them: the loop joins the rest.
+        # Replayed up to where the group goes on reading them: the loop joins the rest. Only the
+        # last TTL's records can hold a prediction still waiting; they are applied as they are read.
         positions = await serving.positions(tp for tp in partitions if tp.topic == join_topic)
         until = {tp.partition: offset for tp, offset in positions.items()}
-        try:
-            restored = await read_to_end(options, join_topic, until, timeout_s=60.0, until=until)
-        except TimeoutError:
-            log.error("outcome join: changelog not read to its end in 60 s; joining new predictions only")
-            return
-        for partition, records in restored.items():
-            kept = observer.restore_partition(partition, records)
+        for partition in until:
+            observer.restore_partition(partition, ())
+        timeout_s = settings.monitoring.join_restore_timeout_s
+        started = time.monotonic()
+        complete = await replay_records(
+            options,
+            join_topic,
+            until,
+            lambda partition, records: observer.restore_partition(
+                partition, [(r.key or b"", r.value) for r in records], more=True
+            ),
+            timeout_s=timeout_s,
+            since_ms=int((time.time() - settings.monitoring.join_ttl_s) * 1000),
+        )
+        for partition in sorted(until):
+            kept = observer.restore_partition(partition, (), more=True)
             log.info("outcome join: restored %d predictions of partition %d", kept, partition)
+        if not complete:
+            log.error(
+                "outcome join: its topic was not read back to where the group stopped within %g s "
+                "(DRIFTLINE_MONITORING__JOIN_RESTORE_TIMEOUT_S); the predictions not read back are not "
+                "joined, and their outcomes are counted unmatched",
+                timeout_s,
+            )
+        else:
+            log.info("outcome join: read back in %.1f s", time.monotonic() - started)
 
     async def on_revoked(partitions: frozenset[TopicPartition]) -> None:
         if observer is not None:

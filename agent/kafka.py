@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agent.settings import KafkaSettings
 
-__all__ = ["aiokafka_options", "read_records", "read_to_end", "ssl_context"]
+__all__ = ["aiokafka_options", "read_records", "read_to_end", "replay_records", "ssl_context"]
 
 
 class _RedactSaslTokens(logging.Filter):
@@ -71,16 +71,11 @@ def aiokafka_options(settings: KafkaSettings) -> dict[str, Any]:
 
 
 async def read_records(
-    options: dict[str, Any],
-    topic: str,
-    partitions: Iterable[int],
-    timeout_s: float,
-    until: Mapping[int, int] | None = None,
+    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
 ) -> dict[int, list[Any]]:
     """Every record (aiokafka ``ConsumerRecord``) of ``topic``'s ``partitions``, by partition, from the
-    beginning to the end as of the call (or, for a partition in ``until``, to the offset before
-    ``until[partition]`` if that comes first). Raises ``TimeoutError`` when the end is not reached
-    within ``timeout_s``."""
+    beginning to the end as of the call. Raises ``TimeoutError`` when the end is not reached within
+    ``timeout_s``."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -94,29 +89,66 @@ async def read_records(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        if until is not None:
-            end = {tp: min(offset, until.get(tp.partition, offset)) for tp, offset in end.items()}
         async with asyncio.timeout(timeout_s):
             while any([await consumer.position(tp) < end[tp] for tp in tps]):
                 for tp, records in (await consumer.getmany(*tps, timeout_ms=200)).items():
-                    out[tp.partition].extend(r for r in records if r.offset < end[tp])
+                    out[tp.partition].extend(records)
     finally:
         await consumer.stop()
     return out
 
 
-async def read_to_end(
+async def replay_records(
     options: dict[str, Any],
     topic: str,
-    partitions: Iterable[int],
+    until: Mapping[int, int],
+    apply: Callable[[int, list[Any]], object],
+    *,
     timeout_s: float,
-    until: Mapping[int, int] | None = None,
-) -> dict[int, list[tuple[bytes, bytes | None]]]:
-    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end (or to
-    ``until``, as :func:`read_records`).
+    since_ms: int | None = None,
+) -> bool:
+    """Hands ``apply(partition, records)`` the records of ``topic``'s partitions (the keys of
+    ``until``) as they are read, in order, from the first record at or after ``since_ms`` (Kafka's
+    time index; the beginning if None) to the offset before ``until[partition]``. Nothing is kept
+    meanwhile: state is rebuilt as the records come. Returns False if ``timeout_s`` passed first
+    (what was applied stays applied)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
 
-    Used to restore state kept in changelog topics. Raises ``TimeoutError`` when the end is not
-    reached within ``timeout_s``.
+    tps = [TopicPartition(topic, p) for p in sorted(until)]
+    if not tps:
+        return True
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        end = {tp: min(offset, until[tp.partition]) for tp, offset in end.items()}
+        if since_ms is not None:
+            found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            for tp, at in found.items():
+                # No record since then: nothing to replay.
+                consumer.seek(tp, end[tp] if at is None else min(at.offset, end[tp]))
+        try:
+            async with asyncio.timeout(timeout_s):
+                while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                    for tp, records in (await consumer.getmany(*tps, timeout_ms=200)).items():
+                        apply(tp.partition, [r for r in records if r.offset < end[tp]])
+        except TimeoutError:
+            return False
+    finally:
+        await consumer.stop()
+    return True
+
+
+async def read_to_end(
+    options: dict[str, Any], topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Every (key, value) of ``topic``'s ``partitions`` from the beginning to the current end.
+
+    Used to restore state kept in compacted changelog topics. Raises ``TimeoutError`` when the end is
+    not reached within ``timeout_s``.
     """
-    records = await read_records(options, topic, partitions, timeout_s, until)
+    records = await read_records(options, topic, partitions, timeout_s)
     return {p: [(r.key or b"", r.value) for r in rs] for p, rs in records.items()}

@@ -297,6 +297,11 @@ class MonitoringSettings(BaseModel):
     join_ttl_s: float = Field(default=900.0, gt=0)
     """An unmatched prediction is dropped (and counted) this long after it was made."""
 
+    join_restore_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest time a worker reads the outcome join's topic back when it is assigned partitions of it
+    (the last ``join_ttl_s`` of it; serving waits meanwhile). What was not read back by then is not
+    joined (logged)."""
+
     join_max_entries: int = Field(default=1_000_000, ge=1)
     """Most predictions a worker keeps waiting for their outcome: ~100-120 bytes each with
     producer-style request ids (``bench/join_cost.py``); a worker with the join full at this default

@@ -62,14 +62,21 @@ async def ensure_topics(settings: Settings) -> None:
         if settings.monitoring.concept_drift and changelog not in existing:
             [described] = await admin.describe_topics([t.requests])
             partitions = len(described["partitions"]) or t.partitions
-            retention_ms = int(settings.monitoring.join_ttl_s * 2000)
+            ttl_ms = int(settings.monitoring.join_ttl_s * 1000)
             await admin.create_topics(
                 [
                     NewTopic(
                         changelog,
                         num_partitions=partitions,
                         replication_factor=t.replication_factor,
-                        topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
+                        # Retention deletes whole closed segments only: without segment.ms the active
+                        # segment (a week or a GiB by default) would keep everything at a low rate.
+                        # Every key is written once (a batch, an outcome's source): no compaction.
+                        topic_configs={
+                            "cleanup.policy": "delete",
+                            "retention.ms": str(2 * ttl_ms),
+                            "segment.ms": str(max(ttl_ms, 60_000)),
+                        },
                     )
                 ]
             )

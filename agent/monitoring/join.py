@@ -193,10 +193,15 @@ class OutcomeJoin:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Replays the join topic's records of one partition (prediction batches, outcomes' copies,
-        and the tombstones keyed by request id that earlier versions wrote for a match); returns the
-        entries kept."""
+        and the tombstones keyed by request id that earlier versions wrote for a match) into an empty
+        partition; returns the entries kept."""
         self.drop_partition(partition)
         self._partitions[partition] = {}
+        return self.replay(partition, records)
+
+    def replay(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Applies more of a partition's records in their order (a restore read in parts); returns the
+        entries the partition holds now."""
         cutoff = self.clock() - self.ttl_s
         for key, value in records:
             if value is None:

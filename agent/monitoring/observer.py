@@ -333,8 +333,13 @@ class DriftObserver:
         )
         return points
 
-    def restore_partition(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-        """Rebuilds the join of one requests partition from its changelog records."""
+    def restore_partition(
+        self, partition: int, records: Iterable[tuple[bytes, bytes | None]], *, more: bool = False
+    ) -> int:
+        """Rebuilds the join of one join partition from its topic's records; ``more``: these follow
+        records already restored (a restore read in parts). Returns the predictions it holds."""
+        if more:
+            return self.join.replay(partition, records)
         return self.join.restore(partition, records)
 
     def drop_partition(self, partition: int) -> None:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 SECRET = "alerts-topic-secret"
 
 
-async def retention_ms(bootstrap: str, topic: str) -> str:
+async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -39,23 +39,30 @@ async def retention_ms(bootstrap: str, topic: str) -> str:
     finally:
         await admin.close()
     [resource] = response.resources
-    return str({entry[0]: entry[1] for entry in resource[4]}["retention.ms"])
+    return {str(entry[0]): str(entry[1]) for entry in resource[4]}
 
 
-async def test_the_alerts_topic_keeps_every_alert(
+async def test_the_alerts_topic_keeps_every_alert_and_the_join_topic_rolls_its_segments(
     kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, unique: str
 ) -> None:
     topics = Topics.unique(unique)  # not created here: the worker creates them
-    worker = Worker(
-        kafka_bootstrap, topics, f"keep-{unique}", model_repository.root, tmp_path, extra_env=QUIET
-    )
+    env = {**QUIET, "DRIFTLINE_MONITORING__JOIN_TTL_S": "600"}
+    worker = Worker(kafka_bootstrap, topics, f"keep-{unique}", model_repository.root, tmp_path, extra_env=env)
     worker.start()
     try:
         await asyncio.to_thread(worker.wait_ready)
-        assert await retention_ms(kafka_bootstrap, topics.alerts) == "-1"
-        assert await retention_ms(kafka_bootstrap, topics.predictions) != "-1"
+        alerts = await topic_config(kafka_bootstrap, topics.alerts)
+        predictions = await topic_config(kafka_bootstrap, topics.predictions)
+        join = await topic_config(kafka_bootstrap, f"keep-{unique}-join-changelog")
     finally:
         assert worker.stop() == 0, worker.log()
+    assert alerts["retention.ms"] == "-1" and predictions["retention.ms"] != "-1"
+    # The join topic: twice the TTL kept, in segments of one TTL that retention can delete.
+    assert (join["cleanup.policy"], join["retention.ms"], join["segment.ms"]) == (
+        "delete",
+        "1200000",
+        "600000",
+    )
 
 
 async def test_a_new_app_id_does_not_send_the_alerts_of_before_its_first_start_to_the_webhooks(
