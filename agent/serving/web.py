@@ -8,6 +8,7 @@ published. Bodies are one ``PredictionRequest`` object or a list of them; if any
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,10 @@ def register_views(
     @app.page("/predict")
     class Predict(web.View):
         async def post(self, request: web.Request) -> web.Response:
-            result = predict_payloads(handler, await request.read())
+            body = await request.read()
+            # In a thread: ONNX Runtime (which releases the GIL) and the encoding would otherwise hold
+            # the event loop, and the serving loop with it, for the whole request.
+            result = await asyncio.to_thread(predict_payloads, handler, body)
             return self.bytes(
                 orjson.dumps(result.body), content_type="application/json", status=result.status
             )

@@ -255,6 +255,8 @@ class DeliverySink(Sink):
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_in_order: dict[str, asyncio.Task[None]] = {}
+        # Deliveries are stored and scheduled one at a time, in the order deliver() was called.
+        self._deliver_lock = asyncio.Lock()
         self._log = logging.getLogger(type(self).__module__)
         self.outbox = (
             Outbox(outbox_dir, f"{self.name} outbox", self.outbox_setting) if outbox_dir is not None else None
@@ -284,9 +286,16 @@ class DeliverySink(Sink):
         for p in left:
             self._schedule(p.url, p.document, p.delivery_id, p.key, p.order)
 
-    def deliver(self, url: str, document: bytes, delivery_id: str, order: str | None = None) -> None:
+    async def deliver(self, url: str, document: bytes, delivery_id: str, order: str | None = None) -> None:
         """Stores (in the outbox, if any) and schedules one delivery; drops and counts it if
-        ``max_pending`` deliveries are already waiting."""
+        ``max_pending`` deliveries are already waiting. Returns once the delivery is stored: its
+        file is written and fsynced in a thread, not on the event loop the serving loop shares."""
+        async with self._deliver_lock:
+            await self._store_and_schedule(url, document, delivery_id, order)
+
+    async def _store_and_schedule(
+        self, url: str, document: bytes, delivery_id: str, order: str | None
+    ) -> None:
         if len(self._tasks) >= self.max_pending:
             self._count_failed("queue_full")
             self._log.error(
@@ -300,7 +309,7 @@ class DeliverySink(Sink):
         key = None
         if self.outbox is not None:
             try:
-                key = self.outbox.add(url, document, delivery_id, order)
+                key = await asyncio.to_thread(self.outbox.add, url, document, delivery_id, order)
             except OSError as exc:
                 self._log.error(
                     "%s outbox %s: %s not stored (%s); delivering it from memory only",

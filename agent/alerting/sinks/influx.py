@@ -339,6 +339,7 @@ class InfluxSink(Sink):
         self._healthy = True
         self._idle = False
         self._wakeup = asyncio.Event()
+        self._spool_lock = asyncio.Lock()
         self._drained = asyncio.Event()
         self._retrier: asyncio.Task[None] | None = None
 
@@ -420,11 +421,14 @@ class InfluxSink(Sink):
                 outcome.reason,
                 self.spool.directory,
             )
-        self._spool(kind, lines, alert_id)
+        await self._spool(kind, lines, alert_id)
 
-    def _spool(self, kind: Kind, lines: list[str], alert_id: str) -> None:
+    async def _spool(self, kind: Kind, lines: list[str], alert_id: str) -> None:
         try:
-            stored, dropped = self.spool.append(kind, lines)
+            # An alert's append is fsynced: in a thread, off the event loop the serving loop shares.
+            # The lock keeps the retrier from reading or removing segments meanwhile.
+            async with self._spool_lock:
+                stored, dropped = await asyncio.to_thread(self.spool.append, kind, lines)
         except OSError as exc:
             stored, dropped = False, 0
             log.error("influx: writing the spool in %s failed: %r", self.spool.directory, exc)
@@ -493,7 +497,8 @@ class InfluxSink(Sink):
     async def _retry_loop(self) -> None:
         attempt = 0
         while True:
-            segment = self.spool.oldest()
+            async with self._spool_lock:
+                segment = self.spool.oldest()
             if segment is None:
                 if not self._healthy:
                     log.info("influx: %s is back; the spool is written", self.url)
@@ -517,7 +522,8 @@ class InfluxSink(Sink):
                     self._count_written(segment.kind, len(lines))
                 else:
                     self._count_rejected(segment.kind, len(lines), outcome.reason, f"in {segment.path.name}")
-                self.spool.remove(segment)
+                async with self._spool_lock:
+                    self.spool.remove(segment)
                 self._update_spool_gauge()
                 attempt = 0
                 continue

@@ -182,12 +182,12 @@ class PagerDutySink(DeliverySink):
 
     async def send(self, alert: Alert) -> None:
         event = trigger_event(alert, source=self.source, client_url=self.client_url)
-        self.deliver(self.urls[0], orjson.dumps(event), f"trigger {alert.alert_id}", event["dedup_key"])
+        await self.deliver(self.urls[0], orjson.dumps(event), f"trigger {alert.alert_id}", event["dedup_key"])
 
     async def recover(self, recovery: Recovery) -> None:
         event = resolve_event(recovery, source=self.source)
         delivery_id = f"resolve {recovery.opening_alert_id}"
-        self.deliver(self.urls[0], orjson.dumps(event), delivery_id, event["dedup_key"])
+        await self.deliver(self.urls[0], orjson.dumps(event), delivery_id, event["dedup_key"])
 
     def request(self, url: str, document: bytes, delivery_id: str) -> Request:
         event = {"routing_key": self._routing_key, **orjson.loads(document)}

@@ -217,14 +217,14 @@ class SlackSink(DeliverySink):
 
     async def send(self, alert: Alert) -> None:
         order = f"{alert.model}\x1f{alert.kind}\x1f{alert.subject}"
-        self.deliver(self.urls[0], orjson.dumps(alert_message(alert)), alert.alert_id, order)
+        await self.deliver(self.urls[0], orjson.dumps(alert_message(alert)), alert.alert_id, order)
 
     async def recover(self, recovery: Recovery) -> None:
         if not self.recoveries:
             return
         order = f"{recovery.model}\x1f{recovery.kind}\x1f{recovery.subject}"
         delivery_id = f"recovery of {recovery.opening_alert_id}"
-        self.deliver(self.urls[0], orjson.dumps(recovery_message(recovery)), delivery_id, order)
+        await self.deliver(self.urls[0], orjson.dumps(recovery_message(recovery)), delivery_id, order)
 
     def request(self, url: str, document: bytes, delivery_id: str) -> Request:
         return Request(document, {"Content-Type": "application/json"})

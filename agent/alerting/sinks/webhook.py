@@ -259,7 +259,7 @@ class WebhookSink(DeliverySink):
     async def send(self, alert: Alert) -> None:
         body = encode_alert(alert)
         for url in self.urls:
-            self.deliver(url, body, alert.alert_id)
+            await self.deliver(url, body, alert.alert_id)
 
     def request(self, url: str, document: bytes, delivery_id: str) -> Request:
         headers = signature_headers(

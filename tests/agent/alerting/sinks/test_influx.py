@@ -193,3 +193,30 @@ async def test_a_sink_whose_start_failed_does_not_touch_the_spool(tmp_path: Path
     assert (sink.stats.failed, sink.stats.spooled) == (1, 0)
     assert list(tmp_path.glob("*.lp")) == []
     owner.close()
+
+
+async def test_a_spooled_alert_is_fsynced_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An fsync per spooled alert on the event loop held the serving loop, which shares it.
+    import os
+    import threading
+
+    fsynced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        fsynced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    sink = InfluxSink(
+        url=closed_port_url(), token=SecretStr("t"), org="o", bucket="b", spool_dir=tmp_path, timeout_s=1.0
+    )
+    await sink.start()
+    try:
+        await sink.send(make_alert())
+    finally:
+        await sink.close()
+    assert sink.stats.spooled == 1
+    assert fsynced_on and threading.main_thread().name not in fsynced_on

@@ -479,3 +479,27 @@ async def test_the_readme_secret_and_receiver_snippet_verify_a_real_delivery() -
     (got,) = own.received
     assert verify(got.body, got.headers) == json.loads(got.body)  # type: ignore[operator]
     assert verify(got.body + b" ", got.headers) is None  # type: ignore[operator]
+
+
+async def test_the_outbox_is_fsynced_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An fsync per delivery on the event loop held the serving loop, which shares it.
+    import os
+    import threading
+
+    fsynced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        fsynced_on.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    sink = make_sink([f"http://127.0.0.1:{free_port()}/hook"], max_attempts=1, outbox_dir=tmp_path)
+    await sink.start()
+    try:
+        await sink.send(make_alert())
+    finally:
+        await sink.close()
+    assert fsynced_on and threading.main_thread().name not in fsynced_on
