@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agent.alerting.sinks.kafka import alert_message
-from agent.alerting.sinks.webhook import ALERT_ID_HEADER
+from agent.alerting.sinks.webhook import ID_HEADER
 from agent.models.repository import ModelRepository
 from schemas.alert import Alert
 from tests.integration.test_reliability import QUIET, wait_for
@@ -80,7 +80,7 @@ async def test_a_new_app_id_does_not_send_the_alerts_of_before_its_first_start_t
         return Worker(kafka_bootstrap, topics, app_id, model_repository.root, tmp_path, extra_env=env)
 
     def ids() -> set[str]:
-        return {r.headers[ALERT_ID_HEADER] for r in receiver.received}
+        return {r.headers[ID_HEADER] for r in receiver.received}
 
     def received(*alerts: Alert) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
