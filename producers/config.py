@@ -47,6 +47,10 @@ class KafkaConfig(BaseModel):
     ssl_cafile: Path | None = None
     """CA bundle for TLS connections to the brokers."""
 
+    request_timeout_ms: int | None = Field(default=None, ge=1000)
+    """How long the producer waits for a broker's answer before a request fails; unset: aiokafka's
+    40 s."""
+
 
 class TopicConfig(BaseModel):
     """The topics the producers write (the agent's ``TopicSettings``, the fields producers need)."""
@@ -94,6 +98,8 @@ def aiokafka_options(config: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": config.bootstrap_servers,
         "security_protocol": config.security_protocol,
     }
+    if config.request_timeout_ms is not None:
+        options["request_timeout_ms"] = config.request_timeout_ms
     if "SSL" in config.security_protocol:
         cafile = str(config.ssl_cafile) if config.ssl_cafile else None
         options["ssl_context"] = ssl.create_default_context(cafile=cafile)
