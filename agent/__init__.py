@@ -11,8 +11,10 @@ One subpackage per job, dependencies pointing inward (``tests/test_layout.py`` c
 * :mod:`agent.packaging` (``build`` extra) and :mod:`agent.demo` (``demo`` extra): outside the worker;
 * :mod:`agent.cli`: the ``driftline`` command, one module per subcommand.
 
+* :mod:`agent.report`: the drift report page (``driftline report``, ``GET /report``).
+
 Cross-cutting, importable from anywhere: :mod:`agent.errors`, :mod:`agent.settings`,
-:mod:`agent.metrics`, :mod:`agent.retry`, :mod:`agent.kafka`.
+:mod:`agent.metrics`, :mod:`agent.retry`, :mod:`agent.kafka`, :mod:`agent.kafka_outage`.
 """
 
 from __future__ import annotations
