@@ -46,8 +46,10 @@ __all__ = [
     "MODEL_VERSION_PATTERN",
     "QUANTILE_PROBABILITIES",
     "BuildVersions",
+    "Calibration",
     "CategoricalStatistics",
     "Feature",
+    "FeatureImportance",
     "FeatureStatistics",
     "Manifest",
     "MissingPolicy",
@@ -378,6 +380,77 @@ class BuildVersions(_Frozen):
         }
 
 
+class Calibration(_Frozen):
+    """A classifier's expected correctness given its confidence: the calibration that estimates its
+    error without labels (CBPE-style), fitted on labelled rows it was not trained on.
+
+    ``confidence`` is the model's highest class probability (the probability of the class it
+    predicts), ``correctness`` the probability that such a prediction is right: the breakpoints of a
+    non-decreasing piecewise-linear map (isotonic regression's), interpolated between them and flat
+    beyond the ends. Plain numbers, validated when the manifest is read: no pickled model.
+
+    Parameters:
+        method: ``isotonic`` (the only method so far).
+        rows: Labelled rows it was fitted on.
+        fitted_on: ``holdout`` rows, or the ``reference`` (training) rows when there was no holdout
+            (then optimistic: a model is surer of the rows it was trained on).
+        confidence: Breakpoints of the highest probability, strictly increasing, in ``[0, 1]``.
+        correctness: Expected correctness at each breakpoint, non-decreasing, in ``[0, 1]``.
+        reference_error: Mean estimated error (1 - correctness) over the rows it was fitted on.
+        reference_error_std: Its standard deviation per row.
+
+    Example:
+        >>> c = Calibration(rows=4, fitted_on="holdout", confidence=(0.5, 0.9, 1.0),
+        ...                 correctness=(0.5, 0.8, 1.0), reference_error=0.2, reference_error_std=0.1)
+        >>> c.expected_error(np.array([0.5, 0.7, 0.95, 1.0])).round(3).tolist()
+        [0.5, 0.35, 0.1, 0.0]
+    """
+
+    method: Literal["isotonic"] = "isotonic"
+    rows: Annotated[int, Field(ge=1)]
+    fitted_on: Literal["holdout", "reference"]
+    confidence: tuple[Rate, ...]
+    correctness: tuple[Rate, ...]
+    reference_error: Rate
+    reference_error_std: Annotated[float, Field(ge=0.0)]
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Self:
+        if len(self.confidence) != len(self.correctness) or len(self.confidence) < 1:
+            raise ValueError("confidence and correctness need the same number (at least 1) of breakpoints")
+        if any(b <= a for a, b in zip(self.confidence, self.confidence[1:], strict=False)):
+            raise ValueError("confidence breakpoints must be strictly increasing")
+        if any(b < a for a, b in zip(self.correctness, self.correctness[1:], strict=False)):
+            raise ValueError("correctness must be non-decreasing")
+        return self
+
+    def expected_error(self, confidence: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``1 - correctness`` at each ``confidence`` (the highest class probability of a row)."""
+        x = np.asarray(confidence, dtype=np.float64)
+        return 1.0 - np.interp(x, self.confidence, self.correctness)
+
+
+class FeatureImportance(_Frozen):
+    """How much the model's output depends on each feature, measured on labelled-or-not holdout rows.
+
+    Permutation importance of the output (no labels needed): each feature's column is shuffled
+    ``repeats`` times and the output's mean change is measured (classifiers: half the L1 distance
+    between probability vectors; regressors: the absolute change of the value, in standard deviations
+    of the output). ``values`` are each feature's share of the total, in feature order (all 0 when the
+    output depends on none of them).
+
+    Example:
+        >>> FeatureImportance(rows=100, fitted_on="holdout", values={"a": 0.75, "b": 0.25}).values["a"]
+        0.75
+    """
+
+    method: Literal["permutation_output"] = "permutation_output"
+    rows: Annotated[int, Field(ge=1)]
+    fitted_on: Literal["holdout", "reference"]
+    repeats: Annotated[int, Field(ge=1)] = 3
+    values: dict[str, Rate]
+
+
 class Manifest(_Frozen):
     """Everything a server and a drift monitor need to know about one model package.
 
@@ -398,6 +471,9 @@ class Manifest(_Frozen):
         versions: Library versions and opsets.
         created_at: When the package was built (timezone-aware).
         onnx_sha256: Hex SHA-256 of ``model.onnx``; the manifest itself is not covered.
+        calibration: Classifiers: the expected correctness of a prediction given its confidence, fitted
+            on the holdout (estimated performance without labels); absent when not measured.
+        importance: How much the model's output depends on each feature (attribution of drift).
     """
 
     schema_version: Literal["1"] = MANIFEST_SCHEMA_VERSION
@@ -413,6 +489,10 @@ class Manifest(_Frozen):
     versions: BuildVersions
     created_at: AwareDatetime
     onnx_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    # Left out of the JSON when absent, like BuildVersions.frameworks: a package without them stays
+    # readable by the previous release's workers (manifests forbid unknown fields).
+    calibration: Calibration | None = Field(default=None, exclude_if=lambda value: value is None)
+    importance: FeatureImportance | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -427,6 +507,10 @@ class Manifest(_Frozen):
         _check_outputs(self.task, self.outputs)
         _check_metrics(self.task, self.training)
         _check_reference(self.task, self.features, self.reference)
+        if self.calibration is not None and self.task == "regression":
+            raise ValueError("calibration is for classifiers: a regressor has no class probabilities")
+        if self.importance is not None and tuple(self.importance.values) != names:
+            raise ValueError("importance.values must have one entry per feature, in feature order")
         return self
 
 

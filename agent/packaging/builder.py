@@ -9,7 +9,10 @@ The steps, each a plain function a test can call on its own:
 2. :func:`check_parity`: ONNX Runtime and scikit-learn must agree on the holdout rows (labels
    identical, probabilities within 1e-5; regression values within 1e-4 relative), or the build
    stops with :class:`~agent.errors.ParityError` saying by how much they disagree.
-3. :func:`reference_statistics` of the inputs and of the model's output on the reference data.
+3. :func:`reference_statistics` of the inputs and of the model's output on the reference data; on
+   the rows it was verified on, the calibration of a classifier's confidence
+   (:mod:`agent.packaging.calibration`) and each feature's permutation importance
+   (:mod:`agent.packaging.importance`).
 4. :func:`write_package` atomically: files are written into a hidden staging directory next to the
    target and renamed into place, so a scan never sees half a package.
 
@@ -31,12 +34,14 @@ from pydantic import ValidationError
 from agent.errors import ConfigurationError, PackageError, describe_validation_error
 from agent.models.repository import ModelRepository
 from agent.packaging import boosting
+from agent.packaging.calibration import calibrate
 from agent.packaging.convert import (
     convert,
     hyperparameters,
     target_opsets,
     task_of,
 )
+from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import (
     MAX_REFERENCE_PARITY_ROWS,
     ParityReport,
@@ -130,6 +135,19 @@ def build_package(
         predicted = onnx_predictions(task, converted, session, X_check)
         scores = holdout_scores(task, y_check, predicted, converted.outputs.class_labels or ())
 
+    with progress.step("explain"):
+        classes = converted.outputs.class_labels or ()
+        calibration = (
+            None if task == "regression" else calibrate(y_check, predicted, classes, fitted_on=checked_on)
+        )
+        importance = permutation_importance(
+            task,
+            lambda rows: onnx_predictions(task, converted, session, rows),
+            X_check,
+            [f.name for f in features],
+            fitted_on=checked_on,
+        )
+
     with progress.step("stats"):
         X_served = X_ref.copy()
         keep = prepared_mask(features, X_served)
@@ -156,6 +174,8 @@ def build_package(
                 versions=build_versions(converted.opsets, boosting.framework_versions(estimator)),
                 created_at=created_at or datetime.now(UTC),
                 onnx_sha256=hashlib.sha256(converted.onnx_bytes).hexdigest(),
+                calibration=calibration,
+                importance=importance,
             )
         except ValidationError as exc:
             raise PackageError(

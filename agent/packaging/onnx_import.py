@@ -66,12 +66,14 @@ from agent.models.package import (
 )
 from agent.models.repository import ModelRepository
 from agent.packaging.builder import BuiltPackage
+from agent.packaging.calibration import calibrate
 from agent.packaging.csv_reference import CsvRows, parse_labels, read_rows
+from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import MAX_REFERENCE_PARITY_ROWS, PROBABILITY_TOLERANCE, compare_predictions
 from agent.packaging.progress import Progress
 from agent.packaging.reference import holdout_scores, prepared_mask, reference_statistics
 from agent.packaging.write import build_versions, write_package
-from schemas.manifest import Feature, Manifest, Outputs, Task, TrainingSummary
+from schemas.manifest import Calibration, Feature, Manifest, Outputs, Task, TrainingSummary
 
 if TYPE_CHECKING:
     import onnx
@@ -765,7 +767,20 @@ def build_from_onnx(
                 f"{source}: the rewritten graph ({'; '.join(plan.changes) or 'unchanged'}) does not "
                 f"reproduce the file: {parity}; refusing to write the package"
             )
-        scores, evaluated_on = _evaluate(task, class_labels, features, held, ref, session, plan, source)
+        scores, evaluated_on, calibration = _evaluate(
+            task, class_labels, features, held, ref, session, plan, source
+        )
+
+    with progress.step("explain"):
+        importance = permutation_importance(
+            task,
+            lambda rows: _predictions(
+                plan, _run(session, INPUT_NAME, plan.packaged_outputs, rows, source), len(rows), source
+            ),
+            X_rows,
+            ref.feature_names,
+            fitted_on=checked_on,
+        )
 
     with progress.step("stats"):
         reference_stats = reference_statistics(features, ref.X, task, outputs, ref_out)
@@ -788,6 +803,8 @@ def build_from_onnx(
                 versions=build_versions(opsets),
                 created_at=created_at or datetime.now(UTC),
                 onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+                calibration=calibration,
+                importance=importance,
             )
         except ValidationError as exc:
             raise PackageError(
@@ -808,8 +825,9 @@ def _evaluate(
     session: onnxruntime.InferenceSession,
     plan: GraphPlan,
     source: str,
-) -> tuple[dict[str, float | None], Literal["holdout", "reference", "none"]]:
-    """Scores on the labelled holdout rows, else the labelled reference rows, else none."""
+) -> tuple[dict[str, float | None], Literal["holdout", "reference", "none"], Calibration | None]:
+    """Scores (and a classifier's calibration) on the labelled holdout rows, else the labelled
+    reference rows, else none."""
     for rows, where in ((held, "holdout"), (ref, "reference")):
         if rows is None or rows.labels is None:
             continue
@@ -825,5 +843,10 @@ def _evaluate(
         if task != "regression":
             y_used = np.asarray(y_used.tolist())  # object -> int64 or str, as the label output is
         evaluated_on: Literal["holdout", "reference"] = "holdout" if where == "holdout" else "reference"
-        return holdout_scores(task, y_used, predicted, class_labels), evaluated_on
-    return {}, "none"
+        calibration = (
+            None
+            if task == "regression"
+            else calibrate(y_used, predicted, class_labels, fitted_on=evaluated_on)
+        )
+        return holdout_scores(task, y_used, predicted, class_labels), evaluated_on, calibration
+    return {}, "none", None

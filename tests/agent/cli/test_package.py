@@ -25,9 +25,9 @@ def test_package_example_then_next_version(tmp_path: Path, capsys: pytest.Captur
     out, err = capsys.readouterr()
     assert f"built {repo / 'diabetes' / '1'} (GradientBoostingRegressor, regression, 10 features)" in out
     assert "parity passed on 111 holdout rows" in out
-    for step in ("train", "convert", "verify", "stats", "write"):
+    for step in ("train", "convert", "verify", "explain", "stats", "write"):
         assert f"{step} ... " in err
-    assert err.count(" s\n") == 5
+    assert err.count(" s\n") == 6
 
     assert main(["package", "--example", "diabetes", "--repository", str(repo), "-q"]) == 0
     out, err = capsys.readouterr()
@@ -133,7 +133,7 @@ def test_package_an_onnx_file_then_inspect(tmp_path: Path, capsys: pytest.Captur
     assert "  graph: input 'X' renamed 'input'\n" in out
     assert "  graph: ZipMap output 'output_probability' removed" in out
     assert "  holdout accuracy 0.7" in out
-    for step in ("read", "verify", "stats", "write"):
+    for step in ("read", "verify", "explain", "stats", "write"):
         assert f"{step} ... " in err
 
     assert main(["inspect", str(repo / "mlp")]) == 0

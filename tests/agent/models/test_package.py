@@ -212,6 +212,7 @@ def test_feature_list_that_does_not_match_the_graph(package_copy: Path) -> None:
     def drop_last_feature(m: dict[str, Any]) -> None:
         name = m["features"].pop()["name"]
         del m["reference"]["features"][name]
+        del m["importance"]["values"][name]
 
     edit_manifest(package_copy, drop_last_feature)
     assert_unloaded(

@@ -42,7 +42,7 @@ def test_classifier_manifest(example_packages: ExamplePackages) -> None:
     assert m.hyperparameters["n_estimators"] == 100 and m.hyperparameters["random_state"] == 0
     assert built.parity.passed and built.parity.label_mismatches == 0
     assert built.parity.max_abs_diff <= 1e-5
-    assert set(built.timings) == {"convert", "verify", "stats", "write"}
+    assert set(built.timings) == {"convert", "verify", "explain", "stats", "write"}
 
 
 def test_regressor_manifest(example_packages: ExamplePackages) -> None:

@@ -159,7 +159,7 @@ def test_the_example_network_becomes_a_full_package(tmp_path: Path) -> None:
     )
     assert m.hyperparameters["rewritten"] == list(built.changes)
     assert built.parity.passed and built.parity.rows == 600 and built.parity.max_abs_diff == 0.0
-    assert set(built.timings) == {"read", "verify", "stats", "write"}
+    assert set(built.timings) == {"read", "verify", "explain", "stats", "write"}
 
     # Served as the worker serves it, it answers what the file answers.
     X = np.loadtxt(CREDIT / "holdout.csv", delimiter=",", skiprows=1)[:, :6].astype(np.float32)

@@ -1,0 +1,110 @@
+"""The calibration of a classifier's confidence: what the builder stores, and what a manifest accepts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sklearn.isotonic import IsotonicRegression
+
+from agent.models.package import load_package
+from agent.packaging.calibration import calibrate, correct_predictions
+from schemas.manifest import Calibration, Manifest
+from tests.agent.conftest import ExamplePackages
+
+
+def test_the_example_classifier_carries_its_holdout_calibration(example_packages: ExamplePackages) -> None:
+    built = example_packages.classifier
+    c = built.manifest.calibration
+    assert c is not None and (c.method, c.rows, c.fitted_on) == ("isotonic", 143, "holdout")
+    training = example_packages.classifier_training
+    model = load_package(built.path)
+    probabilities = model.predict(np.asarray(training.X_holdout, dtype=np.float32)).probabilities
+    assert probabilities is not None
+    probabilities = probabilities.astype(np.float64)
+    # The stored breakpoints answer as scikit-learn's fitted isotonic regression does (within the
+    # float32 rounding of the served probabilities).
+    correct = correct_predictions(training.y_holdout, probabilities, (0, 1))
+    iso = IsotonicRegression(y_min=0.5, y_max=1.0, out_of_bounds="clip").fit(
+        probabilities.max(axis=1), correct
+    )
+    grid = np.linspace(0.5, 1.0, 101)
+    np.testing.assert_allclose(c.expected_error(grid), 1.0 - iso.predict(grid), atol=2e-3)
+    # The reference estimated error is about the holdout's real error (the floor at chance nudges it).
+    accuracy = built.manifest.training.accuracy
+    assert accuracy is not None and c.reference_error == pytest.approx(1.0 - accuracy, abs=0.01)
+    assert 0.0 < c.reference_error_std < 0.5
+    # The JSON carries it as plain numbers, and the loaded package reads it back the same.
+    assert model.manifest.calibration == c
+
+
+def test_the_breakpoints_are_scikit_learns_isotonic_regression() -> None:
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.0, 1.0, 3000)
+    y = (rng.uniform(0.0, 1.0, 3000) < p).astype(int)
+    probabilities = np.c_[1 - p, p]
+    c = calibrate(y, {"probabilities": probabilities}, (0, 1), fitted_on="holdout")
+    assert c is not None
+    correct = correct_predictions(y, probabilities, (0, 1))
+    iso = IsotonicRegression(y_min=0.5, y_max=1.0, out_of_bounds="clip").fit(
+        probabilities.max(axis=1), correct
+    )
+    grid = np.linspace(0.0, 1.0, 201)
+    np.testing.assert_allclose(c.expected_error(grid), 1.0 - iso.predict(grid), atol=1e-12)
+    # A calibrated model: the estimate is its real error rate, on average and where it is unsure.
+    assert c.reference_error == pytest.approx(1.0 - correct.mean(), abs=0.005)
+    assert c.expected_error(np.array([0.6]))[0] == pytest.approx(0.4, abs=0.05)
+
+
+def test_a_regressor_has_no_calibration(example_packages: ExamplePackages) -> None:
+    manifest = example_packages.regressor.manifest
+    assert manifest.calibration is None and manifest.importance is not None
+    data = manifest.model_dump(mode="json")
+    assert "calibration" not in data
+    with pytest.raises(ValidationError, match="calibration is for classifiers"):
+        Manifest.model_validate({**data, "calibration": _calibration().model_dump()})
+
+
+def test_nothing_to_calibrate_against() -> None:
+    positive = np.linspace(0.55, 1.0, 50)
+    p = np.c_[1 - positive, positive]
+    assert calibrate(np.ones(50, dtype=int), {"probabilities": p}, (0, 1), fitted_on="holdout") is None
+    few = p[:10]
+    assert (
+        calibrate(np.r_[np.ones(5), np.zeros(5)], {"probabilities": few}, (0, 1), fitted_on="holdout") is None
+    )
+
+
+def test_labels_the_model_does_not_know_are_left_out() -> None:
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert correct_predictions(["a", "b", "z"], p, ("a", "b")).tolist()[:2] == [1.0, 1.0]
+    assert np.isnan(correct_predictions(["a", "b", "z"], p, ("a", "b"))[2])
+
+
+def _calibration(**changes: object) -> Calibration:
+    data: dict[str, object] = {
+        "rows": 10,
+        "fitted_on": "holdout",
+        "confidence": (0.5, 0.8, 1.0),
+        "correctness": (0.5, 0.9, 1.0),
+        "reference_error": 0.1,
+        "reference_error_std": 0.1,
+    }
+    return Calibration.model_validate({**data, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"confidence": (0.5, 0.5, 1.0)}, "strictly increasing"),
+        ({"correctness": (0.9, 0.5, 1.0)}, "non-decreasing"),
+        ({"correctness": (0.5, 1.0)}, "same number"),
+        ({"confidence": (0.5, 0.8, 1.5)}, "less than or equal to 1"),
+        ({"method": "pickle"}, "isotonic"),
+    ],
+)
+def test_a_manifest_refuses_a_calibration_that_is_not_a_monotone_map(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _calibration(**changes)
