@@ -318,7 +318,7 @@ def open_incident_points(incidents: Iterable[Incident]) -> list[MetricPoint]:
         >>> [(p.tags["kind"], p.tags["severity"], p.fields["open"]) for p in points if p.fields["open"]]
         [('data', 'warning', 1.0)]
         >>> len(points)  # every kind and severity
-        12
+        15
     """
     counts = Counter((i.key.kind, i.severity) for i in incidents)
     return [

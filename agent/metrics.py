@@ -189,6 +189,15 @@ class Metrics:
             ["model", "metric"],
             registry=r,
         )
+        self.model_estimate = Gauge(
+            "driftline_model_estimate",
+            "A classifier's estimated error without labels (estimated_error, over its recent predictions) "
+            "and, over its last joined predictions, the realised error beside the estimate for them "
+            "(realised_error, estimated_error_joined, estimate_gap = estimated - realised, "
+            "estimate_abs_gap).",
+            ["model", "metric"],
+            registry=r,
+        )
         self.incidents_open = Gauge(
             "driftline_incidents_open",
             "Open incidents of the deployment as this worker sees them, by kind and severity.",

@@ -30,7 +30,16 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-__all__ = ["Alert", "AlertKind", "Evidence", "OffsetRange", "Severity", "decode_alert", "encode_alert"]
+__all__ = [
+    "Alert",
+    "AlertKind",
+    "Driver",
+    "Evidence",
+    "OffsetRange",
+    "Severity",
+    "decode_alert",
+    "encode_alert",
+]
 
 
 class AlertKind(StrEnum):
@@ -44,6 +53,8 @@ class AlertKind(StrEnum):
     """The relation between inputs and outcomes: the model's error."""
     TECHNICAL = "technical"
     """Dependencies, schema, missing or out-of-range values, latency, dead letters."""
+    PERFORMANCE = "performance"
+    """The model's estimated error, from its calibrated confidence, before any label arrives."""
 
 
 class Severity(StrEnum):
@@ -56,6 +67,35 @@ class Severity(StrEnum):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Driver(_Frozen):
+    """A feature that likely explains an alert: its recent shift in one statistic, weighted by how much
+    the model's output depends on it (its permutation importance in the package).
+
+    Example:
+        >>> Driver(feature="worst radius", statistic="mean", shift=1.4, importance=0.31, score=0.434).text()
+        'worst radius +1.4 sd (importance 0.31)'
+        >>> Driver(feature="mean texture", statistic="spread", shift=1.6, importance=0.12, score=0.06).text()
+        'mean texture spread x1.6 (importance 0.12)'
+    """
+
+    feature: str
+    statistic: str
+    """What moved: ``mean`` (the shift is in reference standard deviations of the standardised
+    stream) or ``spread`` (the shift is the ratio of the recent spread to the reference's)."""
+    shift: float
+    importance: float
+    """The feature's share of the model's output sensitivity (0-1)."""
+    score: float
+    """The ranking key: the size of the shift times the importance."""
+
+    def text(self) -> str:
+        """How the alert's message names it."""
+        moved = f"spread x{self.shift:.2g}" if self.statistic == "spread" else f"{self.shift:+.1f} sd"
+        if self.statistic not in ("mean", "spread"):
+            moved = f"{self.statistic} {self.shift:+.2g}"
+        return f"{self.feature} {moved} (importance {self.importance:.2f})"
 
 
 class Evidence(_Frozen):
@@ -77,6 +117,10 @@ class Evidence(_Frozen):
     window_events: int | None = None
     """Events in the recent window."""
     extra: dict[str, float | int | str] = Field(default_factory=dict)
+    # Left out of the JSON when empty: alerts without drivers read as before.
+    drivers: tuple[Driver, ...] = Field(default=(), exclude_if=lambda value: not value)
+    """Prediction, performance and concept alerts: the features that likely explain them, most likely
+    first."""
 
 
 class OffsetRange(_Frozen):

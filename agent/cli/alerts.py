@@ -30,7 +30,7 @@ _COLUMNS = ("time", "model", "version", "kind", "severity", "subject", "message"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="only this model's alerts")
     parser.add_argument(
-        "--kind", choices=["data", "prediction", "concept", "technical"], help="only this kind"
+        "--kind", choices=["data", "prediction", "concept", "technical", "performance"], help="only this kind"
     )
     parser.add_argument(
         "--since", default="24h", help="a duration back from now (30m, 1h, 2d) or an ISO time (default: 24h)"

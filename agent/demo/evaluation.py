@@ -514,7 +514,9 @@ class DemoSummary:
         """
         kinds = Counter(s.alert.kind.value for s in self.alerts)
         by_kind = ", ".join(
-            f"{k} {kinds[k]}" for k in ("data", "prediction", "concept", "technical") if kinds[k]
+            f"{k} {kinds[k]}"
+            for k in ("data", "prediction", "performance", "concept", "technical")
+            if kinds[k]
         )
         verified = sum(1 for d in self.webhook if d.verified)
         rejected = len(self.webhook) - verified

@@ -172,12 +172,13 @@ class ColumnSet:
             statistic=det.statistic,
         )
 
-    def window_stats(self) -> list[WindowStats]:
-        ints = self._window.ints
+    def window_stats(self, last: int | None = None) -> list[WindowStats]:
+        """Per column, over the window's blocks (its ``last`` blocks only, if given)."""
+        ints = self._window.ints if last is None else self._window.ints[-last:]
         counts = ints[:, 0].sum(axis=0)
         sums = ints[:, 1].sum(axis=0) / FIXED_POINT
         sumsqs = ints[:, 2].sum(axis=0) / FIXED_POINT
-        raws = self._window.raw.sum(axis=0)
+        raws = (self._window.raw if last is None else self._window.raw[-last:]).sum(axis=0)
         stats = []
         for j, name in enumerate(self.names):
             count = int(counts[j])

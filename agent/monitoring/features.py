@@ -154,9 +154,10 @@ class FeatureDriftMonitor:
         self._columns.missing += missing.sum(axis=0) - unseen.sum(axis=0)
         return self._columns.push(u, raw)
 
-    def window_stats(self) -> list[WindowStats]:
-        """Per-column statistics over the last ``config.window_blocks`` complete blocks."""
-        return self._columns.window_stats()
+    def window_stats(self, last: int | None = None) -> list[WindowStats]:
+        """Per-column statistics over the last ``config.window_blocks`` complete blocks (or the
+        ``last`` ones of them)."""
+        return self._columns.window_stats(last)
 
     def detector_statistics(self) -> list[tuple[str, str, float]]:
         """``(column, detector, statistic)`` of each column's detectors now, for metrics; the detector

@@ -36,7 +36,10 @@ Example:
     >>> join = OutcomeJoin(ttl_s=60, max_entries=10, clock=lambda: 100.0)
     >>> join.remember_batch(0, "m", "1", 100.0, [("r-1", 1.0), ("r-2", 0.0)])
     >>> join.match(0, "r-1")
-    JoinEntry(model='m', version='1', predicted=1.0, at=100.0)
+    JoinEntry(model='m', version='1', predicted=1.0, at=100.0, expected_error=nan)
+    >>> join.remember_batch(0, "m", "1", 100.0, [("r-3", 1.0, 0.25)])  # with its estimated error
+    >>> join.match(0, "r-3").expected_error
+    0.25
     >>> join.match(0, "r-1") is None
     True
     >>> len(join)
@@ -47,10 +50,11 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,13 +63,17 @@ __all__ = ["OUTCOME_MARK", "JoinEntry", "OutcomeJoin", "decode_batch", "encode_b
 OUTCOME_MARK = b"o"
 """First byte of an outcome's copy on the join topic (a prediction batch's record is a JSON object)."""
 
-_Value = tuple[str, str, float, float]
-"""What the join stores per request id: a plain tuple (model, version, predicted, at), shared by
-the predictions of a batch with the same predicted value."""
+_Value = tuple[str, str, float, float, float]
+"""What the join stores per request id: a plain tuple (model, version, predicted, at, expected error),
+shared by the predictions of a batch with the same predicted value and expected error."""
 
-_SHARED_VALUES = 64
-"""Distinct predicted values per batch whose tuples are shared (a classifier's classes); beyond
-that (a regressor) every prediction gets its own."""
+_SHARED_VALUES = 512
+"""Distinct (predicted, expected error) values per batch whose tuples are shared (a classifier's
+classes times the expected errors, which the observer rounds to half a point); beyond that (a
+regressor) every prediction gets its own."""
+
+Pair = tuple[str, float] | tuple[str, float, float]
+"""``(request id, predicted)``, or ``(request id, predicted, expected error)``."""
 
 
 class JoinEntry(NamedTuple):
@@ -77,10 +85,13 @@ class JoinEntry(NamedTuple):
     """The predicted class index (classifiers) or value (regressors)."""
     at: float
     """Wall-clock time of the prediction (seconds)."""
+    expected_error: float = math.nan
+    """The error estimated for the prediction when it was made (classifiers with a calibration);
+    NaN when unknown."""
 
 
-def encode_batch(model: str, version: str, at: float, pairs: Iterable[tuple[str, float]]) -> bytes:
-    """One changelog record for a batch's predictions: ``(request id, predicted)`` pairs.
+def encode_batch(model: str, version: str, at: float, pairs: Iterable[Pair]) -> bytes:
+    """One changelog record for a batch's predictions: ``(request id, predicted[, expected error])``.
 
     One record per batch rather than per prediction: the changelog then costs one ``orjson.dumps``
     per batch on the serving path.
@@ -91,7 +102,12 @@ def encode_batch(model: str, version: str, at: float, pairs: Iterable[tuple[str,
 def decode_batch(raw: bytes) -> list[tuple[str, JoinEntry]]:
     data = orjson.loads(raw)
     model, version, at = str(data["m"]), str(data["v"]), float(data["at"])
-    return [(str(rid), JoinEntry(model, version, float(predicted), at)) for rid, predicted in data["p"]]
+    return [(str(item[0]), _entry(model, version, at, item)) for item in data["p"]]
+
+
+def _entry(model: str, version: str, at: float, item: Any) -> JoinEntry:
+    expected = float(item[2]) if len(item) > 2 else math.nan
+    return JoinEntry(model, version, float(item[1]), at, expected)
 
 
 class OutcomeJoin:
@@ -138,24 +154,29 @@ class OutcomeJoin:
 
     def remember(self, partition: int, request_id: str, entry: JoinEntry) -> None:
         """Remembers one prediction (:meth:`remember_batch` is the serving path's form)."""
-        self.remember_batch(partition, entry.model, entry.version, entry.at, [(request_id, entry.predicted)])
+        pair = (request_id, entry.predicted, entry.expected_error)
+        self.remember_batch(partition, entry.model, entry.version, entry.at, [pair])
 
     def remember_batch(
-        self, partition: int, model: str, version: str, at: float, pairs: Iterable[tuple[str, float]]
+        self, partition: int, model: str, version: str, at: float, pairs: Iterable[Pair]
     ) -> None:
-        """Remembers a batch's ``(request id, predicted)`` pairs of one partition, made by one model
-        version at ``at``. A request id already known (an at-least-once redelivery) keeps the newest."""
+        """Remembers a batch's ``(request id, predicted[, expected error])`` items of one partition,
+        made by one model version at ``at``. A request id already known (an at-least-once
+        redelivery) keeps the newest."""
         entries = self._partitions.get(partition)
         if entries is None:
             entries = self._partitions[partition] = {}
         before = len(entries)
-        shared: dict[float, _Value] = {}
-        for request_id, predicted in pairs:
-            value = shared.get(predicted)
+        shared: dict[tuple[float, float], _Value] = {}
+        nan = math.nan
+        for item in pairs:
+            request_id, predicted = item[0], item[1]
+            expected = item[2] if len(item) > 2 else nan
+            value = shared.get((predicted, expected))
             if value is None:
-                value = (model, version, predicted, at)
+                value = (model, version, predicted, at, expected)
                 if len(shared) < _SHARED_VALUES:
-                    shared[predicted] = value
+                    shared[predicted, expected] = value
             if request_id in entries:
                 del entries[request_id]  # re-inserted at the end: its age is the newest prediction's
             entries[request_id] = value
@@ -214,7 +235,12 @@ class OutcomeJoin:
             try:
                 data = orjson.loads(value)
                 model, version, at = str(data["m"]), str(data["v"]), float(data["at"])
-                pairs = [(str(rid), float(predicted)) for rid, predicted in data["p"]]
+                pairs: list[Pair] = [
+                    (str(item[0]), float(item[1]), float(item[2]))
+                    if len(item) > 2
+                    else (str(item[0]), float(item[1]))
+                    for item in data["p"]
+                ]
             except (ValueError, TypeError, KeyError):
                 continue  # a record this version cannot read is skipped, not fatal
             if at >= cutoff:

@@ -14,6 +14,7 @@ from agent.models.package import Predictions
 from agent.models.registry import ServedModel
 from agent.monitoring.concept import ErrorMonitor
 from agent.monitoring.detectors import DriftConfig
+from agent.monitoring.estimation import EstimateCheck, EstimatedErrorMonitor
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.technical import LatencyWatch, RateWatch
@@ -113,6 +114,12 @@ class ModelMonitor:
     """The error monitor's event count when a detector last fired on it."""
     column_incidents: tuple[IncidentKey, ...] = field(init=False)
     """The incident key of every monitored column (data drift per feature, prediction drift)."""
+    estimated: EstimatedErrorMonitor | None = field(init=False)
+    """The estimated error of a classifier whose package carries a calibration."""
+    estimate_check: EstimateCheck = field(default_factory=EstimateCheck)
+    """Joined predictions' realised error beside the error estimated for them."""
+    last_estimate_detection: int = 0
+    """The estimated-error monitor's event count when a detector last fired on it."""
 
     def __post_init__(self) -> None:
         m = self.served.manifest
@@ -140,6 +147,7 @@ class ModelMonitor:
         self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
         self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
         self.errors = _error_monitor(m)
+        self.estimated = EstimatedErrorMonitor(m.calibration) if m.calibration is not None else None
         self.column_incidents = tuple(
             IncidentKey(
                 m.name, (AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA).value, w.name

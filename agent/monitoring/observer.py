@@ -40,10 +40,12 @@ import orjson
 
 from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
+from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.detectors import Detection
+from agent.monitoring.estimation import quantise_expected
 from agent.monitoring.incidents import IncidentKey, IncidentManager
-from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, encode_batch
+from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
 from agent.monitoring.technical import RateWatch, Transition
 from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
@@ -142,6 +144,10 @@ class DriftObserver:
         for d in detections:
             monitor.last_detection[d.name] = monitor.features.n_events
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
+        if monitor.estimated is not None and batch.predictions.probabilities is not None:
+            alerts.extend(
+                performance.observe_estimate(self.writer, monitor, batch.predictions.probabilities, ctx)
+            )
         alerts.extend(self._rate_alerts(monitor, batch, ctx))
         n = len(batch.records)
         alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
@@ -149,7 +155,9 @@ class DriftObserver:
         if monitor.latency.update(per_row_us):
             alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
         self._recoveries(monitor)
-        observed = Observed(self._gate(alerts))
+        if monitor.estimated is not None:
+            self._estimate_recovery(monitor)
+        observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
         if self.settings.concept_drift and monitor.errors is not None:
             observed.changelog.extend(self._remember(batch))
         return observed
@@ -162,15 +170,22 @@ class DriftObserver:
             assert p.values is not None
             predicted = p.values.astype(np.float64).tolist()
         name, version, now = batch.served.name, batch.served.version, self.clock()
-        by_partition: dict[int, list[tuple[str, float]]] = {}
+        by_partition: dict[int, list[Pair]] = {}
         partition_of = self.join.partition_of
-        for request, value in zip(batch.requests, predicted, strict=True):
+        estimated = self.monitor(batch.served).estimated
+        # A classifier with a calibration: each prediction's expected error goes with it, so that its
+        # outcome can set the realised error beside the estimate.
+        expected = quantise_expected(estimated.last_expected) if estimated is not None else None
+        for i, (request, value) in enumerate(zip(batch.requests, predicted, strict=True)):
             rid = request.request_id
             partition = partition_of(rid)
             pairs = by_partition.get(partition)
             if pairs is None:
                 pairs = by_partition[partition] = []
-            pairs.append((rid, value))
+            if expected is None:
+                pairs.append((rid, value))
+            else:
+                pairs.append((rid, value, expected[i]))
         out = []
         first = batch.records[0]
         for partition, pairs in by_partition.items():
@@ -231,6 +246,7 @@ class DriftObserver:
         """Feeds each joined outcome's error to its model's error monitor; counts the unmatched."""
         out = Observed()
         errors: dict[ModelMonitor, tuple[list[float], list[RecordLike]]] = {}
+        estimates: dict[ModelMonitor, tuple[list[float], list[float]]] = {}
         joined = sum(entry is not None for _, _, entry in matched)
         if joined:
             self.metrics.outcomes.labels(result="joined").inc(joined)
@@ -250,6 +266,10 @@ class DriftObserver:
                 if observed is None:
                     continue  # a label the model does not know: no error to count
                 error = float(observed != int(entry.predicted))
+                if entry.expected_error == entry.expected_error:  # not NaN: estimated when predicted
+                    pair = estimates.setdefault(monitor, ([], []))
+                    pair[0].append(error)
+                    pair[1].append(entry.expected_error)
             else:
                 if outcome.value is None:
                     continue
@@ -259,6 +279,8 @@ class DriftObserver:
                 bucket = errors[monitor] = ([], [])
             bucket[0].append(error)
             bucket[1].append(record)
+        for monitor, (realised, estimated) in estimates.items():
+            monitor.estimate_check.add(realised, estimated)
         alerts: list[Alert] = []
         for monitor, (values, records) in errors.items():
             assert monitor.errors is not None
@@ -267,7 +289,8 @@ class DriftObserver:
                 monitor.last_error_detection = monitor.errors.n_events
             ctx = AlertContext(records)
             # The error monitor reports rises only (a falling error is good news).
-            alerts.extend(self.writer.concept_alert(monitor, d, ctx) for d in detections)
+            raised = [self.writer.concept_alert(monitor, d, ctx) for d in detections]
+            alerts.extend(performance.attach_drivers(monitor, raised))
             window = monitor.errors.window_stats()
             key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
             if (
@@ -318,6 +341,7 @@ class DriftObserver:
                 points.append(
                     MetricPoint("driftline_error", {metric: value, "joined": float(e.count)}, dict(tags))
                 )
+            points.extend(performance.performance_points(monitor, tags))
         join = self.join
         points.append(
             MetricPoint(
@@ -517,6 +541,13 @@ class DriftObserver:
                 key = IncidentKey(monitor.name, kind.value, w.name)
                 if self.incidents.is_open(key):
                     self.incidents.recover(key)
+
+    def _estimate_recovery(self, monitor: ModelMonitor) -> None:
+        key = performance.performance_key(monitor)
+        if self.incidents.is_open(key) and performance.estimate_recovered(
+            monitor, self.settings.recovery_shift_sd
+        ):
+            self.incidents.recover(key)
 
     def _gate(self, alerts: list[Alert]) -> list[Alert]:
         out = []

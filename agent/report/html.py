@@ -31,7 +31,13 @@ from agent.report.data import Distribution, ModelReport, ReportAlert, Series
 __all__ = ["render"]
 
 _W, _H, _PAD = 560, 180, 40
-_KIND_COLOUR = {"data": "#1f77b4", "prediction": "#9467bd", "concept": "#d62728", "technical": "#7f7f7f"}
+_KIND_COLOUR = {
+    "data": "#1f77b4",
+    "prediction": "#9467bd",
+    "performance": "#ff7f0e",
+    "concept": "#d62728",
+    "technical": "#7f7f7f",
+}
 _LINE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
 _CSS = """

@@ -82,4 +82,4 @@ async def test_drift_gauges_on_metrics(
     ]
     assert abs(quiet) < 0.5
     kinds = {dict(labels)["kind"] for (name, labels) in samples if name == "driftline_incidents_open"}
-    assert kinds == {"data", "prediction", "concept", "technical"}
+    assert kinds == {"data", "prediction", "concept", "technical", "performance"}

@@ -6,7 +6,9 @@ Alerts are points of the measurement ``driftline_alert``:
 * fields ``message``, ``alert_id``, the evidence numbers that are set (``reference_mean``,
   ``reference_std``, ``recent_mean``, ``recent_std``, ``shift_in_std``, ``statistic`` as floats,
   ``window_events`` as an integer), numeric ``evidence.extra`` values as ``extra_<name>`` floats and
-  text ones as ``extra_<name>_text``, ``opened_at_event`` and ``first_event_time`` when known;
+  text ones as ``extra_<name>_text``, ``opened_at_event`` and ``first_event_time`` when known, and
+  ``drivers`` (a JSON list of the likely drivers: feature, statistic, shift, importance, score) for
+  prediction, performance and concept alerts that have them;
 * the time is ``detected_at``, in nanoseconds. Writing the same alert twice (at-least-once delivery,
   a spool replayed after a crash) overwrites the point with itself.
 
@@ -25,6 +27,7 @@ and logged with its id. Answers that retrying cannot fix (400 malformed point or
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -100,6 +103,9 @@ def alert_line(alert: Alert) -> str:
             point.field(name, float(value))
     if evidence.window_events is not None:
         point.field("window_events", int(evidence.window_events))
+    if evidence.drivers:
+        # The ranking as data (a JSON list, one object per feature) and as the message words it.
+        point.field("drivers", json.dumps([d.model_dump() for d in evidence.drivers], separators=(",", ":")))
     for name, extra in evidence.extra.items():
         # Separate names per type: a field that changed type would make InfluxDB reject the point.
         if isinstance(extra, str):

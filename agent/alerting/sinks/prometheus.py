@@ -10,7 +10,9 @@ features of the manifest and ``prediction``):
 * ``driftline_drift_window_mean``: the windowed reference-standardised mean (``window_mean``);
 * ``driftline_drift_detector_statistic{detector}``: each detector's statistic (``driftline_detector``);
 
-and ``driftline_model_error{metric}`` (the joined error) and ``driftline_incidents_open{kind,severity}``.
+``driftline_model_error{metric}`` (the joined error), ``driftline_model_estimate{metric}`` (a
+classifier's estimated error, and the realised error beside it once outcomes are joined) and
+``driftline_incidents_open{kind,severity}``.
 Label values come from the manifests of the models served, so the series are bounded; a series whose
 model is no longer served is removed at the next tick, and past ``max_series`` series no new one is
 added (logged once).
@@ -44,6 +46,14 @@ from agent.alerting.sinks.base import Sink
 from agent.metrics import MetricPoint, Metrics
 
 __all__ = ["PrometheusSink"]
+
+_ESTIMATE_FIELDS = (
+    "estimated_error",
+    "realised_error",
+    "estimated_error_joined",
+    "estimate_gap",
+    "estimate_abs_gap",
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,9 @@ class PrometheusSink(Sink):
             elif p.measurement == "driftline_error":
                 for metric in ("error_rate", "mae"):
                     put("error", (tags.get("model", ""), metric), fields.get(metric))
+            elif p.measurement == "driftline_performance":
+                for metric in _ESTIMATE_FIELDS:
+                    put("estimate", (tags.get("model", ""), metric), fields.get(metric))
             elif p.measurement == "driftline_incidents":
                 put("incidents", (tags["kind"], tags["severity"]), fields.get("open"))
         gauges: dict[str, Gauge] = {
@@ -91,6 +104,7 @@ class PrometheusSink(Sink):
             "mean": m.drift_window_mean,
             "detector": m.drift_detector,
             "error": m.model_error,
+            "estimate": m.model_estimate,
             "incidents": m.incidents_open,
         }
         total = sum(len(s) for s in self._set.values())

@@ -49,6 +49,20 @@ def test_alert_line() -> None:
     assert "\n" not in line
 
 
+def test_alert_line_carries_the_drivers_as_json() -> None:
+    from agent.monitoring.attribution import explain
+    from schemas.alert import Driver
+
+    driver = Driver(feature="worst radius", statistic="mean", shift=1.4, importance=0.31, score=0.434)
+    line = alert_line(explain(make_alert(1), [driver]))
+    assert (
+        'drivers="[{\\"feature\\":\\"worst radius\\",\\"statistic\\":\\"mean\\",'
+        '\\"shift\\":1.4,\\"importance\\":0.31,\\"score\\":0.434}]"'
+    ) in line
+    assert "likely drivers: worst radius +1.4 sd (importance 0.31)" in line
+    assert "drivers=" not in alert_line(make_alert(1))
+
+
 def test_metric_lines() -> None:
     points = [
         MetricPoint("driftline_throughput", {"events_per_s": 812, "ok": True}, {"model": "m"}),

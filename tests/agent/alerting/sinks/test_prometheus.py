@@ -32,6 +32,18 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
+async def test_the_estimate_beside_the_realised_error() -> None:
+    metrics = Metrics()
+    sink = PrometheusSink(metrics)
+    fields = {"estimated_error": 0.12, "predictions": 2048.0, "realised_error": 0.1, "estimate_gap": 0.02}
+    await sink.send_metrics([MetricPoint("driftline_performance", fields, {"model": "churn", "version": "1"})])
+    assert sample(metrics, "driftline_model_estimate", model="churn", metric="estimated_error") == 0.12
+    assert sample(metrics, "driftline_model_estimate", model="churn", metric="estimate_gap") == 0.02
+    assert sample(metrics, "driftline_model_estimate", model="churn", metric="predictions") is None
+    await sink.send_metrics([])
+    assert sample(metrics, "driftline_model_estimate", model="churn", metric="estimated_error") is None
+
+
 async def test_each_tick_sets_the_gauges_and_drops_what_is_gone() -> None:
     metrics = Metrics()
     sink = PrometheusSink(metrics)

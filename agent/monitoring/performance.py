@@ -1,0 +1,145 @@
+"""Estimated performance and attribution, as the observer uses them: alerts, recoveries and metrics.
+
+The observer (:mod:`agent.monitoring.observer`) hands each batch's class probabilities to
+:func:`observe_estimate`, which feeds the model's :class:`~agent.monitoring.estimation.EstimatedErrorMonitor`
+and words a ``performance`` alert for each rise it detects; :func:`attach_drivers` names the likely
+drivers (:mod:`agent.monitoring.attribution`) in every prediction, performance and concept alert
+before the incident gate sees it; :func:`estimate_recovered` says when the estimated error is back at
+or below its reference; :func:`performance_points` are the metrics: the recent estimated error and,
+once outcomes are joined, the realised error beside the estimate over the same predictions.
+
+May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.metrics`, :mod:`schemas`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy.typing as npt
+
+from agent.metrics import MetricPoint
+from agent.monitoring.attribution import EXPLAINED_KINDS, column_shifts, explain, rank_drivers
+from agent.monitoring.detectors import Detection
+from agent.monitoring.incidents import IncidentKey
+from agent.monitoring.model_monitor import ModelMonitor, settled_before
+from agent.monitoring.wording import AlertContext, AlertWriter, detection_evidence
+from schemas.alert import Alert, AlertKind, Driver, Severity
+
+__all__ = [
+    "PERFORMANCE_SUBJECT",
+    "attach_drivers",
+    "drivers",
+    "estimate_recovered",
+    "observe_estimate",
+    "performance_alert",
+    "performance_key",
+    "performance_points",
+]
+
+PERFORMANCE_SUBJECT = "estimated_error"
+"""The subject of a performance alert (and of its incident)."""
+
+
+def performance_key(monitor: ModelMonitor) -> IncidentKey:
+    return IncidentKey(monitor.name, AlertKind.PERFORMANCE.value, PERFORMANCE_SUBJECT)
+
+
+def performance_alert(writer: AlertWriter, monitor: ModelMonitor, d: Detection, ctx: AlertContext) -> Alert:
+    """A rise of the estimated error, worded like the concept alert of the real error."""
+    assert monitor.estimated is not None
+    reference = monitor.estimated.reference_mean
+    severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
+    return writer.alert(
+        monitor,
+        AlertKind.PERFORMANCE,
+        d.detector,
+        PERFORMANCE_SUBJECT,
+        severity,
+        f"the estimated error of {monitor.name}/{monitor.version} rose: {d.window_mean:.1%} over the "
+        f"last {d.window_count:,} predictions vs {reference:.1%} on its holdout (from its calibrated "
+        f"confidence, no labels needed); {d.detector} fired at prediction {d.event_index}",
+        detection_evidence(d, metric="estimated_error"),
+        ctx,
+    )
+
+
+def observe_estimate(
+    writer: AlertWriter, monitor: ModelMonitor, probabilities: npt.ArrayLike, ctx: AlertContext
+) -> list[Alert]:
+    """Feeds one batch to the model's estimated-error monitor; the performance alerts it raises."""
+    estimated = monitor.estimated
+    if estimated is None:
+        return []
+    detections = estimated.update(probabilities)
+    if detections:
+        monitor.last_estimate_detection = estimated.n_events
+    # Rises only (a fall of the estimate is good news): the monitor reports nothing else.
+    return [performance_alert(writer, monitor, d, ctx) for d in detections]
+
+
+def estimate_recovered(monitor: ModelMonitor, threshold_sd: float) -> bool:
+    """Whether the estimated error is back: the recent window's shift under ``threshold_sd`` (at or
+    below the reference; lower is good news), over a window with no prediction from before the last
+    detection."""
+    estimated = monitor.estimated
+    if estimated is None or not estimated.n_events:
+        return False
+    window = estimated.window_stats()
+    return (
+        window.count > 0
+        and window.shift_sd < threshold_sd
+        and monitor.last_estimate_detection <= settled_before(estimated.n_events, estimated.config)
+    )
+
+
+MIN_DRIVER_BLOCKS = 8
+"""The features' shifts are read over at least this many recent blocks (256 events by default), so
+that a window's sampling noise (0.06 sd over 256 events) stays under the attribution's noise floor."""
+
+
+def drivers(monitor: ModelMonitor, events: int | None = None, *, top: int = 3) -> list[Driver]:
+    """The features that most likely explain a change in the model's output or error now: their shifts
+    over about the last ``events`` events (the alert's window since its change point; the whole
+    recent window when not given)."""
+    manifest = monitor.served.manifest
+    importance = manifest.importance.values if manifest.importance is not None else None
+    config = monitor.features.config
+    last = None
+    if events is not None:
+        last = min(max(math.ceil(events / config.block_size), MIN_DRIVER_BLOCKS), config.window_blocks)
+    shifts = column_shifts(monitor.features.window_stats(last), manifest.feature_names)
+    return rank_drivers(shifts, importance, top=top)
+
+
+def attach_drivers(monitor: ModelMonitor, alerts: Sequence[Alert]) -> list[Alert]:
+    """``alerts`` with the likely drivers named in each prediction, performance and concept alert,
+    each over its own window since the change its detector saw."""
+    return [
+        explain(a, drivers(monitor, a.evidence.window_events)) if a.kind in EXPLAINED_KINDS else a
+        for a in alerts
+    ]
+
+
+def performance_points(monitor: ModelMonitor, tags: dict[str, str]) -> list[MetricPoint]:
+    """``driftline_performance``: the recent estimated error over the last predictions and, once
+    outcomes are joined, the realised error of the last joined predictions beside the error estimated
+    for those same predictions, and their gap (estimated - realised)."""
+    estimated = monitor.estimated
+    if estimated is None or not estimated.n_events:
+        return []
+    fields: dict[str, float] = {}
+    window = estimated.window_stats()
+    if window.count:
+        fields["estimated_error"] = window.mean
+        fields["predictions"] = float(window.count)
+    check = monitor.estimate_check.current()
+    if check.count and math.isfinite(check.realised):
+        fields.update(
+            realised_error=check.realised,
+            estimated_error_joined=check.estimated,
+            estimate_gap=check.gap,
+            estimate_abs_gap=abs(check.gap),
+            joined=float(check.count),
+        )
+    return [MetricPoint("driftline_performance", fields, dict(tags))] if fields else []

@@ -1,0 +1,259 @@
+"""Estimated performance without labels, on seeded streams through the real handler and real packages.
+
+Two logistic models of three standard-normal features, packaged with the real builder (so with the
+calibration and the importances it measures on a holdout): in ``middle`` the decision boundary is at
+x0's median (P(y=1) = sigmoid(4 x0 + 0.5 x1)), in ``edge`` it is at x0 = 1.5, where few rows are. x2
+means nothing to either. Labels come from that same rule, so the calibration holds on the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from agent.models.registry import ModelRegistry
+from agent.models.repository import ModelRepository
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.packaging.builder import build_package
+from agent.packaging.examples import EXAMPLES
+from agent.packaging.training import TrainingResult
+from agent.serving.handler import Record, RequestHandler
+from producers.scenarios import generate
+from producers.stream import MessageKind
+from schemas.alert import Alert, AlertKind
+
+NAMES = ("x0", "x1", "x2")
+ALERTS = "alerts"
+OUTCOMES = "outcomes"
+# Inference latency is the machine's, not the stream's (see test_observer.py).
+SETTINGS = MonitorSettingsView(latency_threshold=1e12)
+BOUNDARY = {"middle": 0.0, "edge": 1.5}
+
+
+def probability(X: np.ndarray, boundary: float) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-(4.0 * (X[:, 0] - boundary) + 0.5 * X[:, 1]))))
+
+
+def labelled(rng: np.random.Generator, n: int, boundary: float) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.normal(size=(n, 3))
+    return X, (rng.random(n) < probability(X, boundary)).astype(int)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    repository = ModelRepository(tmp_path_factory.mktemp("estimation-models"))
+    for name, boundary in BOUNDARY.items():
+        rng = np.random.default_rng(3)
+        X, y = labelled(rng, 6000, boundary)
+        X_holdout, y_holdout = labelled(rng, 3000, boundary)
+        model = LogisticRegression().fit(X, y)
+        result = TrainingResult(model, X, y, list(NAMES), X_holdout, y_holdout)
+        build_package(result, name=name, version="1", repository=repository)
+    return repository
+
+
+def make_handler(root: Path) -> tuple[RequestHandler, DriftObserver]:
+    registry = ModelRegistry(root)
+    registry.refresh()
+    observer = DriftObserver(IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), settings=SETTINGS)
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        alerts_topic=ALERTS,
+        outcomes_topic=OUTCOMES,
+    )
+    return handler, observer
+
+
+def requests(model: str, rows: np.ndarray, first: int = 0) -> Iterator[Record]:
+    for i, row in enumerate(rows, first):
+        body = {
+            "request_id": f"r{i}",
+            "model": model,
+            "features": dict(zip(NAMES, map(float, row), strict=True)),
+        }
+        yield Record("requests", i % 4, i, None, json.dumps(body).encode())
+
+
+def run(handler: RequestHandler, records: Iterator[Record], batch: int = 500) -> list[Alert]:
+    alerts: list[Alert] = []
+    pending: list[Record] = []
+
+    def flush() -> None:
+        alerts.extend(
+            Alert.model_validate_json(m.value) for m in handler.handle(pending) if m.topic == ALERTS
+        )
+        pending.clear()
+
+    for record in records:
+        pending.append(record)
+        if len(pending) == batch:
+            flush()
+    flush()
+    return alerts
+
+
+def test_the_packages_know_what_they_depend_on(repository: ModelRepository) -> None:
+    registry = ModelRegistry(repository.root)
+    registry.refresh()
+    for served in registry.served():
+        m = served.manifest
+        assert m.calibration is not None and m.importance is not None
+        importance = m.importance.values
+        assert importance["x0"] > 0.8 and importance["x2"] < 0.02, importance
+
+
+def test_a_shift_toward_the_boundary_raises_a_performance_alert_before_any_label(
+    repository: ModelRepository,
+) -> None:
+    # 'edge': x0 moves up by 1.5 sd at event 20,000, to where the model is unsure; no outcome is sent
+    # (the labels come later than the test lasts).
+    handler, observer = make_handler(repository.root)
+    rows = np.random.default_rng(8).normal(size=(40_000, 3))
+    change = 20_000
+    rows[change:, 0] += 1.5
+    alerts = run(handler, requests("edge", rows))
+    [performance] = [a for a in alerts if a.kind is AlertKind.PERFORMANCE]
+    fired_at = int(performance.evidence.extra["event_index"])
+    assert change < fired_at <= change + 1_000
+    assert (
+        performance.subject == "estimated_error" and performance.evidence.extra["metric"] == "estimated_error"
+    )
+    # The estimate is about what the labels would say: sigmoid(4 (x0 - 1.5)) with x0 ~ N(1.5, 1).
+    shifted = rows[change:]
+    p = probability(shifted, BOUNDARY["edge"])
+    bayes = float(np.minimum(p, 1 - p).mean())
+    assert performance.evidence.recent_mean == pytest.approx(bayes, abs=0.03)
+    # It names the feature that moved, first, in its evidence (data) and its message.
+    drivers = performance.evidence.drivers
+    assert drivers and drivers[0].feature == "x0" and drivers[0].statistic == "mean"
+    assert drivers[0].shift > 1.0 and drivers[0].importance > 0.8
+    assert "likely drivers: x0 +" in performance.message
+    # The prediction-drift alert names it too; the data alert is on x0 alone; no concept alert
+    # without outcomes.
+    [prediction] = [a for a in alerts if a.kind is AlertKind.PREDICTION]
+    assert prediction.evidence.drivers[0].feature == "x0"
+    assert {a.subject for a in alerts if a.kind is AlertKind.DATA} == {"x0"}
+    assert not [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    points = {p.measurement: p for p in observer.metric_points()}
+    assert points["driftline_performance"].fields["estimated_error"] == pytest.approx(bayes, abs=0.03)
+    assert "realised_error" not in points["driftline_performance"].fields  # no label yet
+
+
+def test_a_shift_on_a_feature_the_model_ignores_is_data_drift_only(repository: ModelRepository) -> None:
+    handler, _ = make_handler(repository.root)
+    rows = np.random.default_rng(9).normal(size=(40_000, 3))
+    rows[20_000:, 2] += 1.0
+    alerts = run(handler, requests("edge", rows))
+    assert [(a.kind, a.subject) for a in alerts] == [(AlertKind.DATA, "x2")]
+
+
+def test_the_important_feature_squeezed_to_the_boundary(repository: ModelRepository) -> None:
+    # The issue's case: 'middle' has its boundary at x0's median; x0's spread shrinks five-fold at
+    # event 20,000 (its mean does not move) and the error goes from about 13 % to about 33 %.
+    handler, observer = make_handler(repository.root)
+    rng = np.random.default_rng(10)
+    rows = rng.normal(size=(40_000, 3))
+    change = 20_000
+    rows[change:, 0] *= 0.2
+    alerts = run(handler, requests("middle", rows))
+    [performance] = [a for a in alerts if a.kind is AlertKind.PERFORMANCE]
+    assert change < int(performance.evidence.extra["event_index"]) <= change + 1_000
+    first = performance.evidence.drivers[0]
+    assert (first.feature, first.statistic) == ("x0", "spread")
+    # Read over the 256 events before the alert, a few of them from before the squeeze.
+    assert 0.15 < first.shift < 0.4
+    assert "likely drivers: x0 spread x0." in performance.message
+    # Still open at the end: the estimate stays up while the squeeze lasts.
+    assert observer.incidents.is_open(IncidentKey("middle", "performance", "estimated_error"))
+
+
+def test_with_labels_the_estimate_is_set_beside_the_realised_error(repository: ModelRepository) -> None:
+    handler, observer = make_handler(repository.root)
+    rng = np.random.default_rng(12)
+    rows = rng.normal(size=(20_000, 3))
+    rows[10_000:, 0] *= 0.2
+    y = (rng.random(len(rows)) < probability(rows, BOUNDARY["middle"])).astype(int)
+
+    def with_outcomes() -> Iterator[Record]:
+        for i, record in enumerate(requests("middle", rows)):
+            yield record
+            outcome = {"request_id": f"r{i}", "model": "middle", "label": int(y[i])}
+            yield Record(OUTCOMES, i % 4, i, None, json.dumps(outcome).encode())
+
+    alerts = run(handler, with_outcomes())
+    [monitor] = observer.monitors()
+    window = monitor.estimate_check.current()
+    assert window.count == 2000
+    assert window.realised == pytest.approx(0.33, abs=0.03)
+    assert abs(window.gap) < 0.03
+    [point] = [p for p in observer.metric_points() if p.measurement == "driftline_performance"]
+    assert point.fields["realised_error"] == window.realised
+    assert point.fields["estimate_gap"] == pytest.approx(window.gap)
+    assert point.fields["estimate_abs_gap"] == pytest.approx(abs(window.gap))
+    kinds = [a.kind for a in alerts]
+    # The estimate saw it first: it needs no label. The concept alert names the same driver.
+    assert kinds.index(AlertKind.PERFORMANCE) < kinds.index(AlertKind.CONCEPT)
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert concept.evidence.drivers[0].feature == "x0"
+
+
+# --- the bundled examples, under the scenario shifts -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    repository = ModelRepository(tmp_path_factory.mktemp("example-models"))
+    for name in ("breast-cancer", "classification-20"):
+        build_package(EXAMPLES[name](), name=name, version="1", repository=repository)
+    return repository
+
+
+def window_gaps(root: Path, model: str, scenario: str) -> list[float]:
+    """``estimated - realised`` over each window of 2,000 joined predictions of a 20,000-event run."""
+    handler, observer = make_handler(root)
+    pending: list[Record] = []
+    gaps = []
+    outcomes = 0
+    for i, message in enumerate(generate(scenario, model=model, seed=0, count=20_000)):
+        topic = OUTCOMES if message.kind is MessageKind.OUTCOME else "requests"
+        pending.append(Record(topic, 0, i, message.key, message.value))
+        if topic == OUTCOMES:
+            outcomes += 1
+            if outcomes % 2000 == 0:
+                handler.handle(pending)
+                pending.clear()
+                window = observer.monitors()[0].estimate_check.current()
+                assert window.count == 2000
+                gaps.append(window.gap)
+    return gaps
+
+
+@pytest.mark.parametrize("scenario", ["calm", "covariate", "gradual", "recurring"])
+def test_the_estimate_of_classification_20_is_within_3_points(
+    examples: ModelRepository, scenario: str
+) -> None:
+    gaps = window_gaps(examples.root, "classification-20", scenario)
+    worst = max(abs(g) for g in gaps)
+    # gradual ramps x05 to +2 sd, beyond most of the holdout: the estimate lags the error there.
+    assert worst <= (0.035 if scenario == "gradual" else 0.03), gaps
+
+
+@pytest.mark.parametrize(("scenario", "bound"), [("calm", 0.03), ("recurring", 0.03), ("covariate", 0.05)])
+def test_the_estimate_of_breast_cancer(examples: ModelRepository, scenario: str, bound: float) -> None:
+    # Within 3 points calm and recurring; under the covariate shift it is too pessimistic by about 3.5:
+    # +1 sd of 'worst radius' makes the forest less sure of rows it still gets right (the streams replay
+    # its training rows, which it knows by heart, and it has three other size features to go by).
+    gaps = window_gaps(examples.root, "breast-cancer", scenario)
+    assert max(abs(g) for g in gaps) <= bound, gaps
+    assert min(gaps) > -0.01  # never optimistic
