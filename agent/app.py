@@ -150,7 +150,12 @@ def create_app(settings: Settings) -> Driftline:
         restore_timeout_s=settings.incidents.restore_timeout_s,
         replication_factor=settings.topics.replication_factor,
     )
-    incidents = IncidentManager(incident_store, cooldown_s=settings.incidents.cooldown_s, metrics=metrics)
+    incidents = IncidentManager(
+        incident_store,
+        cooldown_s=settings.incidents.cooldown_s,
+        metrics=metrics,
+        group_window_s=settings.incidents.group_window_s,
+    )
     observers: list[BatchObserver] = []
     observer: DriftObserver | None = None
     if settings.monitoring.enabled:

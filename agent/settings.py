@@ -260,6 +260,16 @@ class IncidentSettings(BaseModel):
     """Longest wait at start-up to read the incident topic to its end; after it the worker starts anyway
     (and may alert an ongoing incident once more)."""
 
+    group_window_s: float = Field(default=900.0, ge=0)
+    """A drift alert (data, prediction, performance, concept) that opens joins the same model's
+    incident across kinds if that incident's latest alert opened at most this long before; 0: every
+    alert is an incident of its own."""
+
+    notify: Literal["incidents", "alerts", "both"] = "incidents"
+    """What webhooks, Slack and PagerDuty are sent: one notification per change of an incident across
+    kinds (it opened, grew or rose in severity, resolved), each alert and recovery (as before this
+    release), or both. InfluxDB and the alerts topic always get both."""
+
 
 class MonitoringSettings(BaseModel):
     """Drift monitoring of every served model (the detectors' own parameters are calibrated defaults,

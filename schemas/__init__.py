@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
 from schemas.events import DeadLetter, DeadLetterReason, Outcome, Prediction, PredictionRequest
+from schemas.incident import IncidentReport, TimelineEntry
 from schemas.manifest import (
     BuildVersions,
     CategoricalStatistics,
@@ -32,6 +33,7 @@ __all__ = [
     "DeadLetterReason",
     "Evidence",
     "Feature",
+    "IncidentReport",
     "Manifest",
     "MissingPolicy",
     "NumericStatistics",
@@ -43,6 +45,7 @@ __all__ = [
     "PredictionRequest",
     "ReferenceStatistics",
     "Severity",
+    "TimelineEntry",
     "TrainingSummary",
     "export_json_schemas",
 ]
@@ -54,6 +57,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "dead-letter": DeadLetter,
     "manifest": Manifest,
     "alert": Alert,
+    "incident": IncidentReport,
 }
 """File stem -> model, for every schema exported as JSON Schema."""
 

@@ -1,12 +1,15 @@
-"""Reading alerts back from InfluxDB: the ``driftline_alert`` points the workers' InfluxDB sink wrote.
+"""Reading alerts back from InfluxDB: the ``driftline_alert`` points the workers' InfluxDB sink wrote,
+and the ``driftline_incident`` notifications of incidents across kinds.
 
-``driftline alerts`` lists them and the demo's summary shows them; both call :func:`query_alerts`.
+``driftline alerts`` lists both and the demo's summary shows them; they call :func:`query_alerts` and
+:func:`query_incidents`.
 
 May import: :mod:`agent.errors`, :mod:`agent.settings`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 from agent.errors import ConfigurationError, ServiceUnavailableError
 from agent.settings import InfluxSettings
 
-__all__ = ["AlertRow", "build_query", "query_alerts"]
+__all__ = ["AlertRow", "IncidentRow", "build_query", "query_alerts", "query_incidents"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,26 @@ class AlertRow:
     evidence: dict[str, float | int | str]
 
 
+@dataclass(frozen=True)
+class IncidentRow:
+    """An incident as its latest notification left it in InfluxDB."""
+
+    time: datetime
+    """When that notification was made."""
+    model: str
+    status: str
+    """``opened``, ``updated`` or ``resolved``."""
+    severity: str
+    incident_id: str
+    alerts: int
+    open_alerts: int
+    root_cause: str
+    change: str
+    opened_at: str
+    timeline: list[dict[str, Any]]
+    context: list[str]
+
+
 def _flux_string(value: str) -> str:
     # OSS 2.x has no query parameters: escape what a Flux string literal treats specially.
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
@@ -44,7 +67,13 @@ def _flux_time(when: datetime) -> str:
 
 
 def build_query(
-    bucket: str, *, since: datetime, model: str | None = None, kind: str | None = None, limit: int = 50
+    bucket: str,
+    *,
+    since: datetime,
+    model: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    measurement: str = "driftline_alert",
 ) -> str:
     """The Flux query for alerts since ``since``, newest first, at most ``limit``.
 
@@ -62,7 +91,7 @@ def build_query(
     lines = [
         f"from(bucket: {_flux_string(bucket)})",
         f"  |> range(start: {_flux_time(since)})",
-        '  |> filter(fn: (r) => r._measurement == "driftline_alert")',
+        f"  |> filter(fn: (r) => r._measurement == {_flux_string(measurement)})",
     ]
     if model:
         lines.append(f"  |> filter(fn: (r) => r.model == {_flux_string(model)})")
@@ -113,6 +142,57 @@ def query_alerts(
 ) -> list[AlertRow]:
     """Alerts from InfluxDB, newest first; raises a :class:`~agent.errors.DriftlineError` naming the URL
     when InfluxDB cannot be reached, the token is missing or refused, or the bucket does not exist."""
+    query = build_query(settings.bucket, since=since, model=model, kind=kind, limit=limit)
+    return [_row(values) for values in _records(settings, query, limit, timeout_s)]
+
+
+def _incident_row(values: dict[str, Any]) -> IncidentRow:
+    def listed(name: str) -> list[Any]:
+        try:
+            data = json.loads(values.get(name) or "[]")
+        except ValueError:
+            return []
+        return data if isinstance(data, list) else []
+
+    return IncidentRow(
+        time=values["_time"],
+        model=str(values.get("model", "")),
+        status=str(values.get("status", "")),
+        severity=str(values.get("severity", "")),
+        incident_id=str(values.get("incident_id") or ""),
+        alerts=int(values.get("alerts") or 0),
+        open_alerts=int(values.get("open_alerts") or 0),
+        root_cause=str(values.get("root_cause") or ""),
+        change=str(values.get("change") or ""),
+        opened_at=str(values.get("opened_at") or ""),
+        timeline=[e for e in listed("timeline") if isinstance(e, dict)],
+        context=[str(c) for c in listed("context")],
+    )
+
+
+def query_incidents(
+    settings: InfluxSettings,
+    *,
+    since: datetime,
+    model: str | None = None,
+    limit: int = 50,
+    timeout_s: float = 10.0,
+) -> list[IncidentRow]:
+    """Incidents notified since ``since``, each as its latest notification left it, newest first; errors
+    as :func:`query_alerts`."""
+    # Several notifications per incident: read a few times the limit, keep each one's newest.
+    query = build_query(
+        settings.bucket, since=since, model=model, limit=limit * 8, measurement="driftline_incident"
+    )
+    newest: dict[str, IncidentRow] = {}
+    for values in _records(settings, query, limit, timeout_s):
+        row = _incident_row(values)
+        if row.incident_id not in newest or row.time > newest[row.incident_id].time:
+            newest[row.incident_id] = row
+    return sorted(newest.values(), key=lambda r: r.time, reverse=True)[:limit]
+
+
+def _records(settings: InfluxSettings, query: str, limit: int, timeout_s: float) -> list[dict[str, Any]]:
     from influxdb_client import InfluxDBClient
     from influxdb_client.rest import ApiException
 
@@ -123,7 +203,6 @@ def query_alerts(
         )
     if limit < 1:
         raise ConfigurationError("--limit must be at least 1")
-    query = build_query(settings.bucket, since=since, model=model, kind=kind, limit=limit)
     try:
         with InfluxDBClient(
             url=settings.url,
@@ -152,4 +231,4 @@ def query_alerts(
             f"InfluxDB at {settings.url} cannot be reached ({type(exc).__name__}: {str(exc)[:200]}); "
             "is it running? (scripts/influxdb status)"
         ) from None
-    return [_row(record.values) for table in tables for record in table.records]
+    return [record.values for table in tables for record in table.records]

@@ -41,7 +41,7 @@ from agent.kafka import aiokafka_options
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.monitoring.incidents import Incident, IncidentManager
 from agent.settings import DeliverySettings, Settings
-from schemas.alert import decode_alert
+from schemas.incident import IncidentReport, decode_record
 
 if TYPE_CHECKING:
     from agent.alerting.sinks.delivery import DeliveryOptions
@@ -93,6 +93,7 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
                 hooks.urls,
                 hooks.secret,
                 legacy_headers=hooks.legacy_headers,
+                notify=settings.incidents.notify,
                 **_delivery_options(settings, hooks, "webhook", metrics),
             )
         )
@@ -104,6 +105,7 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
             SlackSink(
                 slack.webhook_url,
                 recoveries=slack.recoveries,
+                notify=settings.incidents.notify,
                 **_delivery_options(settings, slack, "slack", metrics),
             )
         )
@@ -117,6 +119,7 @@ def build_sinks(settings: Settings, metrics: Metrics | None = None) -> list[Sink
                 url=pagerduty.url,
                 source=pagerduty.source or settings.app_id,
                 client_url=pagerduty.client_url,
+                notify=settings.incidents.notify,
                 **_delivery_options(settings, pagerduty, "pagerduty", metrics),
             )
         )
@@ -233,12 +236,13 @@ class AlertWiring:
     _agent: Any = field(default=None, repr=False)
 
     async def handle(self, value: bytes | None) -> None:
-        """Decodes one alerts-topic record and fans it out; a bad record is logged and skipped."""
+        """Decodes one alerts-topic record (an alert or an incident notification) and fans it out; a bad
+        record is logged and skipped."""
         self.received += 1
         if value is None:
             return  # a tombstone: nothing to deliver
         try:
-            alert = decode_alert(value)
+            record = decode_record(value)
         except ValueError as exc:
             self.invalid += 1
             self.metrics.alert_records_invalid.inc()
@@ -248,7 +252,8 @@ class AlertWiring:
             )
             return
         skip_before = self.service.skip_before
-        if skip_before is not None and alert.detected_at.timestamp() < skip_before:
+        when = record.updated_at if isinstance(record, IncidentReport) else record.detected_at
+        if skip_before is not None and when.timestamp() < skip_before:
             if not self.skipped:
                 log.info(
                     "alerts: a new app id: alerts raised before its first start are not sent to the sinks "
@@ -257,7 +262,10 @@ class AlertWiring:
             self.skipped += 1
             self.metrics.alerts_before_start.inc()
             return
-        await self.fanout.send(alert)
+        if isinstance(record, IncidentReport):
+            await self.fanout.send_incident(record)
+        else:
+            await self.fanout.send(record)
 
     def collect_metrics(self) -> list[MetricPoint]:
         """The metrics source's points (errors are logged, not raised) plus each sink's counters."""

@@ -39,6 +39,7 @@ import numpy.typing as npt
 import orjson
 
 from schemas.alert import Alert, AlertKind
+from schemas.incident import IncidentReport, decode_record
 
 __all__ = [
     "AlertTable",
@@ -449,12 +450,18 @@ def evaluate(
 
 @dataclass(frozen=True)
 class WebhookDelivery:
-    """One POST the receiver got."""
+    """One POST the receiver got: an alert, or an incident's notification (``kind`` ``incident``,
+    ``subject`` its status: ``opened``, ``updated``, ``resolved``)."""
 
     alert_id: str
+    """The ``webhook-id``: the alert's id, or the notification's."""
     verified: bool
     kind: str = ""
     subject: str = ""
+    incident: str = ""
+    """The incident's id, for a notification."""
+    detail: str = ""
+    """A notification's change, in words."""
 
 
 @dataclass
@@ -520,7 +527,17 @@ class DemoSummary:
         )
         verified = sum(1 for d in self.webhook if d.verified)
         rejected = len(self.webhook) - verified
-        unique = len({d.alert_id for d in self.webhook if d.verified})
+        unique = len({d.alert_id for d in self.webhook if d.verified and d.kind != "incident"})
+        notes = [d for d in self.webhook if d.verified and d.kind == "incident"]
+        statuses = Counter(d.subject for d in notes)
+        received = []
+        if unique or not notes:
+            received.append(f"{unique} distinct alerts")
+        if notes:
+            received.append(
+                f"{len({d.incident for d in notes})} incidents: {statuses['opened']} opened, "
+                f"{statuses['updated']} updated, {statuses['resolved']} resolved"
+            )
         minutes, seconds = divmod(round(self.duration_s), 60)
         took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
         lines = [
@@ -535,7 +552,7 @@ class DemoSummary:
         if self.webhook:
             lines.append(
                 f"  webhook       {len(self.webhook)} deliveries, {verified} signatures verified "
-                f"({unique} distinct alerts), {rejected} rejected"
+                f"({'; '.join(received)}), {rejected} rejected"
             )
         else:
             lines.append("  webhook       no deliveries")
@@ -681,14 +698,25 @@ class WebhookReceiver:
         # Verify the raw bytes before parsing anything: the signature covers the body as sent.
         body = await request.read()
         verified = verify_signature(self.secret, body, request.headers)
-        kind = subject = ""
+        kind = subject = incident = detail = ""
         if verified:
             try:
-                alert = Alert.model_validate_json(body)
-                kind, subject = alert.kind.value, alert.subject
+                record = decode_record(body)
             except ValueError:
                 verified = False
-        delivery = WebhookDelivery(request.headers.get(ID_HEADER, ""), verified, kind, subject)
+            else:
+                if isinstance(record, IncidentReport):
+                    kind, subject, incident, detail = (
+                        "incident",
+                        record.status,
+                        record.incident_id,
+                        record.change,
+                    )
+                else:
+                    kind, subject = record.kind.value, record.subject
+        delivery = WebhookDelivery(
+            request.headers.get(ID_HEADER, ""), verified, kind, subject, incident, detail
+        )
         self.deliveries.append(delivery)
         if self.on_delivery is not None:
             self.on_delivery(delivery)

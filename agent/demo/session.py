@@ -412,6 +412,9 @@ class Demo:
 
     def _on_delivery(self, delivery: WebhookDelivery) -> None:
         state = "signature verified" if delivery.verified else "SIGNATURE REJECTED"
+        if delivery.kind == "incident":
+            self.say(f"{'':8}  -> webhook: {state} (incident {delivery.incident[:12]} {delivery.detail})")
+            return
         what = f"{delivery.kind} {delivery.subject!r}" if delivery.kind else "?"
         self.say(f"{'':8}  -> webhook: {state} ({what}, alert {delivery.alert_id[:12]})")
 

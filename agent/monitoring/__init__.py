@@ -5,8 +5,9 @@ Owns: reference standardisation (``transforms``), exact block sums (``blocks``),
 concept monitor (``concept``), the estimated error of a calibrated classifier (``estimation``), the
 likely drivers of an alert (``attribution``) and the observer's use of both (``performance``),
 technical rates and latency (``technical``), the per-model monitors (``model_monitor``), alert wording
-(``wording``), the outcome join (``join``), the incident gate (``incidents``), and the observer that
-the serving layer calls (``observer``, with its contract in ``batch``).
+(``wording``), the outcome join (``join``), the incident gate (``incidents``) and the incidents
+across kinds it groups (``grouping``), and the observer that the serving layer calls (``observer``,
+with its contract in ``batch``).
 
 May import: :mod:`agent.models`, :mod:`agent.errors`, :mod:`agent.metrics`, :mod:`agent.settings`,
 :mod:`schemas`. Knows no transport: no Kafka client, topic name or message type; it returns alerts and

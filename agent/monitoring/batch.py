@@ -19,6 +19,7 @@ from agent.models.package import Predictions
 from agent.models.registry import ServedModel
 from schemas.alert import Alert
 from schemas.events import DeadLetterReason, Outcome, PredictionRequest
+from schemas.incident import IncidentReport
 
 __all__ = [
     "BatchObserver",
@@ -87,10 +88,13 @@ class Observed:
     """Alerts that passed the incident gate, for the alerts topic."""
     changelog: list[ChangelogRecord] = field(default_factory=list)
     """Records for the outcome join's topic."""
+    incidents: list[IncidentReport] = field(default_factory=list)
+    """Notifications of incidents across kinds (opened, updated, resolved), for the alerts topic."""
 
     def extend(self, other: Observed) -> None:
         self.alerts.extend(other.alerts)
         self.changelog.extend(other.changelog)
+        self.incidents.extend(other.incidents)
 
 
 class BatchObserver(Protocol):

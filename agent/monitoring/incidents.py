@@ -56,6 +56,7 @@ from agent.metrics import Metrics
 from schemas import Alert
 
 __all__ = [
+    "GROUPED_KINDS",
     "InMemoryIncidentStore",
     "Incident",
     "IncidentKey",
@@ -65,6 +66,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+GROUPED_KINDS = frozenset({"data", "prediction", "performance", "concept"})
+"""Kinds whose incidents of one model are grouped when they open close together: drifts, which all
+close when their column is back near its reference. Technical incidents are each a group of their
+own: some never close (a dependency version that differs stays different), and would hold a group
+open forever; what they say is context (:mod:`agent.monitoring.context`)."""
 
 
 class IncidentKey(NamedTuple):
@@ -95,6 +103,22 @@ class Incident:
     """Alerts published for it: the opening one plus reminders."""
     severity: str = "warning"
     """Severity of its last alert (records written before it was stored read as ``warning``)."""
+    group: str = ""
+    """Id of the cross-kind incident it belongs to (:mod:`agent.monitoring.grouping`); empty in records
+    written before groups: then it is a group of its own (:attr:`group_id`)."""
+    version: str = ""
+    """Model version of its opening alert."""
+    detector: str = ""
+    message: str = ""
+    """Its opening alert's message (cut to 500 characters), for the group's timeline on any worker."""
+    event: int = -1
+    """Its opening alert's ``opened_at_event`` (-1: unknown)."""
+    drivers: tuple[str, ...] = ()
+    """The likely drivers its opening alert named."""
+
+    @property
+    def group_id(self) -> str:
+        return self.group or self.alert_id
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -111,6 +135,12 @@ class Incident:
             last_alerted_at=float(data["last_alerted_at"]),
             alerts=int(data.get("alerts", 1)),
             severity=str(data.get("severity", "warning")),
+            group=str(data.get("group", "")),
+            version=str(data.get("version", "")),
+            detector=str(data.get("detector", "")),
+            message=str(data.get("message", "")),
+            event=int(data.get("event", -1)),
+            drivers=tuple(str(d) for d in data.get("drivers", ())),
         )
 
 
@@ -179,6 +209,8 @@ class IncidentManager:
         cooldown_s: An incident still open this long after its last alert is alerted again.
         clock: Wall-clock seconds; injected by tests.
         metrics: Counts suppressed alerts (``driftline_alerts_suppressed``), if given.
+        group_window_s: An alert that opens an incident joins the cross-kind group of the same model's
+            open incidents if one of them opened at most this long before; else it starts a group.
     """
 
     def __init__(
@@ -188,11 +220,15 @@ class IncidentManager:
         cooldown_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        group_window_s: float = 900.0,
     ) -> None:
         if cooldown_s <= 0:
             raise ValueError("cooldown_s must be positive")
+        if group_window_s < 0:
+            raise ValueError("group_window_s must not be negative")
         self.store = store
         self.cooldown_s = cooldown_s
+        self.group_window_s = group_window_s
         self._clock = clock
         self._metrics = metrics
         self._open: dict[IncidentKey, Incident] = {}
@@ -217,7 +253,18 @@ class IncidentManager:
             current = self._open.get(key)
             if current is None:
                 incident = Incident(
-                    key, alert.alert_id, opened_at=now, last_alerted_at=now, severity=str(alert.severity)
+                    key,
+                    alert.alert_id,
+                    opened_at=now,
+                    last_alerted_at=now,
+                    severity=str(alert.severity),
+                    group=(self._group_for(key.model, now) if key.kind in GROUPED_KINDS else None)
+                    or alert.alert_id,
+                    version=alert.model_version,
+                    detector=alert.detector,
+                    message=alert.message[:500],
+                    event=-1 if alert.opened_at_event is None else alert.opened_at_event,
+                    drivers=tuple(d.feature for d in alert.evidence.drivers),
                 )
             elif now - current.last_alerted_at >= self.cooldown_s:
                 incident = replace(
@@ -254,6 +301,29 @@ class IncidentManager:
             except Exception:
                 log.exception("incident closed: a listener failed")  # never the serving loop's problem
         return True
+
+    def _group_for(self, model: str, now: float) -> str | None:
+        # Under the lock. The group of the model's most recently opened incident, if that was recent.
+        latest: Incident | None = None
+        for key, incident in self._open.items():
+            if key.model != model or key.kind not in GROUPED_KINDS:
+                continue
+            if latest is None or incident.opened_at > latest.opened_at:
+                latest = incident
+        if latest is None or now - latest.opened_at > self.group_window_s:
+            return None
+        return latest.group_id
+
+    def incident(self, key: IncidentKey) -> Incident | None:
+        """The open incident for ``key``, if any."""
+        with self._lock:
+            return self._open.get(key)
+
+    def group_members(self, group: str) -> list[Incident]:
+        """The open incidents of cross-kind group ``group``, oldest first."""
+        with self._lock:
+            members = [i for i in self._open.values() if i.group_id == group]
+        return sorted(members, key=lambda i: i.opened_at)
 
     def is_open(self, key: IncidentKey) -> bool:
         """Whether an incident for ``key`` is open (here or, as far as known, on another worker)."""

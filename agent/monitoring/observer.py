@@ -44,6 +44,7 @@ from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
+from agent.monitoring.grouping import ContextSource, IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
@@ -85,6 +86,8 @@ class DriftObserver:
         clock: Wall clock, for alert times.
         persist_join: Whether to answer with the outcome join's changelog records.
         resolve: ``(name, version) -> ServedModel``, for joined predictions another worker made.
+        context: What changed around an incident, for the incidents' reports
+            (:class:`~agent.monitoring.context.ServingContext`).
     """
 
     def __init__(
@@ -96,8 +99,11 @@ class DriftObserver:
         clock: Callable[[], float] = time.time,
         persist_join: bool = False,
         resolve: Callable[[str, str | None], ServedModel | None] | None = None,
+        context: ContextSource | None = None,
     ) -> None:
         self.incidents = incidents
+        # Cross-kind incidents: the alerts of one model that open close together, as one notification.
+        self.groups = IncidentGroups(incidents, clock=clock, context=context)
         self.persist_join = persist_join
         # Finds the model of a joined prediction that this worker did not serve itself (it was
         # made before a restart or a rebalance): ModelRegistry.resolve.
@@ -160,6 +166,7 @@ class DriftObserver:
         observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
         if self.settings.concept_drift and monitor.errors is not None:
             observed.changelog.extend(self._remember(batch))
+        observed.incidents.extend(self.groups.drain())
         return observed
 
     def _remember(self, batch: ModelBatch) -> list[ChangelogRecord]:
@@ -302,6 +309,7 @@ class DriftObserver:
             ):
                 self.incidents.recover(key)
         out.alerts.extend(self._gate(alerts))
+        out.incidents.extend(self.groups.drain())
         return out
 
     def metric_points(self) -> list[MetricPoint]:
@@ -405,7 +413,7 @@ class DriftObserver:
                 alerts.append(self.writer.dead_letter_alert(monitor, ctx))
             elif change == "recover":
                 self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
-        return Observed(self._gate(alerts))
+        return Observed(self._gate(alerts), incidents=self.groups.drain())
 
     def _monitor_named(self, name: str) -> ModelMonitor | None:
         """The monitor of the version of ``name`` served now, created if its requests were all
@@ -566,4 +574,5 @@ class DriftObserver:
             self.raised.append(alert)
             del self.raised[:-1000]
             out.append(alert)
+            self.groups.admitted(alert)
         return out

@@ -31,6 +31,7 @@ from agent.monitoring.batch import BatchObserver, DeadLetterInfo, ModelBatch, Ob
 from agent.serving.messages import OutgoingMessage
 from schemas.alert import encode_alert
 from schemas.events import DeadLetterReason, Outcome, PredictionRequest
+from schemas.incident import encode_incident
 
 __all__ = ["Record", "RequestHandler", "ServingStats"]
 
@@ -289,6 +290,11 @@ class RequestHandler:
         # they are acknowledged before the batch's offsets are committed.
         for alert in observed.alerts:
             out.append(OutgoingMessage(self.alerts_topic, alert.alert_id.encode(), encode_alert(alert)))
+        for report in observed.incidents:
+            # Not the opening alert's id (which it shares): a consumer keying by alert id tells them
+            # apart, and every notification of one incident lands on one partition, in order.
+            key = f"incident/{report.incident_id}".encode()
+            out.append(OutgoingMessage(self.alerts_topic, key, encode_incident(report)))
         topic = self.changelog_topic
         if topic is not None:
             out.extend(OutgoingMessage(topic, r.key, r.value, r.partition) for r in observed.changelog)

@@ -81,6 +81,8 @@ async def test_alert_reaches_webhook_and_influx(
             "DRIFTLINE_PAGERDUTY__ROUTING_KEY": pagerduty.routing_key,
             "DRIFTLINE_PAGERDUTY__URL": pagerduty.url,
             "DRIFTLINE_INFLUX__METRICS_INTERVAL_S": "1",
+            # Each alert as it comes (the incidents' notifications: test_incidents.py).
+            "DRIFTLINE_INCIDENTS__NOTIFY": "alerts",
         },
     ).start()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import SecretStr
 from agent.alerting.sinks.influx import InfluxSink
 from agent.cli import main
 from schemas import Alert, AlertKind, Severity
-from tests.support.alerts import make_alert
+from tests.support.alerts import incident_reports, make_alert
 from tests.support.services import InfluxEndpoint
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,41 @@ def test_wrong_token_is_a_clear_error(
     err = capsys.readouterr().err
     assert f"InfluxDB at {influx_env.url} refused the token (HTTP 401)" in err
     assert "not-the-token" not in err
+
+
+async def test_incidents_are_listed_as_their_latest_notification(
+    influx_env: InfluxEndpoint, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = f"model-{unique}"
+    reports = incident_reports(model, start=time.time() - 300)
+    sink = InfluxSink(
+        url=influx_env.url,
+        token=SecretStr(influx_env.token),
+        org=influx_env.org,
+        bucket=influx_env.bucket,
+        spool_dir=tmp_path / "spool",
+    )
+    await sink.start()
+    try:
+        for report in reports:
+            await sink.send_incident(report)
+        await sink.send(make_alert(1, model=model, detected_at=datetime.now(UTC)))
+    finally:
+        await sink.close()
+    assert sink.stats.points_written + sink.stats.delivered >= 1 and sink.stats.failed == 0
+
+    assert main(["alerts", "--model", model, "--incidents", "--json"]) == 0
+    [incident] = json.loads(capsys.readouterr().out)
+    resolved = reports[-1]
+    assert (incident["incident_id"], incident["status"], incident["severity"]) == (
+        resolved.incident_id, "resolved", "critical",
+    )  # fmt: skip
+    assert (incident["alerts"], incident["open_alerts"]) == (2, 0)
+    assert incident["root_cause"] == resolved.root_cause
+    assert [e["change"] for e in incident["timeline"]] == ["opened", "opened", "recovered", "recovered"]
+
+    assert main(["alerts", "--model", model, "--since", "1h"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Incidents" and out[1].split()[:4] == ["TIME", "MODEL", "STATUS", "SEVERITY"]
+    assert "resolved" in out[2] and "data drift on 'x05' and 'x11' came first" in out[2]
+    assert out[4] == "Alerts" and out[5].split()[0] == "TIME" and model in out[6]

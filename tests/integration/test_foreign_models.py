@@ -29,6 +29,7 @@ from agent.packaging.parity import PROBABILITY_TOLERANCE
 from agent.packaging.training import TrainingResult, load_training_function
 from schemas.alert import Alert, AlertKind
 from schemas.events import Prediction
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, produce_batched, read_to_end
 from tests.support.worker import Topics, Worker
 
@@ -129,7 +130,7 @@ def requests(model: str, rows: npt.NDArray[np.float64]) -> list[tuple[bytes, byt
 async def wait_for_alert(bootstrap: str, topic: str, worker: Worker, timeout: float = 90.0) -> list[Alert]:
     deadline = time.monotonic() + timeout
     while True:
-        alerts = [Alert.model_validate_json(r.value) for r in await read_to_end(bootstrap, topic)]
+        alerts = alerts_in(r.value for r in await read_to_end(bootstrap, topic))
         if any(a.kind is AlertKind.DATA and a.subject == SHIFTED for a in alerts):
             return alerts
         assert worker.process is not None and worker.process.poll() is None, f"worker died:\n{worker.log()}"

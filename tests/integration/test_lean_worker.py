@@ -17,8 +17,9 @@ from sklearn.datasets import load_breast_cancer
 
 from agent.models.package import LoadedModel
 from agent.models.repository import ModelRepository
-from schemas.alert import Alert, AlertKind
+from schemas.alert import AlertKind
 from schemas.events import Prediction
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.lean import LEAN
 from tests.support.services import ROOT
@@ -66,9 +67,7 @@ async def test_a_lean_worker_serves_and_monitors(
         predicted = {p.request_id: p.label for p in (Prediction.model_validate_json(r.value) for r in out)}
         assert predicted == {f"r-{i}": int(expected[i]) for i in range(n)}
 
-        alerts = [
-            Alert.model_validate_json(r.value) for r in await read_topic(kafka_bootstrap, topics.alerts, 1)
-        ]
+        alerts = [*alerts_in(r.value for r in await read_topic(kafka_bootstrap, topics.alerts, 1))]
         data = [a for a in alerts if a.kind is AlertKind.DATA]
         assert [a.subject for a in data] == ["mean radius"]
         # No technical alert either: the build libraries are absent on purpose, not a drift.

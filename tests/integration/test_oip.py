@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 from agent.models.package import LoadedModel
 from agent.models.repository import ModelRepository
 from agent.serving.oip import OIP_TOPIC
-from schemas.alert import Alert, AlertKind
+from schemas.alert import AlertKind
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, read_topic
 from tests.support.services import ROOT
 from tests.support.worker import Topics, Worker
@@ -142,7 +143,7 @@ async def test_drift_in_rows_sent_through_the_protocol_raises_an_alert(
     finally:
         client.close()
     records = await read_topic(kafka_bootstrap, topics.alerts, 1)
-    alerts = [Alert.model_validate_json(r.value) for r in records]
+    alerts = alerts_in(r.value for r in records)
     data = [a for a in alerts if a.kind is AlertKind.DATA and a.subject == "mean radius"]
     assert data, alerts
     assert data[0].model == "breast-cancer" and data[0].source[0].topic == OIP_TOPIC

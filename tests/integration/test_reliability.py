@@ -45,7 +45,7 @@ from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetter, DeadLetterReason, Prediction
-from tests.support.alerts import Received, WebhookReceiver, make_alert
+from tests.support.alerts import Received, WebhookReceiver, alerts_in, make_alert
 from tests.support.bad_input import PREDICTION, ModelSpec, seeded_batch
 from tests.support.kafka import (
     TopicReader,
@@ -147,7 +147,7 @@ def alert_keys(alerts: list[Alert]) -> Counter[tuple[str, str, str]]:
 
 
 async def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
-    return [Alert.model_validate_json(r.value) for r in await read_to_end(bootstrap, topic)]
+    return alerts_in(r.value for r in await read_to_end(bootstrap, topic))
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
 
             async def alerted(key: tuple[str, str, str]) -> bool:
                 records = await alerts_topic.poll()
-                return key in alert_keys([Alert.model_validate_json(r.value) for r in records])
+                return key in alert_keys(alerts_in(r.value for r in records))
 
             await wait_for(lambda: alerted(drift_key), 30, "the drift alerted", first)
             incident = json.dumps(list(drift_key), separators=(",", ":")).encode()
@@ -348,17 +348,21 @@ async def test_influxdb_down_during_a_drift_gets_every_alert_and_metric_once_bac
             bootstrap, topics.requests, requests(stream(reference, 3_000, seed=5, drift_from=1_000), 0)
         )
 
+        async def records() -> int:
+            # The alerts and their incident's notifications: the sink keeps both as it keeps alerts.
+            return len(await read_to_end(bootstrap, topics.alerts))
+
         async def spooled() -> bool:
             alerts = await read_alerts(bootstrap, topics.alerts)
-            return bool(alerts) and await metric("driftline_alerts_spooled_total", sink="influx") == len(
-                alerts
+            return bool(alerts) and await metric("driftline_alerts_spooled_total", sink="influx") == (
+                await records()
             )
 
         await wait_for(spooled, 60, "the drift's alerts spooled", worker)
         await asyncio.sleep(4.0)  # a few more metrics intervals with InfluxDB down
         alerts = await read_alerts(bootstrap, topics.alerts)
         ids = {a.alert_id for a in alerts}
-        assert await metric("driftline_alerts_spooled_total", sink="influx") == len(alerts)
+        assert await metric("driftline_alerts_spooled_total", sink="influx") == await records()
         assert await metric("driftline_spool_bytes", sink="influx") > 0
         assert await metric("driftline_metric_points_total", sink="influx", outcome="spooled") > 0
         assert await metric("driftline_alerts_delivered_total", sink="influx") == 0
@@ -386,7 +390,8 @@ async def test_influxdb_down_during_a_drift_gets_every_alert_and_metric_once_bac
         ]
         assert len(during) >= 2, during
         delivered = await metric("driftline_alerts_delivered_total", sink="influx")
-        assert delivered == len(alerts) and await metric("driftline_alerts_failed_total", sink="influx") == 0
+        assert delivered == await records()
+        assert await metric("driftline_alerts_failed_total", sink="influx") == 0
         print(
             f"influx down {(up_at - down_at).total_seconds():.1f} s: {len(alerts)} alerts "
             f"({dict(alert_keys(alerts))}) spooled and written back; {len(during)} sink-counter points "
@@ -431,6 +436,8 @@ async def test_failing_and_slow_webhooks_are_retried_and_counted_and_do_not_slow
         **QUIET,
         "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url, down]),
         "DRIFTLINE_WEBHOOKS__SECRET": WEBHOOK_SECRET,
+        # Alerts are injected on the alerts topic: each one is a delivery (incidents: test_incidents.py).
+        "DRIFTLINE_INCIDENTS__NOTIFY": "alerts",
         "DRIFTLINE_WEBHOOKS__TIMEOUT_S": "0.5",
         "DRIFTLINE_WEBHOOKS__MAX_ATTEMPTS": "3",
         "DRIFTLINE_WEBHOOKS__BACKOFF_INITIAL_S": "0.2",
@@ -663,6 +670,7 @@ async def test_a_worker_keeps_its_secrets_serves_no_bad_package_and_signs_its_we
         **influx_env(influx, influx.url),
         "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url]),
         "DRIFTLINE_WEBHOOKS__SECRET": WEBHOOK_SECRET,
+        "DRIFTLINE_INCIDENTS__NOTIFY": "alerts",  # the alert below is injected on the alerts topic
         # Set, though this broker has no SASL listener: the protocol stays PLAINTEXT, so the password is
         # in the settings but no client uses it (tests/agent/test_security.py follows it to the clients).
         "DRIFTLINE_KAFKA__SASL_USERNAME": "driftline",

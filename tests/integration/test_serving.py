@@ -17,8 +17,9 @@ from sklearn.datasets import load_breast_cancer
 
 from agent.models.package import LoadedModel
 from agent.models.repository import ModelRepository
-from schemas.alert import Alert, AlertKind
+from schemas.alert import AlertKind
 from schemas.events import DeadLetter, Prediction
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Topics, Worker
 
@@ -228,7 +229,7 @@ async def test_outcome_join_survives_a_restart_and_raises_concept_drift(
         for i in range(n)
     ]
     await produce(kafka_bootstrap, topics.outcomes, outcomes)
-    alerts = [Alert.model_validate_json(r.value) for r in await read_topic(kafka_bootstrap, topics.alerts, 1)]
+    alerts = alerts_in(r.value for r in await read_topic(kafka_bootstrap, topics.alerts, 1))
     concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert concept and concept[0].subject == "error" and concept[0].model == "breast-cancer", alerts
     assert concept[0].source and concept[0].source[0].topic == topics.outcomes

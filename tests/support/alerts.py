@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -13,6 +13,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from schemas import Alert, AlertKind, Evidence, Severity
+from schemas.incident import IncidentReport, decode_record
 
 
 def make_alert(
@@ -47,6 +48,40 @@ def make_alert(
         opened_at_event=event,
         detected_at=detected_at or datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def incident_reports(model: str = "m", start: float = 1_767_225_600.0) -> list[IncidentReport]:
+    """An incident's three notifications (opened, updated, resolved), made by the real grouping: two
+    features of ``model`` drift, the second alert critical, then both recover (the clock starts at
+    ``start`` and moves 2 minutes in all)."""
+    from agent.monitoring.grouping import IncidentGroups
+    from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+
+    now = [start]
+    manager = IncidentManager(InMemoryIncidentStore(), clock=lambda: now[0])
+    groups = IncidentGroups(manager, clock=lambda: now[0])
+    alerts = [
+        make_alert(10, model=model, subject="x05"),
+        make_alert(40, model=model, subject="x11", severity=Severity.CRITICAL),
+    ]
+    for alert in alerts:
+        now[0] += 2
+        assert manager.admit(alert)
+        groups.admitted(alert)
+    for alert in alerts:
+        now[0] += 60
+        manager.recover(IncidentKey.of(alert))
+    return groups.drain()
+
+
+def alerts_in(values: Iterable[bytes | None]) -> list[Alert]:
+    """The alerts among alerts-topic record values; incident notifications are left out."""
+    return [r for r in (decode_record(v or b"") for v in values) if isinstance(r, Alert)]
+
+
+def incidents_in(values: Iterable[bytes | None]) -> list[IncidentReport]:
+    """The incident notifications among alerts-topic record values."""
+    return [r for r in (decode_record(v or b"") for v in values) if isinstance(r, IncidentReport)]
 
 
 @dataclass

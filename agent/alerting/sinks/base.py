@@ -25,13 +25,19 @@ import fcntl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, ClassVar, Literal
 
 from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics
 from schemas import Alert
+from schemas.incident import IncidentReport
 
-__all__ = ["Recovery", "Sink", "SinkStats", "lock_directory"]
+__all__ = ["Notify", "Recovery", "Sink", "SinkStats", "lock_directory"]
+
+Notify = Literal["incidents", "alerts", "both"]
+"""What a receiver (webhook, Slack, PagerDuty) is sent: incident notifications (opened, updated,
+resolved: one per change of an incident across kinds), each alert (and each recovery) as before, or
+both."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,10 @@ class Sink:
 
     async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
         """Writes a batch of metrics points; sinks that do not store metrics ignore them."""
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        """Delivers, queues or spools one incident notification (opened, updated, resolved); sinks
+        that only carry alerts ignore it. Raises :class:`~agent.errors.SinkError` if it is lost."""
 
     async def recover(self, recovery: Recovery) -> None:
         """Reports that an incident closed (PagerDuty resolves it); sinks that only carry alerts ignore it.

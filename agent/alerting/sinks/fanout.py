@@ -41,6 +41,7 @@ from agent.alerting.sinks.base import Recovery, Sink
 from agent.errors import ConfigurationError, SinkError
 from agent.metrics import MetricPoint, Metrics
 from schemas import Alert
+from schemas.incident import IncidentReport
 
 __all__ = ["SinkFanout"]
 
@@ -77,6 +78,15 @@ class SinkFanout:
     async def send(self, alert: Alert) -> None:
         """Sends ``alert`` to every sink."""
         failed = await self._each("send", lambda s: s.send(alert), detail=f"alert {alert.alert_id}")
+        if self.metrics is not None:
+            for sink, exc in failed:
+                if not isinstance(exc, SinkError):
+                    self.metrics.alerts_failed.labels(sink=sink.name, reason="unexpected").inc()
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        """Sends an incident notification to every sink."""
+        what = f"incident {report.notification_id}"
+        failed = await self._each("send_incident", lambda s: s.send_incident(report), detail=what)
         if self.metrics is not None:
             for sink, exc in failed:
                 if not isinstance(exc, SinkError):

@@ -12,7 +12,9 @@ Alerts are points of the measurement ``driftline_alert``:
 * the time is ``detected_at``, in nanoseconds. Writing the same alert twice (at-least-once delivery,
   a spool replayed after a crash) overwrites the point with itself.
 
-Metrics (:class:`~agent.alerting.sinks.base.MetricPoint`) are written in batches by ``send_metrics``.
+Incident notifications (opened, updated, resolved) are points of ``driftline_incident``
+(:func:`incident_line`), spooled like alerts. Metrics (:class:`~agent.alerting.sinks.base.MetricPoint`)
+are written in batches by ``send_metrics``.
 
 While InfluxDB cannot be reached (connection refused, timeout, 5xx, or 401/403/404 that an operator
 may fix) points go to a :class:`Spool` under the worker's data dir, and a background task writes the
@@ -49,12 +51,23 @@ from agent.alerting.sinks.base import Sink, lock_directory
 from agent.metrics import MetricPoint, Metrics
 from agent.retry import Backoff
 from schemas import Alert
+from schemas.incident import IncidentReport
 
-__all__ = ["ALERT_MEASUREMENT", "InfluxSink", "Spool", "SpoolSegment", "alert_line", "metric_lines"]
+__all__ = [
+    "ALERT_MEASUREMENT",
+    "INCIDENT_MEASUREMENT",
+    "InfluxSink",
+    "Spool",
+    "SpoolSegment",
+    "alert_line",
+    "incident_line",
+    "metric_lines",
+]
 
 log = logging.getLogger(__name__)
 
 ALERT_MEASUREMENT = "driftline_alert"
+INCIDENT_MEASUREMENT = "driftline_incident"
 
 Kind = Literal["alert", "metrics"]
 
@@ -117,6 +130,31 @@ def alert_line(alert: Alert) -> str:
     if alert.first_event_time is not None:
         point.field("first_event_time", alert.first_event_time.isoformat())
     point.time(_ns(alert.detected_at), WritePrecision.NS)
+    return str(point.to_line_protocol())
+
+
+def incident_line(report: IncidentReport) -> str:
+    """An incident notification as one line of line protocol: measurement ``driftline_incident``, tags
+    ``model``, ``status`` (``opened``, ``updated``, ``resolved``) and ``severity``; fields
+    ``incident_id``, ``notification_id``, ``change``, ``root_cause``, ``alerts`` and ``open_alerts``
+    (integers), ``versions``, ``opened_at``, ``timeline`` and ``context`` (JSON lists); the time is
+    ``updated_at``. The same notification written twice overwrites itself."""
+    point = Point(INCIDENT_MEASUREMENT)
+    point.tag("model", _one_line(report.model))
+    point.tag("status", report.status)
+    point.tag("severity", str(report.severity))
+    point.field("incident_id", report.incident_id)
+    point.field("notification_id", _one_line(report.notification_id))
+    point.field("change", _one_line(report.change))
+    point.field("root_cause", _one_line(report.root_cause))
+    point.field("alerts", int(report.alerts))
+    point.field("open_alerts", int(report.open_alerts))
+    point.field("versions", ",".join(report.model_versions))
+    point.field("opened_at", report.opened_at.isoformat())
+    timeline = [e.model_dump(mode="json", exclude_defaults=True) for e in report.timeline]
+    point.field("timeline", json.dumps(timeline, separators=(",", ":")))
+    point.field("context", json.dumps(list(report.context), separators=(",", ":")))
+    point.time(_ns(report.updated_at), WritePrecision.NS)
     return str(point.to_line_protocol())
 
 
@@ -378,6 +416,10 @@ class InfluxSink(Sink):
 
     async def send(self, alert: Alert) -> None:
         await self._deliver("alert", [alert_line(alert)], alert.alert_id)
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        # Kept like an alert: never dropped to make room in the spool.
+        await self._deliver("alert", [incident_line(report)], report.notification_id)
 
     async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
         lines = metric_lines(points)

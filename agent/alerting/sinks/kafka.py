@@ -33,6 +33,7 @@ from agent.errors import SinkError
 from agent.metrics import Metrics
 from agent.serving.messages import OutgoingMessage
 from schemas.alert import Alert, encode_alert
+from schemas.incident import IncidentReport, encode_incident
 
 __all__ = ["KafkaAlertSink", "alert_message"]
 
@@ -78,6 +79,20 @@ class KafkaAlertSink(Sink):
             self._count_failed("error")
             raise SinkError(
                 f"kafka sink: alert {alert.alert_id} not published to {self.topic!r}: {exc!r}"
+            ) from exc
+        self._count_delivered()
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        if self._producer is None:
+            raise SinkError("kafka sink: send_incident() before start()")
+        try:
+            await self._producer.send_and_wait(
+                self.topic, key=f"incident/{report.incident_id}".encode(), value=encode_incident(report)
+            )
+        except KafkaError as exc:
+            self._count_failed("error")
+            raise SinkError(
+                f"kafka sink: incident {report.notification_id} not published to {self.topic!r}: {exc!r}"
             ) from exc
         self._count_delivered()
 

@@ -42,10 +42,11 @@ from typing import Any, Unpack
 import orjson
 from pydantic import SecretStr
 
-from agent.alerting.sinks.base import Recovery
+from agent.alerting.sinks.base import Notify, Recovery
 from agent.alerting.sinks.delivery import DeliveryOptions, DeliverySink, Request
 from agent.errors import ConfigurationError
 from schemas import Alert, Severity
+from schemas.incident import IncidentReport
 
 __all__ = [
     "EVENTS_URL",
@@ -54,6 +55,7 @@ __all__ = [
     "SEVERITY",
     "PagerDutySink",
     "dedup_key",
+    "incident_event",
     "resolve_event",
     "trigger_event",
 ]
@@ -145,6 +147,48 @@ def resolve_event(recovery: Recovery, *, source: str) -> dict[str, Any]:
     }
 
 
+def incident_event(report: IncidentReport, *, source: str, client_url: str | None = None) -> dict[str, Any]:
+    """The event for an incident notification, without its ``routing_key``: a ``trigger`` when it opens
+    or is updated (PagerDuty folds it into the alert it has, whose severity and details it updates), a
+    ``resolve`` when it resolves. ``dedup_key`` is ``<source>/<model>/incident/<incident id>``."""
+    key = dedup_key(source, report.model, "incident", report.incident_id)
+    if report.status == "resolved":
+        return {"event_action": "resolve", "dedup_key": key}
+    summary = f"Incident on {report.model} ({report.alerts} alerts): {report.root_cause}"
+    details: dict[str, Any] = {
+        "incident_id": report.incident_id,
+        "notification_id": report.notification_id,
+        "status": report.status,
+        "change": report.change,
+        "root_cause": report.root_cause,
+        "model": report.model,
+        "model_versions": list(report.model_versions),
+        "alerts": report.alerts,
+        "open_alerts": report.open_alerts,
+        "timeline": [e.model_dump(mode="json", exclude_defaults=True) for e in report.timeline],
+    }
+    if report.context:
+        details["context"] = list(report.context)
+    event: dict[str, Any] = {
+        "event_action": "trigger",
+        "dedup_key": key,
+        "payload": {
+            "summary": _cut(summary, MAX_SUMMARY_CHARS),
+            "source": source,
+            "severity": SEVERITY[report.severity],
+            "timestamp": report.updated_at.isoformat(),
+            "component": ", ".join(dict.fromkeys(e.subject for e in report.timeline))[:255],
+            "group": report.model,
+            "class": "drift incident",
+            "custom_details": details,
+        },
+        "client": "driftline",
+    }
+    if client_url:
+        event["client_url"] = client_url
+    return event
+
+
 class PagerDutySink(DeliverySink):
     """Sends a ``trigger`` per alert and a ``resolve`` per recovery to PagerDuty's Events API v2.
 
@@ -153,6 +197,9 @@ class PagerDutySink(DeliverySink):
         url: The Events API v2 endpoint.
         source: ``payload.source`` and the head of every ``dedup_key``: the deployment.
         client_url: A link shown with each alert, if any.
+        notify: ``incidents``: one PagerDuty alert per incident across kinds (triggered when it opens,
+            updated as it grows, resolved when it resolves); ``alerts``: one per (model, kind,
+            subject), as each alert and recovery come; ``both``.
         **options: Delivery options of :class:`~agent.alerting.sinks.delivery.DeliverySink`.
     """
 
@@ -166,9 +213,11 @@ class PagerDutySink(DeliverySink):
         url: str = EVENTS_URL,
         source: str = "driftline",
         client_url: str | None = None,
+        notify: Notify = "alerts",
         **options: Unpack[DeliveryOptions],
     ) -> None:
         super().__init__([url], **options)
+        self.notify = notify
         key = routing_key.get_secret_value() if isinstance(routing_key, SecretStr) else routing_key
         if not key:
             raise ConfigurationError("the PagerDuty routing key is empty (DRIFTLINE_PAGERDUTY__ROUTING_KEY)")
@@ -181,10 +230,22 @@ class PagerDutySink(DeliverySink):
         self.client_url = client_url
 
     async def send(self, alert: Alert) -> None:
+        if self.notify == "incidents":
+            return
         event = trigger_event(alert, source=self.source, client_url=self.client_url)
         await self.deliver(self.urls[0], orjson.dumps(event), f"trigger {alert.alert_id}", event["dedup_key"])
 
+    async def send_incident(self, report: IncidentReport) -> None:
+        if self.notify == "alerts":
+            return
+        event = incident_event(report, source=self.source, client_url=self.client_url)
+        await self.deliver(
+            self.urls[0], orjson.dumps(event), f"incident {report.notification_id}", event["dedup_key"]
+        )
+
     async def recover(self, recovery: Recovery) -> None:
+        if self.notify == "incidents":
+            return
         event = resolve_event(recovery, source=self.source)
         delivery_id = f"resolve {recovery.opening_alert_id}"
         await self.deliver(self.urls[0], orjson.dumps(event), delivery_id, event["dedup_key"])

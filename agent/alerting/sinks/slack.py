@@ -41,10 +41,11 @@ from typing import Any, Unpack
 import orjson
 from pydantic import SecretStr
 
-from agent.alerting.sinks.base import Recovery
+from agent.alerting.sinks.base import Notify, Recovery
 from agent.alerting.sinks.delivery import DeliveryOptions, DeliverySink, Request
 from agent.errors import ConfigurationError
 from schemas import Alert
+from schemas.incident import IncidentReport
 
 __all__ = [
     "MAX_BLOCKS",
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "SlackSink",
     "alert_message",
+    "incident_message",
     "recovery_message",
 ]
 
@@ -194,12 +196,51 @@ def recovery_message(recovery: Recovery) -> dict[str, Any]:
     return {"text": _cut(_escape(text), MAX_TEXT_CHARS), "blocks": blocks}
 
 
+_STATUS_ICON = {"opened": ":rotating_light:", "updated": ":arrow_up:", "resolved": ":white_check_mark:"}
+_TIMELINE_LINES = 15
+
+
+def incident_message(report: IncidentReport) -> dict[str, Any]:
+    """The incoming-webhook payload for an incident notification: what changed, the root cause, the
+    timeline (its last 15 moments) and what changed around it."""
+    status = report.status.capitalize()
+    title = f"{status}: incident on {report.model} ({report.alerts} alerts, {report.severity})"
+    lines = []
+    for e in report.timeline[-_TIMELINE_LINES:]:
+        where = f" at event {e.event:,}" if e.event is not None else ""
+        lines.append(f"{_time(e.at)} {e.change} {e.kind} {e.subject!r} ({e.severity}){where}")
+    left = len(report.timeline) - len(lines)
+    if left > 0:
+        lines.insert(0, f"({left} earlier moments not shown)")
+    blocks: list[dict[str, Any]] = [
+        _header(title),
+        _section(f"{_STATUS_ICON.get(report.status, '')} {report.change}".strip()),
+        _section(f"*Root cause*: {report.root_cause}"),
+        *_fields(
+            [
+                ("Model", f"{report.model} v{', v'.join(report.model_versions)}"),
+                ("Severity", str(report.severity)),
+                ("Alerts", f"{report.alerts} ({report.open_alerts} open)"),
+                ("Opened at", _time(report.opened_at)),
+            ]
+        ),
+        _section("*Timeline*\n" + "\n".join(lines)),
+    ]
+    if report.context:
+        blocks.append(_section("*Around it*\n" + "\n".join(report.context[:10])))
+    blocks.append(_context(f"driftline incident {report.incident_id} ({report.notification_id})"))
+    text = f"[{report.severity}] {status} incident on {report.model}: {report.root_cause}"
+    return {"text": _cut(_escape(text), MAX_TEXT_CHARS), "blocks": blocks}
+
+
 class SlackSink(DeliverySink):
     """Posts each alert (and each recovery) to a Slack incoming webhook; ``send`` never waits for Slack.
 
     Parameters:
         webhook_url: The incoming-webhook URL; it is the credential, never logged.
-        recoveries: Also post a message when an incident recovers.
+        recoveries: Also post a message when an incident recovers (``notify`` ``alerts`` or ``both``).
+        notify: ``incidents``: one message per incident notification (opened, updated, resolved);
+            ``alerts``: one per alert (and recovery); ``both``.
         **options: Delivery options of :class:`~agent.alerting.sinks.delivery.DeliverySink`.
     """
 
@@ -207,20 +248,36 @@ class SlackSink(DeliverySink):
     outbox_setting = "DRIFTLINE_SLACK__OUTBOX_DIR"
 
     def __init__(
-        self, webhook_url: SecretStr | str, *, recoveries: bool = True, **options: Unpack[DeliveryOptions]
+        self,
+        webhook_url: SecretStr | str,
+        *,
+        recoveries: bool = True,
+        notify: Notify = "alerts",
+        **options: Unpack[DeliveryOptions],
     ) -> None:
         url = webhook_url.get_secret_value() if isinstance(webhook_url, SecretStr) else webhook_url
         if not url:
             raise ConfigurationError("the Slack webhook URL is empty (DRIFTLINE_SLACK__WEBHOOK_URL)")
         super().__init__([url], **options)
         self.recoveries = recoveries
+        self.notify = notify
 
     async def send(self, alert: Alert) -> None:
+        if self.notify == "incidents":
+            return
         order = f"{alert.model}\x1f{alert.kind}\x1f{alert.subject}"
         await self.deliver(self.urls[0], orjson.dumps(alert_message(alert)), alert.alert_id, order)
 
+    async def send_incident(self, report: IncidentReport) -> None:
+        if self.notify == "alerts":
+            return
+        document = orjson.dumps(incident_message(report))
+        await self.deliver(
+            self.urls[0], document, report.notification_id, f"incident\x1f{report.incident_id}"
+        )
+
     async def recover(self, recovery: Recovery) -> None:
-        if not self.recoveries:
+        if not self.recoveries or self.notify == "incidents":
             return
         order = f"{recovery.model}\x1f{recovery.kind}\x1f{recovery.subject}"
         delivery_id = f"recovery of {recovery.opening_alert_id}"

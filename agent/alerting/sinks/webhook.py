@@ -69,10 +69,12 @@ from typing import Unpack
 
 from pydantic import SecretStr
 
+from agent.alerting.sinks.base import Notify
 from agent.alerting.sinks.delivery import DeliveryOptions, DeliverySink, Outbox, Request, redact_url
 from agent.errors import ConfigurationError
 from schemas import Alert
 from schemas.alert import encode_alert
+from schemas.incident import IncidentReport, encode_incident
 
 __all__ = [
     "ID_HEADER",
@@ -228,6 +230,8 @@ class WebhookSink(DeliverySink):
         urls: Receivers (``http``/``https``); each alert goes to each.
         secret: The signing secret, ``whsec_<base64 key>`` (:func:`signing_key`); never logged.
         legacy_headers: Also send the ``X-Driftline-*`` headers of the previous scheme (for one release).
+        notify: ``incidents``: POST each incident notification (its JSON, ``webhook-id`` its
+            ``notification_id``); ``alerts``: POST each alert; ``both``.
         **options: Delivery options of :class:`~agent.alerting.sinks.delivery.DeliverySink` (timeouts,
             attempts, backoff, queue and outbox).
     """
@@ -241,9 +245,11 @@ class WebhookSink(DeliverySink):
         secret: SecretStr | str | bytes,
         *,
         legacy_headers: bool = False,
+        notify: Notify = "alerts",
         **options: Unpack[DeliveryOptions],
     ) -> None:
         super().__init__(urls, **options)
+        self.notify = notify
         text = _secret_text(secret)
         if not text:
             raise ConfigurationError("the webhook secret is empty (DRIFTLINE_WEBHOOKS__SECRET)")
@@ -257,9 +263,18 @@ class WebhookSink(DeliverySink):
         self.legacy_headers = legacy_headers
 
     async def send(self, alert: Alert) -> None:
+        if self.notify == "incidents":
+            return
         body = encode_alert(alert)
         for url in self.urls:
             await self.deliver(url, body, alert.alert_id)
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        if self.notify == "alerts":
+            return
+        body = encode_incident(report)
+        for url in self.urls:
+            await self.deliver(url, body, report.notification_id)
 
     def request(self, url: str, document: bytes, delivery_id: str) -> Request:
         headers = signature_headers(

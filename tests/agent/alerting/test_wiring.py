@@ -22,7 +22,8 @@ from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryInc
 from agent.settings import InfluxSettings, Settings, WebhookSettings
 from schemas import Alert
 from schemas.alert import encode_alert
-from tests.support.alerts import make_alert
+from schemas.incident import IncidentReport, encode_incident
+from tests.support.alerts import incident_reports, make_alert
 from tests.support.receivers import PagerDutyReceiver
 from tests.support.services import ROOT
 
@@ -33,11 +34,15 @@ class Collecting(Sink):
     def __init__(self) -> None:
         super().__init__()
         self.alerts: list[Alert] = []
+        self.incidents: list[IncidentReport] = []
         self.points: list[MetricPoint] = []
 
     async def send(self, alert: Alert) -> None:
         self.alerts.append(alert)
         self._count_delivered()
+
+    async def send_incident(self, report: IncidentReport) -> None:
+        self.incidents.append(report)
 
     async def send_metrics(self, points: Sequence[MetricPoint]) -> None:
         self.points.extend(points)
@@ -64,6 +69,28 @@ async def test_valid_alert_is_fanned_out_bad_records_are_skipped(caplog: pytest.
     assert (wiring.received, wiring.invalid) == (4, 2)
     assert metrics.registry.get_sample_value("driftline_alert_records_invalid_total") == 2
     assert "not a valid alert" in caplog.text
+
+
+async def test_incident_notifications_on_the_alerts_topic_go_to_send_incident() -> None:
+    sink = Collecting()
+    wiring = wire_alert_sinks(make_app(), settings(), Metrics(), sinks=[sink])
+    reports = incident_reports()
+    for report in reports:
+        await wiring.handle(encode_incident(report))
+    await wiring.handle(b'{"record_type": "incident", "incident_id": "x"}')  # not a valid one
+    assert sink.incidents == reports and sink.alerts == [] and wiring.invalid == 1
+
+
+def test_receivers_get_incidents_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks = WebhookSettings(urls=["http://127.0.0.1:9/hook"], secret=SecretStr("whsec_" + "A" * 32))
+    [webhook] = [s for s in build_sinks(settings(webhooks=hooks)) if isinstance(s, WebhookSink)]
+    assert webhook.notify == "incidents"
+    monkeypatch.setenv("DRIFTLINE_INCIDENTS__NOTIFY", "both")
+    monkeypatch.setenv("DRIFTLINE_INCIDENTS__GROUP_WINDOW_S", "60")
+    chosen = Settings(_env_file=None, influx=InfluxSettings(token=None), webhooks=hooks)
+    assert chosen.incidents.group_window_s == 60.0
+    [webhook] = [s for s in build_sinks(chosen) if isinstance(s, WebhookSink)]
+    assert webhook.notify == "both"
 
 
 async def test_metrics_tick_writes_source_points_and_sink_counters(caplog: pytest.LogCaptureFixture) -> None:

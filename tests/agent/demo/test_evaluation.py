@@ -25,6 +25,7 @@ from agent.demo.evaluation import (
     EventLog,
     Expectation,
     SeenAlert,
+    WebhookDelivery,
     WebhookReceiver,
     compress,
     evaluate,
@@ -36,6 +37,7 @@ from agent.demo.session import Demo
 from producers.scenarios import builtin_scenario
 from producers.schedule import ScheduledDrift
 from schemas.alert import Alert, AlertKind, OffsetRange, Severity
+from tests.support.alerts import incident_reports
 from tests.support.services import ROOT, InfluxEndpoint
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: event i of the test logs is sent at T0 + i / 100
@@ -333,6 +335,32 @@ async def test_webhook_receiver_verifies_signatures() -> None:
     assert receiver.deliveries == seen
 
 
+async def test_webhook_receiver_reads_incident_notifications() -> None:
+    seen: list[WebhookDelivery] = []
+    secret = new_secret()
+    receiver = await WebhookReceiver(secret, seen.append).start()
+    reports = incident_reports()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for report in reports:
+                body = report.model_dump_json().encode()
+                headers = signature_headers(
+                    secret, body, msg_id=report.notification_id, timestamp=int(time.time())
+                )
+                async with session.post(receiver.url, data=body, headers=headers) as response:
+                    assert response.status == 204
+    finally:
+        await receiver.stop()
+    assert [(d.kind, d.subject, d.incident) for d in seen] == [
+        ("incident", status, reports[0].incident_id) for status in ("opened", "updated", "resolved")
+    ]
+    summary = DemoSummary("r", 1, 1, 1, 0, 0, 1, 0, [], [], webhook=seen)
+    assert (
+        "3 deliveries, 3 signatures verified (1 incidents: 1 opened, 1 updated, 1 resolved)"
+        in summary.format()
+    )
+
+
 # --- end to end -------------------------------------------------------------------------------------
 
 
@@ -365,13 +393,17 @@ async def test_demo_end_to_end(kafka_bootstrap: str, influx: InfluxEndpoint, tmp
     assert out.rstrip().splitlines()[-1].startswith("Kafka and InfluxDB are still running")
     assert "every scripted drift was detected" in out
     assert out.count("  [ok] ") == 3 and "[MISSED]" not in out
+    # Receivers get each incident's notifications (opened, updated as it grows, resolved), not each alert.
     webhook = re.search(
-        r"webhook +(\d+) deliveries, (\d+) signatures verified \((\d+) distinct alerts\), (\d+) rejected", out
+        r"webhook +(\d+) deliveries, (\d+) signatures verified "
+        r"\((\d+) incidents: (\d+) opened, (\d+) updated, (\d+) resolved\), (\d+) rejected",
+        out,
     )
     assert webhook is not None, out
-    deliveries, verified, distinct, rejected = map(int, webhook.groups())
+    deliveries, verified, incidents, opened, updated, resolved, rejected = map(int, webhook.groups())
+    assert opened == incidents >= 1 and resolved <= incidents and deliveries == opened + updated + resolved
     alerts = int(re.search(r"alerts +(\d+)", out).group(1))  # type: ignore[union-attr]
-    assert verified == deliveries >= 2 and rejected == 0 and distinct == alerts
+    assert verified == deliveries >= 2 and rejected == 0 and alerts >= incidents
     assert f"InfluxDB      {alerts} of {alerts} alerts read back" in out
     assert "-> webhook: signature verified" in out  # printed live, as each delivery arrived
     png = tmp_path / "demo" / "demo.png"

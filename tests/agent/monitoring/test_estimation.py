@@ -28,6 +28,7 @@ from agent.serving.handler import Record, RequestHandler
 from producers.scenarios import generate
 from producers.stream import MessageKind
 from schemas.alert import Alert, AlertKind
+from tests.support.alerts import alerts_in
 
 NAMES = ("x0", "x1", "x2")
 ALERTS = "alerts"
@@ -90,9 +91,7 @@ def run(handler: RequestHandler, records: Iterator[Record], batch: int = 500) ->
     pending: list[Record] = []
 
     def flush() -> None:
-        alerts.extend(
-            Alert.model_validate_json(m.value) for m in handler.handle(pending) if m.topic == ALERTS
-        )
+        alerts.extend(alerts_in(m.value for m in handler.handle(pending) if m.topic == ALERTS))
         pending.clear()
 
     for record in records:

@@ -96,7 +96,13 @@ def test_store_records_open_and_close(clock: Clock) -> None:
     gate = IncidentManager(store, clock=clock)
     gate.admit(make_alert(0))
     key = IncidentKey("m", "data", "x")
-    assert store.incidents[key] == Incident(key, make_alert(0).alert_id, clock.now, clock.now, 1)
+    alert = make_alert(0)
+    expected = Incident(
+        key, alert.alert_id, clock.now, clock.now, 1, group=alert.alert_id, version="1", detector="adwin",
+        message=alert.message, event=0,
+    )  # fmt: skip
+    assert store.incidents[key] == expected
+    assert Incident.from_json(expected.to_json()) == expected
     gate.recover(key)
     assert store.incidents == {}
 

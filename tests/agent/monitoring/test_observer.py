@@ -17,6 +17,7 @@ from agent.monitoring.technical import RateWatch
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
+from tests.support.alerts import alerts_in
 
 MODEL = "classification-20"
 # Inference latency is the machine's, not the stream's: these tests watch the drift detectors, and the
@@ -64,7 +65,7 @@ def run(
             records.append(Record("requests", i % 4, i, None, json.dumps(body).encode()))
         for m in handler.handle(records):
             if m.topic == ALERTS:
-                alerts.append(Alert.model_validate_json(m.value))
+                alerts.extend(alerts_in([m.value]))
     return alerts
 
 
@@ -179,7 +180,7 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
         written = []
         for m in handler.handle(records):
             if m.topic == ALERTS:
-                alerts.append(Alert.model_validate_json(m.value or b""))
+                alerts.extend(alerts_in([m.value]))
             elif m.topic == "log":
                 assert m.partition is not None
                 log = join_log.setdefault(m.partition, [])

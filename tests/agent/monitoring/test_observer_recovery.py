@@ -17,6 +17,7 @@ from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert
+from tests.support.alerts import alerts_in
 
 MODEL = "classification-20"
 NAMES = [f"x{i:02d}" for i in range(20)]
@@ -57,7 +58,7 @@ def run(handler: RequestHandler, rows: np.ndarray, first: int = 0) -> tuple[list
     incidents = handler.observers[0].incidents  # type: ignore[attr-defined]
     for start in range(0, len(rows), 100):
         records = [request(i, row) for i, row in enumerate(rows[start : start + 100], first + start)]
-        alerts += [Alert.model_validate_json(m.value) for m in handler.handle(records) if m.topic == "alerts"]
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
         open_after.append({f"{i.key.kind}/{i.key.subject}" for i in incidents.open_incidents()})
     return alerts, open_after
 
@@ -123,7 +124,7 @@ def test_a_concept_drift_keeps_its_incident_open_while_it_lasts(
             )
             for i in range(start, start + 100)
         ]
-        alerts += [m for m in handler.handle(records) if m.topic == "alerts"]
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
         open_after.append(observer.incidents.is_open(key))
     assert len(alerts) == 1
     opened = open_after.index(True)
@@ -146,7 +147,7 @@ def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
     alerts = []
     for start in range(0, len(order), 500):
         records = [request(i, rows[i]) for i in order[start : start + 500]]
-        alerts += [Alert.model_validate_json(m.value) for m in handler.handle(records) if m.topic == "alerts"]
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
     assert sorted((a.kind.value, a.subject) for a in alerts) == [
         ("data", "x03"),
         ("prediction", "prediction"),

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from agent.alerting.sinks.influx import InfluxSink, Spool, alert_line, metric_lines
+from agent.alerting.sinks.influx import InfluxSink, Spool, alert_line, incident_line, metric_lines
 from agent.errors import ConfigurationError
 from agent.metrics import MetricPoint, Metrics
-from tests.support.alerts import make_alert
+from tests.support.alerts import incident_reports, make_alert
 
 
 def closed_port_url() -> str:
@@ -61,6 +61,18 @@ def test_alert_line_carries_the_drivers_as_json() -> None:
     ) in line
     assert "likely drivers: worst radius +1.4 sd (importance 0.31)" in line
     assert "drivers=" not in alert_line(make_alert(1))
+
+
+def test_incident_line() -> None:
+    *_, resolved = incident_reports()
+    line = incident_line(resolved)
+    head = "driftline_incident,model=m,severity=critical,status=resolved"
+    assert line.startswith(head + " ")
+    fields = line[len(head) + 1 :].rsplit(" ", 1)[0]
+    for expected in ("alerts=2i", "open_alerts=0i", f'incident_id="{resolved.incident_id}"', 'versions="1"'):
+        assert expected in fields.split(","), expected
+    assert "root_cause=\"data drift on 'x05' and 'x11' came first\"" in fields
+    assert '\\"change\\":\\"recovered\\"' in fields  # the timeline, as JSON
 
 
 def test_metric_lines() -> None:

@@ -15,7 +15,7 @@ from agent.alerting.sinks import Recovery
 from agent.alerting.sinks.pagerduty import PagerDutySink, dedup_key
 from agent.errors import ConfigurationError
 from schemas import Alert, AlertKind, Severity
-from tests.support.alerts import eventually, make_alert
+from tests.support.alerts import eventually, incident_reports, make_alert
 from tests.support.receivers import PagerDutyReceiver
 
 KEY = PagerDutyReceiver.routing_key
@@ -213,3 +213,27 @@ def test_configuration_errors(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="agent.alerting.sinks.pagerduty"):
         PagerDutySink(SecretStr("short-KEY"))
     assert "not 32 characters" in caplog.text and "short-KEY" not in caplog.text
+
+
+async def test_an_incident_is_one_pagerduty_alert_triggered_updated_resolved(
+    pagerduty: PagerDutyReceiver,
+) -> None:
+    sink = make_sink(pagerduty.url, notify="incidents")
+    await sink.start()
+    opened, updated, resolved = incident_reports()
+    try:
+        await sink.send(make_alert())  # per-alert triggers are off
+        await sink.recover(recovery_of(make_alert()))
+        for report in (opened, updated, resolved):
+            await sink.send_incident(report)
+        await eventually(lambda: sink.stats.delivered == 3)
+    finally:
+        await sink.close()
+    assert [e.errors for e in pagerduty.received] == [[], [], []]
+    key = dedup_key("prod", "m", "incident", opened.incident_id)
+    assert [e.body["event_action"] for e in pagerduty.received] == ["trigger", "trigger", "resolve"]
+    assert {e.body["dedup_key"] for e in pagerduty.received} == {key}
+    assert pagerduty.closed == [(key, ["triggered", "triggered", "resolved"])]
+    second = pagerduty.received[1].body["payload"]
+    assert second["severity"] == "critical" and second["summary"].startswith("Incident on m (2 alerts)")
+    assert [e["subject"] for e in second["custom_details"]["timeline"]] == ["x05", "x11"]

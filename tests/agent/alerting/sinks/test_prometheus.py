@@ -36,7 +36,9 @@ async def test_the_estimate_beside_the_realised_error() -> None:
     metrics = Metrics()
     sink = PrometheusSink(metrics)
     fields = {"estimated_error": 0.12, "predictions": 2048.0, "realised_error": 0.1, "estimate_gap": 0.02}
-    await sink.send_metrics([MetricPoint("driftline_performance", fields, {"model": "churn", "version": "1"})])
+    await sink.send_metrics(
+        [MetricPoint("driftline_performance", fields, {"model": "churn", "version": "1"})]
+    )
     assert sample(metrics, "driftline_model_estimate", model="churn", metric="estimated_error") == 0.12
     assert sample(metrics, "driftline_model_estimate", model="churn", metric="estimate_gap") == 0.02
     assert sample(metrics, "driftline_model_estimate", model="churn", metric="predictions") is None

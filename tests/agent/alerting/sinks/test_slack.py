@@ -17,7 +17,7 @@ from agent.alerting.sinks.slack import SlackSink
 from agent.errors import ConfigurationError
 from agent.metrics import Metrics
 from schemas import AlertKind, Evidence, Severity
-from tests.support.alerts import eventually, make_alert
+from tests.support.alerts import eventually, incident_reports, make_alert
 from tests.support.receivers import SlackReceiver
 
 TOKEN = "XXXXSECRETTOKEN"
@@ -182,3 +182,24 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="slack URL #1") as info:
         SlackSink(SecretStr(f"ftp://hooks.slack.com/{TOKEN}"))
     assert TOKEN not in str(info.value)
+
+
+async def test_an_incident_is_one_message_per_change(slack: SlackReceiver) -> None:
+    sink = make_sink(slack.url, notify="incidents")
+    await sink.start()
+    opened, updated, resolved = incident_reports()
+    try:
+        await sink.send(make_alert())
+        await sink.recover(Recovery("m", "data", "x05", "a", 1.0, 2.0))
+        for report in (opened, updated, resolved):
+            await sink.send_incident(report)
+        await eventually(lambda: sink.stats.delivered == 3)
+    finally:
+        await sink.close()
+    assert [m.errors for m in slack.received] == [[], [], []]
+    texts = [slack.texts(m) for m in slack.received]
+    assert "Opened: incident on m (1 alerts, warning)" in texts[0]
+    assert "Updated: incident on m (2 alerts, critical)" in texts[1]
+    assert "Resolved: incident on m (2 alerts, critical)" in texts[2]
+    assert "Root cause*: data drift on 'x05' and 'x11' came first" in texts[2]
+    assert "recovered data 'x11'" in texts[2] and resolved.incident_id in texts[2]

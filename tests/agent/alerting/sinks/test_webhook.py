@@ -36,7 +36,8 @@ from agent.alerting.sinks.webhook import (
 from agent.errors import ConfigurationError
 from agent.metrics import Metrics
 from schemas import Alert
-from tests.support.alerts import WebhookReceiver, eventually, make_alert, verifies
+from schemas.incident import IncidentReport
+from tests.support.alerts import WebhookReceiver, eventually, incident_reports, make_alert, verifies
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtMDEyMy10ZXN0LXNlY3JldA=="  # 24 bytes: "test-secret-0123-test-se..."
 REPO = Path(__file__).resolve().parents[4]
@@ -503,3 +504,33 @@ async def test_the_outbox_is_fsynced_off_the_event_loop(
     finally:
         await sink.close()
     assert fsynced_on and threading.main_thread().name not in fsynced_on
+
+
+async def test_incident_notifications_instead_of_alerts(receiver: WebhookReceiver) -> None:
+    sink = make_sink([receiver.url], notify="incidents")
+    await sink.start()
+    reports = incident_reports()
+    try:
+        await sink.send(make_alert())  # an alert: InfluxDB and the alerts topic have it, receivers not
+        for report in reports:
+            await sink.send_incident(report)
+        await eventually(lambda: sink.stats.delivered == 3)
+    finally:
+        await sink.close()
+    assert all(got.valid for got in receiver.received)
+    got = [IncidentReport.model_validate_json(r.body) for r in receiver.received]
+    assert sorted(r.status for r in got) == ["opened", "resolved", "updated"]
+    assert {r.headers[ID_HEADER] for r in receiver.received} == {r.notification_id for r in reports}
+
+
+async def test_alerts_only_ignores_incidents(receiver: WebhookReceiver) -> None:
+    sink = make_sink([receiver.url], notify="alerts")
+    await sink.start()
+    try:
+        await sink.send_incident(incident_reports()[0])
+        await sink.send(make_alert())
+        await eventually(lambda: sink.stats.delivered == 1)
+    finally:
+        await sink.close()
+    [got] = receiver.received
+    assert Alert.model_validate_json(got.body) == make_alert()

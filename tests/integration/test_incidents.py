@@ -1,0 +1,168 @@
+"""Incidents across kinds in a real ``driftline run`` worker: two features drift at once, and the webhook,
+Slack and PagerDuty receivers (local servers that check each payload) see one incident, opened, updated
+and resolved, carrying both data alerts and the prediction alert; InfluxDB, the alerts topic and
+``driftline alerts`` show it too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from agent.models.repository import ModelRepository
+from agent.packaging.examples import classification_20
+from schemas.alert import AlertKind
+from schemas.incident import IncidentReport
+from tests.support.alerts import WebhookReceiver, alerts_in, incidents_in
+from tests.support.kafka import create_topics, produce, read_to_end
+from tests.support.receivers import PagerDutyReceiver, SlackReceiver
+from tests.support.services import InfluxEndpoint
+from tests.support.worker import Topics, Worker
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_aW5jaWRlbnQtdGVzdC1zZWNyZXQta2V5LTAwMDE="
+MODEL = "classification-20"
+NAMES = [f"x{i:02d}" for i in range(20)]
+
+
+async def wait_until(condition: Callable[[], bool], worker: Worker, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert worker.process is not None and worker.process.poll() is None, worker.log()
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s:\n{worker.log()[-4000:]}"
+        await asyncio.sleep(0.5)
+
+
+async def test_two_features_drifting_are_one_incident_for_every_receiver(
+    kafka_bootstrap: str,
+    influx: InfluxEndpoint,
+    repository_copy: ModelRepository,
+    tmp_path: Path,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topics = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, topics.all(), partitions=4)
+    receiver = await WebhookReceiver(SECRET).start()
+    slack = await SlackReceiver().start()
+    pagerduty = await PagerDutyReceiver().start()
+    app_id = f"incidents-{unique}"
+    worker = Worker(
+        kafka_bootstrap,
+        topics,
+        app_id,
+        repository_copy.root,
+        tmp_path,
+        extra_env={
+            "INFLUXDB_URL": influx.url,
+            "INFLUXDB_TOKEN": influx.token,
+            "INFLUXDB_ORG": influx.org,
+            "INFLUXDB_BUCKET": influx.bucket,
+            "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url]),
+            "DRIFTLINE_WEBHOOKS__SECRET": SECRET,
+            "DRIFTLINE_SLACK__WEBHOOK_URL": slack.url,
+            "DRIFTLINE_PAGERDUTY__ROUTING_KEY": pagerduty.routing_key,
+            "DRIFTLINE_PAGERDUTY__URL": pagerduty.url,
+            # Inference latency is the machine's: a busy test machine must not add a technical alert.
+            "DRIFTLINE_MONITORING__LATENCY_THRESHOLD": "1e12",
+        },
+    ).start()
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        reference = np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference)
+        rng = np.random.default_rng(1)
+        rows = reference[rng.integers(0, len(reference), 30_000)].copy()
+        for j in (3, 5):  # x03 and x05 move together from request 2,000 to 12,000, then come back
+            rows[2_000:12_000, j] += 1.5 * reference[:, j].std()
+        messages = []
+        for i, row in enumerate(rows):
+            body = {
+                "request_id": f"r-{i}",
+                "model": MODEL,
+                "features": dict(zip(NAMES, map(float, row), strict=True)),
+            }
+            messages.append((f"r-{i}".encode(), json.dumps(body).encode()))
+        await produce(kafka_bootstrap, topics.requests, messages)
+
+        def notified() -> list[IncidentReport]:
+            return [IncidentReport.model_validate_json(r.body) for r in receiver.received]
+
+        await wait_until(lambda: any(r.status == "resolved" for r in notified()), worker, 180, "resolved")
+        await wait_until(lambda: len(slack.received) >= len(receiver.received), worker, 30, "Slack")
+        await wait_until(lambda: len(pagerduty.received) >= len(receiver.received), worker, 30, "PagerDuty")
+    finally:
+        code = worker.stop()
+        await receiver.stop()
+        await slack.stop()
+        await pagerduty.stop()
+    log = worker.log(tail=200_000)
+    assert code == 0, log[-3000:]
+
+    # The webhook: one incident, opened once, updated as it grew, resolved once; every delivery signed.
+    reports = notified()
+    assert all(r.valid for r in receiver.received)
+    statuses = [r.status for r in reports]
+    assert statuses[0] == "opened" and statuses[-1] == "resolved", statuses
+    assert statuses.count("opened") == 1 and statuses.count("resolved") == 1 and "updated" in statuses
+    assert len({r.incident_id for r in reports}) == 1
+    resolved = reports[-1]
+    opened_alerts = {(e.kind, e.subject) for e in resolved.timeline if e.change == "opened"}
+    assert {
+        (AlertKind.DATA, "x03"),
+        (AlertKind.DATA, "x05"),
+        (AlertKind.PREDICTION, "prediction"),
+    } <= opened_alerts
+    assert resolved.open_alerts == 0 and resolved.alerts == len(opened_alerts)
+    assert "came first" in resolved.root_cause
+    # No alert was POSTed on its own: receivers get the incident.
+    assert {r.headers["webhook-id"] for r in receiver.received} == {r.notification_id for r in reports}
+
+    # Slack: a message per notification, each within Block Kit's limits.
+    assert len(slack.received) == len(reports) and all(m.errors == [] for m in slack.received)
+    assert "Resolved: incident on classification-20" in slack.texts(slack.received[-1])
+    # PagerDuty: one alert, triggered (and updated) then resolved.
+    assert all(e.errors == [] for e in pagerduty.received)
+    keys = {e.body["dedup_key"] for e in pagerduty.received}
+    assert keys == {f"{app_id}/{MODEL}/incident/{resolved.incident_id}"}
+    assert pagerduty.closed and pagerduty.closed[0][1][-1] == "resolved"
+
+    # The alerts topic has the alerts and the incident's notifications side by side.
+    values = [r.value for r in await read_to_end(kafka_bootstrap, topics.alerts)]
+    alerts = alerts_in(values)
+    assert {(a.kind, a.subject) for a in alerts} == opened_alerts
+    assert [r.notification_id for r in incidents_in(values)] == [r.notification_id for r in reports]
+
+    # InfluxDB, read back by `driftline alerts --incidents`.
+    for var, value in (
+        ("INFLUXDB_URL", influx.url), ("INFLUXDB_TOKEN", influx.token), ("INFLUXDB_ORG", influx.org),
+        ("INFLUXDB_BUCKET", influx.bucket),
+    ):  # fmt: skip
+        monkeypatch.setenv(var, value)
+    deadline = time.monotonic() + 30
+    while True:
+        got = await asyncio.to_thread(
+            _incidents_listed, ["alerts", "--model", MODEL, "--incidents", "--json", "--since", "1h"]
+        )
+        mine = [i for i in got if i["incident_id"] == resolved.incident_id]
+        if (mine and mine[0]["status"] == "resolved") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    assert mine and mine[0]["status"] == "resolved" and mine[0]["root_cause"] == resolved.root_cause
+
+
+def _incidents_listed(argv: list[str]) -> list[dict[str, object]]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    data: list[dict[str, object]] = json.loads(out.getvalue())
+    return data
