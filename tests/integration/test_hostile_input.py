@@ -17,8 +17,8 @@ import pytest
 
 from agent.models.repository import ModelRepository
 from agent.packaging.examples import classification_20
-from schemas.alert import Alert
 from tests.integration.test_reliability import QUIET, wait_for
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, produce_batched, read_to_end
 from tests.support.worker import Topics, Worker
 
@@ -102,10 +102,7 @@ async def test_ten_thousand_junk_model_and_field_names_leave_memory_and_metrics_
         await wait_for(broken_handled, 60, "the broken requests handled", worker)
         alerts = Counter(
             (a.model, a.kind.value, a.subject)
-            for a in map(
-                Alert.model_validate_json,
-                [r.value for r in await read_to_end(kafka_bootstrap, topics.alerts)],
-            )
+            for a in alerts_in(r.value for r in await read_to_end(kafka_bootstrap, topics.alerts))
         )
     finally:
         code = worker.stop()

@@ -22,6 +22,7 @@ from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
+from tests.support.alerts import alerts_in
 
 MODEL = "classification-20"
 FEATURES = [f"x{i:02d}" for i in range(20)]
@@ -52,9 +53,7 @@ def run(handler: RequestHandler, bodies: list[dict[str, object]]) -> list[Alert]
             Record("requests", 0, i, None, json.dumps(b).encode())
             for i, b in enumerate(bodies[start : start + 500], start)
         ]
-        alerts += [
-            Alert.model_validate_json(m.value or b"") for m in handler.handle(records) if m.topic == "alerts"
-        ]
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
     return alerts
 
 
