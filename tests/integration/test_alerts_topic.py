@@ -74,6 +74,7 @@ async def test_a_new_app_id_does_not_send_the_alerts_of_before_its_first_start_t
         **QUIET,
         "DRIFTLINE_WEBHOOKS__URLS": json.dumps([receiver.url]),
         "DRIFTLINE_WEBHOOKS__SECRET": SECRET,
+        "DRIFTLINE_INCIDENTS__NOTIFY": "alerts",  # the alerts are injected: each one is a delivery
     }
 
     def worker(app_id: str) -> Worker:
