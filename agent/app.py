@@ -31,6 +31,7 @@ from agent.kafka_outage import install as install_outage_handling
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
 from agent.monitoring.batch import BatchObserver
+from agent.monitoring.context import ServingContext
 from agent.monitoring.incidents import Incident, IncidentManager
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
@@ -44,7 +45,7 @@ from agent.settings import KafkaSettings, Settings
 from agent.topics import TopicSetup, join_changelog_topic
 from schemas.alert import AlertKind, Severity
 
-__all__ = ["Driftline", "create_app", "faust_credentials", "prepare_data_dir"]
+__all__ = ["Driftline", "create_app", "faust_credentials", "prepare_data_dir", "worker_description"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def create_app(settings: Settings) -> Driftline:
     if settings.monitoring.enabled:
         observer = DriftObserver(
             incidents,
+            context=ServingContext(worker_description(settings.image)),
             settings=MonitorSettingsView(**settings.monitoring.model_dump(exclude={"enabled"})),
             metrics=metrics,
             persist_join=True,
@@ -335,6 +337,25 @@ def open_incident_points(incidents: Iterable[Incident]) -> list[MetricPoint]:
         for kind in AlertKind
         for severity in Severity
     ]
+
+
+def worker_description(image: str | None) -> str:
+    """What runs the models, for incidents' context: driftline's version, the libraries that score
+    them, and the image when known.
+
+    Example:
+        >>> worker_description("example.org/driftline:1.4").split(", ")[-1]
+        'image example.org/driftline:1.4'
+    """
+    parts = [f"driftline {_version()}"]
+    for package in ("onnxruntime", "numpy"):
+        try:
+            parts.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if image:
+        parts.append(f"image {image}")
+    return ", ".join(parts)
 
 
 def _version() -> str:

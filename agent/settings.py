@@ -348,6 +348,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".driftline")
     """Local state of the worker (Faust's data directory)."""
 
+    image: str | None = None
+    """The worker's container image (``name:tag`` or a digest), named with its driftline and library
+    versions in what an incident says changed around it; set it where the image is deployed."""
+
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)

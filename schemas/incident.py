@@ -56,6 +56,9 @@ class TimelineEntry(_Frozen):
     model_version: str = ""
     event: int | None = None
     """Where in the worker's monitored stream of that model version it opened (its ``opened_at_event``)."""
+    began: int | None = None
+    """Where the change its detector saw most likely began, in the same count: the event less the
+    events since the estimated change point (its ``window_events``)."""
     drivers: tuple[str, ...] = ()
     """The likely drivers its alert named, most likely first."""
 

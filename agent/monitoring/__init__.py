@@ -6,7 +6,8 @@ concept monitor (``concept``), the estimated error of a calibrated classifier (`
 likely drivers of an alert (``attribution``) and the observer's use of both (``performance``),
 technical rates and latency (``technical``), the per-model monitors (``model_monitor``), alert wording
 (``wording``), the outcome join (``join``), the incident gate (``incidents``) and the incidents
-across kinds it groups (``grouping``), and the observer that the serving layer calls (``observer``,
+across kinds it groups (``grouping``), what changed in each model's serving context (``context``), and
+the observer that the serving layer calls (``observer``,
 with its contract in ``batch``).
 
 May import: :mod:`agent.models`, :mod:`agent.errors`, :mod:`agent.metrics`, :mod:`agent.settings`,

@@ -93,6 +93,12 @@ def _quoted(subjects: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _began(alert: Alert | None) -> int | None:
+    if alert is None or alert.opened_at_event is None or alert.evidence.window_events is None:
+        return None
+    return max(alert.opened_at_event - alert.evidence.window_events, 0)
+
+
 def root_cause(timeline: Sequence[TimelineEntry]) -> str:
     """One line: which alerts came first, what followed, and the features their alerts blamed.
 
@@ -253,6 +259,7 @@ class IncidentGroups:
             drivers=(
                 tuple(d.feature for d in alert.evidence.drivers) if alert is not None else incident.drivers
             ),
+            began=_began(alert),
         )
 
     def _closed(self, incident: Incident, closed_at: float) -> None:

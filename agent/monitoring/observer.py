@@ -42,9 +42,10 @@ from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
 from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
+from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
-from agent.monitoring.grouping import ContextSource, IncidentGroups
+from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
@@ -86,8 +87,8 @@ class DriftObserver:
         clock: Wall clock, for alert times.
         persist_join: Whether to answer with the outcome join's changelog records.
         resolve: ``(name, version) -> ServedModel``, for joined predictions another worker made.
-        context: What changed around an incident, for the incidents' reports
-            (:class:`~agent.monitoring.context.ServingContext`).
+        context: What this worker saw change in how each model is served, for the incidents' reports;
+            a fresh one (naming no worker) when not given.
     """
 
     def __init__(
@@ -99,11 +100,12 @@ class DriftObserver:
         clock: Callable[[], float] = time.time,
         persist_join: bool = False,
         resolve: Callable[[str, str | None], ServedModel | None] | None = None,
-        context: ContextSource | None = None,
+        context: ServingContext | None = None,
     ) -> None:
         self.incidents = incidents
         # Cross-kind incidents: the alerts of one model that open close together, as one notification.
-        self.groups = IncidentGroups(incidents, clock=clock, context=context)
+        self.context = context or ServingContext(clock=clock)
+        self.groups = IncidentGroups(incidents, clock=clock, context=self.context.lines)
         self.persist_join = persist_join
         # Finds the model of a joined prediction that this worker did not serve itself (it was
         # made before a restart or a rebalance): ModelRegistry.resolve.
@@ -141,7 +143,13 @@ class DriftObserver:
         alerts: list[Alert] = []
         if not monitor.findings_alerted:
             monitor.findings_alerted = True
-            alerts.extend(self.writer.dependency_alerts(monitor, batch.served.model.findings, ctx))
+            findings = batch.served.model.findings
+            alerts.extend(self.writer.dependency_alerts(monitor, findings, ctx))
+            # This version's first request here: the moment incidents are told against.
+            manifest = batch.served.manifest
+            self.context.served(
+                monitor.name, monitor.version, packaged_at=manifest.created_at, findings=findings
+            )
         outputs = output_quantity(batch.served.manifest, batch.predictions)
         if monitor.features.output_reference is None:
             detections = monitor.features.update_batch(batch.encoded.matrix)
