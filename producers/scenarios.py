@@ -14,8 +14,10 @@ gradual    10 000   from event 3 000: the primary feature ramps up to +2 sd over
 recurring  10 000   from event 2 000: +1.5 sd on the primary feature, on 1 000 events, off 1 000
 concept    10 000   from event 5 000: every outcome's label flipped (features unchanged)
 schema      5 000   from event 1 000: 10 % broken requests, 5 % garbage
-demo       12 000   2 000-6 000 +1.5 sd on the primary feature; from 7 000 half the labels flipped;
-                    from 500 1 % broken and 0.5 % garbage. At 100 events/s: two minutes.
+demo       12 000   2 000-6 000 +1.5 sd on the primary feature (breast-cancer: and on 'worst concave
+                    points', into a region where the forest is less sure of itself); from 7 000 half
+                    the labels flipped; from 500 1 % broken and 0.5 % garbage. At 100 events/s: two
+                    minutes.
 ========== ======== ==================================================================================
 
 Example:
@@ -39,7 +41,7 @@ from producers.errors import ScheduleError
 from producers.schedule import Scenario, ScheduledDrift
 from producers.stream import DEFAULT_START_TIME, EventStream
 
-__all__ = ["FOCUS_FEATURES", "SCENARIOS", "builtin_scenario", "dataset", "generate"]
+__all__ = ["DEMO_COMPANIONS", "FOCUS_FEATURES", "SCENARIOS", "builtin_scenario", "dataset", "generate"]
 
 SCENARIOS: dict[str, str] = {
     "calm": "no drift",
@@ -58,6 +60,13 @@ FOCUS_FEATURES: dict[str, tuple[str, str]] = {
     "diabetes": ("bmi", "s5"),
 }
 """Model -> (primary, secondary) feature the scenarios shift."""
+
+DEMO_COMPANIONS: dict[str, str] = {"breast-cancer": "worst concave points"}
+"""Model -> the feature the ``demo`` scenario shifts with the primary one. The bundled breast-cancer
+forest has several size features to go by, so one shifted feature leaves it as sure as before; with
+'worst concave points' shifted too it is less sure of many rows (its estimated error rises well before
+any label says so), while few of its answers change (the labels, flipped later, are what the concept
+monitor then sees)."""
 
 
 def builtin_scenario(name: str, model: str = "breast-cancer", *, feature: str | None = None) -> Scenario:
@@ -94,8 +103,11 @@ def builtin_scenario(name: str, model: str = "breast-cancer", *, feature: str | 
         ]
     elif name == "demo":
         count, rate = 12_000, 100.0
-        drifts = [
-            ScheduledDrift(kind="covariate", start=2000, end=6000, feature=primary, size=1.5),
+        drifts = [ScheduledDrift(kind="covariate", start=2000, end=6000, feature=primary, size=1.5)]
+        if feature is None and model in DEMO_COMPANIONS:
+            companion = DEMO_COMPANIONS[model]
+            drifts.append(ScheduledDrift(kind="covariate", start=2000, end=6000, feature=companion, size=1.5))
+        drifts += [
             ScheduledDrift(kind="concept", start=7000, size=0.5),
             ScheduledDrift(kind="schema", start=500, size=0.01),
             ScheduledDrift(kind="garbage", start=500, size=0.005),

@@ -156,12 +156,12 @@ class Expectation:
 
     def explains(self, seen: SeenAlert) -> bool:
         """Whether this drift accounts for ``seen``: its own alert, or what follows from it (the model's
-        output moves with a shifted feature; the shift's end is a change too)."""
+        output and its estimated error move with a shifted feature; the shift's end is a change too)."""
         if seen.event is None or seen.event < self.start:
             return False
         alert = seen.alert
         if self.kind == "data":
-            return alert.kind is AlertKind.PREDICTION or (
+            return alert.kind in (AlertKind.PREDICTION, AlertKind.PERFORMANCE) or (
                 alert.kind is AlertKind.DATA and alert.subject == self.subject
             )
         if self.kind == "concept":
@@ -181,6 +181,7 @@ def expectations(drifts: Sequence[Any], *, rate_margin: float = 0.05) -> list[Ex
         >>> for e in expectations(builtin_scenario("demo").drifts):
         ...     print(e.kind, e.start, e.end, e.subject, e.alert_required)
         data 2000 6000 worst radius True
+        data 2000 6000 worst concave points True
         concept 7000 None None True
         dead_letters 500 None None False
     """
@@ -498,6 +499,17 @@ class DemoSummary:
         expected = [d.expectation for d in self.detections]
         return [s for s in self.alerts if not any(e.explains(s) for e in expected)]
 
+    def estimate_ahead(self) -> tuple[int, int] | None:
+        """``(event of the first performance alert, event of the first concept alert after it)``,
+        when the estimate spoke first."""
+        firsts: dict[AlertKind, int] = {}
+        for s in sorted((s for s in self.alerts if s.event is not None), key=lambda s: s.event or 0):
+            firsts.setdefault(s.alert.kind, s.event or 0)
+        performance, concept = firsts.get(AlertKind.PERFORMANCE), firsts.get(AlertKind.CONCEPT)
+        if performance is None or concept is None or concept < performance:
+            return None
+        return performance, concept
+
     @property
     def exit_code(self) -> int:
         """0 when every scripted drift was detected, 1 otherwise."""
@@ -549,6 +561,13 @@ class DemoSummary:
             f"  dead letters  {self.dead_letters:,}",
             f"  alerts        {len(self.alerts)}" + (f": {by_kind}" if by_kind else ""),
         ]
+        ahead = self.estimate_ahead()
+        if ahead is not None:
+            performance, concept = ahead
+            lines.append(
+                f"  estimate      the estimated error rose at event {performance:,} (no label needed), "
+                f"{concept - performance:,} events before the first concept alert (event {concept:,})"
+            )
         if self.webhook:
             lines.append(
                 f"  webhook       {len(self.webhook)} deliveries, {verified} signatures verified "
@@ -747,6 +766,7 @@ def rolling_mean(values: npt.NDArray[np.float64], window: int) -> npt.NDArray[np
 _KIND_COLOURS: Mapping[str, str] = {
     "data": "tab:red",
     "prediction": "tab:purple",
+    "performance": "tab:green",
     "concept": "tab:orange",
     "technical": "tab:gray",
 }
@@ -762,6 +782,7 @@ def plot_demo(
     rate: float = 0.0,
     references: Mapping[str, float] | None = None,
     window: int | None = None,
+    estimated: npt.NDArray[np.float64] | None = None,
 ) -> Path:
     """Draws the watched statistics over the run, the scripted drifts and the alerts; writes a PNG.
 
@@ -770,7 +791,10 @@ def plot_demo(
     (covariate on the first, concept on the third, bad messages on the last) with their start as a
     dashed line; each alert is a vertical line in its kind's colour through every panel.
     ``references`` may hold ``feature``, ``output`` and ``error`` reference levels (dotted lines) and
-    ``dead``, the share of dead letters above which the monitor alerts.
+    ``dead``, the share of dead letters above which the monitor alerts. ``estimated``, each event's
+    estimated error (from the model's calibrated confidence), is drawn on the error panel beside the
+    real one, and the first estimated-performance alert is marked there, with how far ahead of the
+    first concept alert it came.
     """
     import matplotlib
 
@@ -805,6 +829,9 @@ def plot_demo(
             ax.axhline(refs[ref], color="tab:red", linestyle="-.", linewidth=1)
         elif ref is not None and ref in refs:
             ax.axhline(refs[ref], color="black", linestyle=":", linewidth=1)
+    if estimated is not None:
+        error_ax.plot(x, rolling_mean(estimated, w), color="tab:green", linewidth=1.2, linestyle="--")
+    _mark_estimate(error_ax, alerts)
     shade = {"covariate": (feature_ax, "tab:red"), "concept": (error_ax, "tab:orange")}
     labels: dict[tuple[int, int], list[str]] = {}
     for d in drifts:
@@ -863,6 +890,10 @@ def plot_demo(
         Line2D([0], [0], color="black", linestyle=":", label="reference level"),
         Line2D([0], [0], color="tab:red", linestyle="-.", label="dead-letter alert margin"),
     ]
+    if estimated is not None:
+        legend.append(
+            Line2D([0], [0], color="tab:green", linestyle="--", label="estimated error (no labels)")
+        )
     fig.legend(handles=legend, loc="outside lower center", ncol=5, fontsize=8)
     dead_ax.set_xlabel(f"event (rolling window {w:,} events)")
     dead_ax.set_xlim(0, max(n - 1, 1))
@@ -877,6 +908,35 @@ def plot_demo(
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _mark_estimate(ax: Any, alerts: Sequence[SeenAlert]) -> None:
+    """Marks the first estimated-performance alert on the error panel, and how far ahead of the first
+    concept alert after it it came."""
+    placed = sorted((s for s in alerts if s.event is not None), key=lambda s: s.event or 0)
+    performance = next((s for s in placed if s.alert.kind is AlertKind.PERFORMANCE), None)
+    if performance is None or performance.event is None:
+        return
+    concept = next(
+        (s for s in placed if s.alert.kind is AlertKind.CONCEPT and (s.event or 0) >= performance.event), None
+    )
+    text = "estimated error rose:\nno label needed"
+    if concept is not None and concept.event is not None:
+        text += f"\n{concept.event - performance.event:,} events before\nthe concept alert"
+    ax.plot([performance.event], [0.97], marker="v", markersize=10, color="tab:green",
+            transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
+    ax.annotate(
+        text,
+        xy=(performance.event, 0.95),
+        xycoords=("data", "axes fraction"),
+        xytext=(6, -4),
+        textcoords="offset points",
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="tab:green",
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:green", "pad": 2},
+    )
 
 
 def free_port() -> int:

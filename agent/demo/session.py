@@ -566,6 +566,7 @@ class Demo:
             ),
             rate=plan.rate,
             references={**_references(manifest, feature), "dead": settings.monitoring.rate_margin},
+            estimated=_estimated_errors(manifest, log.output),
         )
         report = await self._report(plan, manifest, since=sent_from.timestamp())
         summary = DemoSummary(
@@ -701,6 +702,21 @@ def _requests_only(stream: EventStream) -> list[Any]:
     # The stream is deterministic: iterating it again yields the same messages, so the kinds of the
     # events sent are known without having kept them.
     return [m.kind for m in stream if m.kind is not MessageKind.OUTCOME]
+
+
+def _estimated_errors(manifest: Manifest, output: Any) -> Any:
+    """Each event's estimated error from the model's output as logged (P(second class) for a binary
+    classifier, the top probability for a multiclass one), through the package's calibration; None for
+    a regressor or a package without one."""
+    import numpy as np
+
+    if manifest.calibration is None or manifest.task == "regression":
+        return None
+    confidence = np.asarray(output, dtype=np.float64)
+    if manifest.task == "binary_classification":
+        confidence = np.maximum(confidence, 1.0 - confidence)
+    estimated = manifest.calibration.expected_error(confidence)
+    return np.where(np.isnan(confidence), np.nan, estimated)
 
 
 def _references(manifest: Manifest, feature: str) -> dict[str, float]:

@@ -77,8 +77,10 @@ def test_scenario_run_prints_schedule_and_summary_and_sends_it_all(
     lines = out.splitlines()
     assert lines[0].startswith("demo: 2500 events")
     assert lines[1].split() == ["from", "to", "kind", "shape", "feature", "size"]
-    assert "2000  6000  covariate  abrupt  worst radius  +1.5 sd" in out
-    assert "requests " in lines[-2] and "drifts applied 3 of 4;" in lines[-2]
+    table = [line.split() for line in lines[2:8]]
+    assert ["2000", "6000", "covariate", "abrupt", "worst", "radius", "+1.5", "sd"] in table
+    assert ["2000", "6000", "covariate", "abrupt", "worst", "concave", "points", "+1.5", "sd"] in table
+    assert "requests " in lines[-2] and "drifts applied 4 of 5;" in lines[-2]
     assert lines[-1].startswith("2,500 events in ")
     assert "2,500 events (" in err  # the final progress line
 

@@ -147,9 +147,9 @@ def test_demo_applies_every_drift_in_its_window() -> None:
     messages = list(stream)
     assert stream.count == 12_000 and builtin_scenario("demo").rate == 100
     stats = stream.stats
-    assert stats.drifts_applied == 4 and stats.events == 12_000
-    covariate, concept, broken, garbage = stats.affected
-    assert covariate == 4000  # every row in the window, the broken and garbled ones too
+    assert stats.drifts_applied == 5 and stats.events == 12_000
+    covariate, companion, concept, broken, garbage = stats.affected
+    assert covariate == companion == 4000  # every row in the window, the broken and garbled ones too
     outcomes_after = sum(1 for o in outcomes_by_id(messages) if int(o.rsplit("-", 1)[1]) >= 7000)
     assert concept / outcomes_after == pytest.approx(0.5, abs=0.03)
     assert broken == stats.broken and garbage == stats.garbage

@@ -87,14 +87,18 @@ def at(event: int, partitions: int = 4, topic: str = "req") -> OffsetRange:
 # --- schedule -> expectations -------------------------------------------------------------------
 
 
-def test_demo_scenario_expects_a_data_alert_a_concept_alert_and_dead_letters_only() -> None:
+def test_demo_scenario_expects_data_alerts_a_concept_alert_and_dead_letters_only() -> None:
     expected = expectations(builtin_scenario("demo").drifts)
     assert [(e.kind, e.start, e.end, e.subject, e.alert_required) for e in expected] == [
         ("data", 2000, 6000, "worst radius", True),
+        ("data", 2000, 6000, "worst concave points", True),
         ("concept", 7000, None, None, True),
         ("dead_letters", 500, None, None, False),
     ]
-    assert "below twice the 5% alert margin" in expected[2].note
+    assert "below twice the 5% alert margin" in expected[3].note
+    # The estimated error rising with the covariate shift is its consequence, not an unscripted alert.
+    performance = SeenAlert(make_alert(AlertKind.PERFORMANCE, "estimated_error"), 2303)
+    assert expected[0].explains(performance) and not expected[2].explains(performance)
 
 
 def test_a_broken_share_of_twice_the_margin_requires_a_technical_alert() -> None:
@@ -107,6 +111,7 @@ def test_compress_scales_every_position_of_the_schedule() -> None:
     drifts = builtin_scenario("demo").drifts
     scaled = [ScheduledDrift(**d) for d in compress(drifts, 0.5)]
     assert [(d.kind, d.start, d.end) for d in scaled] == [
+        ("covariate", 1000, 3000),
         ("covariate", 1000, 3000),
         ("concept", 3500, None),
         ("schema", 250, None),
@@ -125,7 +130,7 @@ def demo_args(**overrides: object) -> argparse.Namespace:
 def test_a_shorter_count_compresses_the_demo_schedule_and_the_default_keeps_it() -> None:
     scenario, count = Demo(demo_args(count=6000), sys.stdout)._scenario()
     assert count == 6000 and scenario.count == 6000
-    assert [d.start for d in scenario.drifts] == [1000, 3500, 250, 250]
+    assert [d.start for d in scenario.drifts] == [1000, 1000, 3500, 250, 250]
     full, count = Demo(demo_args(), sys.stdout)._scenario()
     assert count == 12_000 and full == builtin_scenario("demo")
 
@@ -288,21 +293,35 @@ def test_plot_writes_a_png_with_the_drifts_and_alerts(tmp_path: Path) -> None:
     alerts = [
         SeenAlert(make_alert(AlertKind.DATA, "worst radius"), 2043),
         SeenAlert(make_alert(AlertKind.PREDICTION, "prediction"), 2101),
+        SeenAlert(make_alert(AlertKind.PERFORMANCE, "estimated_error"), 2303),
         SeenAlert(make_alert(AlertKind.CONCEPT, "error"), 7147),
         SeenAlert(make_alert(AlertKind.TECHNICAL, "onnxruntime"), None),  # not placed: not drawn
     ]
-    path = plot_demo(
-        tmp_path / "out" / "demo.png",
-        log,
-        scenario.drifts,
-        alerts,
-        title="test",
-        rate=100,
-        references={"feature": 16.0, "output": 0.5, "error": 0.05, "dead": 0.05},
-    )
-    data = path.read_bytes()
+    estimated = np.where((np.arange(n) >= 2000) & (np.arange(n) < 6000), 0.15, 0.03)
+
+    def draw(name: str, with_estimate: bool) -> bytes:
+        return plot_demo(
+            tmp_path / "out" / name,
+            log,
+            scenario.drifts,
+            alerts if with_estimate else [a for a in alerts if a.alert.kind is not AlertKind.PERFORMANCE],
+            title="test",
+            rate=100,
+            references={"feature": 16.0, "output": 0.5, "error": 0.05, "dead": 0.05},
+            estimated=estimated if with_estimate else None,
+        ).read_bytes()
+
+    data = draw("demo.png", True)
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 50_000  # four panels of lines, not an empty canvas
+    # The estimate, its alert and the note of how far ahead of the concept alert it came are drawn.
+    assert data != draw("without.png", False)
+    summary = DemoSummary("r", 1, 1, 1, 0, 0, 1, 0, alerts, [])
+    assert summary.estimate_ahead() == (2303, 7147)
+    assert (
+        "the estimated error rose at event 2,303 (no label needed), 4,844 events before the first concept"
+        in (summary.format())
+    )
 
 
 # --- the webhook receiver (a real local HTTP server) -----------------------------------------------
@@ -392,7 +411,11 @@ async def test_demo_end_to_end(kafka_bootstrap: str, influx: InfluxEndpoint, tmp
     assert proc.returncode == 0, f"{out[-6000:]}\n{proc.stderr[-3000:]}"
     assert out.rstrip().splitlines()[-1].startswith("Kafka and InfluxDB are still running")
     assert "every scripted drift was detected" in out
-    assert out.count("  [ok] ") == 3 and "[MISSED]" not in out
+    assert out.count("  [ok] ") == 4 and "[MISSED]" not in out
+    # The estimated error rose before any concept alert: before the labels said anything.
+    assert re.search(
+        r"estimate +the estimated error rose at event [\d,]+ \(no label needed\), [\d,]+ events before", out
+    ), out
     # Receivers get each incident's notifications (opened, updated as it grows, resolved), not each alert.
     webhook = re.search(
         r"webhook +(\d+) deliveries, (\d+) signatures verified "
