@@ -20,8 +20,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sklearn.datasets import load_breast_cancer
 
 from agent.models.repository import ModelRepository
-from schemas.alert import Alert, AlertKind
+from schemas.alert import AlertKind
 from schemas.events import Prediction
+from tests.support.alerts import alerts_in
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Topics, Worker
 
@@ -87,7 +88,7 @@ async def test_an_alert_whose_produce_failed_is_published_after_the_rewind(
 
         await set_max_message_bytes(kafka_bootstrap, topics.alerts, None)
         records = await read_topic(kafka_bootstrap, topics.alerts, 1, timeout=90)
-        alerts = {a.alert_id: a for a in (Alert.model_validate_json(r.value) for r in records)}
+        alerts = {a.alert_id: a for a in alerts_in(r.value for r in records)}
         assert [a.subject for a in alerts.values() if a.kind is AlertKind.DATA] == ["mean radius"]
 
         # Every request was answered, however many times the rewinds made it be published.
