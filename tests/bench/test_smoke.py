@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -174,3 +175,14 @@ def test_join_cost_compares_both_layouts_on_the_same_entries() -> None:
     assert new["bytes_per_entry"] < 0.6 * base["bytes_per_entry"]
     assert base["tracked_objects"] >= 4_000 > new["tracked_objects"] + 3_900
     assert join_cost.main(["--entries", "2000", "--runs", "1"]) == 0
+
+
+def test_handler_cost_measures_a_tree_in_its_own_process(tmp_path: Path) -> None:
+    from bench import handler_cost
+
+    out = tmp_path / "cost.json"
+    argv = ["--requests", "1000", "--rounds", "1", "--repeats", "1", "--out", str(out)]
+    assert handler_cost.main(argv) == 0
+    summary = orjson.loads(out.read_bytes())["summary"]
+    assert set(summary) == {"current/on", "current/off"}
+    assert all(len(s["passes"]) == 1 and s["median_us"] > 0 for s in summary.values())
