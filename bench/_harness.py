@@ -244,11 +244,33 @@ def machine_busy_ticks(stat_text: str | None = None) -> float:
 
 PROFILE_PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("inference (ONNX Runtime)", ("onnxruntime/", "agent/models/package.py")),
-    ("encode features (agent/models/encoding.py)", ("agent/models/encoding.py",)),
-    ("decode + validate (pydantic)", ("pydantic", "_decode (agent/serving/handler.py")),
+    (
+        "encode features (agent/models/encoding.py, columnar.py)",
+        (
+            "agent/models/encoding.py",
+            "agent/models/columnar.py",
+            "_fast_rows (agent/serving/handler.py",
+            "_encode (agent/serving/handler.py",
+        ),
+    ),
+    (
+        "decode + validate (msgspec; pydantic for the rest)",
+        (
+            "pydantic",
+            "msgspec/",
+            "_decode (agent/serving/handler.py",
+            "_decode_request (agent/serving/handler.py",
+            "decode (agent/serving/wire.py",
+            "parse_event_times (agent/serving/wire.py",
+            "_parse_one (agent/serving/wire.py",
+        ),
+    ),
     ("monitoring (agent/monitoring, river)", ("agent/monitoring/", "river/")),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
-    ("build + serialize predictions (agent/serving/handler.py, orjson)", ("agent/serving/handler.py",)),
+    (
+        "build + serialize predictions (agent/serving/handler.py, wire.py)",
+        ("agent/serving/handler.py", "agent/serving/wire.py"),
+    ),
     (
         "produce (batch building, aiokafka producer)",
         ("_publish (agent/serving/loop.py", "aiokafka/producer/"),
@@ -301,8 +323,9 @@ def profile_split(raw_lines: Iterable[str]) -> dict[str, float]:
     """Shares (0-1) of py-spy samples per phase, from py-spy's ``--format raw`` output.
 
     Example:
-        >>> profile_split(["a (agent/models/encoding.py:1) 3", "b (asyncio/events.py:2);c (x.py:1) 1"])
-        {'encode features (agent/models/encoding.py)': 0.75, 'event loop (asyncio, selectors)': 0.25}
+        >>> shares = profile_split(["a (agent/models/encoding.py:1) 3", "b (asyncio/events.py:2) 1"])
+        >>> [(phase.split(" (")[0], share) for phase, share in shares.items()]
+        [('encode features', 0.75), ('event loop', 0.25)]
     """
     counts: dict[str, int] = {}
     total = 0

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from agent.models.encoding import EncodedBatch
 from agent.models.package import Predictions
 from agent.models.registry import ServedModel
 from schemas.alert import Alert
-from schemas.events import DeadLetterReason, Outcome, PredictionRequest
+from schemas.events import DeadLetterReason, Outcome
 from schemas.incident import IncidentReport
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ModelBatch",
     "Observed",
     "RecordLike",
+    "RequestLike",
 ]
 
 
@@ -44,6 +46,16 @@ class RecordLike(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+
+
+class RequestLike(Protocol):
+    """The parts of an accepted request monitoring reads (a ``PredictionRequest`` fits; the handler's
+    fast path hands over its own decoded structs)."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def event_time(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +75,7 @@ class ModelBatch:
 
     served: ServedModel
     records: list[RecordLike]
-    requests: list[PredictionRequest]
+    requests: Sequence[RequestLike]
     encoded: EncodedBatch
     predictions: Predictions
     received_at: float

@@ -1,5 +1,10 @@
 """Serving one batch of request records: decode -> validate -> group by model -> encode -> infer -> publish.
 
+Most requests take the fast path of :mod:`agent.serving.wire`: decoded by their model's typed
+decoder straight into a row of its matrix. A payload that path does not take is validated with
+pydantic and encoded by the model's :class:`~agent.models.encoding.FeatureEncoder`, as before, so
+that its dead letter names the same reason in the same words.
+
 :class:`RequestHandler` is plain Python: it takes consumed records and returns the messages to
 publish (predictions and dead letters, plus whatever the observers, such as the drift monitor, add).
 The Kafka loop (:mod:`agent.serving.loop`) and the REST endpoint (:mod:`agent.serving.web`) both call
@@ -18,17 +23,22 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from itertools import compress
+from typing import Any, TypeVar, cast
 
+import msgspec
 import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
 from agent.errors import DriftlineError, describe_validation_error
 from agent.metrics import Metrics
+from agent.models.encoding import EncodedBatch
 from agent.models.registry import ModelRegistry, ServedModel
 from agent.monitoring.batch import BatchObserver, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.serving.messages import OutgoingMessage
+from agent.serving.wire import DecodedRequest, RequestDecoder, TypedRequests, parse_event_times
 from schemas.alert import encode_alert
 from schemas.events import DeadLetterReason, Outcome, PredictionRequest
 from schemas.incident import encode_incident
@@ -113,6 +123,7 @@ class RequestHandler:
         self.metrics = metrics or Metrics()
         self.stats = ServingStats()
         self.observers = list(observers)
+        self.wire = RequestDecoder()
 
     def handle(self, records: Sequence[RecordLike], *, observe: bool = True) -> list[OutgoingMessage]:
         """Predictions and dead letters for ``records``; never raises for what a record carries.
@@ -123,12 +134,13 @@ class RequestHandler:
         received_at = time.time()
         out: list[OutgoingMessage] = []
         dead: list[DeadLetterInfo] = []
-        groups: dict[ServedModel, tuple[list[RecordLike], list[PredictionRequest]]] = {}
+        groups: dict[ServedModel, tuple[list[RecordLike], list[DecodedRequest]]] = {}
         outcomes: list[tuple[RecordLike, Outcome]] = []
         joined: list[RecordLike] = []
         # A batch mostly asks one model: resolve it again only when the name or version changes.
         asked: tuple[str, str | None] | None = None
-        group: tuple[list[RecordLike], list[PredictionRequest]] | None = None
+        group: tuple[list[RecordLike], list[DecodedRequest]] | None = None
+        served: ServedModel | None = None
         for record in records:
             if record.topic == self.changelog_topic:
                 joined.append(record)  # written by driftline: predictions and outcomes to join
@@ -138,17 +150,28 @@ class RequestHandler:
                 if outcome is not None:
                     outcomes.append((record, outcome))
                 continue
-            request = self._decode(record, PredictionRequest, dead)
+            request = self._decode_request(record, dead)
             if request is None:
                 continue
             if asked != (request.model, request.model_version):
                 asked = (request.model, request.model_version)
                 served = self.registry.resolve(request.model, request.model_version)
-                group = None if served is None else groups.setdefault(served, ([], []))
+                group = None if served is None else groups.get(served)
+                if served is not None:
+                    self.wire.learn(served)
             if group is None:
-                detail = self.registry.why_not(request.model, request.model_version)
-                dead.append(DeadLetterInfo(record, DeadLetterReason.UNKNOWN_MODEL, detail, request.model))
-                continue
+                if not isinstance(request, PredictionRequest):
+                    # Decoded fast, its event time not checked yet. A request that opens a group or
+                    # names an unknown model is validated in full first, so that groups open, and
+                    # dead letters name their reason, as pydantic's checks order them.
+                    request = self._decode(record, PredictionRequest, dead)
+                    if request is None:
+                        continue
+                if served is None:
+                    detail = self.registry.why_not(request.model, request.model_version)
+                    dead.append(DeadLetterInfo(record, DeadLetterReason.UNKNOWN_MODEL, detail, request.model))
+                    continue
+                group = groups[served] = ([], [])
             group[0].append(record)
             group[1].append(request)
 
@@ -174,6 +197,15 @@ class RequestHandler:
         m.batch_size.observe(len(records))
         m.batch_seconds.observe(time.perf_counter() - started)
         return out
+
+    def _decode_request(self, record: RecordLike, dead: list[DeadLetterInfo]) -> DecodedRequest | None:
+        """The record's request, by its model's typed decoder if it takes it, else by pydantic."""
+        value = record.value
+        if value and len(value) <= self.max_event_bytes:
+            request: DecodedRequest | None = self.wire.decode(value)
+            if request is not None:
+                return request
+        return self._decode(record, PredictionRequest, dead)
 
     def _decode(self, record: RecordLike, model: type[_E], dead: list[DeadLetterInfo]) -> _E | None:
         """The record's value as ``model`` (a request or an outcome), or a dead letter saying why not."""
@@ -208,23 +240,16 @@ class RequestHandler:
         self,
         served: ServedModel,
         records: list[RecordLike],
-        requests: list[PredictionRequest],
+        requests: list[DecodedRequest],
         received_at: float,
         out: list[OutgoingMessage],
         dead: list[DeadLetterInfo],
         observers: Sequence[BatchObserver],
     ) -> None:
         name, version = served.name, served.version
-        encoded = served.encoder.encode([r.features for r in requests])
-        for index, rejection in encoded.rejected:
-            dead.append(
-                DeadLetterInfo(records[index], rejection.reason, rejection.detail, name, rejection.feature)
-            )
+        records, requests, encoded = self._encode(served, records, requests, dead)
         if not encoded.accepted:
             return
-        if encoded.rejected:
-            records = [records[i] for i in encoded.accepted]
-            requests = [requests[i] for i in encoded.accepted]
         started = time.perf_counter()
         try:
             predictions = served.model.predict(encoded.matrix)
@@ -284,6 +309,93 @@ class RequestHandler:
             batch = ModelBatch(served, records, requests, encoded, predictions, received_at, took)
             for observer in observers:
                 self._emit(observer.observe(batch), out)
+
+    def _encode(
+        self,
+        served: ServedModel,
+        records: list[RecordLike],
+        requests: list[DecodedRequest],
+        dead: list[DeadLetterInfo],
+    ) -> tuple[list[RecordLike], list[DecodedRequest], EncodedBatch]:
+        """The model's matrix of the group's requests, with their records and requests cut to its rows.
+
+        Requests the model's typed decoder took go straight into the matrix. The others, and those
+        whose event time or values the fast path leaves to pydantic, are validated by pydantic and
+        encoded by the model's :class:`~agent.models.encoding.FeatureEncoder`, which dead-letters
+        what it cannot encode.
+        """
+        typed = self.wire.typed(served)
+        wire_type: object = typed.request_type if typed is not None else None
+        fast = [i for i, request in enumerate(requests) if type(request) is wire_type]
+        rows = None
+        if typed is not None and fast:
+            fast, rows = self._fast_rows(typed, fast, requests)
+        careful: list[int] = []
+        if len(fast) < len(requests):
+            taken = set(fast)
+            refused = False
+            for i, request in enumerate(requests):
+                if i in taken:
+                    continue
+                if not isinstance(request, PredictionRequest):
+                    validated = self._decode(records[i], PredictionRequest, dead)
+                    if validated is None:
+                        refused = True
+                        continue
+                    requests[i] = validated
+                careful.append(i)
+            if refused:
+                # The group is what validation let through, as if pydantic had refused these first.
+                kept = sorted(fast + careful)
+                rank = {position: i for i, position in enumerate(kept)}
+                records = [records[i] for i in kept]
+                requests = [requests[i] for i in kept]
+                fast = [rank[i] for i in fast]
+                careful = [rank[i] for i in careful]
+        strict = [cast(PredictionRequest, requests[i]).features for i in careful]
+        encoded = served.encoder.encode(strict)
+        if typed is not None and rows is not None:
+            encoded = typed.columns.merge(rows, fast, encoded, careful)
+        else:
+            encoded.accepted = [careful[i] for i in encoded.accepted]
+            encoded.rejected = [(careful[i], why) for i, why in encoded.rejected]
+        for index, rejection in encoded.rejected:
+            dead.append(
+                DeadLetterInfo(
+                    records[index], rejection.reason, rejection.detail, served.name, rejection.feature
+                )
+            )
+        if len(encoded.accepted) < len(records):
+            records = [records[i] for i in encoded.accepted]
+            requests = [requests[i] for i in encoded.accepted]
+        return records, requests, encoded
+
+    @staticmethod
+    def _fast_rows(
+        typed: TypedRequests, fast: list[int], requests: list[DecodedRequest]
+    ) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The positions and the matrix of the typed requests at ``fast`` whose event time and values
+        the fast path takes; each of those gets its event time as a datetime."""
+        wired: list[Any] = [requests[i] for i in fast]
+        texts = [request.event_time for request in wired]
+        times: list[datetime | None]
+        if msgspec.UNSET in texts:
+            now = datetime.now(UTC)  # pydantic's default: the time of validation
+            parsed = iter(parse_event_times([t for t in texts if t is not msgspec.UNSET]))
+            times = [now if t is msgspec.UNSET else next(parsed) for t in texts]
+        else:
+            times = parse_event_times(texts)
+        if None in times:  # left to pydantic: the careful way, whatever the values
+            kept = [at is not None for at in times]
+            fast = list(compress(fast, kept))
+            wired = list(compress(wired, kept))
+            times = list(compress(times, kept))
+        for request, at in zip(wired, times, strict=True):
+            request.event_time = at
+        matrix, valid = typed.columns.matrix([request.features for request in wired])
+        if not valid.all():
+            fast = list(compress(fast, valid.tolist()))
+        return fast, matrix
 
     def _emit(self, observed: Observed, out: list[OutgoingMessage]) -> None:
         # The observers' plain values become messages published with the batch's predictions, so

@@ -81,7 +81,7 @@ def test_profile_phases() -> None:
     ]
     shares = profile_split(stacks)
     assert shares == {
-        "decode + validate (pydantic)": 0.6,
+        "decode + validate (msgspec; pydantic for the rest)": 0.6,
         "consume (aiokafka fetcher, record parsing)": 0.2,
         "event loop (asyncio, selectors)": 0.2,
     }

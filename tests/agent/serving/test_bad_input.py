@@ -4,6 +4,7 @@ the model's manifest forbids reaches the model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -15,12 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer
 
-from agent.models.registry import ModelRegistry
+from agent.models.registry import ModelRegistry, ServedModel
 from agent.models.repository import ModelRepository
 from agent.monitoring.batch import DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
 from agent.monitoring.observer import DriftObserver
 from agent.serving.handler import Record, RequestHandler
+from agent.serving.wire import RequestDecoder
 from schemas.events import DeadLetter, Outcome, Prediction
 from tests.support.bad_input import KINDS, PREDICTION, CaseMaker, ModelSpec
 
@@ -143,3 +145,140 @@ def test_a_finite_value_beyond_float32_is_non_finite_for_the_model(
     out = handler.handle([Record("requests", 0, 0, b"k", cases[0].value)])
     [letter] = [DeadLetter.model_validate_json(m.value) for m in out if m.topic == DEAD]
     assert "mean area" in letter.detail and "float32" in letter.detail, letter.detail
+
+
+class Recorder:
+    """An observer that keeps what monitoring is handed, in a form two handlers can be compared on."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def observe(self, batch: ModelBatch) -> Observed:
+        e = batch.encoded
+        self.seen.append(
+            (
+                batch.served.name,
+                [r.offset for r in batch.records],
+                [r.request_id for r in batch.requests],
+                e.matrix.dtype.str,
+                e.matrix.tobytes(),
+                e.accepted,
+                [(i, r.reason, r.detail, r.feature) for i, r in e.rejected],
+                e.unseen_fields,
+                e.missing.tolist(),
+                e.out_of_range.tolist(),
+            )
+        )
+        return Observed()
+
+    def observe_dead_letters(self, dead: Sequence[DeadLetterInfo]) -> Observed:
+        self.seen.append(sorted((d.record.offset, d.reason, d.detail, d.model, d.feature) for d in dead))
+        return Observed()
+
+    def observe_outcomes(self, outcomes: Sequence[tuple[RecordLike, Outcome]]) -> Observed:
+        return Observed()
+
+
+class PydanticOnly(RequestDecoder):
+    """No fast path: every payload validated by pydantic and encoded by the FeatureEncoder."""
+
+    def decode(self, value: bytes) -> None:
+        return None
+
+    def typed(self, served: ServedModel) -> None:
+        return None
+
+
+# Event times pydantic reads that the fast path leaves to it, and ones it refuses.
+_ODD_TIMES = st.sampled_from(
+    [
+        "2026-01-01",
+        "2026-01-01T00:00",
+        "2026-01-01T00:00:00.123456789Z",
+        "2026-01-01 00:00:00+0200",
+        "2026-01-01t00:00:00z",
+        "2026-01-01T00:00:00,5Z",
+        1_767_225_600,
+        1_767_225_600.25,
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T00:00:00.Z",
+    ]
+)
+
+
+def _comparable(out: Sequence[Any], untimed: set[str]) -> tuple[Any, Any]:
+    """Predictions and dead letters without what only the clock decides: the prediction and dead
+    letter times, and the event time of a request id sent without one (pydantic's default is the
+    time it validated the request)."""
+    predictions, dead = [], []
+    for m in out:
+        body = json.loads(m.value)
+        if m.topic == PRED:
+            del body["predicted_at"], body["latency_ms"]
+            if body["request_id"] in untimed:
+                del body["event_time"]
+            predictions.append((m.key, m.partition, list(body), body))
+        elif m.topic == DEAD:
+            del body["time"]
+            dead.append((m.key, body))
+    return predictions, sorted(dead, key=lambda d: d[1]["offset"])
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_the_fast_path_changes_no_outcome_and_no_word(
+    model_repository: ModelRepository, data: st.DataObject
+) -> None:
+    handlers, recorders = [], []
+    for decoder in (RequestDecoder(), PydanticOnly()):
+        registry = ModelRegistry(model_repository.root)
+        registry.refresh()
+        recorder = Recorder()
+        handler = RequestHandler(
+            registry,
+            predictions_topic=PRED,
+            dead_letters_topic=DEAD,
+            max_event_bytes=MAX_EVENT_BYTES,
+            observers=[recorder],
+            alerts_topic=ALERTS,
+        )
+        handler.wire = decoder
+        handlers.append(handler)
+        recorders.append(recorder)
+    maker = CaseMaker(ModelSpec.served_in(model_repository.root), MAX_EVENT_BYTES)
+    values = []
+    for kind in data.draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=25)):
+        case = maker.draw(data, kind)
+        value = case.value
+        if value and data.draw(st.integers(0, 5)) == 0:
+            with contextlib.suppress(ValueError):
+                document = json.loads(value)
+                if isinstance(document, dict):
+                    document["event_time"] = data.draw(_ODD_TIMES)
+                    value = json.dumps(document).encode()
+        values.append(value)
+    # Twice: the second batch finds the decoder's guess already made.
+    for _ in range(2):
+        records = [Record("requests", i % 3, i, f"case-{i}".encode(), v) for i, v in enumerate(values)]
+        untimed = {
+            str(document.get("request_id"))
+            for document in map(_document, values)
+            if isinstance(document, dict) and "event_time" not in document
+        }
+        fast, careful = (_comparable(h.handle(records), untimed) for h in handlers)
+        assert fast == careful
+        assert recorders[0].seen == recorders[1].seen
+        assert handlers[0].stats.dead_letters == handlers[1].stats.dead_letters
+
+
+def _document(value: bytes | None) -> Any:
+    try:
+        return json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
@@ -11,9 +12,10 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from agent.models.package import LoadedModel
 from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
+from agent.monitoring.batch import ModelBatch, Observed
 from agent.serving.handler import Record, RequestHandler
 from agent.serving.web import predict_payloads
-from schemas.events import DeadLetter, Prediction
+from schemas.events import DeadLetter, Prediction, PredictionRequest
 
 PRED, DEAD = "preds", "dead"
 
@@ -172,3 +174,39 @@ def test_consumed_records_are_counted_under_their_own_topic(model_repository: Mo
         for topic in ("reqs", "outs")
     }
     assert counted == {"reqs": 8.0, "outs": 7.0}
+
+
+def test_good_requests_take_the_fast_path(model_repository: ModelRepository) -> None:
+    class Requests:
+        def __init__(self) -> None:
+            self.seen: list[object] = []
+
+        def observe(self, batch: ModelBatch) -> Observed:
+            self.seen.extend(batch.requests)
+            return Observed()
+
+        def observe_dead_letters(self, dead: object) -> Observed:
+            return Observed()
+
+        def observe_outcomes(self, outcomes: object) -> Observed:
+            return Observed()
+
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    seen = Requests()
+    h = RequestHandler(
+        registry, predictions_topic=PRED, dead_letters_topic=DEAD, max_event_bytes=4096, observers=[seen]
+    )
+    _, rows = cancer_rows(4)
+    bodies = [
+        request(i, "breast-cancer", r, event_time="2026-03-01T12:30:00+02:00") for i, r in enumerate(rows)
+    ]
+    h.handle(records(bodies[:1]))  # the first names the model: pydantic decodes it
+    out = h.handle(records(bodies[1:]))
+    # In each batch pydantic validates the request that opens the model's group; the rest go fast.
+    assert [isinstance(r, PredictionRequest) for r in seen.seen] == [True, True, False, False]
+    assert [r.request_id for r in seen.seen] == ["r-0", "r-1", "r-2", "r-3"]  # type: ignore[attr-defined]
+    assert {r.event_time for r in seen.seen} == {  # type: ignore[attr-defined]
+        datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
+    }
+    assert [json.loads(m.value)["event_time"] for m in out] == ["2026-03-01T12:30:00+02:00"] * 3
