@@ -1,9 +1,10 @@
 """Serving one batch of request records: decode -> validate -> group by model -> encode -> infer -> publish.
 
 Most requests take the fast path of :mod:`agent.serving.wire`: decoded by their model's typed
-decoder straight into a row of its matrix. A payload that path does not take is validated with
-pydantic and encoded by the model's :class:`~agent.models.encoding.FeatureEncoder`, as before, so
-that its dead letter names the same reason in the same words.
+decoder straight into a row of its matrix, their predictions serialised for the whole batch at
+once. A payload that path does not take is validated with pydantic and encoded by the model's
+:class:`~agent.models.encoding.FeatureEncoder`, as before, so that its dead letter names the same
+reason in the same words.
 
 :class:`RequestHandler` is plain Python: it takes consumed records and returns the messages to
 publish (predictions and dead letters, plus whatever the observers, such as the drift monitor, add).
@@ -38,7 +39,13 @@ from agent.models.encoding import EncodedBatch
 from agent.models.registry import ModelRegistry, ServedModel
 from agent.monitoring.batch import BatchObserver, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.serving.messages import OutgoingMessage
-from agent.serving.wire import DecodedRequest, RequestDecoder, TypedRequests, parse_event_times
+from agent.serving.wire import (
+    DecodedRequest,
+    RequestDecoder,
+    TypedRequests,
+    parse_event_times,
+    prediction_values,
+)
 from schemas.alert import encode_alert
 from schemas.events import DeadLetterReason, Outcome, PredictionRequest
 from schemas.incident import encode_incident
@@ -278,32 +285,20 @@ class RequestHandler:
             "predicted_at": now,
             "latency_ms": latency_ms,
         }
-        dumps = orjson.dumps
         # The fields every prediction of the batch shares are serialised once: each message is that
         # object's members followed by its own (``{"schema_version":..,`` + ``"request_id":..}``).
-        head = dumps(common)[:-1] + b","
-        if predictions.values is not None:
-            values = predictions.values.astype(np.float64).tolist()
-            for record, request, value in zip(records, requests, values, strict=True):
-                rid = request.request_id
-                own = dumps({"request_id": rid, "event_time": request.event_time, "value": value})
-                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
-        else:
-            assert predictions.labels is not None and predictions.probabilities is not None
-            keys = served.class_keys or ()
-            labels = predictions.labels.tolist()
-            probabilities = np.round(predictions.probabilities.astype(np.float64), 6).tolist()
-            for record, request, label, row in zip(records, requests, labels, probabilities, strict=True):
-                rid = request.request_id
-                own = dumps(
-                    {
-                        "request_id": rid,
-                        "event_time": request.event_time,
-                        "label": label,
-                        "probabilities": dict(zip(keys, row, strict=True)),
-                    }
-                )
-                out.append(OutgoingMessage(topic, rid.encode(), head + own[1:], record.partition))
+        head = orjson.dumps(common)[:-1] + b","
+        keys, values = prediction_values(
+            head,
+            [r.request_id for r in requests],
+            [r.event_time for r in requests],
+            predictions,
+            served.class_keys or (),
+        )
+        out.extend(
+            OutgoingMessage(topic, key, value, record.partition)
+            for key, value, record in zip(keys, values, records, strict=True)
+        )
 
         if observers:
             batch = ModelBatch(served, records, requests, encoded, predictions, received_at, took)

@@ -1,4 +1,4 @@
-"""Requests off the wire, a batch at a time: the request handler's fast path.
+"""Requests off the wire and predictions onto it, a batch at a time: the request handler's fast path.
 
 **Decoding.** :class:`RequestDecoder` decodes a request payload with one msgspec struct per served
 model: :class:`schemas.events.PredictionRequest`'s envelope (the same fields, lengths and literal,
@@ -9,9 +9,12 @@ always did, so that a dead letter says exactly what it always said; what it does
 takes too, with the same values. The event time is left as text: :func:`parse_event_times` parses
 a batch's at once.
 
+**Encoding.** :func:`prediction_values` serialises a model batch's predictions from its arrays: the
+request ids, the event times and every probability column each go through one ``orjson.dumps``
+call for the whole batch, and each message is filled into a template made once per batch. The
+bytes are the ones the handler wrote with one ``orjson.dumps`` per prediction before.
+
 Example:
-    >>> import msgspec
-    >>> from datetime import datetime
     >>> parse_event_times(["2026-01-01T00:00:00Z", "2026-01-01T01:00:00.1234567Z", "soon"])
     [datetime.datetime(2026, 1, 1, 0, 0, tzinfo=datetime.timezone.utc), None, None]
 """
@@ -25,11 +28,14 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
+import numpy as np
+import orjson
 
 from agent.models.columnar import ColumnarFeatures
+from agent.models.package import Predictions
 from agent.models.registry import ServedModel
 
-__all__ = ["DecodedRequest", "RequestDecoder", "TypedRequests", "parse_event_times"]
+__all__ = ["DecodedRequest", "RequestDecoder", "TypedRequests", "parse_event_times", "prediction_values"]
 
 # As schemas.events.PredictionRequest: RequestId and ModelName (tests/agent/serving/test_wire.py
 # holds the two to the same answers).
@@ -171,3 +177,57 @@ def _parse_one(text: str) -> datetime | None:
     except (msgspec.DecodeError, UnicodeEncodeError):
         return None
     return parsed
+
+
+def prediction_values(
+    head: bytes,
+    request_ids: list[str],
+    event_times: list[Any],
+    predictions: Predictions,
+    class_keys: Sequence[str],
+) -> tuple[list[bytes], list[bytes]]:
+    """The message keys and values of a model batch's predictions.
+
+    ``head`` is the JSON of the fields every prediction of the batch shares, without its closing
+    brace and with a comma after the last member (``{"schema_version":"1",...,``). Each value is
+    ``head`` followed by ``"request_id"``, ``"event_time"`` and ``"label"`` with ``"probabilities"``
+    (classifiers) or ``"value"`` (regressors), as ``orjson.dumps`` writes them.
+    """
+    dumps = orjson.dumps
+    if not request_ids:
+        return [], []
+    ids = dumps(request_ids)
+    if b"\\" not in ids:
+        # No escape anywhere: each id's JSON is its UTF-8 bytes in quotes, and '","' only stands
+        # between two of them.
+        keys = ids[2:-2].split(b'","')
+        fields: list[Any] = [keys]
+        template = head.replace(b"%", b"%%") + b'"request_id":"%b","event_time":%b'
+    else:
+        keys = [rid.encode() for rid in request_ids]
+        fields = [[dumps(rid) for rid in request_ids]]
+        template = head.replace(b"%", b"%%") + b'"request_id":%b,"event_time":%b'
+    # A datetime's JSON holds no comma: one dumps for the batch, split.
+    fields.append(dumps(event_times)[1:-1].split(b","))
+    if predictions.values is not None:
+        fields.append(_numbers(predictions.values.astype(np.float64).ravel().tolist()))
+        template += b',"value":%b}'
+    else:
+        assert predictions.labels is not None and predictions.probabilities is not None
+        labels = predictions.labels.tolist()
+        cache = {label: dumps(label) for label in set(labels)}
+        fields.append([cache[label] for label in labels])
+        probabilities = np.round(predictions.probabilities.astype(np.float64), 6)
+        width = probabilities.shape[1]
+        if len(class_keys) != width:
+            raise ValueError(f"{width} probability columns for {len(class_keys)} class keys")
+        flat = _numbers(probabilities.ravel().tolist())
+        fields.extend(flat[j::width] for j in range(width))
+        members = b",".join(dumps(key).replace(b"%", b"%%") + b":%b" for key in class_keys)
+        template += b',"label":%b,"probabilities":{' + members + b"}}"
+    return keys, [template % row for row in zip(*fields, strict=True)]
+
+
+def _numbers(values: list[float]) -> list[bytes]:
+    """Each float as ``orjson.dumps`` writes it (a float's JSON holds no comma: one call, split)."""
+    return orjson.dumps(values)[1:-1].split(b",")

@@ -1,21 +1,25 @@
 """The fast path's decoder takes nothing pydantic refuses and reads what it takes as pydantic does;
-its event times are pydantic's."""
+its event times are pydantic's; its predictions are the bytes one ``orjson.dumps`` per prediction
+wrote."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
+from agent.models.package import Predictions
 from agent.models.registry import ModelRegistry, ServedModel
 from agent.models.repository import ModelRepository
-from agent.serving.wire import RequestDecoder, parse_event_times
+from agent.serving.wire import RequestDecoder, parse_event_times, prediction_values
 from schemas.events import PredictionRequest
 from schemas.manifest import Feature
 from tests.support.bad_input import KINDS, CaseMaker, ModelSpec
@@ -196,6 +200,88 @@ def test_a_fraction_past_microseconds_is_left_to_pydantic() -> None:
     assert parse_event_times(["2026-01-01T00:00:00+02:00"]) == [
         datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
     ]
+
+
+# --- predictions ---------------------------------------------------------------------------------
+
+
+def _reference(head: bytes, ids: list[str], times: list[Any], p: Predictions, keys: list[str]) -> list[bytes]:
+    """One orjson.dumps per prediction, as the handler wrote them before."""
+    out = []
+    if p.values is not None:
+        for rid, at, value in zip(ids, times, p.values.astype(np.float64).tolist(), strict=True):
+            out.append(head + orjson.dumps({"request_id": rid, "event_time": at, "value": value})[1:])
+        return out
+    assert p.labels is not None and p.probabilities is not None
+    probabilities = np.round(p.probabilities.astype(np.float64), 6).tolist()
+    for rid, at, label, row in zip(ids, times, p.labels.tolist(), probabilities, strict=True):
+        own = {
+            "request_id": rid,
+            "event_time": at,
+            "label": label,
+            "probabilities": dict(zip(keys, row, strict=True)),
+        }
+        out.append(head + orjson.dumps(own)[1:])
+    return out
+
+
+_ids = st.lists(
+    st.text(min_size=1, max_size=12).filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s))
+)
+_times = st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30))]))
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(
+    ids=st.lists(
+        st.sampled_from(["r-1", 'q"uote', "back\\slash", "ü€😀", '","', "%s %b", "tab\t"])
+        | _ids.map(lambda xs: xs[0] if xs else "x"),
+        min_size=1,
+        max_size=6,
+    ),
+    data=st.data(),
+)
+def test_predictions_are_the_bytes_one_dumps_per_prediction_wrote(
+    ids: list[str], data: st.DataObject
+) -> None:
+    n = len(ids)
+    times = data.draw(st.lists(_times, min_size=n, max_size=n))
+    common = {"schema_version": "1", "model": "m%s", "model_version": "1", "latency_ms": 1.5}
+    head = orjson.dumps(common)[:-1] + b","
+    unit = st.floats(0, 1, width=32) | st.sampled_from([float("nan"), 1e-7, 0.3333333])
+    if data.draw(st.booleans()):
+        values = np.array(data.draw(st.lists(st.floats(width=32), min_size=n, max_size=n)), dtype=np.float32)
+        predictions, keys = Predictions(values=values), []
+    else:
+        keys = data.draw(st.sampled_from([["0", "1"], ["setosa", "versi%color", 'vir"ginica'], ["a"]]))
+        probabilities = np.array(
+            data.draw(
+                st.lists(st.lists(unit, min_size=len(keys), max_size=len(keys)), min_size=n, max_size=n)
+            ),
+            dtype=np.float32,
+        )
+        labels = np.array(
+            data.draw(st.lists(st.sampled_from(keys) | st.integers(0, 3), min_size=n, max_size=n)),
+            dtype=object,
+        )
+        predictions = Predictions(labels=labels, probabilities=probabilities)
+    got_keys, values = prediction_values(head, ids, times, predictions, keys)
+    assert got_keys == [rid.encode() for rid in ids]
+    assert values == _reference(head, ids, times, predictions, keys)
+    for value in values:
+        json.loads(value)
+
+
+def test_no_prediction_no_message() -> None:
+    assert prediction_values(b"{", [], [], Predictions(values=np.zeros(0, np.float32)), []) == ([], [])
+    with pytest.raises(ValueError, match="class keys"):
+        prediction_values(
+            b"{",
+            ["r"],
+            [datetime.now(UTC)],
+            Predictions(labels=np.array([0]), probabilities=np.zeros((1, 2), np.float32)),
+            ["0"],
+        )
 
 
 def test_pydantic_time_zones_serialise_as_the_fast_paths_do() -> None:
