@@ -6,7 +6,8 @@
 * a Faust agent over the requests topic, ``stream.take_events(500, within=5 ms)``;
 * each batch handled at once, with driftline's own :class:`agent.serving.handler.RequestHandler`
   (the same decoding, batched ONNX Runtime call, monitors and outcome join as ``driftline run``,
-  wired as :mod:`agent.app` wires it), so the two differ only in how records get in and out;
+  wired as :mod:`agent.app` wires it, and the same topics consumed: requests, outcomes and the
+  join's own topic), so the two differ only in how records get in and out;
 * the batch's messages appended to one producer batch per topic-partition of Faust's own
   ``AIOKafkaProducer`` (``create_batch`` / ``send_batch``), its acknowledgements awaited inside the
   agent body: ``take()`` acks the events to Faust (which then commits them) only after the body ran,
@@ -58,6 +59,8 @@ def build_handler(cfg: dict[str, Any]) -> RequestHandler:
         persist_join=True,
         resolve=registry.resolve,
     )
+    # As the worker sets it on assignment: a join partition per partition of the join topic.
+    observer.join.n_partitions = cfg["partitions"]
     return RequestHandler(
         registry,
         predictions_topic=cfg["predictions"],
@@ -118,8 +121,15 @@ def run_worker(cfg: dict[str, Any]) -> None:
         topic_partitions=cfg["partitions"],
         topic_replication_factor=1,
     )
+    # The topics `driftline run` consumes: requests, outcomes and the outcome join's own topic.
     requests = app.topic(
-        cfg["requests"], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        cfg["requests"],
+        cfg["outcomes"],
+        cfg["changelog"],
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
     )
     partitions: dict[str, list[int]] = {}
 

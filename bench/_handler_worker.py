@@ -6,8 +6,9 @@ the tree to measure (this checkout, or ``--baseline-ref``'s ``agent/``, ``schema
 
 It builds the request handler as ``driftline run`` does (every monitor and the outcome join on, or
 no observers), hands it the payloads in batches of ``batch`` records spread over four partitions,
-once to warm up and then ``repeats`` times, and writes the CPU time of each pass
-(``time.process_time``: this process, all threads) per request to ``cfg["result"]``. With
+once to warm up and then ``repeats`` times (the outcome join's records, where they go through the
+join's own topic, fed back with the next batch as the worker reads them), and writes the CPU time
+of each pass (``time.process_time``: this process, all threads) per request to ``cfg["result"]``. With
 ``profile_s`` it then goes on handling for that long, for py-spy to sample.
 """
 
@@ -42,6 +43,9 @@ def _handler(cfg: dict[str, Any]) -> Any:
                 resolve=registry.resolve,
             )
         )
+    join = getattr(observers[0], "join", None) if observers else None
+    if join is not None and hasattr(join, "n_partitions"):
+        join.n_partitions = 4  # as the worker sets it: a join partition per join topic partition
     return RequestHandler(
         registry,
         predictions_topic="predictions",
@@ -64,15 +68,27 @@ def main(argv: list[str]) -> None:
     records = [Record("requests", i % 4, i, key, value) for i, (key, value) in enumerate(payloads)]
     size = cfg["batch"]
     batches = [records[i : i + size] for i in range(0, len(records), size)]
+    # Where the outcome join's records go through its own topic, which the worker consumes too
+    # (observe_join), each batch's join records come back with the next batch, as the worker reads them.
+    feed = hasattr(handler.observers[0], "observe_join") if handler.observers else False
+    fed: list[Any] = []
+
+    def handle(batch: list[Any]) -> None:
+        out = handler.handle(fed + batch if fed else batch)
+        fed.clear()
+        if feed:
+            joins = [m for m in out if m.topic == "changelog"]
+            fed.extend(Record("changelog", m.partition or 0, 0, m.key, m.value) for m in joins)
+
     for batch in batches:  # warm-up: first use of every code path, the monitors' reference windows
-        handler.handle(batch)
+        handle(batch)
     gc.collect()
     gc.freeze()  # as the worker does at start-up (agent/serving/loop.py)
     passes = []
     for _ in range(cfg["repeats"]):
         started = time.process_time()
         for batch in batches:
-            handler.handle(batch)
+            handle(batch)
         passes.append((time.process_time() - started) / len(records) * 1e6)
     result: dict[str, Any] = {"us_per_request": passes}
     if cfg.get("profile_s"):
@@ -81,7 +97,7 @@ def main(argv: list[str]) -> None:
         until = time.monotonic() + cfg["profile_s"]
         while time.monotonic() < until:
             for batch in batches:
-                handler.handle(batch)
+                handle(batch)
     Path(cfg["result"]).write_text(json.dumps(result))
 
 

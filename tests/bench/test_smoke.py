@@ -147,7 +147,9 @@ def test_faust_take_handler_is_driftlines_with_every_monitor(
     model_repository: ModelRepository,
 ) -> None:
     names = ("requests", "predictions", "outcomes", "alerts", "dead", "changelog")
-    handler = build_handler({"model_repository": str(model_repository.root), **{n: n for n in names}})
+    handler = build_handler(
+        {"model_repository": str(model_repository.root), "partitions": 4, **{n: n for n in names}}
+    )
     messages = list(generate("calm", model="classification-20", seed=3, count=20, outcome_share=0.0))
     out = handler.handle([Record("requests", i % 4, i, m.key, m.value) for i, m in enumerate(messages)])
     by_topic = {t: [m for m in out if m.topic == t] for t in {m.topic for m in out}}
