@@ -24,16 +24,20 @@ __all__ = [
     "SteadyWindow",
     "cpu_model",
     "free_port",
+    "jvm_gc_pauses",
+    "latency_parts",
     "latency_summary",
     "machine_busy_ticks",
     "median",
     "package_versions",
     "percentile",
     "phase_of_stack",
+    "probe_pauses",
     "proc_cpu_seconds",
     "proc_peak_rss_mb",
     "profile_split",
     "short_frame",
+    "stall_runs",
     "stalls",
     "steady_window",
 ]
@@ -135,6 +139,153 @@ def stalls(
         "top": [{"at_ms": w * window_ms, "slow": len(v), "max_ms": max(v)} for w, v in worst],
         "top_share": round(sum(len(v) for _, v in worst) / slow, 3) if slow else 0.0,
     }
+
+
+def stall_runs(runs: Sequence[dict[str, Any]], share: float = 0.1) -> dict[str, Any]:
+    """How many runs had a stall: one 100 ms window (by send time) holding more than ``share`` of the
+    run's slow requests, from each run's :func:`stalls` report (``{"stalls": {...}}``).
+
+    Example:
+        >>> runs = [{"stalls": {"slow": 50, "top": [{"slow": 30}, {"slow": 5}]}},
+        ...         {"stalls": {"slow": 40, "top": [{"slow": 3}, {"slow": 2}]}},
+        ...         {"stalls": {"slow": 0, "top": []}}]
+        >>> stall_runs(runs)
+        {'runs': 3, 'with_stall': 1, 'worst_window_shares': [0.6, 0.075, 0.0]}
+    """
+    shares = []
+    for run in runs:
+        report = run.get("stalls") or {}
+        slow = report.get("slow", 0)
+        top = max((w["slow"] for w in report.get("top", [])), default=0)
+        shares.append(round(top / slow, 3) if slow else 0.0)
+    return {"runs": len(shares), "with_stall": sum(x > share for x in shares), "worst_window_shares": shares}
+
+
+_JVM_PAUSE = re.compile(r"^\[([0-9T:.+\-]+)\].*\bGC\(\d+\) (Pause [A-Za-z ]+?)(?: \(.*\))? .*? ([0-9.]+)ms$")
+
+
+# ZGC and Shenandoah pause only briefly, but an allocating thread waits when the collector is late.
+_JVM_STALL = re.compile(r"^\[([0-9T:.+\-]+)\].*\b(Allocation Stall) \(.*\) ([0-9.]+)ms$")
+
+
+def jvm_gc_pauses(lines: Iterable[str], since: float = 0.0, until: float = math.inf) -> list[dict[str, Any]]:
+    """The stop-the-world pauses (and ZGC's allocation stalls) in a JVM unified GC log
+    (``-Xlog:gc*:...:time``) that ended between ``since`` and ``until`` (Unix seconds): each
+    ``{"start", "end", "ms", "kind"}``.
+
+    Example:
+        >>> log = ["[2026-12-04T18:45:59.516+0000][gc          ] GC(1460) Pause Young (Normal) "
+        ...        "(G1 Evacuation Pause) 229M->186M(469M) 20.405ms",
+        ...        "[2026-12-04T18:45:59.516+0000][gc,cpu      ] GC(1460) User=0.02s Sys=0.00s Real=0.02s",
+        ...        "[2026-12-04T18:45:05.081+0000][gc] GC(1448) Pause Cleanup 239M->239M(469M) 0.127ms",
+        ...        "[2026-12-04T18:53:35.448+0000][gc,phases   ] GC(0) Pause Mark End 0.007ms",
+        ...        "[2026-12-04T18:53:36.448+0000][gc] Allocation Stall (kafka-request-handler-0) 3.250ms"]
+        >>> for p in jvm_gc_pauses(log):
+        ...     print(p["kind"], p["ms"], round(p["end"] - p["start"], 5))
+        Pause Young 20.405 0.02041
+        Pause Cleanup 0.127 0.00013
+        Pause Mark 0.007 1e-05
+        Allocation Stall 3.25 0.00325
+    """
+    from datetime import datetime
+
+    pauses = []
+    for line in lines:
+        if not line.rstrip().endswith("ms") or ("Pause" not in line and "Allocation Stall" not in line):
+            continue
+        match = _JVM_PAUSE.match(line.rstrip()) or _JVM_STALL.match(line.rstrip())
+        if match is None:
+            continue
+        stamp, kind, ms = match.groups()
+        end = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        if since <= end <= until:
+            pauses.append({"start": end - float(ms) / 1000, "end": end, "ms": float(ms), "kind": kind})
+    return pauses
+
+
+def probe_pauses(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The worker's garbage collections that ``bench/_probe.py`` wrote down.
+
+    Example:
+        >>> probe_pauses(["1764874000.500000 12.500 2", "junk"])
+        [{'start': 1764874000.4875, 'end': 1764874000.5, 'ms': 12.5, 'kind': 'gen2'}]
+    """
+    pauses = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 3:
+            continue
+        end, ms = float(fields[0]), float(fields[1])
+        pauses.append({"start": end - ms / 1000, "end": end, "ms": ms, "kind": f"gen{fields[2]}"})
+    return pauses
+
+
+def latency_parts(
+    sent_ms: dict[bytes, int],
+    done_ms: dict[bytes, int],
+    handled: dict[bytes, tuple[float, float]],
+    *,
+    skip_before_ms: int | None = None,
+    slow_ms: float = 25.0,
+    pauses: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Where each request's latency went, and what the slow ones (over ``slow_ms``) ran into.
+
+    ``handled``: request key -> (the prediction's ``predicted_at``, its ``latency_ms``), both the
+    worker's clock (this machine's, as the record timestamps). A request's latency splits into
+    **before** (send to the start of its batch's handling: producer linger, broker, fetch, the batch's
+    fill wait, waiting for the batches ahead), **handling** (decode, encode, inference) and **after**
+    (serialising, the monitors, producing, the broker's append). ``pauses`` maps a source (``broker``,
+    ``worker``) to its stop-the-world pauses (:func:`jvm_gc_pauses`, :func:`probe_pauses`); a slow
+    request ran into one if it overlaps its send-to-append span.
+
+    Example:
+        >>> sent = {b"a": 1000, b"b": 1000, b"c": 1000}
+        >>> done = {b"a": 1010, b"b": 1040, b"c": 1050}
+        >>> handled = {b"a": (1.006, 2.0), b"b": (1.008, 2.0), b"c": (1.034, 30.0)}
+        >>> pauses = {"broker": [{"start": 1.02, "end": 1.035, "ms": 15.0, "kind": "Pause Young"}]}
+        >>> parts = latency_parts(sent, done, handled, pauses=pauses)
+        >>> parts["p50_ms"], parts["slow"], parts["slow_by_part"], parts["slow_in_pause"]
+        ({'before': 4.0, 'handling': 2.0, 'after': 16.0}, 2, {'after': 1, 'handling': 1}, {'broker': 2})
+    """
+    rows = []
+    for key, sent in sent_ms.items():
+        if skip_before_ms is not None and sent < skip_before_ms:
+            continue
+        done, seen = done_ms.get(key), handled.get(key)
+        if done is None or seen is None:
+            continue
+        predicted_ms, inside = seen[0] * 1000.0, seen[1]
+        start = predicted_ms - inside
+        rows.append((sent, done, start - sent, inside, done - predicted_ms))
+    names = ("before", "handling", "after")
+    out: dict[str, Any] = {
+        "count": len(rows),
+        "p50_ms": {n: round(percentile([r[2 + i] for r in rows], 50), 2) for i, n in enumerate(names)},
+        "p99_ms": {n: round(percentile([r[2 + i] for r in rows], 99), 2) for i, n in enumerate(names)},
+    }
+    slow = [r for r in rows if r[1] - r[0] > slow_ms]
+    by_part: dict[str, int] = {}
+    for r in slow:
+        part = names[max(range(3), key=lambda i: r[2 + i])]
+        by_part[part] = by_part.get(part, 0) + 1
+    in_pause: dict[str, int] = {}
+    for source, spans in (pauses or {}).items():
+        hit = 0
+        for r in slow:
+            lo, hi = r[0] / 1000.0, r[1] / 1000.0
+            if any(p["start"] < hi and p["end"] > lo for p in spans):
+                hit += 1
+        in_pause[source] = hit
+    out.update(
+        {
+            "slow_over_ms": slow_ms,
+            "slow": len(slow),
+            "slow_by_part": dict(sorted(by_part.items(), key=lambda kv: -kv[1])),
+            "slow_in_pause": in_pause,
+        }
+    )
+    return out
 
 
 @dataclass(frozen=True)

@@ -78,14 +78,19 @@ from bench._harness import (
     Sample,
     cpu_model,
     free_port,
+    jvm_gc_pauses,
+    latency_parts,
     latency_summary,
     machine_busy_ticks,
     median,
     package_versions,
     percentile,
+    probe_pauses,
     proc_cpu_seconds,
     proc_peak_rss_mb,
     profile_split,
+    short_frame,
+    stall_runs,
     stalls,
     steady_window,
 )
@@ -103,11 +108,15 @@ TARGETS = {
     "rss_mb": 300.0,
 }
 
+SLOW_MS = TARGETS["p99_ms_at_half"]
+"""A slow request, for the stall report and the latency split: over the p99 target."""
+
 FULL = {
     "events": 200_000,
     "runs": 3,
     "naive_events": 30_000,
     "faust_events": 100_000,
+    "rss_events": 1_000_000,
     "latency_s": 15.0,
     "profile": True,
 }
@@ -116,6 +125,7 @@ QUICK = {
     "runs": 1,
     "naive_events": 6_000,
     "faust_events": 30_000,
+    "rss_events": 0,
     "latency_s": 8.0,
     "profile": True,
 }
@@ -154,6 +164,7 @@ class Bench:
     latency_s: float
     profile: bool
     tmp: Path
+    rss_events: int = 0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     procs: list[Proc] = field(default_factory=list)
     groups: set[str] = field(default_factory=set)
@@ -222,8 +233,12 @@ class Bench:
         monitoring: bool,
         tree: Path = REPO,
         settings: dict[str, str] | None = None,
+        probe: Path | None = None,
+        lean: bool = False,
     ) -> Proc:
-        """A ``driftline run`` worker on ``topics``; ``settings`` are more ``DRIFTLINE_*`` variables."""
+        """A ``driftline run`` worker on ``topics``; ``settings`` are more ``DRIFTLINE_*`` variables;
+        with ``probe``, its garbage collections are written there, and ``lean``, it runs without the
+        optional extras' modules, as ``pip install .`` installs it (``bench/_probe.py``)."""
         port = free_port()
         env = self._base_env()
         if tree != REPO:
@@ -248,6 +263,10 @@ class Bench:
         env.update(settings or {})
         self.groups.update({app_id, f"{app_id}-serving"})
         argv = [sys.executable, "-m", "agent.cli", "run", "--loglevel", "info"]
+        if probe is not None or lean:
+            argv[1:3] = [str(REPO / "bench" / "_probe.py")]
+            argv[2:2] = ["--gc-log", str(probe)] if probe is not None else []
+            argv[2:2] = ["--lean"] if lean else []
         return self.spawn(label, argv, env, port, cwd=tree)
 
     def start_naive(self, label: str, topics: dict[str, str], app_id: str) -> Proc:
@@ -464,6 +483,41 @@ class Bench:
             for p in procs:
                 self.stop(p)
 
+    async def measure_rss(self, *, lean: bool = True) -> dict[str, Any]:
+        """A fresh worker (every monitor and the outcome join on) drains ``rss_events`` distinct
+        requests, published as a stream (the bench does not hold them): its peak RSS once the join
+        remembers them all (its default cap is a million). ``lean``: the worker as ``pip install .``
+        installs it, without the extras' modules (see ``bench/_probe.py``)."""
+        from producers.scenarios import generate
+
+        label = "rss-lean" if lean else "rss"
+        topics = self.topics(label)
+        await self.create_topics(topics)
+        stream = generate(
+            "calm",
+            model=MODEL,
+            seed=13,
+            count=self.rss_events,
+            outcome_share=0.0,
+            run_id=f"rss-{self.run_id}",
+        )
+        started = time.monotonic()
+        await self.publish(topics, stream)
+        published_s = time.monotonic() - started
+        app_id = f"{self.prefix}-{label}"
+        proc = self.start_driftline(label, topics, app_id, monitoring=True, lean=lean)
+        try:
+            timeout = 120 + self.rss_events / 2000
+            result = await self.drain(
+                "rss", [proc], topics["predictions"], self.rss_events, health=True, timeout_s=timeout
+            )
+        finally:
+            self.stop(proc)
+        result["published_s"] = round(published_s, 1)
+        result["requests"] = self.rss_events
+        result["lean"] = lean
+        return result
+
     async def measure_live(self, kind: str, rnd: int) -> dict[str, Any]:
         """Scaling: ``kind`` is ``live_x1`` or ``live_x2``, one or two driftline workers (monitoring on) in
         one group. The workers start on an empty four-partition topic; once every one of them has its
@@ -546,15 +600,21 @@ class Bench:
         *,
         shares: tuple[float, ...] = (0.5, 0.9),
         settings: dict[str, str] | None = None,
+        profile: bool = False,
     ) -> dict[str, Any]:
-        """One fresh worker (monitoring on), requests paced at each of ``shares`` of ``highest``."""
+        """One fresh worker (monitoring on), requests paced at each of ``shares`` of ``highest``;
+        ``profile``: py-spy samples the worker while the first phase is paced (its split per request
+        in ``phases[...]["profile_us_per_request"]``)."""
         from producers.scenarios import generate
 
         label = name
         topics = self.topics(label)
         await self.create_topics(topics)
         app_id = f"{self.prefix}-{label}"
-        worker = self.start_driftline(label, topics, app_id, monitoring=True, tree=tree, settings=settings)
+        probe = self.tmp / f"{label}.gc"
+        worker = self.start_driftline(
+            label, topics, app_id, monitoring=True, tree=tree, settings=settings, probe=probe
+        )
         broker = _broker_pid()
         phases: dict[str, Any] = {}
         try:
@@ -573,6 +633,8 @@ class Bench:
                 gc.freeze()
                 pids = {"worker": worker.pid, "bench": "self", "broker": broker}
                 cpu0 = {k: proc_cpu_seconds(pid) or 0.0 for k, pid in pids.items() if pid is not None}
+                spy = self._spy(worker, f"{label}-{int(share * 100)}", self.latency_s) if profile else None
+                profile = False
                 busy0, t0 = machine_busy_ticks(), time.monotonic()
                 summary = await self.publish(topics, messages, rate=rate)
                 busy1, t1 = machine_busy_ticks(), time.monotonic()
@@ -580,7 +642,9 @@ class Bench:
                 sent += n
                 await self._wait_count(topics["predictions"], sent, 60.0)
                 busy = (busy1 - busy0) / (t1 - t0)
+                split = await self._spy_split(spy, cores["worker"] / max(summary.rate, 1.0) * 1e6)
                 phases[f"{int(share * 100)}%"] = {
+                    **({"profile_us_per_request": split} if split else {}),
                     "run_id": run_id,
                     "target_rate": rate,
                     "achieved_rate": summary.rate,
@@ -597,13 +661,30 @@ class Bench:
             gc.unfreeze()
             self.stop(worker)
         sent_ms, _ = await self._timestamps(topics["requests"])
-        done_ms, handled_ms = await self._timestamps(topics["predictions"], latency_field=True)
+        done_ms, handled = await self._timestamps(topics["predictions"], latency_field=True)
+        handled_ms = {k: v[1] for k, v in handled.items()}
+        pauses = {"worker": [], "broker": []}
+        with contextlib.suppress(OSError):
+            pauses["worker"] = probe_pauses(probe.read_text().splitlines())
+        with contextlib.suppress(OSError):
+            pauses["broker"] = jvm_gc_pauses(_broker_gc_log().read_text(errors="replace").splitlines())
         for name, phase in phases.items():
             prefix = f"{phase['run_id']}-".encode()
             mine = {k: v for k, v in sent_ms.items() if k.startswith(prefix)}
             skip = min(mine.values()) + 1000 if mine else None
             phase.update(latency_summary(mine, done_ms, skip_before_ms=skip))
-            phase["stalls"] = stalls(mine, done_ms, skip_before_ms=skip)
+            phase["stalls"] = stalls(mine, done_ms, skip_before_ms=skip, over_ms=SLOW_MS)
+            lo, hi = (
+                (min(mine.values()) / 1000, max(done_ms.get(k, 0) for k in mine) / 1000) if mine else (0, 0)
+            )
+            spans = {who: [p for p in ps if lo <= p["end"] <= hi + 1] for who, ps in pauses.items()}
+            phase["parts"] = latency_parts(
+                mine, done_ms, handled, skip_before_ms=skip, slow_ms=SLOW_MS, pauses=spans
+            )
+            phase["pauses"] = {
+                who: {"count": len(ps), "longest_ms": max((p["ms"] for p in ps), default=0.0)}
+                for who, ps in spans.items()
+            }
             # The part spent inside the worker's handler: the prediction's own latency_ms (from the
             # start of its batch's handling to the prediction), the rest is Kafka and queueing.
             inside = [handled_ms[k] for k, v in mine.items() if skip is None or v >= skip if k in handled_ms]
@@ -616,6 +697,44 @@ class Bench:
             "requests": sent,
             "clock": "request CreateTime -> prediction LogAppendTime",
         }
+
+    def _spy(self, worker: Proc, label: str, seconds: float) -> tuple[Proc, Path] | None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            return None
+        out = self.tmp / f"{label}.spy"
+        argv = [spy, "record", "-p", str(worker.pid), "-o", str(out), "--format", "raw", "-r", "200"]
+        argv += ["-d", str(max(int(seconds) - 1, 1)), "--nonblocking"]
+        return self.spawn(f"py-spy-{label}", argv, self._base_env()), out
+
+    async def _spy_split(self, spy: tuple[Proc, Path] | None, us_per_request: float) -> dict[str, Any]:
+        """The sampled worker's phases, scaled to its measured CPU per request, and the frames that
+        hold the most samples (the deepest frame of this repository or a library, with its caller)."""
+        if spy is None:
+            return {}
+        proc, out = spy
+        deadline = time.monotonic() + 30
+        while proc.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        self.stop(proc)
+        try:
+            lines = out.read_text().splitlines()
+        except OSError:
+            return {}
+        split: dict[str, Any] = {k: round(v * us_per_request, 2) for k, v in profile_split(lines).items()}
+        frames: dict[str, int] = {}
+        total = 0
+        for line in lines:
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            calls = [short_frame(f) for f in stack.split(";")][-2:]
+            key = " <- ".join(reversed(calls))
+            frames[key] = frames.get(key, 0) + int(n)
+            total += int(n)
+        top = sorted(frames.items(), key=lambda kv: -kv[1])[:25]
+        split["top_frames_us"] = {k: round(v / total * us_per_request, 2) for k, v in top} if total else {}
+        return split
 
     async def _wait_count(self, topic: str, target: int, timeout_s: float) -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
@@ -633,9 +752,9 @@ class Bench:
 
     async def _timestamps(
         self, topic: str, *, latency_field: bool = False
-    ) -> tuple[dict[bytes, int], dict[bytes, float]]:
+    ) -> tuple[dict[bytes, int], dict[bytes, tuple[float, float]]]:
         """Key -> record timestamp (ms) of every record of ``topic``, and key -> the record's
-        ``latency_ms`` field if ``latency_field`` (predictions)."""
+        ``predicted_at`` (Unix seconds) and ``latency_ms`` fields if ``latency_field`` (predictions)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
         )
@@ -646,7 +765,7 @@ class Bench:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             out: dict[bytes, int] = {}
-            inside: dict[bytes, float] = {}
+            inside: dict[bytes, tuple[float, float]] = {}
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 positions = {tp: await consumer.position(tp) for tp in tps}
@@ -657,7 +776,9 @@ class Bench:
                         if r.key is not None:
                             out[r.key] = r.timestamp
                             if latency_field and r.value:
-                                inside[r.key] = orjson.loads(r.value)["latency_ms"]
+                                body = orjson.loads(r.value)
+                                at = dt.datetime.fromisoformat(body["predicted_at"]).timestamp()
+                                inside[r.key] = (at, body["latency_ms"])
             return out, inside
         finally:
             await consumer.stop()
@@ -750,6 +871,11 @@ def _export_tree(ref: str, target: Path) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     return target
+
+
+def _broker_gc_log() -> Path:
+    state = Path(os.environ.get("DRIFTLINE_STATE") or REPO / ".services")
+    return state / "kafka" / "log" / "gc.log"
 
 
 def _broker_pid() -> int | None:
@@ -908,10 +1034,24 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{who}at 50% over {len(runs)} runs: p99 {', '.join(_fmt(r['p99_ms']) for r in runs)} ms "
                 f"(median {_fmt(lat['half_rate_p99_median'])}); "
                 f"p50 median {_fmt(lat['half_rate_p50_median'])} ms; "
-                f"worst run: {worst['stalls']['slow']:,} requests over 50 ms, "
+                f"worst run: {worst['stalls']['slow']:,} requests over {SLOW_MS:.0f} ms, "
                 f"{_fmt(worst['stalls']['top_share'] * 100)} % of them in its 3 worst 100 ms windows "
                 f"{[(w['at_ms'], w['max_ms']) for w in worst['stalls']['top']]}"
             )
+            stalled = lat.get("half_rate_stall_runs", {})
+            print(
+                f"{who}  stalls (one 100 ms window with > 10 % of a run's slow requests): "
+                f"{stalled.get('with_stall')} of {stalled.get('runs')} runs; worst window's share per run "
+                f"{stalled.get('worst_window_shares')}"
+            )
+            for i, run in enumerate(runs):
+                parts, paused = run.get("parts") or {}, run.get("pauses") or {}
+                print(
+                    f"{who}  run {i}: p50 / p99 ms before handling {_pair(parts, 'before')}, handling "
+                    f"{_pair(parts, 'handling')}, after {_pair(parts, 'after')}; "
+                    f"{parts.get('slow', 0):,} slow, mostly {parts.get('slow_by_part')}, "
+                    f"in a GC pause {parts.get('slow_in_pause')}; pauses {paused}"
+                )
     prof = report.get("profile", {})
     if prof.get("us_per_event"):
         print(f"\nprofile of the hot path (py-spy, {prof['samples']:,} samples), us of worker CPU per event:")
@@ -925,6 +1065,11 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  {name:<56} {_fmt(value, spec):>10}  target {target:<12} {'met' if ok else 'NOT met'}")
 
 
+def _pair(parts: dict[str, Any], name: str) -> str:
+    p50, p99 = parts.get("p50_ms", {}).get(name), parts.get("p99_ms", {}).get(name)
+    return f"{_fmt(p50, '.1f')} / {_fmt(p99, '.1f')}"
+
+
 def _targets(report: dict[str, Any]) -> dict[str, tuple[Any, str, bool]]:
     s = report["summary"]
     on = s.get("driftline_on", {}).get("events_per_s")
@@ -932,10 +1077,12 @@ def _targets(report: dict[str, Any]) -> dict[str, tuple[Any, str, bool]]:
     x_limit = report["ratios"].get("on_vs_passthrough")
     latency = report.get("latency", {})
     half = latency.get("half_rate_p99_median", latency.get("phases", {}).get("50%", {}).get("p99_ms"))
-    # The latency worker serves every phase (50 % and 90 % of the highest rate, 15 s each): ~1M
-    # requests at 50k/s, with the outcome join remembering each of them.
-    rss = latency.get("rss_peak_mb")
-    served = latency.get("requests", 0)
+    # A worker that drained a million distinct requests, the outcome join remembering each of them;
+    # without that drain (--quick), the latency worker (every phase, ~0.5-1M requests).
+    rss_run = report.get("rss") or {}
+    rss, served = rss_run.get("rss_peak_mb"), rss_run.get("requests", 0)
+    if rss is None:
+        rss, served = latency.get("rss_peak_mb"), latency.get("requests", 0)
     return {
         "requests/s per worker, monitoring on": (
             on,
@@ -957,7 +1104,7 @@ def _targets(report: dict[str, Any]) -> dict[str, tuple[Any, str, bool]]:
             f"< {TARGETS['p99_ms_at_half']:.0f} ms",
             bool(half and half < TARGETS["p99_ms_at_half"]),
         ),
-        f"latency worker RSS peak after {served:,} requests, MB": (
+        f"worker RSS peak after {served:,} requests, MB": (
             rss,
             f"< {TARGETS['rss_mb']:.0f} MB",
             bool(rss and rss < TARGETS["rss_mb"]),
@@ -1009,6 +1156,9 @@ async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = Tr
     return topics
 
 
+_HALF_RATE_KEYS = ("p50_ms", "p99_ms", "max_ms", "worker_cores", "broker_cores", "stalls", "parts", "pauses")
+
+
 async def latency_runs(bench: Bench, highest: float, tree: Path, name: str) -> dict[str, Any]:
     """The latency phases (50 % and 90 %) with one worker, then the 50 % phase again with a fresh
     worker until it ran ``bench.runs`` times: one 15 s run's p99 moves with whatever else the two
@@ -1020,9 +1170,22 @@ async def latency_runs(bench: Bench, highest: float, tree: Path, name: str) -> d
             (await bench.latency(highest, tree=tree, name=f"{name}-{i}", shares=(0.5,)))["phases"]["50%"]
         )
     report["half_rate_runs"] = [
-        {k: run.get(k) for k in ("p50_ms", "p99_ms", "max_ms", "worker_cores", "broker_cores", "stalls")}
+        {
+            k: run.get(k)
+            for k in (
+                "p50_ms",
+                "p99_ms",
+                "max_ms",
+                "worker_cores",
+                "broker_cores",
+                "stalls",
+                "parts",
+                "pauses",
+            )
+        }
         for run in half
     ]
+    report["half_rate_stall_runs"] = stall_runs(half)
     report["half_rate_p99_median"] = median(run.get("p99_ms") for run in half)
     report["half_rate_p50_median"] = median(run.get("p50_ms") for run in half)
     return report
@@ -1070,6 +1233,11 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             prof["us_per_event"] = {k: round(v * per_event, 2) for k, v in prof["shares"].items()}
         report["profile"] = prof
 
+    if bench.rss_events:
+        print(f"  RSS: a worker drains {bench.rss_events:,} distinct requests ...", flush=True)
+        report["rss"] = await bench.measure_rss()
+        _progress(0, "rss", report["rss"])
+
     highest = report["summary"]["driftline_on"]["events_per_s"]
     if highest:
         print(f"  latency at 50% and 90% of {highest:,.0f} events/s, then 50% again ...", flush=True)
@@ -1101,6 +1269,7 @@ def execute(
             runs=args.runs,
             naive_events=getattr(args, "naive_events", 0),
             faust_events=getattr(args, "faust_events", 0),
+            rss_events=getattr(args, "rss_events", 0),
             latency_s=args.latency_s,
             profile=profile,
             tmp=Path(tmp),
@@ -1128,6 +1297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help=f"repetitions of each drain (default {FULL['runs']})")
     parser.add_argument("--naive-events", type=int, help="requests the naive agent drains")
     parser.add_argument("--faust-events", type=int, help="requests the take() Faust agent drains")
+    parser.add_argument(
+        "--rss-events", type=int, help="distinct requests a worker drains for its RSS peak (0: skip)"
+    )
     parser.add_argument("--latency-s", type=float, help="seconds of paced requests per latency phase")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument(
@@ -1138,7 +1310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
-    for key in ("events", "runs", "naive_events", "faust_events", "latency_s"):
+    for key in ("events", "runs", "naive_events", "faust_events", "rss_events", "latency_s"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     profile = bool(preset["profile"]) and not args.no_profile

@@ -122,7 +122,7 @@ def test_summaries_and_targets() -> None:
         "x the best Faust agent (take, same run)": False,
         "x the pass-through limit (same run)": True,
         "p99 latency at half the highest rate, ms": False,
-        "latency worker RSS peak after 1,000,000 requests, MB": True,
+        "worker RSS peak after 1,000,000 requests, MB": True,
     }
     # With repeated half-rate runs the target reads their median, not the first run alone.
     report["latency"]["half_rate_p99_median"] = 20.0
@@ -188,3 +188,27 @@ def test_handler_cost_measures_a_tree_in_its_own_process(tmp_path: Path) -> None
     summary = orjson.loads(out.read_bytes())["summary"]
     assert set(summary) == {"current/on", "current/off"}
     assert all(len(s["passes"]) == 1 and s["median_us"] > 0 for s in summary.values())
+
+
+def test_probe_runs_driftline_lean_and_logs_collections(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "gc.log"
+    code = (
+        "import runpy, sys, gc\n"
+        "sys.argv = ['_probe.py', '--lean', '--gc-log', sys.argv[1], 'inspect', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('bench/_probe.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "gc.collect()\n"
+        "try:\n"
+        "    import sklearn  # noqa: F401\n"
+        "except ModuleNotFoundError:\n"
+        "    print('lean')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=False)
+    assert "lean" in done.stdout, done.stderr
+    [end, ms, generation] = log.read_text().splitlines()[-1].split()
+    assert generation == "2" and float(ms) >= 0 and float(end) > 1e9
