@@ -131,6 +131,8 @@ class RequestHandler:
         self.stats = ServingStats()
         self.observers = list(observers)
         self.wire = RequestDecoder()
+        self._late: list[DeadLetterInfo] = []
+        """Requests the fast path took that pydantic refused once their group was served."""
 
     def handle(self, records: Sequence[RecordLike], *, observe: bool = True) -> list[OutgoingMessage]:
         """Predictions and dead letters for ``records``; never raises for what a record carries.
@@ -183,8 +185,14 @@ class RequestHandler:
             group[1].append(request)
 
         observers = self.observers if observe else []
+        decoded, self._late = len(dead), []
         for served, (group_records, requests) in groups.items():
             self._serve(served, group_records, requests, received_at, out, dead, observers)
+        if self._late:
+            # Where pydantic would have refused them: among the dead letters of the decoding, in
+            # record order, before those of the encoding and inference.
+            position = {id(record): i for i, record in enumerate(records)}
+            dead[:decoded] = sorted(dead[:decoded] + self._late, key=lambda d: position[id(d.record)])
 
         if outcomes:
             for observer in observers:
@@ -333,7 +341,7 @@ class RequestHandler:
                 if i in taken:
                     continue
                 if not isinstance(request, PredictionRequest):
-                    validated = self._decode(records[i], PredictionRequest, dead)
+                    validated = self._decode(records[i], PredictionRequest, self._late)
                     if validated is None:
                         refused = True
                         continue

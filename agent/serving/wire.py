@@ -128,21 +128,25 @@ class RequestDecoder:
         if isinstance(guess, TypedRequests):
             try:
                 return guess.decode(value)
-            except msgspec.DecodeError:
+            except _REFUSED:
                 pass
         try:
             other = self._by_name.get(self._name(value).model)
-        except msgspec.DecodeError:
+        except _REFUSED:
             return None
         if other is None or other is guess:
             return None
         try:
             request = other.decode(value)
-        except msgspec.DecodeError:
+        except _REFUSED:
             return None
         self._guess = other
         return request
 
+
+# What msgspec raises for a payload it will not take: a decode or validation error, or, for JSON
+# nested deeper than the interpreter's recursion limit (skipping an unknown field), RecursionError.
+_REFUSED: Final = (msgspec.DecodeError, RecursionError)
 
 _DATETIMES: Final = msgspec.json.Decoder(list[datetime]).decode
 # msgspec rounds a fraction of a second past microseconds, pydantic truncates it: leave those to

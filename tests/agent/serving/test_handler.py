@@ -210,3 +210,21 @@ def test_good_requests_take_the_fast_path(model_repository: ModelRepository) -> 
         datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
     }
     assert [json.loads(m.value)["event_time"] for m in out] == ["2026-03-01T12:30:00+02:00"] * 3
+
+
+def test_a_payload_nested_past_the_recursion_limit_is_a_dead_letter(
+    model_repository: ModelRepository,
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    handler = RequestHandler(
+        registry, predictions_topic=PRED, dead_letters_topic=DEAD, max_event_bytes=1 << 16
+    )
+    _, rows = cancer_rows(2)
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    body = json.dumps(request(1, "breast-cancer", rows[0], extra=0)).encode()
+    nested = body.replace(b'"extra": 0', b'"extra": ' + deep)
+    out = handler.handle(records([request(0, "breast-cancer", rows[1]), nested]))
+    [prediction] = [m for m in out if m.topic == PRED]
+    [dead] = [DeadLetter.model_validate_json(m.value) for m in out if m.topic == DEAD]
+    assert prediction.key == b"r-0" and dead.reason.value == "decode_error" and dead.offset == 101

@@ -114,6 +114,20 @@ def test_the_decoder_follows_the_model_asked_for(registry: ModelRegistry) -> Non
     assert decoder.typed(cancer) is decoder.typed(cancer)
 
 
+@pytest.mark.parametrize("depth", [10, 999, 1000, 5000])
+def test_deep_nesting_is_left_to_pydantic(registry: ModelRegistry, depth: int) -> None:
+    row = {f.name: 1.0 for f in _served(registry, "breast-cancer").manifest.features}
+    junk = b'{"a":' * depth + b"1" + b"}" * depth
+    body = orjson.dumps({"request_id": "r", "model": "breast-cancer", "features": row, "extra": 0})
+    payload = body.replace(b'"extra":0', b'"extra":' + junk)
+    decoder = RequestDecoder()
+    assert decoder.decode(payload) is None  # nothing to guess: reads the model's name
+    decoder.learn(_served(registry, "diabetes"))
+    assert decoder.decode(payload) is None  # the guess refuses it, then the name is read
+    decoder.learn(_served(registry, "breast-cancer"))
+    assert decoder.decode(payload) is None  # an unknown field: refused at its name
+
+
 def test_a_model_with_a_categorical_feature_is_left_to_pydantic(registry: ModelRegistry) -> None:
     class Categorical:  # what the decoder reads of a served model, with a categorical feature
         name = "colours"
