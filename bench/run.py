@@ -891,7 +891,7 @@ def _broker_pid() -> int | None:
 
 def machine_info() -> dict[str, Any]:
     packages = package_versions(
-        ("faust-streaming", "aiokafka", "onnxruntime", "river", "pydantic", "numpy", "orjson")
+        ("faust-streaming", "aiokafka", "onnxruntime", "river", "pydantic", "msgspec", "numpy", "orjson")
     )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
