@@ -2,7 +2,8 @@
 
 Owns: the Kafka serving loop (``loop``: consume, hand a batch to the handler, produce, commit), the
 request handler (``handler``: decode, validate, group by model, encode, infer, and turn the observers'
-alerts and changelog records into messages), the outgoing-message type (``messages``), the REST
+alerts and changelog records into messages), its fast path (``wire``: a request decoded by its model's
+typed decoder, a batch's predictions serialised at once), the outgoing-message type (``messages``), the REST
 views (``web``: ``/predict``, ``/health``, ``/metrics``) and the Open Inference Protocol v2 (``oip``:
 ``/v2/...``).
 
