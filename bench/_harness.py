@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import statistics
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,6 +24,7 @@ __all__ = [
     "Sample",
     "SteadyWindow",
     "cpu_model",
+    "export_tree",
     "free_port",
     "jvm_gc_pauses",
     "latency_parts",
@@ -491,6 +493,20 @@ def profile_split(raw_lines: Iterable[str]) -> dict[str, float]:
         counts[phase] = counts.get(phase, 0) + int(n)
         total += int(n)
     return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
+def export_tree(ref: str, target: Path) -> Path:
+    """agent/, schemas/ and producers/ as they are at ``ref``, in ``target`` (``git archive``): another
+    commit's code for a same-run baseline (``--baseline-ref``)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "agent", "schemas", "producers"],
+        cwd=_REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 def free_port() -> int:

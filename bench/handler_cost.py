@@ -38,23 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._harness import profile_split
+from bench._harness import export_tree, profile_split
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "classification-20"
 WORKER = REPO / "bench" / "_handler_worker.py"
-
-
-def _export_tree(ref: str, target: Path) -> Path:
-    target.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "agent", "schemas", "producers"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
 
 
 def _measure(tree: Path, cfg: dict[str, Any], tmp: Path, tag: str, profile_s: float = 0.0) -> dict[str, Any]:
@@ -115,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "payloads.pkl").write_bytes(pickle.dumps([(m.key, m.value) for m in messages]))
         trees = {"current": REPO}
         if args.baseline_ref:
-            trees[args.baseline_ref] = _export_tree(args.baseline_ref, tmp / "baseline")
+            trees[args.baseline_ref] = export_tree(args.baseline_ref, tmp / "baseline")
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         passes: dict[tuple[str, str], list[float]] = {}
         per_round: dict[tuple[str, str], list[float]] = {}

@@ -77,6 +77,7 @@ from aiokafka.structs import TopicPartition
 from bench._harness import (
     Sample,
     cpu_model,
+    export_tree,
     free_port,
     jvm_gc_pauses,
     latency_parts,
@@ -860,19 +861,6 @@ async def _wait_ready(proc: Proc, timeout_s: float) -> None:
     raise RuntimeError(f"{proc.label} not ready within {timeout_s:.0f} s:\n{proc.tail()}")
 
 
-def _export_tree(ref: str, target: Path) -> Path:
-    """agent/, schemas/ and producers/ as they are at ``ref``, in ``target`` (``git archive``)."""
-    target.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "agent", "schemas", "producers"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
 def _broker_gc_log() -> Path:
     state = Path(os.environ.get("DRIFTLINE_STATE") or REPO / ".services")
     return state / "kafka" / "log" / "gc.log"
@@ -1275,7 +1263,7 @@ def execute(
             tmp=Path(tmp),
         )
         if getattr(args, "baseline_ref", None):
-            bench.baseline_tree = _export_tree(args.baseline_ref, Path(tmp) / "baseline")
+            bench.baseline_tree = export_tree(args.baseline_ref, Path(tmp) / "baseline")
 
         def _terminate(signum: int, _frame: Any) -> None:
             raise KeyboardInterrupt(f"signal {signum}")

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "LoadedModel",
     "Predictions",
+    "check_runtime_support",
     "load_package",
     "onnxruntime_max_ir_version",
     "onnxruntime_max_opset",
@@ -223,28 +225,33 @@ def _parse_onnx(path: Path, data: bytes) -> ModelInfo:
     return model
 
 
-def _check_opsets(path: Path, model: ModelInfo) -> dict[str, int]:
+def check_runtime_support(
+    source: object, opsets: Iterable[tuple[str, int]], ir_version: int, *, advice: str
+) -> dict[str, int]:
+    """The model's opsets by domain (``ai.onnx`` for the default one, the highest of each); raises
+    :class:`~agent.errors.UnsupportedOpsetError` naming ``source`` if the installed onnxruntime
+    cannot run one of them or the IR version. ``advice`` follows the opset message; ``{limit}`` in it
+    is the supported opset."""
     import onnxruntime
 
-    opsets: dict[str, int] = {}
-    for domain, version in model.opsets.items():
+    found: dict[str, int] = {}
+    for domain, version in opsets:
         name = domain or DEFAULT_DOMAIN
-        opsets[name] = max(opsets.get(name, 0), version)
-    for domain, version in opsets.items():
+        found[name] = max(found.get(name, 0), int(version))
+    for domain, version in found.items():
         limit = onnxruntime_max_opset(domain)
         if limit is not None and version > limit:
             raise UnsupportedOpsetError(
-                f"{path}: needs opset {version} of domain {domain}, but the installed onnxruntime "
-                f"{onnxruntime.__version__} supports up to {limit}; upgrade onnxruntime or rebuild "
-                "the package with `driftline package`, which targets the installed onnxruntime"
+                f"{source}: needs opset {version} of domain {domain}, but the installed onnxruntime "
+                f"{onnxruntime.__version__} supports up to {limit}{advice.format(limit=limit)}"
             )
     max_ir = onnxruntime_max_ir_version()
-    if max_ir is not None and model.ir_version > max_ir:
+    if max_ir is not None and ir_version > max_ir:
         raise UnsupportedOpsetError(
-            f"{path}: has ONNX IR version {model.ir_version}, but the installed onnxruntime "
+            f"{source}: has ONNX IR version {ir_version}, but the installed onnxruntime "
             f"{onnxruntime.__version__} loads up to {max_ir}"
         )
-    return opsets
+    return found
 
 
 def _check_graph(path: Path, model: ModelInfo, manifest: Manifest) -> None:
@@ -405,7 +412,13 @@ class LoadedModel:
                 f"{manifest.onnx_sha256}: the model file was changed or replaced after packaging"
             )
         graph = _parse_onnx(model_path, data)
-        _check_opsets(model_path, graph)
+        check_runtime_support(
+            model_path,
+            graph.opsets.items(),
+            graph.ir_version,
+            advice="; upgrade onnxruntime or rebuild the package with `driftline package`, which "
+            "targets the installed onnxruntime",
+        )
         _check_graph(model_path, graph, manifest)
         del graph
         session = _create_session(model_path, data, self.intra_op_num_threads)

@@ -55,13 +55,10 @@ from agent.errors import (
     GraphMismatchError,
     PackageError,
     ParityError,
-    UnsupportedOpsetError,
     describe_validation_error,
 )
 from agent.models.package import (
-    DEFAULT_DOMAIN,
-    onnxruntime_max_ir_version,
-    onnxruntime_max_opset,
+    check_runtime_support,
     refuse_pickle,
 )
 from agent.models.repository import ModelRepository
@@ -438,30 +435,6 @@ def rewrite(model: onnx.ModelProto, plan: GraphPlan, n_features: int) -> onnx.Mo
     return packaged
 
 
-def _check_runtime_support(model: onnx.ModelProto, source: str) -> dict[str, int]:
-    import onnxruntime
-
-    opsets: dict[str, int] = {}
-    for entry in model.opset_import:
-        domain = entry.domain or DEFAULT_DOMAIN
-        opsets[domain] = max(opsets.get(domain, 0), int(entry.version))
-    for domain, version in opsets.items():
-        limit = onnxruntime_max_opset(domain)
-        if limit is not None and version > limit:
-            raise UnsupportedOpsetError(
-                f"{source}: needs opset {version} of domain {domain}, but the installed onnxruntime "
-                f"{onnxruntime.__version__} supports up to {limit}: export the model with opset {limit} "
-                "or lower (or convert it with onnx.version_converter)"
-            )
-    max_ir = onnxruntime_max_ir_version()
-    if max_ir is not None and model.ir_version > max_ir:
-        raise UnsupportedOpsetError(
-            f"{source}: has ONNX IR version {model.ir_version}, but the installed onnxruntime "
-            f"{onnxruntime.__version__} loads up to {max_ir}"
-        )
-    return opsets
-
-
 # --- running it --------------------------------------------------------------------------------
 
 
@@ -680,7 +653,13 @@ def build_from_onnx(
                 features=ref.feature_names,
             )
         original = load_onnx(onnx_path)
-        opsets = _check_runtime_support(original, source)
+        opsets = check_runtime_support(
+            source,
+            ((entry.domain, entry.version) for entry in original.opset_import),
+            original.ir_version,
+            advice=": export the model with opset {limit} or lower (or convert it with "
+            "onnx.version_converter)",
+        )
     try:
         features = tuple(Feature(name=n, type="numeric") for n in ref.feature_names)
     except ValidationError as exc:
