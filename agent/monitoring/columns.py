@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from agent.monitoring.blocks import FIXED_POINT, BlockAccumulator, Blocks, z_scores
+from agent.monitoring.blocks import FIXED_POINT, BlockAccumulator, Blocks, binomial_scores, z_scores
 from agent.monitoring.detectors import (
     AdwinDetector,
     BlockDetector,
@@ -26,6 +26,8 @@ from agent.monitoring.transforms import FloatArray, IntArray
 
 __all__ = [
     "ColumnSet",
+    "Stream",
+    "StreamStats",
     "Window",
     "WindowStats",
     "column_detectors",
@@ -56,18 +58,53 @@ class WindowStats:
     """Values of categories absent from the reference since the monitor started."""
 
 
-class Window:
-    """The last ``size`` blocks' sums per column (a ring kept as a sliding array)."""
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One standardised stream of a monitored column: what it measures and its reference moments.
 
-    def __init__(self, size: int, n_columns: int) -> None:
+    A column always has its ``"location"`` stream (the standardised value itself); numeric columns
+    may add a ``"spread"`` stream and categorical ones a ``"share"`` stream per category.
+    """
+
+    column: int
+    """Index of the column (in :attr:`ColumnSet.names`) the stream belongs to."""
+    mean: float
+    """Mean of the stream under the reference."""
+    std: float
+    """Its standard deviation under the reference (per event)."""
+    measure: str = "location"
+    category: str | None = None
+    """The category of a ``"share"`` stream."""
+    counts: bool = False
+    """A 0/1 stream (a share): its detectors see the normal score of each block's count
+    (:func:`~agent.monitoring.blocks.binomial_scores`) instead of its skewed z-score."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Windowed statistics of one stream, for recoveries and metrics."""
+
+    stream: Stream
+    count: int
+    mean: float
+    shift_sd: float
+    """``(mean - stream.mean) / stream.std``."""
+
+
+class Window:
+    """The last ``size`` blocks' sums per stream (a ring kept as a sliding array)."""
+
+    def __init__(self, size: int, n_columns: int, n_raw: int | None = None) -> None:
         self.size = size
+        n_raw = n_columns if n_raw is None else n_raw
         self.ints = np.zeros((0, 3, n_columns), dtype=np.int64)
-        self.raw = np.zeros((0, n_columns), dtype=np.float64)
+        self.raw = np.zeros((0, 2, n_raw), dtype=np.float64)
 
     def with_blocks(self, blocks: Blocks, upto: int) -> tuple[IntArray, FloatArray]:
         new = np.stack([blocks.counts[:upto], blocks.sums[:upto], blocks.sumsqs[:upto]], axis=1)
         ints = np.concatenate([self.ints, new])[-self.size :]
-        raw = np.concatenate([self.raw, blocks.raw_sums[:upto]])[-self.size :]
+        new_raw = np.stack([blocks.raw_sums[:upto], blocks.raw_sumsqs[:upto]], axis=1)
+        raw = np.concatenate([self.raw, new_raw])[-self.size :]
         return ints, raw
 
     def add(self, blocks: Blocks) -> None:
@@ -99,7 +136,16 @@ def recent_segment(counts: IntArray, sums: IntArray) -> int:
 
 
 class ColumnSet:
-    """Blocks, detectors and window of ``d`` standardised streams: the engine of both monitors."""
+    """Blocks, detectors and window of ``d`` columns' standardised streams: the engine of the monitors.
+
+    By default each column is one stream (its location) with the reference ``mean`` and ``std``;
+    :meth:`of_streams` builds a set whose columns have several streams each, every stream with its
+    own reference moments and detectors. The streams' values come as one matrix, one column per
+    stream, the location streams first (stream ``j < d`` is column ``j``'s location), so one
+    :class:`~agent.monitoring.blocks.BlockAccumulator` push (one ``reduceat``) serves them all.
+    A detection on any stream of a column restarts every detector of that column: one change, one
+    :class:`~agent.monitoring.detectors.Detection` per column, whichever statistic saw it first.
+    """
 
     def __init__(
         self,
@@ -112,29 +158,83 @@ class ColumnSet:
         *,
         rises_only: bool = False,
     ) -> None:
+        streams = [Stream(j, mean, std) for j in range(len(names))]
+        self._setup(names, streams, detectors, block_size, window_blocks, rises_only)
+
+    @classmethod
+    def of_streams(
+        cls,
+        names: Sequence[str],
+        streams: Sequence[Stream],
+        detectors: Sequence[Sequence[BlockDetector]],
+        block_size: int,
+        window_blocks: int,
+    ) -> ColumnSet:
+        """Columns with several streams each; ``streams[j]`` is column ``j``'s location for
+        ``j < len(names)``, and ``detectors[i]`` are stream ``i``'s."""
+        self = cls.__new__(cls)
+        self._setup(names, streams, detectors, block_size, window_blocks, False)
+        return self
+
+    def _setup(
+        self,
+        names: Sequence[str],
+        streams: Sequence[Stream],
+        detectors: Sequence[Sequence[BlockDetector]],
+        block_size: int,
+        window_blocks: int,
+        rises_only: bool,
+    ) -> None:
+        d = len(names)
+        if len(detectors) != len(streams) or len(streams) < d:
+            raise ValueError(f"{len(detectors)} detector groups for {len(streams)} streams of {d} columns")
+        if any(s.column != j or s.measure != "location" for j, s in enumerate(streams[:d])):
+            raise ValueError("the first streams must be the columns' locations, in column order")
         self.names = tuple(names)
+        self.streams = tuple(streams)
         self.detectors = [list(group) for group in detectors]
+        # Every detector of a column, whatever its stream: a firing restarts them all.
+        by_column: list[list[BlockDetector]] = [[] for _ in range(d)]
+        for stream, group in zip(self.streams, self.detectors, strict=True):
+            by_column[stream.column].extend(group)
+        self._column_detectors = by_column
+        self._stream_column = [s.column for s in self.streams]
         # For error streams: a fall is good news, so it neither reports nor restarts the column (a
         # restart would blind the upward detector for its whole warm-up, right when the error rises).
         self.rises_only = rises_only
-        self.mean = mean
-        self.std = std
+        self.mean = self.streams[0].mean
+        self.std = self.streams[0].std
+        self._means = np.array([s.mean for s in self.streams])
+        self._stds = np.array([s.std for s in self.streams])
+        scored = [i for i, st in enumerate(self.streams) if st.counts]
+        self._scored = np.array(scored, dtype=np.int64)
+        self._score_tables = np.stack(
+            [binomial_scores(block_size, self.streams[i].mean) for i in scored]
+            or [np.zeros((block_size + 1, block_size + 1))]
+        )
         self.n_events = 0
-        self.missing = np.zeros(len(names), dtype=np.int64)
-        self.unseen = np.zeros(len(names), dtype=np.int64)
-        self._blocks = BlockAccumulator(block_size, len(names))
-        self._window = Window(window_blocks, len(names))
+        self.missing = np.zeros(d, dtype=np.int64)
+        self.unseen = np.zeros(d, dtype=np.int64)
+        self._blocks = BlockAccumulator(block_size, len(self.streams), d)
+        self._window = Window(window_blocks, len(self.streams), d)
 
     def push(self, values: FloatArray, raw: FloatArray | None) -> list[Detection]:
+        """Feed ``values`` (one column per stream) and the columns' ``raw`` values (one per column)."""
         blocks = self._blocks.push(values, raw)
         base = self.n_events
         self.n_events += values.shape[0]
-        z = z_scores(blocks.counts, blocks.sums, self.mean, self.std)
+        z = z_scores(blocks.counts, blocks.sums, self._means, self._stds)
+        if self._scored.size and blocks.ends.size:
+            idx = self._scored
+            # 0/1 values quantise exactly: a block's sum is its count of ones times FIXED_POINT.
+            ones = blocks.sums[:, idx] // FIXED_POINT
+            z[:, idx] = self._score_tables[np.arange(idx.size), blocks.counts[:, idx], ones]
         found: list[Detection] = []
-        # The one Python loop: a few river calls per block and column.
+        column_of = self._stream_column
+        # The one Python loop: a few river calls per block and stream.
         for i, row in enumerate(z.tolist()):
             for j, zj in enumerate(row):
-                if zj != zj:  # NaN: the column had no value in this block
+                if zj != zj:  # NaN: the stream had no value in this block
                     continue
                 group = self.detectors[j]
                 for det in group:
@@ -146,39 +246,50 @@ class ColumnSet:
                             continue
                         found.append(detection)
                         # One shift, one detection: the whole column starts afresh.
-                        for other in group:
+                        for other in self._column_detectors[column_of[j]]:
                             other.restart()
                         break
         self._window.add(blocks)
         return found
 
     def _detection(self, j: int, det: BlockDetector, end: int, blocks: Blocks, upto: int) -> Detection:
-        ints, _ = self._window.with_blocks(blocks, upto)
+        ints, raw = self._window.with_blocks(blocks, upto)
+        stream = self.streams[j]
+        col = stream.column
         counts, sums, sumsqs = ints[:, 0, j], ints[:, 1, j], ints[:, 2, j]
         start = recent_segment(counts, sums)
         count = int(counts[start:].sum())
         mean, std = moments(count, sums[start:].sum() / FIXED_POINT, sumsqs[start:].sum() / FIXED_POINT)
+        # The column's raw values over the same blocks (counted by its location stream).
+        raw_count = int(ints[start:, 0, col].sum())
+        raw_mean, raw_std = moments(raw_count, raw[start:, 0, col].sum(), raw[start:, 1, col].sum())
         return Detection(
-            column=j,
-            name=self.names[j],
+            column=col,
+            name=self.names[col],
             detector=det.name,
             event_index=end,
-            reference_mean=self.mean,
-            reference_std=self.std,
+            reference_mean=stream.mean,
+            reference_std=stream.std,
             window_mean=mean,
             window_std=std,
             window_count=count,
-            shift_sd=(mean - self.mean) / self.std,
+            shift_sd=(mean - stream.mean) / stream.std,
             statistic=det.statistic,
+            measure=stream.measure,
+            category=stream.category,
+            raw_mean=raw_mean,
+            raw_std=raw_std,
         )
 
     def window_stats(self, last: int | None = None) -> list[WindowStats]:
-        """Per column, over the window's blocks (its ``last`` blocks only, if given)."""
+        """Per column (its location stream), over the window's blocks (its ``last`` blocks only, if
+        given)."""
+        d = len(self.names)
         ints = self._window.ints if last is None else self._window.ints[-last:]
-        counts = ints[:, 0].sum(axis=0)
-        sums = ints[:, 1].sum(axis=0) / FIXED_POINT
-        sumsqs = ints[:, 2].sum(axis=0) / FIXED_POINT
-        raws = (self._window.raw if last is None else self._window.raw[-last:]).sum(axis=0)
+        counts = ints[:, 0, :d].sum(axis=0)
+        sums = ints[:, 1, :d].sum(axis=0) / FIXED_POINT
+        sumsqs = ints[:, 2, :d].sum(axis=0) / FIXED_POINT
+        raws = (self._window.raw if last is None else self._window.raw[-last:])[:, 0].sum(axis=0)
         stats = []
         for j, name in enumerate(self.names):
             count = int(counts[j])
@@ -189,13 +300,36 @@ class ColumnSet:
                     count=count,
                     mean=mean,
                     std=std,
-                    shift_sd=(mean - self.mean) / self.std,
+                    shift_sd=(mean - self.streams[j].mean) / self.streams[j].std,
                     raw_mean=float(raws[j]) / count if count else math.nan,
                     missing=int(self.missing[j]),
                     unseen=int(self.unseen[j]),
                 )
             )
         return stats
+
+    def stream_stats(self, last: int | None = None) -> list[StreamStats]:
+        """Per stream, over the window's blocks (its ``last`` blocks only, if given)."""
+        ints = self._window.ints if last is None else self._window.ints[-last:]
+        counts = ints[:, 0].sum(axis=0)
+        sums = ints[:, 1].sum(axis=0) / FIXED_POINT
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        shifts = (means - self._means) / self._stds
+        return [
+            StreamStats(s, int(c), float(m), float(z))
+            for s, c, m, z in zip(self.streams, counts.tolist(), means.tolist(), shifts.tolist(), strict=True)
+        ]
+
+    def largest_shifts(self) -> FloatArray:
+        """Per column, the largest ``|shift_sd|`` of its streams over the window (``NaN`` for a
+        column with no value in the window): what a recovery is judged on."""
+        out = np.full(len(self.names), np.nan)
+        for s in self.stream_stats():
+            if s.count and math.isfinite(s.shift_sd):
+                c = s.stream.column
+                out[c] = abs(s.shift_sd) if math.isnan(out[c]) else max(out[c], abs(s.shift_sd))
+        return out
 
 
 def column_detectors(

@@ -77,7 +77,7 @@ somewhat lower).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -466,3 +466,15 @@ class Detection:
     statistic: float
     """The detector's statistic when it fired (see :attr:`PageHinkleyDetector.statistic`,
     :attr:`AdwinDetector.statistic`)."""
+    measure: str = "location"
+    """Which stream of the column fired: ``"location"`` (the standardised value itself),
+    ``"spread"`` (``2 |u - 1/2|``: distance from the reference median) or ``"share"`` (one
+    category's indicator); the reference and window means above are of that stream."""
+    category: str | None = None
+    """For a ``"share"`` detection, the category (``"other"``: the pool of the rare ones)."""
+    # Float sums of the raw values depend on how the stream was batched (in the last bits): evidence
+    # only, left out of comparisons so that detections stay equal whatever the batching.
+    raw_mean: float = field(default=math.nan, compare=False)
+    """Mean of the column's untransformed values over the same window (``NaN``: not numeric)."""
+    raw_std: float = field(default=math.nan, compare=False)
+    """Their standard deviation over that window."""
