@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.monitoring.columns import ColumnSet, WindowStats, column_detectors
-from agent.monitoring.detectors import AdwinDetector, Detection, DriftConfig
+from agent.monitoring.columns import ColumnSet, Stream, StreamStats, WindowStats, column_detectors
+from agent.monitoring.detectors import AdwinDetector, BlockDetector, Detection, DriftConfig
 from agent.monitoring.transforms import (
     REFERENCE_MEAN,
     REFERENCE_STD,
     UNSEEN,
     CategoricalTransform,
+    ColumnTransform,
     FloatArray,
     PercentileTransform,
     ReferenceTransform,
@@ -22,15 +24,72 @@ from agent.monitoring.transforms import (
 )
 
 __all__ = [
+    "SHARE_FLOOR",
     "FeatureDriftMonitor",
+    "share_groups",
 ]
+
+SHARE_FLOOR = 0.05
+"""Smallest reference share (of a category, or of the pool of the rarer ones) watched by a share
+stream of its own. Share streams reach their detectors as normal scores of their block counts
+(:func:`~agent.monitoring.blocks.binomial_scores`), which keep the Gaussian calibration down to this
+share (``bench/calibrate_shares.py``; table in :mod:`agent.monitoring.detectors`)."""
+
+TAIL = 0.01
+"""The tails stream of a numeric column counts values below the reference's ``TAIL`` percentile or
+above its ``1 - TAIL`` percentile (2 % of a continuous reference)."""
+
+OTHER = "other"
+"""The name of the pooled share stream of a column's rare categories."""
+
+
+def share_groups(
+    transform: CategoricalTransform, floor: float = SHARE_FLOOR
+) -> list[tuple[str, list[Hashable]]]:
+    """The share streams of a categorical column: ``(name, categories)`` per stream.
+
+    Each category whose reference share ``p`` has ``floor <= p <= 1 - floor`` gets a stream of its
+    own; the rarer ones are pooled into one ``"other"`` stream if their total is in that range too.
+    Two streams that cover every category mirror each other (their shares sum to 1): the second
+    is left out.
+
+    Example
+    -------
+    >>> share_groups(CategoricalTransform({"red": 0.4, "green": 0.35, "blue": 0.25}))
+    [('red', ['red']), ('green', ['green']), ('blue', ['blue'])]
+    >>> share_groups(CategoricalTransform({"a": 0.5, "b": 0.3, "c": 0.12, "d": 0.04, "e": 0.04}))
+    [('a', ['a']), ('b', ['b']), ('c', ['c']), ('other', ['d', 'e'])]
+    >>> share_groups(CategoricalTransform({"yes": 0.7, "no": 0.3}))  # "no" mirrors "yes"
+    [('yes', ['yes'])]
+    """
+    groups: list[tuple[str, list[Hashable]]] = []
+    rare: list[Hashable] = []
+    for category, p in transform.shares.items():
+        if floor <= p <= 1 - floor:
+            groups.append((transform.labels[category], [category]))
+        elif p < floor:
+            rare.append(category)
+    pooled = sum(transform.shares[c] for c in rare)
+    if rare and floor <= pooled <= 1 - floor:
+        groups.append((OTHER, rare))
+    if len(groups) == 2 and sum(len(cats) for _, cats in groups) == len(transform.shares):
+        groups.pop()
+    return groups
 
 
 class FeatureDriftMonitor:
     """Data-drift monitor for the input features of one model, and optionally its output.
 
     Each batch is standardised against the reference in one call, cut into blocks of
-    ``config.block_size`` events and fed to two Page-Hinkley detectors and an ADWIN per column.
+    ``config.block_size`` events and fed to a two-sided Page-Hinkley and an ADWIN per stream.
+    Every column has a **location** stream (its reference percentile ``u``, or a category's
+    mid-CDF position). A numeric column with more than two distinct reference values also has a
+    **spread** stream ``v = 2 |u - 1/2|``, Uniform(0, 1) under a continuous reference like ``u``
+    (so the same calibration holds): it rises when the values spread away from the reference
+    median (a wider spread, a bimodal split, heavier tails, values beyond the reference range,
+    which ``u`` clips to 0 or 1) and falls when they narrow. A categorical column has a **share**
+    stream per frequent category (:func:`share_groups`), ``1[x == c]`` against its reference
+    share. A detection names its column and the measure that fired.
     Missing values (``NaN``/``None``) are excluded and counted; categories absent from the
     reference are excluded and counted apart (schema drift).
 
@@ -45,6 +104,12 @@ class FeatureDriftMonitor:
         :meth:`update_batch` needs the outputs and the output is monitored as one more column.
     output_name
         Name of the output column.
+    class_reference
+        A classifier's predicted-class frequencies on the reference; when given,
+        :meth:`update_batch` needs the predicted classes (keyed as the transform is) and they are
+        monitored as one more, categorical, column after the output.
+    class_name
+        Name of the predicted-class column.
     config
         Detector parameters; the calibrated defaults when omitted.
 
@@ -61,10 +126,24 @@ class FeatureDriftMonitor:
     >>> live[30_000:, 1] += 0.5
     >>> found = [d for start in range(0, 60_000, 500)
     ...          for d in monitor.update_batch(live[start:start + 500])]
-    >>> [(d.name, d.detector, d.event_index) for d in found]
-    [('income', 'page_hinkley_up', 30175)]
+    >>> [(d.name, d.measure, d.detector, d.event_index) for d in found]
+    [('income', 'location', 'page_hinkley_up', 30175)]
     >>> round(found[0].shift_sd, 2)  # since the estimated change point
     0.5
+
+    The income stays shifted; the third feature's spread doubles around the same median from
+    event 80,000 (its mean does not move): the spread stream sees it, and the raw standard
+    deviation says by how much.
+
+    >>> live = rng.standard_normal((40_000, 3))
+    >>> live[:, 1] += 0.5
+    >>> live[20_000:, 2] *= 2.0
+    >>> found = [d for start in range(0, 40_000, 500)
+    ...          for d in monitor.update_batch(live[start:start + 500])]
+    >>> [(d.name, d.measure, d.detector, d.event_index) for d in found]
+    [('tenure', 'spread', 'page_hinkley_up', 80063)]
+    >>> found[0].window_count, round(found[0].raw_std, 1)  # the few events since the change
+    (64, 2.2)
 
     """
 
@@ -75,6 +154,8 @@ class FeatureDriftMonitor:
         *,
         output_reference: PercentileTransform | None = None,
         output_name: str = "output",
+        class_reference: CategoricalTransform | None = None,
+        class_name: str = "predicted_class",
         config: DriftConfig | None = None,
     ) -> None:
         if len(feature_names) != reference.n_columns:
@@ -84,19 +165,51 @@ class FeatureDriftMonitor:
         self.config = config or DriftConfig()
         self.reference = reference
         self.output_reference = output_reference
+        self.class_reference = class_reference
         names = list(feature_names)
+        transforms: list[ColumnTransform] = list(reference.columns)
         if output_reference is not None:
             names.append(output_name)
+            transforms.append(output_reference)
+        if class_reference is not None:
+            names.append(class_name)
+            transforms.append(class_reference)
+        self.output_columns = frozenset(range(reference.n_columns, len(names)))
+        """Indices of the output columns (the output, the predicted class), after the features."""
         self._categorical = np.array(
             [isinstance(c, CategoricalTransform) for c in reference.columns], dtype=bool
         )
-        self._columns = ColumnSet(
+        streams = [Stream(j, REFERENCE_MEAN, REFERENCE_STD) for j in range(len(names))]
+        spread: list[int] = []
+        shares: list[tuple[int, FloatArray]] = []
+        tails: list[int] = []
+        for j, t in enumerate(transforms):
+            if isinstance(t, PercentileTransform):
+                mean, std = t.spread_moments()
+                if t.distinct_values > 2 and std > 0:
+                    spread.append(j)
+                    streams.append(Stream(j, mean, std, "spread"))
+        for j, t in enumerate(transforms):
+            if isinstance(t, PercentileTransform) and t.distinct_values > 2:
+                p = t.tail_share(TAIL)
+                if TAIL <= p <= 0.5:
+                    tails.append(j)
+                    streams.append(Stream(j, p, math.sqrt(p * (1 - p)), "tails", counts=True))
+        for j, t in enumerate(transforms):
+            if isinstance(t, CategoricalTransform):
+                for label, categories in share_groups(t):
+                    p = sum(t.shares[c] for c in categories)
+                    shares.append((j, np.array([t.positions[c] for c in categories])))
+                    streams.append(Stream(j, p, math.sqrt(p * (1 - p)), "share", label, counts=True))
+        self._spread = np.array(spread, dtype=np.int64)
+        self._tails = np.array(tails, dtype=np.int64)
+        self._shares = shares
+        self._columns = ColumnSet.of_streams(
             names,
-            [column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "both") for _ in names],
+            streams,
+            [column_detectors(self.config, s.mean, s.std, "both") for s in streams],
             self.config.block_size,
             self.config.window_blocks,
-            REFERENCE_MEAN,
-            REFERENCE_STD,
         )
 
     @classmethod
@@ -128,8 +241,19 @@ class FeatureDriftMonitor:
         """Events (rows) seen so far."""
         return self._columns.n_events
 
-    def update_batch(self, features: npt.ArrayLike, outputs: npt.ArrayLike | None = None) -> list[Detection]:
-        """Monitor one batch: ``features`` is ``(n_rows, n_features)``, ``outputs`` ``(n_rows,)``.
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        """Every monitored stream: the columns' locations first, then their spreads and shares."""
+        return self._columns.streams
+
+    def update_batch(
+        self,
+        features: npt.ArrayLike,
+        outputs: npt.ArrayLike | None = None,
+        classes: npt.ArrayLike | None = None,
+    ) -> list[Detection]:
+        """Monitor one batch: ``features`` is ``(n_rows, n_features)``, ``outputs`` and ``classes``
+        (the predicted classes) ``(n_rows,)``.
 
         Returns the detections fired by this batch, in stream order.
         """
@@ -146,13 +270,48 @@ class FeatureDriftMonitor:
             raw = np.column_stack([raw, out])
         elif outputs is not None:
             raise ValueError("this monitor has no output reference: outputs are not monitored")
+        if self.class_reference is not None:
+            if classes is None:
+                raise ValueError("this monitor watches the predicted class: pass classes")
+            c = np.asarray(classes).reshape(-1)
+            if c.shape[0] != u.shape[0]:
+                raise ValueError(f"{c.shape[0]} classes for {u.shape[0]} feature rows")
+            u = np.column_stack([u, self.class_reference.transform(c)])
+            raw = np.column_stack([raw, np.full(c.shape[0], np.nan)])
+        elif classes is not None:
+            raise ValueError("this monitor has no class reference: classes are not monitored")
         unseen = u == UNSEEN
         if unseen.any():
             self._columns.unseen += unseen.sum(axis=0)
             u[unseen] = np.nan
         missing = np.isnan(u)
         self._columns.missing += missing.sum(axis=0) - unseen.sum(axis=0)
-        return self._columns.push(u, raw)
+        return self._columns.push(self._stream_values(u), raw)
+
+    def _stream_values(self, u: FloatArray) -> FloatArray:
+        """One column per stream: the locations ``u``, then the spreads, then the shares."""
+        parts = [u]
+        if self._spread.size:
+            parts.append(2.0 * np.abs(u[:, self._spread] - 0.5))
+        if self._tails.size:
+            t = u[:, self._tails]
+            with np.errstate(invalid="ignore"):
+                outer = ((t < TAIL) | (t > 1.0 - TAIL)).astype(np.float64)
+            parts.append(np.where(np.isnan(t), np.nan, outer))
+        for j, positions in self._shares:
+            col = u[:, j]
+            # Positions are distinct per category and u holds them exactly: equality is membership.
+            hit = (col[:, None] == positions).any(axis=1).astype(np.float64)
+            parts.append(np.where(np.isnan(col), np.nan, hit)[:, None])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else u
+
+    def stream_stats(self, last: int | None = None) -> list[StreamStats]:
+        """Per-stream statistics over the last ``config.window_blocks`` complete blocks."""
+        return self._columns.stream_stats(last)
+
+    def largest_shifts(self) -> FloatArray:
+        """Per column, the largest ``|shift_sd|`` of its streams over the recent window."""
+        return self._columns.largest_shifts()
 
     def window_stats(self, last: int | None = None) -> list[WindowStats]:
         """Per-column statistics over the last ``config.window_blocks`` complete blocks (or the
@@ -162,9 +321,10 @@ class FeatureDriftMonitor:
     def detector_statistics(self) -> list[tuple[str, str, float]]:
         """``(column, detector, statistic)`` of each column's detectors now, for metrics; the detector
         is named by its family (``adwin``, ``page_hinkley``), which does not change when it fires."""
+        names = self._columns.names
         return [
-            (name, "adwin" if isinstance(detector, AdwinDetector) else "page_hinkley", detector.statistic)
-            for name, group in zip(self._columns.names, self._columns.detectors, strict=True)
+            (names[stream.column], _family(detector, stream), detector.statistic)
+            for stream, group in zip(self._columns.streams, self._columns.detectors, strict=True)
             for detector in group
         ]
 
@@ -177,3 +337,11 @@ class FeatureDriftMonitor:
                 raw[:, j] = as_float_column(x[:, j])
         raw[:, self._categorical] = np.nan
         return raw
+
+
+def _family(detector: BlockDetector, stream: Stream) -> str:
+    family = "adwin" if isinstance(detector, AdwinDetector) else "page_hinkley"
+    if stream.measure == "location":
+        return family
+    suffix = stream.measure if stream.category is None else f"share_{stream.category}"
+    return f"{family}_{suffix}"

@@ -99,6 +99,61 @@ class PercentileTransform:
         # How close counts as equal: a few float32 ulps of the value, plus a hair of the range.
         self._tolerance = 4 * float(np.finfo(np.float32).eps) * np.abs(knots) + 1e-9 * float(q[-1] - q[0])
 
+    @property
+    def distinct_values(self) -> int:
+        """Distinct values among the reference quantiles."""
+        return int(self._knots.size)
+
+    def spread_moments(self) -> tuple[float, float]:
+        """Mean and standard deviation, under the reference, of the spread stream ``2 |u - 1/2|``.
+
+        Exactly ``1/2`` and ``1/sqrt(12)`` (Uniform(0, 1)) for a continuous reference; a discrete
+        one puts each tied value at its mid-rank, which moves both.
+
+        >>> PercentileTransform(np.linspace(0.0, 10.0, 101)).spread_moments() == (0.5, REFERENCE_STD)
+        True
+        >>> m, s = PercentileTransform(np.r_[np.zeros(71), np.linspace(1.0, 4.0, 30)]).spread_moments()
+        >>> round(m, 4), round(s, 4)
+        (0.42, 0.2064)
+        """
+        if not self._has_ties:
+            return REFERENCE_MEAN, REFERENCE_STD
+
+        def first(u: FloatArray) -> FloatArray:  # antiderivative of |2u - 1|
+            return np.where(u < 0.5, u - u * u, u * u - u + 0.5)
+
+        def second(u: FloatArray) -> FloatArray:  # antiderivative of (2u - 1)**2
+            return (2 * u - 1) ** 3 / 6
+
+        # Continuous stretches: u uniform between the end of one run and the start of the next.
+        a, b = self._p_high[:-1], self._p_low[1:]
+        m1 = float(np.sum(first(b) - first(a)))
+        m2 = float(np.sum(second(b) - second(a)))
+        # Atoms: a run of tied quantiles holds its probability at its mid-rank.
+        mass = self._p_high - self._p_low
+        v = np.abs(2 * self._p_mid - 1)
+        m1 += float(np.sum(mass * v))
+        m2 += float(np.sum(mass * v * v))
+        return m1, math.sqrt(max(m2 - m1 * m1, 0.0))
+
+    def tail_share(self, tail: float) -> float:
+        """Share of the reference whose percentile is below ``tail`` or above ``1 - tail``:
+        ``2 * tail`` for a continuous reference (tied values count at their mid-rank).
+
+        >>> PercentileTransform(np.linspace(0.0, 10.0, 101)).tail_share(0.01)
+        0.02
+        >>> PercentileTransform(np.r_[np.zeros(71), np.linspace(1.0, 4.0, 30)]).tail_share(0.01)
+        0.01
+        """
+        if not self._has_ties:
+            return 2 * tail
+        a, b = self._p_high[:-1], self._p_low[1:]
+        low = np.clip(np.minimum(b, tail) - a, 0.0, None)
+        high = np.clip(b - np.maximum(a, 1 - tail), 0.0, None)
+        mass = self._p_high - self._p_low
+        atoms = mass * ((self._p_mid < tail) | (self._p_mid > 1 - tail))
+        return round(float(low.sum() + high.sum() + atoms.sum()), 12)
+
     def transform(self, values: npt.ArrayLike) -> FloatArray:
         """Percentiles of ``values`` (any shape), ``NaN`` where a value is ``NaN``."""
         x = np.asarray(values, dtype=np.float64)
@@ -145,6 +200,9 @@ class CategoricalTransform:
     ----------
     frequencies
         Reference frequency (or count) of each category; normalised to sum to 1.
+    labels
+        How alerts name each category (e.g. its name when the stream holds its index); ``str`` of
+        the category when not given.
 
     Example
     -------
@@ -157,7 +215,9 @@ class CategoricalTransform:
 
     """
 
-    def __init__(self, frequencies: Mapping[Hashable, float]) -> None:
+    def __init__(
+        self, frequencies: Mapping[Hashable, float], labels: Mapping[Hashable, str] | None = None
+    ) -> None:
         if not frequencies:
             raise ValueError("frequencies must name at least one category")
         weights = {cat: float(w) for cat, w in frequencies.items()}
@@ -174,6 +234,10 @@ class CategoricalTransform:
             positions[cat] = cumulative + p / 2
             cumulative += p
         self.positions = positions
+        self.shares = {cat: weights[cat] / total for cat in order}
+        """Reference share of each category, most frequent first."""
+        self.labels = {cat: (labels or {}).get(cat, str(cat)) for cat in order}
+        """The name alerts give each category."""
         # Numeric category codes (the common case once a pipeline has encoded them) take a
         # vectorised path; anything else goes through the dictionary.
         numeric = all(

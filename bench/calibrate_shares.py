@@ -1,0 +1,138 @@
+"""False alarms of the category-share streams: Bernoulli blocks against the Gaussian calibration.
+
+A category's share stream is the indicator ``1[x == c]``, standardised with its reference share
+``p`` (mean ``p``, sd ``sqrt(p (1 - p))``). A block of ``k`` events then sums to a Binomial(k, p),
+whose z-score is skewed (``(1 - 2p) / sqrt(k p (1 - p))``) and discrete, where the detectors'
+thresholds were set for near-Gaussian z-scores (``bench/calibrate_drift.py``). This script measures,
+with fixed seeds, the false alarms per 1e6 no-drift events of:
+
+* an anchored two-sided Page-Hinkley (the numpy replica of river's, ``bench.calibrate_drift``) at the
+  default threshold and at lower thresholds, where alarms are frequent enough to compare rates;
+* an anchored ADWIN (river itself, through ``AdwinDetector``) at the default delta;
+
+for Binomial(k, p) block sums with several ``p`` and block sizes, beside N(0, 1) block z-scores (the
+calibration's long runs) on the same number of events. A share stream is acceptable when its rate is
+no higher than the Gaussian one at every threshold measured; the floor on a category's share
+(:data:`agent.monitoring.features.SHARE_FLOOR`) is chosen from this table.
+
+Run: ``.venv/bin/python -m bench.calibrate_shares [--events 1e8] [--ph-events 1e9]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from agent.monitoring import AdwinDetector, DriftConfig
+from agent.monitoring.blocks import binomial_scores
+from bench.calibrate_drift import PageHinkleyReplica
+
+STREAMS = 10_000
+
+
+SCORES = False  # set by --scores: normal scores of the counts instead of plain z-scores
+
+
+def _z_blocks(rng: np.random.Generator, p: float | None, k: int, rows: int) -> np.ndarray:
+    """``rows`` x STREAMS block z-scores: Binomial(k, p) sums standardised, or N(0, 1) if p is None."""
+    if p is None:
+        return rng.standard_normal((rows, STREAMS))
+    counts = rng.binomial(k, p, size=(rows, STREAMS))
+    return _standardise(counts, k, p)
+
+
+def _standardise(counts: np.ndarray, k: int, p: float) -> np.ndarray:
+    if SCORES:
+        # As agent.monitoring.columns does for share streams: the normal score of the count.
+        return binomial_scores(k, p)[k][counts]
+    # As agent.monitoring.blocks.z_scores: (sum - n mean) / (std sqrt(n)).
+    return (counts - k * p) / (math.sqrt(p * (1 - p)) * math.sqrt(k))
+
+
+def ph_alarms(config: DriftConfig, p: float | None, events: float, seed: int) -> tuple[int, float]:
+    k = config.block_size
+    blocks = max(1, int(events / (k * STREAMS)))
+    rng = np.random.default_rng(seed)
+    replica = PageHinkleyReplica(STREAMS, config, "both", prelude=True)
+    alarms = 0
+    for start in range(0, blocks, 200):
+        for row in _z_blocks(rng, p, k, min(200, blocks - start)):
+            alarms += int(replica.step(row).sum())
+    return alarms, blocks * STREAMS * k
+
+
+def adwin_alarms(config: DriftConfig, p: float | None, events: float, seed: int) -> tuple[int, float]:
+    k = config.block_size
+    rng = np.random.default_rng(seed)
+    detector = AdwinDetector(
+        config.adwin_delta,
+        min_window_length=config.adwin_min_window_length,
+        grace_period=config.adwin_grace_period,
+        block_size=k,
+        reference_blocks=config.reference_blocks,
+    )
+    blocks = int(events / k)
+    alarms = 0
+    step = detector._step
+    for start in range(0, blocks, 100_000):
+        rows = min(100_000, blocks - start)
+        z = rng.standard_normal(rows) if p is None else _standardise(rng.binomial(k, p, rows), k, p)
+        for zi in z.tolist():
+            alarms += step(zi)
+    return alarms, blocks * k
+
+
+def _rate(alarms: int, events: float) -> str:
+    if alarms == 0:
+        return f"<{3 / events * 1e6:.4f}"
+    return f"{alarms / events * 1e6:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=float, default=1e8, help="events per ADWIN run")
+    parser.add_argument("--ph-events", type=float, default=1e9, help="events per Page-Hinkley run")
+    parser.add_argument("--shares", type=str, default="0.05,0.1,0.15,0.2,0.25,0.5")
+    parser.add_argument("--blocks", type=str, default="32,64")
+    parser.add_argument("--no-adwin", action="store_true")
+    parser.add_argument("--scores", action="store_true", help="normal scores of the counts (production)")
+    args = parser.parse_args()
+    global SCORES
+    SCORES = args.scores
+    print("share blocks as " + ("normal scores of the counts" if SCORES else "plain z-scores of the counts"))
+    started = time.perf_counter()
+    shares: list[float | None] = [None, *(float(s) for s in args.shares.split(","))]
+    thresholds = (4.0, 5.0, 6.0)
+    default = DriftConfig()
+    print(f"Page-Hinkley (two-sided, anchored): false alarms per 1e6 events over {args.ph_events:.0e} events")
+    print(f"{'block':>5} {'p':>6} {'skew':>6} " + "".join(f"{f'thr {t:g}':>14}" for t in thresholds))
+    for k in (int(b) for b in args.blocks.split(",")):
+        for p in shares:
+            skew = 0.0 if p is None else (1 - 2 * p) / math.sqrt(k * p * (1 - p))
+            cells = []
+            for t in thresholds:
+                config = dataclasses.replace(default, block_size=k, ph_threshold=t)
+                alarms, exposure = ph_alarms(config, p, args.ph_events, seed=21)
+                cells.append(f"{_rate(alarms, exposure)} ({alarms})")
+            name = "N(0,1)" if p is None else f"{p:g}"
+            print(f"{k:>5} {name:>6} {skew:>6.2f} " + "".join(f"{c:>14}" for c in cells), flush=True)
+    if not args.no_adwin:
+        print(
+            f"\nADWIN (anchored, delta {default.adwin_delta:g}): false alarms per 1e6 events over "
+            f"{args.events:.0e} events"
+        )
+        for k in (int(b) for b in args.blocks.split(",")):
+            for p in shares:
+                config = dataclasses.replace(default, block_size=k)
+                alarms, exposure = adwin_alarms(config, p, args.events, seed=22)
+                name = "N(0,1)" if p is None else f"{p:g}"
+                print(f"{k:>5} {name:>6} {_rate(alarms, exposure):>14} ({alarms})", flush=True)
+    print(f"\n(took {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
