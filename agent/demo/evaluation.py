@@ -161,8 +161,12 @@ class Expectation:
             return False
         alert = seen.alert
         if self.kind == "data":
-            return alert.kind in (AlertKind.PREDICTION, AlertKind.PERFORMANCE) or (
-                alert.kind is AlertKind.DATA and alert.subject == self.subject
+            return (
+                alert.kind in (AlertKind.PREDICTION, AlertKind.PERFORMANCE)
+                or (alert.kind is AlertKind.DATA and alert.subject == self.subject)
+                or (  # a shift that carries values beyond the feature's reference range
+                    alert.detector == "reference_range_rate" and alert.subject == self.subject
+                )
             )
         if self.kind == "concept":
             return alert.kind is AlertKind.CONCEPT

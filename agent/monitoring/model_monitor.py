@@ -5,6 +5,8 @@ May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.models`, :m
 
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +29,14 @@ from agent.monitoring.transforms import (
 from schemas.alert import AlertKind
 from schemas.manifest import CategoricalStatistics, Manifest, NumericStatistics
 
-__all__ = ["ModelMonitor", "MonitorSettingsView", "output_quantity", "settled_before"]
+__all__ = [
+    "ModelMonitor",
+    "MonitorSettingsView",
+    "class_indices",
+    "output_quantity",
+    "reference_range",
+    "settled_before",
+]
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,30 @@ def output_quantity(manifest: Manifest, predictions: Predictions) -> npt.NDArray
     return np.asarray(probabilities.max(axis=1), dtype=np.float64)
 
 
+def class_indices(label_index: dict[str, int], predictions: Predictions) -> npt.NDArray[np.float64] | None:
+    """Each row's predicted class as its index (``NaN`` for a label the manifest does not list), or
+    ``None`` when the batch carries no labels (a regressor)."""
+    labels = predictions.labels
+    if labels is None:
+        return None
+    if labels.dtype.kind in "iu" and all(label_index.get(str(i)) == i for i in range(len(label_index))):
+        # Integer labels 0..k-1 in order: the label is the index.
+        out = labels.astype(np.float64)
+        out[(out < 0) | (out >= len(label_index))] = np.nan
+        return out
+    get = label_index.get
+    return np.array([get(str(label), math.nan) for label in labels.tolist()], dtype=np.float64)
+
+
 def _column_transform(stats: NumericStatistics | CategoricalStatistics) -> ColumnTransform:
     if isinstance(stats, CategoricalStatistics):
-        # The serving matrix holds a category's index as a float, so the transform is keyed by it.
-        return CategoricalTransform({float(i): f for i, f in enumerate(stats.frequencies.values())})
+        # The serving matrix holds a category's index as a float, so the transform is keyed by it
+        # (and names each category by its name in alerts).
+        names = list(stats.frequencies)
+        return CategoricalTransform(
+            {float(i): f for i, f in enumerate(stats.frequencies.values())},
+            labels={float(i): name for i, name in enumerate(names)},
+        )
     if not stats.quantiles:
         # Every reference value was missing: nothing to compare against; a flat transform.
         return PercentileTransform([0.0, 0.0])
@@ -78,6 +107,31 @@ def _error_monitor(manifest: Manifest) -> ErrorMonitor | None:
         return None
     # A perfect (or hopeless) holdout score gives no rate to standardise against: bound it.
     return ErrorMonitor.for_classification(min(max(1.0 - t.accuracy, 0.01), 0.99))
+
+
+def _class_transform(manifest: Manifest) -> CategoricalTransform | None:
+    """A classifier's predicted classes on its reference, keyed by class index (as the observer feeds
+    them); ``None`` for a regressor or a reference with no class predicted."""
+    frequencies = manifest.reference.output.label_frequencies
+    labels = manifest.outputs.class_labels
+    if not frequencies or not labels:
+        return None
+    index = {str(label): i for i, label in enumerate(labels)}
+    known: dict[Hashable, float] = {float(index[k]): f for k, f in frequencies.items() if k in index}
+    if sum(known.values()) <= 0:
+        return None
+    return CategoricalTransform(known, labels={float(index[k]): k for k in frequencies if k in index})
+
+
+def reference_range(stats: NumericStatistics) -> tuple[float, float] | None:
+    """``[min, max]`` of a numeric feature's reference values, widened by a few float32 ulps (the
+    serving matrix is float32: a reference extreme may come back one rounding step beyond it);
+    ``None`` when every reference value was missing."""
+    if not stats.quantiles:
+        return None
+    low, high = stats.quantiles[0], stats.quantiles[-1]
+    slack = 4 * float(np.finfo(np.float32).eps)
+    return low - slack * abs(low) - 1e-12, high + slack * abs(high) + 1e-12
 
 
 def settled_before(n_events: int, config: DriftConfig) -> int:
@@ -98,6 +152,13 @@ class ModelMonitor:
     features: FeatureDriftMonitor = field(init=False)
     missing: list[RateWatch] = field(init=False)
     out_of_range: dict[int, RateWatch] = field(init=False)
+    """Features whose training module declared a range: values outside it (counted by the encoder)."""
+    outside_reference: dict[int, RateWatch] = field(init=False)
+    """Every other numeric feature: values strictly outside its reference ``[min, max]``."""
+    reference_bounds: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] = field(
+        init=False
+    )
+    """The columns of :attr:`outside_reference` and their reference minima and maxima, as arrays."""
     wrong_type: dict[str, RateWatch] = field(default_factory=dict)
     unseen: dict[str, RateWatch] = field(default_factory=dict)
     unknown_fields: RateWatch = field(init=False)
@@ -107,6 +168,7 @@ class ModelMonitor:
     latency: LatencyWatch = field(init=False)
     errors: ErrorMonitor | None = field(init=False)
     label_index: dict[str, int] = field(init=False)
+    """A classifier's class label (as text) -> its index in ``manifest.outputs.class_labels``."""
     findings_alerted: bool = False
     last_detection: dict[str, int] = field(default_factory=dict)
     """Column -> the feature monitor's event count when a detector last fired on it."""
@@ -131,6 +193,8 @@ class ModelMonitor:
             ReferenceTransform(columns),
             output_reference=PercentileTransform(output.quantiles) if output.quantiles else None,
             output_name="prediction",
+            class_reference=_class_transform(m),
+            class_name="predicted_class",
         )
         s = self.settings
         self.missing = [
@@ -142,17 +206,28 @@ class ModelMonitor:
             for i, f in enumerate(m.features)
             if f.range
         }
+        bounds = {
+            i: reference_range(stats)
+            for i, f in enumerate(m.features)
+            if not f.range and isinstance(stats := ref.features[f.name], NumericStatistics)
+        }
+        watched = {i: b for i, b in bounds.items() if b is not None}
+        self.outside_reference = {i: RateWatch(0.0, s.rate_margin, s.rate_window_events) for i in watched}
+        self.reference_bounds = (
+            np.array(list(watched), dtype=np.int64),
+            np.array([b[0] for b in watched.values()], dtype=np.float64),
+            np.array([b[1] for b in watched.values()], dtype=np.float64),
+        )
         self.dead_letters = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         self.unknown_fields = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
         self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
         self.errors = _error_monitor(m)
         self.estimated = EstimatedErrorMonitor(m.calibration) if m.calibration is not None else None
+        outputs = self.features.output_columns
         self.column_incidents = tuple(
-            IncidentKey(
-                m.name, (AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA).value, w.name
-            )
-            for w in self.features.window_stats()
+            IncidentKey(m.name, (AlertKind.PREDICTION if j in outputs else AlertKind.DATA).value, name)
+            for j, name in enumerate(self.features.names)
         )
 
     @property

@@ -48,7 +48,13 @@ from agent.monitoring.estimation import quantise_expected
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
-from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView, output_quantity, settled_before
+from agent.monitoring.model_monitor import (
+    ModelMonitor,
+    MonitorSettingsView,
+    class_indices,
+    output_quantity,
+    settled_before,
+)
 from agent.monitoring.technical import RateWatch, Transition
 from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
 from schemas.alert import Alert, AlertKind
@@ -150,11 +156,16 @@ class DriftObserver:
             self.context.served(
                 monitor.name, monitor.version, packaged_at=manifest.created_at, findings=findings
             )
-        outputs = output_quantity(batch.served.manifest, batch.predictions)
-        if monitor.features.output_reference is None:
-            detections = monitor.features.update_batch(batch.encoded.matrix)
-        else:
-            detections = monitor.features.update_batch(batch.encoded.matrix, outputs)
+        features = monitor.features
+        outputs = None
+        if features.output_reference is not None:
+            outputs = output_quantity(batch.served.manifest, batch.predictions)
+        classes = None
+        if features.class_reference is not None:
+            classes = class_indices(monitor.label_index, batch.predictions)
+            if classes is None:  # a classifier's batch without labels: none of its classes is known
+                classes = np.full(len(batch.records), np.nan)
+        detections = features.update_batch(batch.encoded.matrix, outputs, classes)
         for d in detections:
             monitor.last_detection[d.name] = monitor.features.n_events
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
@@ -481,6 +492,25 @@ class DriftObserver:
                     monitor, change, watch, "out_of_range_rate", name, "out-of-range values", ctx
                 )
             )
+        if monitor.outside_reference:
+            columns, low, high = monitor.reference_bounds
+            values = enc.matrix[:, columns]
+            # NaN (missing) compares False both ways: not outside.
+            outside = ((values < low) | (values > high)).sum(axis=0).tolist()
+            for i, hits in zip(columns.tolist(), outside, strict=True):
+                watch = monitor.outside_reference[i]
+                name = manifest.features[i].name
+                out.extend(
+                    self._rate_change(
+                        monitor,
+                        watch.update(int(hits), n),
+                        watch,
+                        "reference_range_rate",
+                        name,
+                        "values outside the reference range",
+                        ctx,
+                    )
+                )
         refused = 0
         for field_name, hits in enc.unseen_fields.items():
             if field_name not in monitor.unseen and not self._watch_field(monitor, field_name):
@@ -551,12 +581,12 @@ class DriftObserver:
             return
         threshold = self.settings.recovery_shift_sd
         settled = settled_before(monitor.features.n_events, monitor.features.config)
-        for w in monitor.features.window_stats():
-            if w.count and abs(w.shift_sd) < threshold and monitor.last_detection.get(w.name, 0) <= settled:
-                kind = AlertKind.PREDICTION if w.name == "prediction" else AlertKind.DATA
-                key = IncidentKey(monitor.name, kind.value, w.name)
-                if self.incidents.is_open(key):
-                    self.incidents.recover(key)
+        # A column is back when every stream of it is (its location, spread and shares alike).
+        shifts = monitor.features.largest_shifts().tolist()
+        for key, shift in zip(monitor.column_incidents, shifts, strict=True):
+            recovered = shift < threshold and monitor.last_detection.get(key.subject, 0) <= settled
+            if recovered and self.incidents.is_open(key):  # NaN (an empty window) is not < threshold
+                self.incidents.recover(key)
 
     def _estimate_recovery(self, monitor: ModelMonitor) -> None:
         key = performance.performance_key(monitor)

@@ -24,7 +24,7 @@ from agent.monitoring.detectors import Detection
 from agent.monitoring.model_monitor import ModelMonitor
 from agent.monitoring.technical import RateWatch
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
-from schemas.manifest import NumericStatistics
+from schemas.manifest import CategoricalStatistics, NumericStatistics
 
 __all__ = [
     "FINDING_SEVERITY",
@@ -172,33 +172,72 @@ class AlertWriter:
         window: WindowStats | None,
         ctx: AlertContext,
     ) -> Alert:
-        """A data (feature) or prediction (output) drift alert for detection ``d``."""
+        """A data (feature) or prediction (output, predicted class) drift alert for detection ``d``,
+        worded by the measure that fired: location, spread or a category's share."""
         manifest = monitor.served.manifest
-        prediction = d.name == "prediction" and d.column == len(manifest.features)
+        prediction = d.column in monitor.features.output_columns
         kind = AlertKind.PREDICTION if prediction else AlertKind.DATA
-        ref = manifest.reference.output.statistics if prediction else manifest.reference.features[d.name]
-        what = "the model's output" if prediction else f"feature {d.name!r}"
+        ref: NumericStatistics | CategoricalStatistics | None = None
+        if not prediction:
+            ref = manifest.reference.features[d.name]
+        elif d.name == "prediction":
+            ref = manifest.reference.output.statistics
+        what = f"feature {d.name!r}"
+        if prediction:
+            what = "the model's predicted class" if d.name == "predicted_class" else "the model's output"
         # The shift since the detector's estimated change point, in standard deviations of the
-        # reference-standardised stream (for a normal feature close to its raw shift in sd).
+        # monitored stream (for a normal feature's location, close to its raw shift in sd).
         severity = Severity.CRITICAL if abs(d.shift_sd) >= 1.0 else Severity.WARNING
-        recent_raw = ""
-        if window is not None and not math.isnan(window.raw_mean):
-            recent_raw = f"; recent mean {window.raw_mean:.4g}"
-        ref_mean = ""
-        if isinstance(ref, NumericStatistics) and ref.mean is not None:
-            ref_mean = f" vs reference {ref.mean:.4g}"
-        size = f"{d.shift_sd:+.2f} reference sd"
-        return self.alert(
-            monitor,
-            kind,
-            d.detector,
-            d.name,
-            severity,
-            f"{what} of {monitor.name}/{monitor.version} drifted {direction} "
-            f"({size}{recent_raw}{ref_mean}); {d.detector} fired at event {d.event_index}",
-            detection_evidence(d, standardised_shift=d.shift_sd),
-            ctx,
-        )
+        model = f"{monitor.name}/{monitor.version}"
+        fired = f"{d.detector} fired at event {d.event_index}"
+        if d.measure == "share":
+            category = d.category or "?"
+            rose = "rose" if d.shift_sd > 0 else "fell"
+            whose = (
+                f"class {category!r} among the predictions"
+                if d.name == "predicted_class"
+                else (f"{category!r} in {what}")
+            )
+            message = (
+                f"share of {whose} of {model} {rose} from {d.reference_mean:.0%} to {d.window_mean:.0%} "
+                f"(over {d.window_count:,} events); {fired}"
+            )
+            evidence = detection_evidence(
+                d,
+                measure="share",
+                category=category,
+                reference_value=d.reference_mean,
+                recent_value=d.window_mean,
+            )
+        elif d.measure == "spread":
+            grew = "grew" if d.shift_sd > 0 else "shrank"
+            ref_std = ref.std if isinstance(ref, NumericStatistics) else None
+            ratio = d.raw_std / ref_std if ref_std and math.isfinite(d.raw_std) else math.nan
+            size = f" {ratio:.2g}x" if math.isfinite(ratio) else ""
+            detail = f"recent sd {d.raw_std:.4g} vs reference {ref_std:.4g}; " if math.isfinite(ratio) else ""
+            message = (
+                f"spread of {what} of {model} {grew}{size} ({detail}distance from the reference median "
+                f"{d.shift_sd:+.2f} sd); {fired}"
+            )
+            extra: dict[str, float | str] = {"measure": "spread", "standardised_shift": d.shift_sd}
+            if math.isfinite(ratio):
+                assert ref_std is not None
+                extra.update(reference_value=ref_std, recent_value=d.raw_std, spread_ratio=ratio)
+            evidence = detection_evidence(d, **extra)
+        else:
+            recent_raw = ""
+            if window is not None and not math.isnan(window.raw_mean):
+                recent_raw = f"; recent mean {window.raw_mean:.4g}"
+            ref_mean = ""
+            if isinstance(ref, NumericStatistics) and ref.mean is not None:
+                ref_mean = f" vs reference {ref.mean:.4g}"
+            size = f"{d.shift_sd:+.2f} reference sd"
+            message = f"{what} of {model} drifted {direction} ({size}{recent_raw}{ref_mean}); {fired}"
+            location: dict[str, float | str] = {"measure": "location", "standardised_shift": d.shift_sd}
+            if isinstance(ref, NumericStatistics) and ref.mean is not None and math.isfinite(d.raw_mean):
+                location.update(reference_value=ref.mean, recent_value=d.raw_mean)
+            evidence = detection_evidence(d, **location)
+        return self.alert(monitor, kind, d.detector, d.name, severity, message, evidence, ctx)
 
     def concept_alert(self, monitor: ModelMonitor, d: Detection, ctx: AlertContext) -> Alert:
         """A rise of the joined outcomes' error."""

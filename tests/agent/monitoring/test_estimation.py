@@ -138,10 +138,11 @@ def test_a_shift_toward_the_boundary_raises_a_performance_alert_before_any_label
     assert drivers and drivers[0].feature == "x0" and drivers[0].statistic == "mean"
     assert drivers[0].shift > 1.0 and drivers[0].importance > 0.8
     assert "likely drivers: x0 +" in performance.message
-    # The prediction-drift alert names it too; the data alert is on x0 alone; no concept alert
-    # without outcomes.
-    [prediction] = [a for a in alerts if a.kind is AlertKind.PREDICTION]
-    assert prediction.evidence.drivers[0].feature == "x0"
+    # The prediction-drift alerts (the output, and which class is predicted) name it too; the data
+    # alert is on x0 alone; no concept alert without outcomes.
+    predictions = [a for a in alerts if a.kind is AlertKind.PREDICTION]
+    assert sorted(a.subject for a in predictions) == ["predicted_class", "prediction"]
+    assert all(a.evidence.drivers[0].feature == "x0" for a in predictions)
     assert {a.subject for a in alerts if a.kind is AlertKind.DATA} == {"x0"}
     assert not [a for a in alerts if a.kind is AlertKind.CONCEPT]
     points = {p.measurement: p for p in observer.metric_points()}

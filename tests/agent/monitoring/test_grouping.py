@@ -72,29 +72,39 @@ def test_two_features_drifting_at_once_are_one_incident(
     for j in (3, 5):  # x03 and x05 move together from event 2,000 to 12,000
         rows[2_000:12_000, j] += 1.5 * reference[:, j].std()
     alerts, reports = stream(model_repository.root, rows, Clock())
+    # The 1.5 sd step carries 8 % of x05's values beyond its reference range (a technical rate), and
+    # it changes which class the model predicts as well as its output.
     assert sorted((a.kind.value, a.subject) for a in alerts) == [
-        ("data", "x03"), ("data", "x05"), ("prediction", "prediction"),
+        ("data", "x03"), ("data", "x05"), ("prediction", "predicted_class"), ("prediction", "prediction"),
+        ("technical", "x05"),
     ]  # fmt: skip
-    # One incident: opened by the first alert, updated as the others join, resolved once all recover.
-    assert [r.status for r in reports] == ["opened", "updated", "updated", "resolved"]
-    assert len({r.incident_id for r in reports}) == 1
-    opened, *_, resolved = reports
-    assert opened.incident_id == alerts[0].alert_id and opened.alerts == 1
-    assert [r.alerts for r in reports] == [1, 2, 3, 3] and [r.open_alerts for r in reports] == [1, 2, 3, 0]
-    assert len({r.notification_id for r in reports}) == 4
+    # One drift incident: opened by the first alert, updated as the others join, resolved once all
+    # recover. The range rate is a technical incident of its own, opened and resolved.
+    drift = [r for r in reports if r.incident_id == reports[0].incident_id]
+    assert [r.status for r in drift] == ["opened", "updated", "updated", "updated", "resolved"]
+    technical = [r for r in reports if r.incident_id != reports[0].incident_id]
+    assert [r.status for r in technical] == ["opened", "resolved"]
+    assert [e.subject for e in technical[0].timeline] == ["x05"]
+    opened, *_, resolved = drift
+    drift_alerts = [a for a in alerts if a.kind is not AlertKind.TECHNICAL]
+    assert opened.incident_id == drift_alerts[0].alert_id and opened.alerts == 1
+    assert [r.alerts for r in drift] == [1, 2, 3, 4, 4] and [r.open_alerts for r in drift] == [1, 2, 3, 4, 0]
+    assert len({r.notification_id for r in reports}) == 7
     assert resolved.resolved_at is not None and resolved.severity is Severity.CRITICAL
-    # Its timeline: the three alerts opening, then each recovering, in time order.
+    # Its timeline: the four alerts opening, then each recovering, in time order.
     timeline = [(e.change, e.kind.value, e.subject) for e in resolved.timeline]
-    assert timeline[:3] == [
+    assert timeline[:4] == [
         ("opened", "data", "x03"),
         ("opened", "data", "x05"),
         ("opened", "prediction", "prediction"),
+        ("opened", "prediction", "predicted_class"),
     ]
-    assert sorted(timeline[3:]) == [
-        ("recovered", "data", "x03"), ("recovered", "data", "x05"), ("recovered", "prediction", "prediction")
+    assert sorted(timeline[4:]) == [
+        ("recovered", "data", "x03"), ("recovered", "data", "x05"),
+        ("recovered", "prediction", "predicted_class"), ("recovered", "prediction", "prediction"),
     ]  # fmt: skip
     assert [e.at for e in resolved.timeline] == sorted(e.at for e in resolved.timeline)
-    assert {e.alert_id for e in resolved.timeline} == {a.alert_id for a in alerts}
+    assert {e.alert_id for e in resolved.timeline} == {a.alert_id for a in drift_alerts}
     # Its root cause: the inputs came first, the output followed, and the features to look at.
     assert resolved.root_cause.startswith(
         "data drift on 'x03' and 'x05' came first, followed by prediction drift"

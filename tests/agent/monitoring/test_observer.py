@@ -92,13 +92,18 @@ def test_step_change_in_one_feature_alerts_on_that_feature_only(
     points = observer.metric_points()
     shifts = {p.tags["feature"]: p.fields["shift_sd"] for p in points if p.measurement == "driftline_feature"}
     assert shifts["x03"] > 0.3 and abs(shifts["x00"]) < 0.3
-    # And each column's detectors' statistics, by family: x03's ADWIN is the one that moved.
+    # And each stream's detectors' statistics, by family and measure: x03's ADWIN is the one that moved.
     statistics = {
         (p.tags["feature"], p.tags["detector"]): p.fields["statistic"]
         for p in points
         if p.measurement == "driftline_detector"
     }
-    assert {d for _, d in statistics} == {"adwin", "page_hinkley"}
+    families = {"adwin", "page_hinkley"}
+    x03 = {d for f, d in statistics if f == "x03"}
+    assert x03 == families | {f"{d}_{m}" for d in families for m in ("spread", "tails")}
+    # The predicted class: its location and the share of class 0 (class 1's is its mirror).
+    predicted = {d for f, d in statistics if f == "predicted_class"}
+    assert predicted == families | {f"{d}_share_0" for d in families}
     assert {f for f, _ in statistics} == set(shifts)
     assert abs(statistics["x03", "adwin"]) > abs(statistics["x00", "adwin"])
 

@@ -73,18 +73,21 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     first, _ = worker(model_repository.root, store)
     alerts, open_after = run(first, rows[:6_000])
     raised = {f"{a.kind.value}/{a.subject}": a.opened_at_event for a in alerts}
-    # The step moves x03 and, a little, the model's output (about -0.2 reference sd).
-    assert raised == {"data/x03": 1_100, "prediction/prediction": 1_600}, alerts
-    # Both stay open while the drift goes on. They used to close one batch after they opened: the
+    # The step moves x03 and, a little, the model's output: its spread first (it narrows, seen 400
+    # events before its location moves -0.2 reference sd), and which class it predicts.
+    assert raised == {
+        "data/x03": 1_100, "prediction/prediction": 1_200, "prediction/predicted_class": 2_000
+    }, alerts  # fmt: skip
+    # All stay open while the drift goes on. They used to close one batch after they opened: the
     # window that judged the recovery still held the 1,000 events before the step.
-    assert all(open_now == set(raised) for open_now in open_after[16:]), open_after
+    assert all(open_now == set(raised) for open_now in open_after[20:]), open_after
 
     # A restart: a new worker whose detectors start from the reference again, on the same incidents.
     # It sees the drift again; the open incidents keep it from alerting it twice.
     second, observer = worker(model_repository.root, store)
     alerts, open_after = run(second, rows[6_000:], first=6_000)
     assert alerts == [] and observer.incidents.suppressed >= 2
-    # The drift ends at event 12,000: both incidents recover within two windows (2 x 2,048 events).
+    # The drift ends at event 12,000: all incidents recover within two windows (2 x 2,048 events).
     back = open_after.index(set()) * 100 + 6_000
     assert 12_000 < back <= 12_000 + 2 * 2_048, open_after
     assert open_after[-1] == set()
@@ -150,6 +153,7 @@ def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
         alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
     assert sorted((a.kind.value, a.subject) for a in alerts) == [
         ("data", "x03"),
+        ("prediction", "predicted_class"),
         ("prediction", "prediction"),
     ]
     assert observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
