@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--shares", type=str, default="0.05,0.1,0.15,0.2,0.25,0.5")
     parser.add_argument("--blocks", type=str, default="32,64")
     parser.add_argument("--no-adwin", action="store_true")
+    parser.add_argument(
+        "--adwin-deltas", type=str, default="1e-2,1e-6", help="ADWIN deltas (a loose one: comparable rates)"
+    )
     parser.add_argument("--scores", action="store_true", help="normal scores of the counts (production)")
     args = parser.parse_args()
     global SCORES
@@ -121,16 +124,18 @@ def main() -> None:
             name = "N(0,1)" if p is None else f"{p:g}"
             print(f"{k:>5} {name:>6} {skew:>6.2f} " + "".join(f"{c:>14}" for c in cells), flush=True)
     if not args.no_adwin:
-        print(
-            f"\nADWIN (anchored, delta {default.adwin_delta:g}): false alarms per 1e6 events over "
-            f"{args.events:.0e} events"
-        )
+        deltas = [float(x) for x in args.adwin_deltas.split(",")]
+        print(f"\nADWIN (anchored): false alarms per 1e6 events over {args.events:.0e} events")
+        print(f"{'block':>5} {'p':>6} " + "".join(f"{f'delta {d:g}':>16}" for d in deltas))
         for k in (int(b) for b in args.blocks.split(",")):
             for p in shares:
-                config = dataclasses.replace(default, block_size=k)
-                alarms, exposure = adwin_alarms(config, p, args.events, seed=22)
+                cells = []
+                for delta in deltas:
+                    config = dataclasses.replace(default, block_size=k, adwin_delta=delta)
+                    alarms, exposure = adwin_alarms(config, p, args.events, seed=22)
+                    cells.append(f"{_rate(alarms, exposure)} ({alarms})")
                 name = "N(0,1)" if p is None else f"{p:g}"
-                print(f"{k:>5} {name:>6} {_rate(alarms, exposure):>14} ({alarms})", flush=True)
+                print(f"{k:>5} {name:>6} " + "".join(f"{c:>16}" for c in cells), flush=True)
     print(f"\n(took {time.perf_counter() - started:.0f} s)")
 
 

@@ -141,9 +141,9 @@ class FeatureDriftMonitor:
     >>> found = [d for start in range(0, 40_000, 500)
     ...          for d in monitor.update_batch(live[start:start + 500])]
     >>> [(d.name, d.measure, d.detector, d.event_index) for d in found]
-    [('tenure', 'spread', 'page_hinkley_up', 80063)]
+    [('tenure', 'spread', 'adwin', 80095)]
     >>> found[0].window_count, round(found[0].raw_std, 1)  # the few events since the change
-    (64, 2.2)
+    (96, 2.0)
 
     """
 
@@ -207,7 +207,7 @@ class FeatureDriftMonitor:
         self._columns = ColumnSet.of_streams(
             names,
             streams,
-            [column_detectors(self.config, s.mean, s.std, "both") for s in streams],
+            [_detectors(self.config, s) for s in streams],
             self.config.block_size,
             self.config.window_blocks,
         )
@@ -337,6 +337,26 @@ class FeatureDriftMonitor:
                 raw[:, j] = as_float_column(x[:, j])
         raw[:, self._categorical] = np.nan
         return raw
+
+
+def _detectors(config: DriftConfig, stream: Stream) -> list[BlockDetector]:
+    """A location keeps both detectors; a spread, tails or share stream has ADWIN alone. The Python
+    loop over blocks x detectors is the monitor's main cost; a second detector on every extra stream
+    cost 1 us more per event on 20 features and moved the tests' detections by 0 to 96 events
+    (ADWIN is the cheaper of the two, and the one that catches small, slow changes)."""
+    if stream.measure == "location":
+        return column_detectors(config, stream.mean, stream.std, "both")
+    return [
+        AdwinDetector(
+            config.adwin_delta,
+            min_window_length=config.adwin_min_window_length,
+            grace_period=config.adwin_grace_period,
+            block_size=config.block_size,
+            reference_blocks=config.reference_blocks,
+            mean=stream.mean,
+            std=stream.std,
+        )
+    ]
 
 
 def _family(detector: BlockDetector, stream: Stream) -> str:
