@@ -1,0 +1,114 @@
+"""What the new statistics' alerts say, through a real handler and the example churn package (a
+categorical 'plan', a numeric 'monthly_spend' without a declared range): the measure that fired, the
+reference and recent values, in the message and as data in the evidence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.models.registry import ModelRegistry
+from agent.models.repository import ModelRepository
+from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.packaging.builder import build_package
+from agent.packaging.training import load_training_function
+from agent.serving.handler import Record, RequestHandler
+from schemas.alert import Alert, AlertKind
+from tests.support.alerts import alerts_in
+
+EXAMPLE_TRAINING = Path(__file__).resolve().parents[3] / "examples" / "train_example.py"
+PLANS = ["basic", "plus", "pro"]
+N = 20_000
+CHANGE = 10_000
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repository = ModelRepository(tmp_path_factory.mktemp("churn"))
+    build_package(
+        load_training_function(str(EXAMPLE_TRAINING))(), name="churn", version="1", repository=repository
+    )
+    return repository.root
+
+
+def _run(root: Path, age: np.ndarray, spend: np.ndarray, plan: np.ndarray) -> list[Alert]:
+    registry = ModelRegistry(root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+        settings=MonitorSettingsView(latency_threshold=1e12),  # the machine's latency is not under test
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        alerts_topic="alerts",
+    )
+    alerts: list[Alert] = []
+    for start in range(0, len(age), 500):
+        records = []
+        for i in range(start, min(start + 500, len(age))):
+            features = {"age": float(age[i]), "monthly_spend": float(spend[i]), "plan": PLANS[int(plan[i])]}
+            body = {"request_id": f"r{i}", "model": "churn", "features": features}
+            records.append(Record("requests", i % 2, i, None, json.dumps(body).encode()))
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
+    return alerts
+
+
+def _stream(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training module's own distributions."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(18, 80, N), rng.gamma(2.0, 20.0, N), rng.integers(0, 3, N)
+
+
+def test_a_category_mix_change_says_which_share_moved_and_from_what_to_what(churn: Path) -> None:
+    rng = np.random.default_rng(41)
+    age, spend, plan = _stream(42)
+    plan[CHANGE:] = rng.choice(3, N - CHANGE, p=[0.15, 0.7, 0.15])  # 'plus' from a third to 70 %
+    alerts = _run(churn, age, spend, plan)
+    data = [a for a in alerts if a.kind is AlertKind.DATA]
+    assert [a.subject for a in data] == ["plan"]
+    (alert,) = data
+    extra = alert.evidence.extra
+    assert (extra["measure"], extra["category"]) == ("share", "plus")
+    assert extra["event_index"] == 10_143
+    assert extra["reference_value"] == pytest.approx(1 / 3, abs=0.03)
+    assert extra["recent_value"] == pytest.approx(0.7, abs=0.1)
+    assert alert.message.startswith(
+        f"share of 'plus' in feature 'plan' of churn/1 rose from 33% to {extra['recent_value']:.0%}"
+    )
+
+
+def test_a_narrower_spread_says_by_how_much(churn: Path) -> None:
+    # Age (uniform from 18 to 80) squeezed to half its spread around its median, 49.
+    age, spend, plan = _stream(43)
+    age[CHANGE:] = 49.0 + 0.5 * (age[CHANGE:] - 49.0)
+    alerts = _run(churn, age, spend, plan)
+    [alert] = [a for a in alerts if a.kind is AlertKind.DATA]
+    extra = alert.evidence.extra
+    assert (alert.subject, extra["measure"], extra["event_index"]) == ("age", "spread", 10_111)
+    assert extra["spread_ratio"] == pytest.approx(0.5, abs=0.1)
+    assert extra["reference_value"] == pytest.approx(62 / 12**0.5, rel=0.05)  # the reference's sd
+    assert f"spread of feature 'age' of churn/1 shrank {extra['spread_ratio']:.2g}x" in alert.message
+
+
+def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn: Path) -> None:
+    age, spend, plan = _stream(44)
+    rng = np.random.default_rng(45)
+    beyond = np.flatnonzero(rng.random(N) < 0.1)
+    beyond = beyond[beyond >= CHANGE]
+    spend[beyond] = 1_000.0  # the reference's largest is under 300
+    alerts = _run(churn, age, spend, plan)
+    [technical] = [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    assert (technical.detector, technical.subject) == ("reference_range_rate", "monthly_spend")
+    # Rates are judged per window of 2,000 requests: the first window after the change.
+    assert technical.opened_at_event == 12_000
+    assert technical.evidence.recent_mean == pytest.approx(0.1, abs=0.02)
+    assert "requests carry values outside the reference range in 'monthly_spend'" in technical.message
