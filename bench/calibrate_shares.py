@@ -15,7 +15,14 @@ calibration's long runs) on the same number of events. A share stream is accepta
 no higher than the Gaussian one at every threshold measured; the floor on a category's share
 (:data:`agent.monitoring.features.SHARE_FLOOR`) is chosen from this table.
 
-Run: ``.venv/bin/python -m bench.calibrate_shares [--events 1e8] [--ph-events 1e9]``
+``--delays`` measures instead how long the new statistics take to see the changes they are for:
+each replicate is one column of one :class:`~agent.monitoring.features.FeatureDriftMonitor`
+(reference N(0, 1) as 101 quantiles, or a 40/35/25 category mix), 20,000 + U[0, 32) events as the
+reference, then the change; the delay is the number of changed events up to the one completing the
+block on which the column's first detection fired (any measure), and which measure fired.
+
+Run: ``.venv/bin/python -m bench.calibrate_shares [--events 1e8] [--ph-events 1e9]``, or
+``--delays [--reps 400]``
 """
 
 from __future__ import annotations
@@ -86,6 +93,95 @@ def adwin_alarms(config: DriftConfig, p: float | None, events: float, seed: int)
     return alarms, blocks * k
 
 
+def _changed(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    z = rng.standard_normal(n)
+    if name == "location +0.5 sd":
+        return z + 0.5
+    if name.startswith("spread x"):
+        return z * float(name.removeprefix("spread x"))
+    if name == "bimodal (same median)":
+        return np.where(rng.random(n) < 0.5, -1.2, 1.2) + 0.4 * z
+    if name == "heavier tails (12 % x3)":
+        return z * np.where(rng.random(n) < 0.12, 3.0, 1.0)
+    if name == "beyond the range (10 %)":
+        return np.where(rng.random(n) < 0.1, np.where(rng.random(n) < 0.5, -6.0, 6.0), z)
+    raise ValueError(name)
+
+
+NUMERIC_CHANGES = [
+    "location +0.5 sd",
+    "spread x1.5",
+    "spread x2",
+    "spread x0.5",
+    "spread x1.25",
+    "bimodal (same median)",
+    "heavier tails (12 % x3)",
+    "beyond the range (10 %)",
+]
+
+
+def delays(reps: int, seed: int) -> None:
+    from agent.monitoring import (
+        CategoricalTransform,
+        FeatureDriftMonitor,
+        PercentileTransform,
+        ReferenceTransform,
+    )
+
+    rng = np.random.default_rng(seed)
+    quantiles = np.quantile(rng.standard_normal(100_000), np.linspace(0, 1, 101))
+    before, after = 20_000, 20_000
+    print(f"Delays, {reps} replicates (events after the change; 'miss': none within {after:,})")
+    print(f"{'change':<30}{'median':>8}{'p90':>8}{'missed':>8}   measures that fired first")
+    scenarios: list[tuple[str, list[float] | None]] = [(name, None) for name in NUMERIC_CHANGES]
+    scenarios.append(("mix 40/35/25 -> 30/55/15", [0.3, 0.55, 0.15]))
+    for name, mix in scenarios:
+        offsets = rng.integers(0, 32, reps)
+        n = before + 32 + after
+        if mix is None:
+            monitor = FeatureDriftMonitor(
+                [f"c{i}" for i in range(reps)], ReferenceTransform([PercentileTransform(quantiles)] * reps)
+            )
+            data = rng.standard_normal((n, reps))
+            for i, off in enumerate(offsets):
+                start = before + int(off)
+                data[start:, i] = _changed(name, rng, n - start)
+        else:
+            monitor = FeatureDriftMonitor(
+                [f"c{i}" for i in range(reps)],
+                ReferenceTransform([CategoricalTransform({0.0: 0.4, 1.0: 0.35, 2.0: 0.25})] * reps),
+            )
+            data = rng.choice(3, (n, reps), p=[0.4, 0.35, 0.25]).astype(np.float64)
+            for i, off in enumerate(offsets):
+                start = before + int(off)
+                data[start:, i] = rng.choice(3, n - start, p=mix)
+        first: dict[int, tuple[int, str]] = {}
+        for lo in range(0, n, 1000):
+            for d in monitor.update_batch(data[lo : lo + 1000]):
+                first.setdefault(d.column, (d.event_index, d.measure))
+        delay, measures, false = [], {}, 0
+        for i, off in enumerate(offsets):
+            start = before + int(off)
+            hit = first.get(i)
+            if hit is not None and hit[0] < start:
+                false += 1
+                continue
+            if hit is None:
+                delay.append(math.inf)
+                continue
+            delay.append(hit[0] - start + 1)
+            measures[hit[1]] = measures.get(hit[1], 0) + 1
+        finite = np.array(delay)
+        med, p90 = np.median(finite), np.quantile(finite, 0.9)
+        shown = ", ".join(f"{m} {c}" for m, c in sorted(measures.items(), key=lambda kv: -kv[1]))
+        fmt = lambda v: "miss" if not math.isfinite(v) else f"{v:.0f}"  # noqa: E731
+        missed = int(np.sum(~np.isfinite(finite)))
+        print(
+            f"{name:<30}{fmt(med):>8}{fmt(p90):>8}{missed:>8}   {shown}"
+            + (f" ({false} before)" if false else "")
+        )
+
+
 def _rate(alarms: int, events: float) -> str:
     if alarms == 0:
         return f"<{3 / events * 1e6:.4f}"
@@ -103,7 +199,12 @@ def main() -> None:
         "--adwin-deltas", type=str, default="1e-2,1e-6", help="ADWIN deltas (a loose one: comparable rates)"
     )
     parser.add_argument("--scores", action="store_true", help="normal scores of the counts (production)")
+    parser.add_argument("--delays", action="store_true", help="detection delays instead of false alarms")
+    parser.add_argument("--reps", type=int, default=400)
     args = parser.parse_args()
+    if args.delays:
+        delays(args.reps, seed=23)
+        return
     global SCORES
     SCORES = args.scores
     print("share blocks as " + ("normal scores of the counts" if SCORES else "plain z-scores of the counts"))

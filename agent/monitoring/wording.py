@@ -21,6 +21,7 @@ from agent.models.versions import DependencyFinding
 from agent.monitoring.batch import RecordLike
 from agent.monitoring.columns import WindowStats
 from agent.monitoring.detectors import Detection
+from agent.monitoring.features import TAIL
 from agent.monitoring.model_monitor import ModelMonitor
 from agent.monitoring.technical import RateWatch
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
@@ -209,6 +210,24 @@ class AlertWriter:
                 reference_value=d.reference_mean,
                 recent_value=d.window_mean,
             )
+        elif d.measure == "tails":
+            grew = "grew" if d.shift_sd > 0 else "thinned"
+            ref_std = ref.std if isinstance(ref, NumericStatistics) else None
+            ratio = d.raw_std / ref_std if ref_std and math.isfinite(d.raw_std) else math.nan
+            spread = f"; recent sd {ratio:.2g}x the reference's" if math.isfinite(ratio) else ""
+            message = (
+                f"tails of {what} of {model} {grew}: {d.window_mean:.1%} of recent values beyond the "
+                f"reference's {TAIL * 100:g}th and {100 - TAIL * 100:g}th percentiles vs "
+                f"{d.reference_mean:.1%}{spread}; {fired}"
+            )
+            tails: dict[str, float | str] = {
+                "measure": "tails",
+                "reference_value": d.reference_mean,
+                "recent_value": d.window_mean,
+            }
+            if math.isfinite(ratio):
+                tails["spread_ratio"] = ratio
+            evidence = detection_evidence(d, **tails)
         elif d.measure == "spread":
             grew = "grew" if d.shift_sd > 0 else "shrank"
             ref_std = ref.std if isinstance(ref, NumericStatistics) else None

@@ -53,13 +53,13 @@ CHANGES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 }
 
 EXPECTED = {
-    "spread x1.5": ("tails", 20223),
+    "spread x1.5": ("tails", 20255),
     "spread x2": ("tails", 20095),
     "spread x0.5": ("spread", 20127),
     "bimodal": ("spread", 20095),
     # Without the tails stream, the spread stream saw this one at 22,111.
-    "heavier tails": ("tails", 20351),
-    "beyond the range": ("tails", 20255),
+    "heavier tails": ("tails", 20575),
+    "beyond the range": ("tails", 20287),
 }
 
 
@@ -77,8 +77,8 @@ def test_a_change_of_shape_around_the_same_median_is_caught_by_the_spread_or_tai
     # The evidence: the stream's reference moments, and the raw spread since the change.
     if measure == "spread":
         assert (d.reference_mean, d.reference_std) == (0.5, pytest.approx(1 / math.sqrt(12)))
-    else:  # beyond the reference's 1st and 99th percentiles: 2 %
-        assert (d.reference_mean, d.reference_std) == (pytest.approx(0.02), pytest.approx(0.14))
+    else:  # beyond the reference's 2.5th and 97.5th percentiles: 5 %
+        assert (d.reference_mean, d.reference_std) == (pytest.approx(0.05), pytest.approx(0.218, abs=1e-3))
     grew = name != "spread x0.5"
     assert (d.shift_sd > 0) == grew and (d.raw_std > 1.0) == grew
 

@@ -112,3 +112,12 @@ def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn
     assert technical.opened_at_event == 12_000
     assert technical.evidence.recent_mean == pytest.approx(0.1, abs=0.02)
     assert "requests carry values outside the reference range in 'monthly_spend'" in technical.message
+    # The same values fill the feature's tails: a data alert, long before the rate's window closes.
+    [data] = [a for a in alerts if a.kind is AlertKind.DATA]
+    extra = data.evidence.extra
+    assert (data.subject, extra["measure"], extra["event_index"]) == ("monthly_spend", "tails", 10_591)
+    assert extra["reference_value"] == pytest.approx(0.05, abs=0.01)
+    assert data.message.startswith(
+        f"tails of feature 'monthly_spend' of churn/1 grew: {extra['recent_value']:.1%} of recent values "
+        "beyond the reference's 2.5th and 97.5th percentiles vs 5.0%"
+    )
