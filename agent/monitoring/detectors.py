@@ -78,33 +78,42 @@ Spread, tails and share streams
 A feature monitor runs these detectors on more than the location of each column
 (:class:`~agent.monitoring.features.FeatureDriftMonitor`). The spread stream ``2 |u - 1/2|`` is
 Uniform(0, 1) under a continuous reference, exactly like ``u``: the table above holds for it as it
-is. The tails stream (beyond the reference's 1st and 99th percentiles, ``p = 0.02``) and the share
-of a category (``p`` its reference share) are 0/1 streams: a block's count is Binomial(32, p),
-whose plain z-score is skewed (``(1 - 2p) / sqrt(32 p (1 - p))``, 0.47 at ``p = 0.1``) and raises
-more false alarms than the Gaussian calibration allows. Their detectors are therefore fed the
-normal score of the count's mid-CDF (:func:`~agent.monitoring.blocks.binomial_scores`), Gaussian
-in its tails whatever ``p``, with a variance a little under 1. ``bench/calibrate_shares.py``,
+is. The tails stream (beyond the reference's 2.5th and 97.5th percentiles, ``p = 0.05``) and the
+share of a category (``p`` its reference share) are 0/1 streams: a block's count is
+Binomial(32, p), whose plain z-score is skewed (``(1 - 2p) / sqrt(32 p (1 - p))``, 0.47 at
+``p = 0.1``) and raises more false alarms than the Gaussian calibration allows. Their detectors are
+therefore fed the normal score of the count's mid-CDF (:func:`~agent.monitoring.blocks.binomial_scores`),
+Gaussian in its tails whatever ``p``, with a variance a little under 1. ``bench/calibrate_shares.py``,
 anchored two-sided Page-Hinkley, false alarms per 1e6 events (alarm counts in brackets) over 3e9
-events (3e8 for the first plain row); lower thresholds than the default 6 make the rates
-comparable where alarms are frequent enough to count:
+events (3e8 for the first plain row); thresholds under the default 6 make the rates comparable where
+alarms are frequent enough to count:
 
     block z-scores                    threshold 4      threshold 5      threshold 6 (default)
     N(0, 1) (the calibration above)   0.120 (361)      0.0083 (25)      < 0.001 (0)
     plain z-score, p = 0.1            1.274 (382)      0.143 (43)       0.020 (6)
     plain z-score, p = 0.25           0.277 (830)      0.0223 (67)      0.0023 (7)
     plain z-score, p = 0.35           0.168 (503)      0.0100 (30)      0.0003 (1)
-    normal score,  p = 0.02 (tails)   0.028 (85)       0.0017 (5)       < 0.001 (0)
+    normal score,  p = 0.02           0.028 (85)       0.0017 (5)       < 0.001 (0)
     normal score,  p = 0.05           0.035 (104)      0.0023 (7)       < 0.001 (0)
     normal score,  p = 0.1            0.040 (120)      0.0020 (6)       < 0.001 (0)
     normal score,  p = 0.25           0.082 (247)      0.0047 (14)      < 0.001 (0)
     normal score,  p = 0.5            0.095 (285)      0.0060 (18)      < 0.001 (0)
 
-Normal scores raise fewer alarms than Gaussian blocks at every ``p`` down to 0.02, so categories of
-at least 5 % (:data:`~agent.monitoring.features.SHARE_FLOOR`; the rarer ones are pooled) and the
-2 % tails keep the calibrated rate per stream. ADWIN (``delta=1e-6``) raised no alarm in 1e8 events
-of any of them (< 0.03 per 1e6), nor of N(0, 1) blocks; ADWIN_LOOSE_ROWS
-A model's rate is about the number of its streams times the per-stream rate: 3 per numeric column
-(location, spread, tails), 1 + the shares per categorical one.
+ADWIN (the extra streams' only detector, ``features._detectors``) at the default ``delta=1e-6``
+raised no alarm in 1e8 events of any of them (< 0.03 per 1e6), nor of N(0, 1) blocks. At looser
+deltas, 3e8 events each:
+
+    block z-scores                    delta 1e-2       delta 1e-3       delta 1e-4
+    N(0, 1)                           2.86 (857)       0.223 (67)       0.033 (10)
+    normal score,  p = 0.02           4.11 (1232)      0.483 (145)      0.057 (17)
+    normal score,  p = 0.05           2.61 (784)       0.230 (69)       0.020 (6)
+    normal score,  p = 0.1            2.49 (747)       0.180 (54)       0.023 (7)
+
+At 2 % ADWIN raises up to twice the Gaussian rate; from 5 % on, no more. Hence shares of at least
+5 % (:data:`~agent.monitoring.features.SHARE_FLOOR`; rarer categories pooled) and tails of 5 %
+(:data:`~agent.monitoring.features.TAIL` on each side is 2.5 %). A model's rate is about the number
+of its streams times the per-stream rate: 3 per numeric column (location, spread, tails), 1 + the
+shares per categorical one.
 """
 
 from __future__ import annotations
