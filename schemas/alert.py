@@ -105,6 +105,13 @@ class Evidence(_Frozen):
     (reference percentiles: 0.5 and ``1/sqrt(12)`` with no drift); ``shift_in_std`` is the recent
     mean's distance from the reference mean in reference standard deviations of the raw feature,
     where known. Other kinds fill what applies and may add named values in ``extra``.
+
+    A data or prediction drift alert says in ``extra`` which statistic of its column moved:
+    ``measure`` (``location``, ``spread``, ``tails`` or ``share``), ``reference_value`` and
+    ``recent_value`` (the raw means for a location, the raw standard deviations for a spread, the
+    shares for tails and a category's share), ``category`` for a share and ``spread_ratio`` (recent
+    raw sd / reference sd) for a spread or tails; the means and spreads above are then of that
+    statistic's stream.
     """
 
     reference_mean: float | None = None
