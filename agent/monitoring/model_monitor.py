@@ -70,7 +70,14 @@ def output_quantity(manifest: Manifest, predictions: Predictions) -> npt.NDArray
 
 def class_indices(label_index: dict[str, int], predictions: Predictions) -> npt.NDArray[np.float64] | None:
     """Each row's predicted class as its index (``NaN`` for a label the manifest does not list), or
-    ``None`` when the batch carries no labels (a regressor)."""
+    ``None`` when the batch carries no labels (a regressor).
+
+    >>> labels = np.array(["yes", "no", "maybe"], dtype=object)
+    >>> class_indices({"no": 0, "yes": 1}, Predictions(labels=labels)).tolist()
+    [1.0, 0.0, nan]
+    >>> class_indices({"0": 0, "1": 1}, Predictions(labels=np.array([1, 0, 7]))).tolist()
+    [1.0, 0.0, nan]
+    """
     labels = predictions.labels
     if labels is None:
         return None
@@ -126,7 +133,12 @@ def _class_transform(manifest: Manifest) -> CategoricalTransform | None:
 def reference_range(stats: NumericStatistics) -> tuple[float, float] | None:
     """``[min, max]`` of a numeric feature's reference values, widened by a few float32 ulps (the
     serving matrix is float32: a reference extreme may come back one rounding step beyond it);
-    ``None`` when every reference value was missing."""
+    ``None`` when every reference value was missing.
+
+    >>> low, high = reference_range(NumericStatistics.from_values(np.arange(101.0)))
+    >>> low < 0.0 < 100.0 < high < 100.00005
+    True
+    """
     if not stats.quantiles:
         return None
     low, high = stats.quantiles[0], stats.quantiles[-1]
