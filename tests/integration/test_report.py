@@ -137,7 +137,9 @@ async def test_report_of_a_drifting_model_in_chromium(
     assert seen["distributions"] == [*NAMES, "prediction"]
     assert seen["recent"] == len(NAMES) + 1  # every feature and the output drawn from what was sent
     assert radius and set(seen["detections"]) == radius
-    assert seen["shift"] == 1 and sorted(seen["detectors"]) == ["adwin", "page_hinkley"]
+    # The feature's detectors: its location's two, and the ADWIN of its spread and of its tails.
+    assert seen["shift"] == 1
+    assert sorted(seen["detectors"]) == ["adwin", "adwin_spread", "adwin_tails", "page_hinkley"]
     assert seen["notes"] == 0
     # The worker serves the same page.
     assert status == 200
