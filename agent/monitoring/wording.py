@@ -252,6 +252,12 @@ class AlertWriter:
                 ref_mean = f" vs reference {ref.mean:.4g}"
             size = f"{d.shift_sd:+.2f} reference sd"
             message = f"{what} of {model} drifted {direction} ({size}{recent_raw}{ref_mean}); {fired}"
+            if isinstance(ref, CategoricalStatistics) or (prediction and d.name == "predicted_class"):
+                # A categorical column's location is its mean position in the frequency-ordered mix.
+                toward = "rarer" if d.shift_sd > 0 else "more frequent"
+                mix = "the model's predicted classes" if prediction else f"feature {d.name!r}"
+                kinds = "classes" if prediction else "categories"
+                message = f"the mix of {mix} of {model} moved toward its {toward} {kinds} ({size}); {fired}"
             location: dict[str, float | str] = {"measure": "location", "standardised_shift": d.shift_sd}
             if isinstance(ref, NumericStatistics) and ref.mean is not None and math.isfinite(d.raw_mean):
                 location.update(reference_value=ref.mean, recent_value=d.raw_mean)
