@@ -70,13 +70,23 @@ async def test_drift_gauges_on_metrics(
     finally:
         assert worker.stop() == 0, worker.log()
     columns = {dict(labels)["column"] for (name, labels) in samples if name == "driftline_drift_shift_sd"}
-    assert columns == {*NAMES, "prediction"}  # bounded by the manifest: its features and the output
+    # Bounded by the manifest: its features, the output and the predicted class.
+    assert columns == {*NAMES, "prediction", "predicted_class"}
     detectors = {
         (dict(labels)["column"], dict(labels)["detector"])
         for (name, labels) in samples
         if name == "driftline_drift_detector_statistic"
     }
-    assert {d for _, d in detectors} == {"adwin", "page_hinkley"} and {c for c, _ in detectors} == columns
+    # Each column's location (two detectors), a numeric one's spread and tails, the share of the
+    # more frequent class (1, benign: its mirror, class 0, has no stream of its own).
+    assert {d for _, d in detectors} == {
+        "adwin",
+        "page_hinkley",
+        "adwin_spread",
+        "adwin_tails",
+        "adwin_share_1",
+    }
+    assert {c for c, _ in detectors} == columns
     quiet = samples[
         ("driftline_drift_shift_sd", frozenset({"model": "breast-cancer", "column": "mean texture"}.items()))
     ]
