@@ -194,7 +194,9 @@ class FeatureDriftMonitor:
         for j, t in enumerate(transforms):
             if isinstance(t, PercentileTransform) and t.distinct_values > 2:
                 p = t.tail_share(TAIL)
-                if TAIL <= p <= 0.5:
+                # A reference whose extremes are tied values (say 10 % of zeros) has thinner tails
+                # than 5 %: under the share floor, the 0/1 stream is not calibrated.
+                if SHARE_FLOOR <= p <= 0.5:
                     tails.append(j)
                     streams.append(Stream(j, p, math.sqrt(p * (1 - p)), "tails", counts=True))
         for j, t in enumerate(transforms):

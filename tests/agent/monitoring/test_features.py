@@ -107,6 +107,15 @@ def test_discrete_features_get_a_spread_stream_standardised_on_their_own_referen
     assert monitor.streams[1].mean == mean
     live = rng.poisson(3.0, (200_000, 1)).astype(float)
     assert _feed(monitor, live, 1000) == []
+    # 10 % of zeros: the lower tail is one tied value at its mid-rank (0.05), so only the upper 2.5 %
+    # is a tail, under the share floor: no tails stream (its 0/1 counts would not be calibrated).
+    zeros = np.r_[np.zeros(10_000), rng.exponential(1.0, 90_000)]
+    inflated = PercentileTransform(np.quantile(zeros, PROBS))
+    assert inflated.tail_share(0.025) == 0.025
+    assert [s.measure for s in FeatureDriftMonitor(["z"], ReferenceTransform([inflated])).streams] == [
+        "location",
+        "spread",
+    ]
     # A binary feature has no spread stream: with two values it would repeat the location.
     binary = PercentileTransform(np.quantile((rng.random(10_000) < 0.3).astype(float), PROBS))
     assert [s.measure for s in FeatureDriftMonitor(["b"], ReferenceTransform([binary])).streams] == [
