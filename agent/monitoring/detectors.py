@@ -113,7 +113,9 @@ At 2 % ADWIN raises up to twice the Gaussian rate; from 5 % on, no more. Hence s
 5 % (:data:`~agent.monitoring.features.SHARE_FLOOR`; rarer categories pooled) and tails of 5 %
 (:data:`~agent.monitoring.features.TAIL` on each side is 2.5 %). A model's rate is about the number
 of its streams times the per-stream rate: 3 per numeric column (location, spread, tails), 1 + the
-shares per categorical one.
+shares per categorical one. A monitor of 71 streams (20 numeric features, a 3-category one, the
+output and a 3-class predicted class) raised no alarm over 1e7 stationary events
+(``bench/calibrate_shares.py --stationary``: 7.1e8 stream-events).
 """
 
 from __future__ import annotations
