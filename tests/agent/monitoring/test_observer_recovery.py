@@ -78,6 +78,11 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     assert raised == {
         "data/x03": 1_100, "prediction/prediction": 1_200, "prediction/predicted_class": 2_000
     }, alerts  # fmt: skip
+    [classes] = [a for a in alerts if a.subject == "predicted_class"]
+    assert (classes.evidence.extra["measure"], classes.evidence.extra["category"]) == ("share", "0")
+    assert classes.message.startswith(
+        "share of class '0' among the predictions of classification-20/1 rose from 50%"
+    )
     # All stay open while the drift goes on. They used to close one batch after they opened: the
     # window that judged the recovery still held the 1,000 events before the step.
     assert all(open_now == set(raised) for open_now in open_after[20:]), open_after
