@@ -58,14 +58,14 @@ the delay is the number of shifted events up to the one completing the firing bl
 
     detector              false alarms / 1e6 events     0.5 sd step delay       medians
                                                           median   p90   p99    0.25 sd   1 sd
-    Page-Hinkley (2-way)  0.0002 (2 in 1e10 events)       167     252   349     2309      71
+    Page-Hinkley (2-way)  0.0005 (80 in 1.5e11 events)    167     252   349     2309      71
     ADWIN                 < 0.009 (0 in 3.2e8 events)     232     302   368      682     104
     monitor (both)        sum of the two                  173     257   341      706      71
 
 A 0.5 sd shift present from the first event is detected after a median of 160 events (anchoring).
 No detector fired in the 500 blocks after 100,000 (Page-Hinkley) and 2,000 (ADWIN) restarts, and
 no step raised a second detection (no bursts). Raising ``ph_threshold`` by 1 divides
-Page-Hinkley's false alarms by about 20 for ~25 more events of delay (table in the script's
+Page-Hinkley's false alarms by about 16 for ~25 more events of delay (table in the script's
 output). A monitor of ``d`` columns raises about ``d`` times the per-column rate.
 
 Discrete features: a value tied with a run of reference quantiles maps to the middle of the run
@@ -111,7 +111,7 @@ class DriftConfig:
 
     Example
     -------
-    A stricter Page-Hinkley (about 20 times fewer false alarms, ~25 events more delay):
+    A stricter Page-Hinkley (about 16 times fewer false alarms, ~25 events more delay):
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(3)

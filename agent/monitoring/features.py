@@ -124,6 +124,11 @@ class FeatureDriftMonitor:
         return self._columns.names
 
     @property
+    def n_streams(self) -> int:
+        """Monitored streams, each watched by its own detectors: one per column today."""
+        return len(self._columns.names)
+
+    @property
     def n_events(self) -> int:
         """Events (rows) seen so far."""
         return self._columns.n_events
