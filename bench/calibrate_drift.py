@@ -18,8 +18,19 @@ Method (fixed seeds throughout):
   detector wrapper alone. Extra detections after the first one count as bursts.
 * **Error monitor.** Stationary Bernoulli(p) errors for several p, a 10% -> 30% jump, Gaussian and
   Laplace regression errors, and river's binary detectors on the same streams for comparison.
+* **False-alarm curves** (``curves``), for ``agent.monitoring.budget``: anchored two-sided
+  Page-Hinkleys (the replica, 50,000 streams at once) at thresholds 3 to 6, and river's ADWIN at
+  deltas 3e-2 to 1e-5 (one detector per 2**20 blocks), on Gaussian block z-scores, each point until
+  it counts 200 alarms or reaches its cap; ln(rate) is fitted by weighted least squares, linear in
+  the threshold and in ln(delta) (ADWIN at delta <= 1e-3, where budgets land).
+* **Whole models** (``models``): monitors of 2, 20 and 100 features (one categorical) and their
+  output, built within a budget by ``budget.within_budget`` as ``ModelMonitor`` builds them, fed
+  stationary seeded streams in batches of 500: measured false alarms per 1e6 events beside the
+  budget (with Poisson 95% intervals), then the step delays at the default budget.
 
-Run: ``.venv/bin/python -m bench.calibrate_drift [--quick]`` (about 10 minutes in full).
+Run: ``.venv/bin/python -m bench.calibrate_drift [--quick] [--sections detectors,errors,curves,models]``
+(detectors and errors by default: about 10 minutes; curves about 25 and models about 30 on the
+2-core machine shared with other jobs).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_the_default_budget_for_a_20_feature_model_is_what_the_docs_say() -> Non
     assert split.config.ph_threshold == 4.59
     assert split.config.adwin_delta == 1.2e-4
     assert split.clipped == ()
-    assert Settings(_env_file=None).monitoring.false_alarms_per_million == 1.0  # type: ignore[call-arg]
+    assert Settings(_env_file=None).monitoring.false_alarms_per_million == 1.0
     assert MonitorSettingsView().false_alarms_per_million == 1.0
 
 
@@ -115,7 +115,7 @@ def test_nonsense_is_refused(budget: float, n: int) -> None:
 
 def test_the_setting_reads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_MONITORING__FALSE_ALARMS_PER_MILLION", "0.25")
-    assert Settings(_env_file=None).monitoring.false_alarms_per_million == 0.25  # type: ignore[call-arg]
+    assert Settings(_env_file=None).monitoring.false_alarms_per_million == 0.25
 
 
 def test_within_budget_counts_the_streams_then_builds_with_their_parameters() -> None:
