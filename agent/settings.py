@@ -278,7 +278,7 @@ class MonitoringSettings(BaseModel):
     enabled: bool = True
     """Watch data, prediction, concept and technical drift; off serves predictions only."""
 
-    false_alarms_per_million: float = Field(default=1.0, gt=0)
+    false_alarms_per_million: float = Field(default=1.0, gt=0, le=1e6)
     """The false-alarm budget of each model's data and prediction drift: expected false alarms per
     10**6 events with no drift, for the whole model (all its columns, statistics and detectors
     together). Each detector's threshold is derived from it and from the model's number of monitored

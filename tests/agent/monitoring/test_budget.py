@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from agent.models.registry import ModelRegistry, ServedModel
 from agent.models.repository import ModelRepository
@@ -20,7 +22,9 @@ from agent.monitoring.budget import (
 )
 from agent.monitoring.detectors import AdwinDetector, DriftConfig, PageHinkleyDetector
 from agent.monitoring.features import FeatureDriftMonitor
+from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
 from agent.monitoring.model_monitor import ModelMonitor, MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
 from agent.monitoring.transforms import REFERENCE_STD
 from agent.settings import Settings
 
@@ -116,6 +120,10 @@ def test_nonsense_is_refused(budget: float, n: int) -> None:
 def test_the_setting_reads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_MONITORING__FALSE_ALARMS_PER_MILLION", "0.25")
     assert Settings(_env_file=None).monitoring.false_alarms_per_million == 0.25
+    for nonsense in ("0", "-1", "inf", "nan"):
+        monkeypatch.setenv("DRIFTLINE_MONITORING__FALSE_ALARMS_PER_MILLION", nonsense)
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None)
 
 
 def test_within_budget_counts_the_streams_then_builds_with_their_parameters() -> None:
@@ -191,3 +199,25 @@ def test_a_stricter_budget_detects_the_same_shift_later(model_repository: ModelR
         1.0: [("x03", "page_hinkley_up", 10_239)],
         1e-3: [("x03", "page_hinkley_up", 10_271)],
     }
+
+
+def test_the_observer_logs_each_models_split_and_warns_when_it_is_clipped(
+    model_repository: ModelRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = _served(model_repository)
+    for budget, level in ((1.0, logging.INFO), (1e-30, logging.WARNING)):
+        observer = DriftObserver(
+            IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+            settings=MonitorSettingsView(false_alarms_per_million=budget),
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="agent.monitoring.observer"):
+            observer.monitor(served)
+            observer.monitor(served)  # once per model version, not per batch
+        [record] = [r for r in caplog.records if "false-alarm budget" in r.getMessage()]
+        assert record.levelno == level
+        message = record.getMessage()
+        assert message.startswith(
+            f"classification-20/1: false-alarm budget {budget:.3g} per 1e6 events over 21"
+        )
+        assert ("ph_threshold and adwin_delta clipped" in message) == (level == logging.WARNING)
