@@ -125,8 +125,9 @@ class FeatureDriftMonitor:
 
     @property
     def n_streams(self) -> int:
-        """Monitored streams, each watched by its own detectors: one per column today."""
-        return len(self._columns.names)
+        """Monitored streams, each watched by its own group of detectors (one per column today): what
+        the model's false-alarm budget is split over (:mod:`agent.monitoring.budget`)."""
+        return len(self._columns.detectors)
 
     @property
     def n_events(self) -> int:
