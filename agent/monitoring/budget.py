@@ -188,14 +188,20 @@ class _Monitor(Protocol):
 M = TypeVar("M", bound=_Monitor)
 
 
-def within_budget(build: Callable[[DriftConfig], M], per_million: float) -> tuple[M, BudgetSplit]:
+def within_budget(
+    build: Callable[[DriftConfig], M], per_million: float, *, extra_streams: int = 0
+) -> tuple[M, BudgetSplit]:
     """Build a monitor whose detectors share a budget of ``per_million`` false alarms per 1e6 events.
 
     Two steps: ``build(DriftConfig())`` tells how many streams the monitor runs, then the monitor
     is built again with the parameters the budget gives for that many (unless they are the same).
+    ``extra_streams`` counts streams that other monitors of the model run with the same parameters
+    (``split.config``), so that they share the budget too.
     """
+    if extra_streams < 0:
+        raise ValueError(f"extra_streams must be >= 0, got {extra_streams}")
     monitor = build(DriftConfig())
-    split = split_budget(per_million, monitor.n_streams)
+    split = split_budget(per_million, monitor.n_streams + extra_streams)
     if split.config != monitor.config:
         monitor = build(split.config)
     return monitor, split

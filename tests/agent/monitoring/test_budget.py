@@ -140,6 +140,13 @@ def test_within_budget_counts_the_streams_then_builds_with_their_parameters() ->
     assert built == [DriftConfig(), split.config]
     assert monitor.config == split.config == config_for_budget(1.0, 4)
 
+    # A stream that another monitor runs with the same parameters takes its share as well.
+    monitor, split = within_budget(build, 1.0, extra_streams=1)
+    assert monitor.n_streams == 4 and split.n_streams == 5
+    assert monitor.config == config_for_budget(1.0, 5)
+    with pytest.raises(ValueError):
+        within_budget(build, 1.0, extra_streams=-1)
+
 
 def _detectors(monitor: ModelMonitor) -> tuple[list[PageHinkleyDetector], list[AdwinDetector]]:
     groups = monitor.features._columns.detectors
