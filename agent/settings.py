@@ -272,11 +272,17 @@ class IncidentSettings(BaseModel):
 
 
 class MonitoringSettings(BaseModel):
-    """Drift monitoring of every served model (the detectors' own parameters are calibrated defaults,
-    see ``agent/drift.py``)."""
+    """Drift monitoring of every served model (the detectors' parameters derive from
+    ``false_alarms_per_million``, see ``agent/monitoring/budget.py``)."""
 
     enabled: bool = True
     """Watch data, prediction, concept and technical drift; off serves predictions only."""
+
+    false_alarms_per_million: float = Field(default=1.0, gt=0, le=1e6)
+    """The false-alarm budget of each model's data and prediction drift: expected false alarms per
+    10**6 events with no drift, for the whole model (all its columns, statistics and detectors
+    together). Each detector's threshold is derived from it and from the model's number of monitored
+    streams (``agent/monitoring/budget.py``); a smaller budget means later detections."""
 
     recovery_shift_sd: float = Field(default=0.15, gt=0)
     """A data or prediction incident recovers once its windowed shift is back under this many

@@ -18,8 +18,19 @@ Method (fixed seeds throughout):
   detector wrapper alone. Extra detections after the first one count as bursts.
 * **Error monitor.** Stationary Bernoulli(p) errors for several p, a 10% -> 30% jump, Gaussian and
   Laplace regression errors, and river's binary detectors on the same streams for comparison.
+* **False-alarm curves** (``curves``), for ``agent.monitoring.budget``: anchored two-sided
+  Page-Hinkleys (the replica, 50,000 streams at once) at thresholds 3 to 6, and river's ADWIN at
+  deltas 3e-2 to 1e-5 (one detector per 2**20 blocks), on Gaussian block z-scores, each point until
+  it counts 200 alarms or reaches its cap; ln(rate) is fitted by weighted least squares, linear in
+  the threshold and in ln(delta) (ADWIN at delta <= 1e-3, where budgets land).
+* **Whole models** (``models``): monitors of 2, 20 and 100 features (one categorical) and their
+  output, built within a budget by ``budget.within_budget`` as ``ModelMonitor`` builds them, fed
+  stationary seeded streams in batches of 500: measured false alarms per 1e6 events beside the
+  budget (with Poisson 95% intervals), then the step delays at the default budget.
 
-Run: ``.venv/bin/python -m bench.calibrate_drift [--quick]`` (about 10 minutes in full).
+Run: ``.venv/bin/python -m bench.calibrate_drift [--quick] [--sections detectors,errors,curves,models]``
+(detectors and errors by default: about 10 minutes; curves about 25 and models about 30 on the
+2-core machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -34,16 +45,22 @@ from typing import Any
 
 import numpy as np
 from river.drift import binary
+from scipy.stats import chi2
 
 from agent.monitoring import (
     REFERENCE_MEAN,
     REFERENCE_STD,
     AdwinDetector,
+    CategoricalTransform,
+    ColumnTransform,
     DriftConfig,
     ErrorMonitor,
     FeatureDriftMonitor,
     PageHinkleyDetector,
+    PercentileTransform,
+    ReferenceTransform,
 )
+from agent.monitoring.budget import BudgetSplit, split_budget, within_budget
 
 FIXED_POINT = 1 << 24
 NEVER = 10**12
@@ -462,6 +479,218 @@ def _count_errors(
 
 
 # --------------------------------------------------------------------------------------------
+# False-alarm curves (for agent.monitoring.budget)
+# --------------------------------------------------------------------------------------------
+
+# Page-Hinkley thresholds and ADWIN deltas where alarms are countable in minutes: each point runs
+# until it has counted TARGET_ALARMS or reached its event cap, and the fit extrapolates beyond.
+PH_CURVE = [(3.0, 2e9), (3.5, 5e9), (4.0, 1e10), (4.5, 2e10), (5.0, 6e10), (5.5, 1e11), (6.0, 1.5e11)]
+ADWIN_CURVE = [
+    (3e-2, 2e8),
+    (1e-2, 4e8),
+    (3e-3, 8e8),
+    (1e-3, 2e9),
+    (3e-4, 3.2e9),
+    (1e-4, 3.2e9),
+    (3e-5, 6.4e9),
+    (1e-5, 1e10),
+]
+# ADWIN's curve bends: steeper than a power of delta above 1e-3 (about delta**1.1 over the whole
+# range). Budgets land below 1e-3 (agent.monitoring.budget bounds delta there), so only those
+# points are fitted; the flatter slope also errs on the side of more alarms when extrapolating.
+ADWIN_FIT_MAX_DELTA = 1e-3
+TARGET_ALARMS = 200
+
+
+def ph_curve_point(threshold: float, max_events: float, seed: int) -> tuple[int, float]:
+    """Alarms of anchored two-sided Page-Hinkleys (numpy replica) on Gaussian block z-scores."""
+    config = dataclasses.replace(DriftConfig(), ph_threshold=threshold)
+    streams = 50_000
+    replica = PageHinkleyReplica(streams, config, "both", prelude=True)
+    rng = np.random.default_rng(seed)
+    alarms, blocks = 0, 0
+    while alarms < TARGET_ALARMS and blocks * streams * config.block_size < max_events:
+        for row in rng.standard_normal((100, streams)):
+            alarms += int(replica.step(row).sum())
+        blocks += 100
+    return alarms, blocks * streams * config.block_size
+
+
+def adwin_curve_point(delta: float, max_events: float, seed: int) -> tuple[int, float]:
+    """Alarms of anchored ADWINs (river, through the wrapper) on Gaussian block z-scores.
+
+    One detector per 2**20 blocks (33.5M events, days of a busy model's stream), so that the
+    window grows as long as it does in serving.
+    """
+    config = dataclasses.replace(DriftConfig(), adwin_delta=delta)
+    k = config.block_size
+    rng = np.random.default_rng(seed)
+    alarms, blocks, per_detector = 0, 0, 1 << 20
+    detector = _adwin(config)
+    while alarms < TARGET_ALARMS and blocks * k < max_events:
+        if blocks and blocks % per_detector == 0:
+            detector = _adwin(config)
+        for z in rng.standard_normal(1 << 16).tolist():
+            alarms += detector._step(z)
+        blocks += 1 << 16
+    return alarms, blocks * k
+
+
+def _curve_cells(alarms: int, exposure: float, fit: float, seconds: float) -> str:
+    return f"{alarms:>8}{exposure:>10.2e}{_rate(alarms, exposure):>10}{fit:>10.5f}{seconds:>9.0f}"
+
+
+def fit_log_rate(xs: list[float], alarms: list[int], exposures: list[float]) -> tuple[float, float]:
+    """Weighted least squares of ln(alarms per 1e6 events) = a + b x; weight = alarms (the inverse
+    variance of a Poisson count's log). Points without alarms are left out of the fit."""
+    x = np.array([xi for xi, n in zip(xs, alarms, strict=True) if n > 0])
+    n = np.array([ni for ni in alarms if ni > 0], dtype=np.float64)
+    e = np.array([ei for ei, ni in zip(exposures, alarms, strict=True) if ni > 0])
+    y = np.log(n / e * 1e6)
+    b, a = np.polyfit(x, y, 1, w=np.sqrt(n))
+    return float(a), float(b)
+
+
+def curves_section(quick: bool) -> None:
+    scale = 0.05 if quick else 1.0
+    print(
+        f"\n## False-alarm curves for agent.monitoring.budget (Gaussian block z-scores, anchored, "
+        f"until {TARGET_ALARMS} alarms or the cap)"
+    )
+    print(f"{'ph_threshold':>12}{'alarms':>8}{'events':>10}{'per 1e6':>10}{'fit':>10}{'seconds':>9}")
+    rows = []
+    for i, (threshold, cap) in enumerate(PH_CURVE):
+        started = time.perf_counter()
+        alarms, exposure = ph_curve_point(threshold, cap * scale, seed=100 + i)
+        rows.append((threshold, alarms, exposure, time.perf_counter() - started))
+        print(f"  (threshold {threshold}: {alarms} alarms in {exposure:.2e} events)", flush=True)
+    a, b = fit_log_rate([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    for threshold, alarms, exposure, seconds in rows:
+        fit = math.exp(a + b * threshold)
+        print(f"{threshold:>12}{_curve_cells(alarms, exposure, fit, seconds)}")
+    print(f"Page-Hinkley fit: ln(per 1e6) = {a:.4f} {b:+.4f} * threshold (x{math.exp(-b):.1f} fewer per +1)")
+    print(f"\n{'adwin_delta':>12}{'alarms':>8}{'events':>10}{'per 1e6':>10}{'fit':>10}{'seconds':>9}")
+    rows = []
+    for i, (delta, cap) in enumerate(ADWIN_CURVE):
+        started = time.perf_counter()
+        alarms, exposure = adwin_curve_point(delta, cap * scale, seed=200 + i)
+        rows.append((delta, alarms, exposure, time.perf_counter() - started))
+        print(f"  (delta {delta:.0e}: {alarms} alarms in {exposure:.2e} events)", flush=True)
+    fitted = [r for r in rows if r[0] <= ADWIN_FIT_MAX_DELTA]
+    c, e = fit_log_rate([math.log(r[0]) for r in fitted], [r[1] for r in fitted], [r[2] for r in fitted])
+    for delta, alarms, exposure, seconds in rows:
+        fit = math.exp(c + e * math.log(delta))
+        print(f"{delta:>12.0e}{_curve_cells(alarms, exposure, fit, seconds)}")
+    print(f"ADWIN fit (delta <= {ADWIN_FIT_MAX_DELTA:g}): ln(per 1e6) = {c:.4f} {e:+.4f} * ln(delta)")
+
+
+# --------------------------------------------------------------------------------------------
+# Whole models within their budget
+# --------------------------------------------------------------------------------------------
+
+# One categorical feature per model (mapped, as ModelMonitor maps it, by the category's index).
+CATEGORIES = {0.0: 0.4, 1.0: 0.3, 2.0: 0.2, 3.0: 0.1}
+# (features, budget per 1e6 events, events): the default budget over as many events as a few
+# minutes allow (enough to count alarms), and larger budgets, as large as ADWIN's bound on delta
+# allows for the model's width (budget <= 0.39 * streams), to count more alarms quickly.
+MODEL_RUNS = [
+    (2, 1.0, 1e8),
+    (20, 1.0, 5e7),
+    (100, 1.0, 2e7),
+    (20, 5.0, 1e7),
+    (100, 30.0, 2e6),
+]
+
+
+def model_monitor(n_features: int, config: DriftConfig, seed: int) -> FeatureDriftMonitor:
+    """A model's feature monitor as serving builds it: ``n_features - 1`` numeric features (reference:
+    101 quantiles of 100,000 N(0, 1) draws), one categorical feature and the output (reference
+    quantiles of 100,000 Uniform(0, 1) draws)."""
+    rng = np.random.default_rng(seed)
+    quantiles = np.quantile(rng.standard_normal((100_000, n_features - 1)), PROBS, axis=0).T
+    columns: list[ColumnTransform] = [PercentileTransform(q) for q in quantiles]
+    columns.append(CategoricalTransform(CATEGORIES))
+    return FeatureDriftMonitor(
+        [f"x{i}" for i in range(n_features)],
+        ReferenceTransform(columns),
+        output_reference=PercentileTransform(np.quantile(rng.random(100_000), PROBS)),
+        output_name="prediction",
+        config=config,
+    )
+
+
+def model_false_alarms(
+    n_features: int, per_million: float, events: float, seed: int
+) -> tuple[BudgetSplit, int, int]:
+    """Detections of a whole model's monitor, built within ``per_million``, on stationary events."""
+    monitor, split = within_budget(lambda config: model_monitor(n_features, config, seed), per_million)
+    rng = np.random.default_rng(seed + 1)
+    cats = np.array(list(CATEGORIES))
+    probs = np.array(list(CATEGORIES.values()))
+    batch, chunk = 500, 200
+    alarms, seen = 0, 0
+    last_report = time.perf_counter()
+    while seen < events:
+        x = rng.standard_normal((chunk * batch, n_features))
+        x[:, -1] = rng.choice(cats, size=chunk * batch, p=probs)
+        out = rng.random(chunk * batch)
+        for lo in range(0, chunk * batch, batch):
+            alarms += len(monitor.update_batch(x[lo : lo + batch], out[lo : lo + batch]))
+        seen += chunk * batch
+        if time.perf_counter() - last_report > 60:
+            last_report = time.perf_counter()
+            print(f"  ({n_features} features, budget {per_million:g}: {seen:.1e} events, {alarms} alarms)")
+    return split, alarms, seen
+
+
+def models_section(quick: bool) -> None:
+    scale = 0.02 if quick else 1.0
+    print(
+        "\n## Whole models within their false-alarm budget: FeatureDriftMonitor built by "
+        "agent.monitoring.budget.within_budget (as ModelMonitor builds it), stationary events"
+    )
+    print(
+        f"{'features':>8}{'streams':>8}{'budget':>8}{'ph_thr':>7}{'adwin_delta':>12}{'clipped':>9}"
+        f"{'predicted':>10}{'events':>9}{'alarms':>7}{'per 1e6':>9}{'95% CI':>17}{'seconds':>8}"
+    )
+    for i, (n_features, per_million, events) in enumerate(MODEL_RUNS):
+        started = time.perf_counter()
+        split, alarms, seen = model_false_alarms(n_features, per_million, events * scale, seed=300 + 2 * i)
+        c = split.config
+        lo, hi = _poisson_ci(alarms)
+        ci = f"[{lo / seen * 1e6:.3f}, {hi / seen * 1e6:.3f}]"
+        print(
+            f"{n_features:>8}{split.n_streams:>8}{per_million:>8g}{c.ph_threshold:>7.2f}{c.adwin_delta:>12.2e}"
+            f"{'yes' if split.clipped else 'no':>9}{split.expected_per_million:>10.3f}{seen:>9.1e}{alarms:>7}"
+            f"{_rate(alarms, seen):>9}{ci:>17}{time.perf_counter() - started:>8.0f}",
+            flush=True,
+        )
+    reps = 100 if quick else 400
+    print(
+        f"\nDelay of a step (events after the change, {reps} replicates) at the default budget (1 per 1e6), "
+        "beside DriftConfig()'s defaults"
+    )
+    delays = f"{'0.5 sd: median  p90  p99':<38}{'0.25 sd':>8}{'1 sd':>6}"
+    print(f"{'features':>8}{'ph_thr':>7}{'adwin_delta':>12}   {delays}")
+    configs = [("defaults", DriftConfig())] + [
+        (str(d), split_budget(1.0, model_monitor(d, DriftConfig(), 0).n_streams).config) for d in (2, 20, 100)
+    ]
+    for label, config in configs:
+        d = {s: monitor_delays(config, s, reps if s == 0.5 else reps // 2, seed=9) for s in (0.25, 0.5, 1.0)}
+        print(
+            f"{label:>8}{config.ph_threshold:>7.2f}{config.adwin_delta:>12.2e}   {d[0.5].summary():<38}"
+            f"{_median(d[0.25]):>8}{_median(d[1.0]):>6}",
+            flush=True,
+        )
+
+
+def _poisson_ci(n: int) -> tuple[float, float]:
+    """Exact (Garwood) 95% interval of a Poisson count, from the chi-square quantiles."""
+    lo = 0.0 if n == 0 else float(chi2.ppf(0.025, 2 * n)) / 2
+    return lo, float(chi2.ppf(0.975, 2 * n + 2)) / 2
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -473,14 +702,37 @@ def _rate(alarms: int, events: float) -> str:
     return f"{alarms / events * 1e6:.4f}"
 
 
+SECTIONS = ("detectors", "errors", "curves", "models")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller samples, no long runs (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller samples, no long runs")
+    parser.add_argument(
+        "--sections",
+        default="detectors,errors",
+        help=f"comma-separated, among {', '.join(SECTIONS)} (default: detectors,errors)",
+    )
     args = parser.parse_args()
-    events = 8e6 if args.quick else 32e6
-    reps = 100 if args.quick else 400
-    chosen = DriftConfig()
+    sections = args.sections.split(",")
+    if unknown := set(sections) - set(SECTIONS):
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     started = time.perf_counter()
+    if "detectors" in sections:
+        detectors_section(args.quick)
+    if "errors" in sections:
+        error_section(args.quick)
+    if "curves" in sections:
+        curves_section(args.quick)
+    if "models" in sections:
+        models_section(args.quick)
+    print(f"\n(calibration took {time.perf_counter() - started:.0f} s)")
+
+
+def detectors_section(quick: bool) -> None:
+    events = 8e6 if quick else 32e6
+    reps = 100 if quick else 400
+    chosen = DriftConfig()
 
     print(check_replica(chosen))
     header = f"{'FA/1e6':>9}   {'0.5 sd: median  p90  p99':<38}{'0.25 sd median':>14}{'1 sd median':>12}"
@@ -505,7 +757,7 @@ def main() -> None:
         print(f"{k:>5} {delta:>7.0e} {_row(config, _adwin, alarms, exposure, reps, chosen)}")
 
     print(f"\n## Defaults: {chosen}")
-    if not args.quick:
+    if not quick:
         alarms, exposure = ph_false_alarms(chosen, 1e10, seed=5, gaussian=True)
         print(
             f"Page-Hinkley, {exposure / 1e9:.0f}e9 events (Gaussian blocks): "
@@ -516,8 +768,8 @@ def main() -> None:
             f"ADWIN, {exposure / 1e6:.0f}M events (Gaussian blocks): "
             f"{_rate(alarms, exposure)} per 1e6 ({alarms} alarms)"
         )
-    p_ph = ph_fresh_fire_probability(chosen, seed=7, runs=20_000 if args.quick else 100_000)
-    p_adwin = adwin_fresh_fire_probability(chosen, seed=8, runs=200 if args.quick else 2000)
+    p_ph = ph_fresh_fire_probability(chosen, seed=7, runs=20_000 if quick else 100_000)
+    p_adwin = adwin_fresh_fire_probability(chosen, seed=8, runs=200 if quick else 2000)
     print(f"P(fire within 500 blocks of a restart, no drift): Page-Hinkley {p_ph:.5f}, ADWIN {p_adwin:.4f}")
     print(f"\nFeatureDriftMonitor (all detectors), {reps} replicates: delay in events after the change")
     print(
@@ -528,9 +780,6 @@ def main() -> None:
         print(f"{f'step of {shift} sd at 20,000':<34}{d.summary()}{d.pre_change:>13}{d.bursts:>8}")
     d = drifted_from_start(chosen, reps, seed=10)
     print(f"{'0.5 sd from the first event':<34}{d.summary()}{d.pre_change:>13}{d.bursts:>8}")
-
-    error_section(args.quick)
-    print(f"\n(calibration took {time.perf_counter() - started:.0f} s)")
 
 
 def _row(

@@ -241,6 +241,12 @@ class FeatureDriftMonitor:
         return self._columns.names
 
     @property
+    def n_streams(self) -> int:
+        """Monitored streams, each watched by its own group of detectors (one per column today): what
+        the model's false-alarm budget is split over (:mod:`agent.monitoring.budget`)."""
+        return len(self._columns.detectors)
+
+    @property
     def n_events(self) -> int:
         """Events (rows) seen so far."""
         return self._columns.n_events

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from agent.models.package import Predictions
 from agent.models.registry import ServedModel
+from agent.monitoring.budget import BudgetSplit, within_budget
 from agent.monitoring.concept import ErrorMonitor
 from agent.monitoring.detectors import DriftConfig
 from agent.monitoring.estimation import EstimateCheck, EstimatedErrorMonitor
@@ -43,6 +44,7 @@ __all__ = [
 class MonitorSettingsView:
     """The monitoring knobs (a plain copy of ``Settings().monitoring``)."""
 
+    false_alarms_per_million: float = 1.0
     recovery_shift_sd: float = 0.15
     rate_window_events: int = 2000
     rate_margin: float = 0.05
@@ -162,6 +164,8 @@ class ModelMonitor:
     served: ServedModel
     settings: MonitorSettingsView
     features: FeatureDriftMonitor = field(init=False)
+    budget: BudgetSplit = field(init=False)
+    """The false-alarm budget split over the feature monitor's streams: its detectors' parameters."""
     missing: list[RateWatch] = field(init=False)
     out_of_range: dict[int, RateWatch] = field(init=False)
     """Features whose training module declared a range: values outside it (counted by the encoder)."""
@@ -200,15 +204,20 @@ class ModelMonitor:
         ref = m.reference
         columns = [_column_transform(ref.features[f.name]) for f in m.features]
         output = ref.output.statistics
-        self.features = FeatureDriftMonitor(
-            m.feature_names,
-            ReferenceTransform(columns),
-            output_reference=PercentileTransform(output.quantiles) if output.quantiles else None,
-            output_name="prediction",
-            class_reference=_class_transform(m),
-            class_name="predicted_class",
-        )
         s = self.settings
+
+        def feature_monitor(config: DriftConfig) -> FeatureDriftMonitor:
+            return FeatureDriftMonitor(
+                m.feature_names,
+                ReferenceTransform(columns),
+                output_reference=PercentileTransform(output.quantiles) if output.quantiles else None,
+                output_name="prediction",
+                class_reference=_class_transform(m),
+                class_name="predicted_class",
+                config=config,
+            )
+
+        self.features, self.budget = within_budget(feature_monitor, s.false_alarms_per_million)
         self.missing = [
             RateWatch(ref.features[f.name].missing_rate, s.rate_margin, s.rate_window_events)
             for f in m.features

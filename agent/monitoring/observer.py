@@ -136,6 +136,7 @@ class DriftObserver:
         if monitor is None:
             monitor = self._monitors[served] = ModelMonitor(served, self.settings)
             self._by_version[served.name, served.version] = monitor
+            _log_budget(monitor)
         return monitor
 
     def monitors(self) -> list[ModelMonitor]:
@@ -614,3 +615,24 @@ class DriftObserver:
             out.append(alert)
             self.groups.admitted(alert)
         return out
+
+
+def _log_budget(monitor: ModelMonitor) -> None:
+    budget = monitor.budget
+    message = (
+        "%s/%s: false-alarm budget %.3g per 1e6 events over %d streams: ph_threshold %.2f, "
+        "adwin_delta %.2g (expected %.3g per 1e6)"
+    )
+    args = (
+        monitor.name,
+        monitor.version,
+        budget.per_million,
+        budget.n_streams,
+        budget.config.ph_threshold,
+        budget.config.adwin_delta,
+        budget.expected_per_million,
+    )
+    if budget.clipped:
+        log.warning(message + "; %s clipped to its bounds", *args, " and ".join(budget.clipped))
+    else:
+        log.info(message, *args)
