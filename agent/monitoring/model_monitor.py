@@ -17,6 +17,7 @@ from agent.monitoring.detectors import DriftConfig
 from agent.monitoring.estimation import EstimateCheck, EstimatedErrorMonitor
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
+from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN, ReconstructionMonitor
 from agent.monitoring.technical import LatencyWatch, RateWatch
 from agent.monitoring.transforms import (
     CategoricalTransform,
@@ -120,6 +121,9 @@ class ModelMonitor:
     """Joined predictions' realised error beside the error estimated for them."""
     last_estimate_detection: int = 0
     """The estimated-error monitor's event count when a detector last fired on it."""
+    reconstruction: ReconstructionMonitor | None = field(init=False)
+    """The reconstruction error of the numeric features (multivariate drift), when the package has a
+    reconstruction (two or more numeric features)."""
 
     def __post_init__(self) -> None:
         m = self.served.manifest
@@ -154,6 +158,12 @@ class ModelMonitor:
             )
             for w in self.features.window_stats()
         )
+        self.reconstruction = None
+        if ref.reconstruction is not None:
+            self.reconstruction = ReconstructionMonitor(
+                ref.reconstruction, m.feature_names, config=self.features.config
+            )
+            self.column_incidents += (IncidentKey(m.name, AlertKind.DATA.value, RECONSTRUCTION_COLUMN),)
 
     @property
     def name(self) -> str:

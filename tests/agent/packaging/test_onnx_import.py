@@ -196,7 +196,8 @@ def test_a_network_without_class_labels_gets_them_from_its_answers(tmp_path: Pat
     assert m.estimator == "onnx:handmade" and m.feature_names == FEATURES
     # No labels anywhere: no scores, and the manifest says so.
     assert (m.training.evaluated_on, m.training.accuracy, m.training.roc_auc) == ("none", None, None)
-    assert built.parity.checked_on == "reference" and built.parity.rows == 400
+    # No --holdout: 20 % of the 400 reference rows are split off as the holdout, parity checked there.
+    assert built.parity.checked_on == "holdout" and built.parity.rows == 80
     with load_package(built.path) as model:
         assert model.manifest.outputs.probabilities == "probabilities"
 
@@ -208,7 +209,7 @@ def test_labels_in_the_reference_give_scores_on_the_reference(tmp_path: Path) ->
     predicted = session.run(["label"], {"features": X.astype(np.float32)})[0]
     truth = predicted.copy()
     truth[:100] = 1 - truth[:100]  # a quarter of them wrong
-    built = build(tmp_path, model, labels=truth.tolist())
+    built = build(tmp_path, model, labels=truth.tolist(), split_holdout=False)
     t = built.manifest.training
     assert (t.evaluated_on, t.holdout_rows, t.accuracy) == ("reference", 0, 0.75)
     assert built.manifest.feature_names == FEATURES  # the label column is not a feature
@@ -328,7 +329,8 @@ def test_class_labels_read_off_the_answers() -> None:
         ),
         (
             classifier_graph(keepdims=1),
-            "label output 'label' has shape [400, 1] for 400 rows; driftline expects one label per row",
+            # 320: the 400 reference rows less the 20 % split off as the holdout (no --holdout).
+            "label output 'label' has shape [320, 1] for 320 rows; driftline expects one label per row",
         ),
     ],
     ids=[
