@@ -72,9 +72,7 @@ def monitor_for(
     rows: Rows, d: int, rng: np.random.Generator, fit_rows: int, holdout_rows: int
 ) -> ReconstructionMonitor:
     names = tuple(f"x{i}" for i in range(d))
-    r = fit_reconstruction(
-        names, rows(rng, fit_rows, False), rows(rng, holdout_rows, False), error_from="holdout"
-    )
+    r = fit_reconstruction(names, rows(rng, fit_rows, False), rows(rng, holdout_rows, False))
     assert r is not None
     return ReconstructionMonitor(r, names)
 

@@ -396,16 +396,17 @@ class Reconstruction(_Frozen):
         components: ``k x d`` orthonormal rows, ``1 <= k < d``: at least one direction is left out.
         variance_kept: Share of the standardised variance the components explain.
         fitted_rows: Rows the components were fitted on.
-        error: The reconstruction error on other rows.
-        error_from: Those rows: the ``holdout``, or a seeded ``reference_split`` of the reference
-            rows (20 %) kept out of the fit when there was no holdout.
+        error: The reconstruction error on rows the components were not fitted on.
+        error_from: Those rows: ``cross_fit``, each reference row's error under components fitted
+            on the other four fifths of the reference rows (5-fold); ``holdout_and_cross_fit``, those
+            and the holdout rows' errors under these components.
 
     Example:
         >>> r = Reconstruction(
         ...     features=("a", "b"), mean=(0.0, 0.0), scale=(1.0, 1.0),
         ...     components=((0.7071067811865476, 0.7071067811865476),), variance_kept=0.95,
         ...     fitted_rows=100, error=NumericStatistics.from_values(np.linspace(0, 1, 11)),
-        ...     error_from="holdout")
+        ...     error_from="holdout_and_cross_fit")
         >>> r.errors(np.array([[2.0, 2.0], [1.0, -1.0]]), ("a", "b")).round(3).tolist()
         [0.0, 1.414]
     """
@@ -417,7 +418,7 @@ class Reconstruction(_Frozen):
     variance_kept: Rate
     fitted_rows: Annotated[int, Field(ge=2)]
     error: NumericStatistics
-    error_from: Literal["holdout", "reference_split"]
+    error_from: Literal["holdout_and_cross_fit", "cross_fit"]
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:

@@ -53,7 +53,7 @@ class ReconstructionErrors:
     >>> rng = np.random.default_rng(1)
     >>> a, b = rng.standard_normal((2, 2000))
     >>> X = np.c_[a, 0.9 * a + np.sqrt(0.19) * b]
-    >>> r = fit_reconstruction(["u", "v"], X[:1500], X[1500:], error_from="holdout")
+    >>> r = fit_reconstruction(["u", "v"], X[:1500], X[1500:])
     >>> errors = ReconstructionErrors(r, ("u", "v"))
     >>> bool(np.allclose(errors(X[:5]), r.errors(X[:5], ("u", "v"))))
     True
@@ -96,7 +96,7 @@ class ReconstructionMonitor:
     >>> def rows(n, rho):
     ...     a, b, c = rng.standard_normal((3, n))
     ...     return np.c_[a, rho * a + np.sqrt(1 - rho**2) * b, c]
-    >>> r = fit_reconstruction(["a", "b", "c"], rows(4000, 0.9), rows(1000, 0.9), error_from="holdout")
+    >>> r = fit_reconstruction(["a", "b", "c"], rows(4000, 0.9), rows(1000, 0.9))
     >>> monitor = ReconstructionMonitor(r, ("a", "b", "c"))
     >>> live = np.r_[rows(20_000, 0.9), rows(20_000, 0.0)]
     >>> found = [d for start in range(0, 40_000, 500) for d in monitor.update_batch(live[start:start + 500])]

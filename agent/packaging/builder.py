@@ -12,10 +12,10 @@ The steps, each a plain function a test can call on its own:
 3. :func:`reference_statistics` of the inputs on the reference data and of the model's output on
    the holdout (rows it was not trained on, as it will meet them when served; the training rows when
    there is no holdout, with a warning); the reconstruction of the numeric features fitted on the
-   reference rows, its error's reference from the holdout (else a seeded 20 % kept out of the fit;
-   :mod:`agent.packaging.reconstruction`); on the rows it was verified on, the calibration of a
-   classifier's confidence (:mod:`agent.packaging.calibration`) and each feature's permutation
-   importance (:mod:`agent.packaging.importance`).
+   reference rows, its error's reference from rows it was not fitted on (cross-fitted reference
+   rows and the holdout; :mod:`agent.packaging.reconstruction`); on the rows it was verified on,
+   the calibration of a classifier's confidence (:mod:`agent.packaging.calibration`) and each
+   feature's permutation importance (:mod:`agent.packaging.importance`).
 4. :func:`write_package` atomically: files are written into a hidden staging directory next to the
    target and renamed into place, so a scan never sees half a package.
 
@@ -53,7 +53,7 @@ from agent.packaging.parity import (
     onnx_session,
 )
 from agent.packaging.progress import Progress
-from agent.packaging.reconstruction import fit_reconstruction, split_rows
+from agent.packaging.reconstruction import fit_reconstruction
 from agent.packaging.reference import as_matrix, holdout_scores, prepared_mask, reference_statistics
 from agent.packaging.training import TrainingResult
 from agent.packaging.write import build_versions, write_package
@@ -67,8 +67,7 @@ __all__ = ["NO_HOLDOUT_WARNING", "BuiltPackage", "TrainingResult", "build_packag
 NO_HOLDOUT_WARNING = (
     "no holdout (TrainingResult.X_holdout and y_holdout): parity, scores, calibration and importance "
     "use training rows, and the output's reference is the model's output on the rows it was trained "
-    "on, more extreme than on new data; the reconstruction error's reference comes from 20 % of the "
-    "reference rows kept out of its fit. Return rows kept out of training as X_holdout/y_holdout."
+    "on, more extreme than on new data. Return rows kept out of training as X_holdout/y_holdout."
 )
 """What :func:`build_package` warns when the training result has no holdout."""
 
@@ -173,15 +172,10 @@ def build_package(
         if checked_on == "holdout":
             # The model's output on rows it was not trained on, as it will meet them when served.
             output_predictions = predicted
-            reconstruction = fit_reconstruction(
-                names, X_served, X_check, error_from="holdout", numeric=numeric
-            )
+            reconstruction = fit_reconstruction(names, X_served, X_check, numeric=numeric)
         else:
             output_predictions = onnx_predictions(task, converted, session, X_served)
-            fit, held = split_rows(len(X_served))
-            reconstruction = fit_reconstruction(
-                names, X_served[fit], X_served[held], error_from="reference_split", numeric=numeric
-            )
+            reconstruction = fit_reconstruction(names, X_served, numeric=numeric)
         reference = reference_statistics(
             features,
             X_ref,

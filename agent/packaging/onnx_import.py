@@ -107,7 +107,7 @@ HOLDOUT_SPLIT_WARNING = (
 NO_HOLDOUT_WARNING = (
     "no holdout (--no-holdout-split, or too few reference rows to split): the scores and the output's "
     "reference come from the reference rows, more extreme than new data if the model was trained on "
-    "them; the reconstruction error's reference comes from 20 % of them kept out of its fit"
+    "them"
 )
 """What :func:`build_from_onnx` warns when it has no holdout at all."""
 
@@ -800,13 +800,10 @@ def build_from_onnx(
         if checked_on == "holdout":
             # The model's output on the holdout rows, as it will meet new rows when served.
             output_out, output_from = packaged_out, checked_on
-            reconstruction = fit_reconstruction(ref.feature_names, X_served, X_rows, error_from="holdout")
+            reconstruction = fit_reconstruction(ref.feature_names, X_served, X_rows)
         else:
             output_out, output_from = ref_out, checked_on
-            fit, kept_out = split_rows(len(X_served))
-            reconstruction = fit_reconstruction(
-                ref.feature_names, X_served[fit], X_served[kept_out], error_from="reference_split"
-            )
+            reconstruction = fit_reconstruction(ref.feature_names, X_served)
         reference_stats = reference_statistics(
             features,
             ref.X,

@@ -26,7 +26,7 @@ def correlated(rng: np.random.Generator, n: int, rho: float) -> npt.NDArray[np.f
 def reference() -> tuple[Reconstruction, npt.NDArray[np.float64]]:
     rng = np.random.default_rng(2026)
     fit, holdout = correlated(rng, 5_000, 0.9), correlated(rng, 2_000, 0.9)
-    reconstruction = fit_reconstruction(NAMES, fit, holdout, error_from="holdout")
+    reconstruction = fit_reconstruction(NAMES, fit, holdout)
     assert reconstruction is not None
     return reconstruction, np.quantile(fit, QUANTILES, axis=0).T
 

@@ -101,7 +101,7 @@ def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(
     assert e.recent_mean is not None and e.recent_mean > 2 * reconstruction.error.mean
     assert e.shift_in_std is not None and e.shift_in_std > 3.0 and alert.severity is Severity.CRITICAL
     assert f"recent mean {e.recent_mean:.3g} vs reference {e.reference_mean:.3g}" in alert.message
-    assert e.extra["error_from"] == "holdout"
+    assert e.extra["error_from"] == "holdout_and_cross_fit"
     # Back to moving together: the incident recovers.
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "reconstruction_error"))
     # The metrics sinks see the column beside the features.

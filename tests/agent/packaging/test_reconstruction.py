@@ -15,7 +15,7 @@ from agent.models.package import load_package
 from agent.models.repository import ModelRepository
 from agent.packaging.builder import NO_HOLDOUT_WARNING, build_package
 from agent.packaging.progress import Progress
-from agent.packaging.reconstruction import fit_reconstruction, split_rows
+from agent.packaging.reconstruction import cross_fitted_errors, fit_reconstruction, split_rows
 from agent.packaging.training import TrainingResult
 from schemas.manifest import Manifest, Reconstruction, ReferenceStatistics
 from tests.agent.conftest import ExamplePackages
@@ -32,42 +32,46 @@ def test_the_components_keep_the_variance_share_and_leave_a_direction_out() -> N
     # Standardised, the four features have variances 1.9, 1, 1 and 0.1 along the components:
     # cumulative shares 0.475, 0.725, 0.975 and 1.
     for share, kept, variance in ((0.5, 2, 0.725), (0.7, 2, 0.725), (0.9, 3, 0.975)):
-        r = fit_reconstruction(list("abcd"), X[:3_000], X[3_000:], error_from="holdout", variance_share=share)
+        r = fit_reconstruction(list("abcd"), X[:3_000], X[3_000:], variance_share=share)
         assert r is not None and len(r.components) == kept, share
         assert r.variance_kept >= share and r.variance_kept == pytest.approx(variance, abs=0.02)
     # Never every direction, even when asked for all the variance.
-    r = fit_reconstruction(list("abcd"), X[:3_000], X[3_000:], error_from="holdout", variance_share=0.999999)
+    r = fit_reconstruction(list("abcd"), X[:3_000], X[3_000:], variance_share=0.999999)
     assert r is not None and len(r.components) == 3
     # Standardised: d's scale of 10 does not make it the first component.
     assert r.scale[3] == pytest.approx(10.0, rel=0.05) and r.mean[3] == pytest.approx(3.0, abs=0.5)
 
 
-def test_the_error_quantiles_come_from_the_rows_it_was_not_fitted_on() -> None:
+def test_the_error_quantiles_come_from_rows_the_components_were_not_fitted_on() -> None:
     # Twenty unrelated features and only 60 rows to fit on: the components fit those rows' noise.
     X = np.random.default_rng(1).standard_normal((560, 20))
-    names = [f"x{i}" for i in range(20)]
+    names = tuple(f"x{i}" for i in range(20))
     fit, held = X[:60], X[60:]
-    r = fit_reconstruction(names, fit, held, error_from="holdout")
-    assert r is not None and r.fitted_rows == 60 and r.error.count == 500
-    assert r.error.quantiles == pytest.approx(
-        np.quantile(r.errors(held, tuple(names)), np.linspace(0, 1, 101))
-    )
+    r = fit_reconstruction(names, fit, held)
+    assert r is not None and r.fitted_rows == 60 and r.error_from == "holdout_and_cross_fit"
+    # Each of the 60 reference rows' error under components fitted on the other 48, and the 500
+    # holdout rows' under the final components.
+    unseen = np.r_[cross_fitted_errors(fit, len(r.components)), r.errors(held, names)]
+    assert r.error.count == 560
+    assert r.error.quantiles == pytest.approx(np.quantile(unseen, np.linspace(0, 1, 101)))
     # A PCA explains its own rows better than new ones: quantiles from its own rows would be too low,
     # and every new row would look like drift.
-    own = float(np.mean(r.errors(fit, tuple(names))))
+    own = float(np.mean(r.errors(fit, names)))
     assert r.error.mean is not None and own < 0.75 * r.error.mean
+    # The cross-fitted errors are errors of unseen rows: like the holdout's, not like the fitted rows'.
+    assert np.mean(unseen[:60]) == pytest.approx(np.mean(unseen[60:]), rel=0.25)
+    # Without a holdout, the cross-fitted reference rows alone.
+    alone = fit_reconstruction(names, fit)
+    assert alone is not None and (alone.error_from, alone.error.count) == ("cross_fit", 60)
 
 
 def test_what_it_leaves_out() -> None:
     X = rows(np.random.default_rng(2), 200)
     X[:, 2] = 5.0  # constant: nothing to model
-    r = fit_reconstruction(list("abcd"), X, X, error_from="holdout", numeric=[True, True, True, False])
+    r = fit_reconstruction(list("abcd"), X, X, numeric=[True, True, True, False])
     assert r is not None and r.features == ("a", "b")  # c is constant, d categorical
-    assert (
-        fit_reconstruction(list("abcd"), X, X, error_from="holdout", numeric=[True, False, True, False])
-        is None
-    )
-    assert fit_reconstruction(list("abcd"), X[:10], X, error_from="holdout") is None  # too few rows
+    assert fit_reconstruction(list("abcd"), X, X, numeric=[True, False, True, False]) is None
+    assert fit_reconstruction(list("abcd"), X[:10], X) is None  # too few rows
 
 
 def test_split_rows_is_seeded_and_disjoint() -> None:
@@ -79,8 +83,8 @@ def test_split_rows_is_seeded_and_disjoint() -> None:
 
 def test_the_manifest_round_trips_it_and_refuses_a_bad_one() -> None:
     X = rows(np.random.default_rng(3), 500)
-    r = fit_reconstruction(list("abcd"), X[:400], X[400:], error_from="reference_split")
-    assert r is not None
+    r = fit_reconstruction(list("abcd"), X)
+    assert r is not None and r.error_from == "cross_fit"
     again = Reconstruction.model_validate_json(r.model_dump_json())
     assert again == r
     data = json.loads(r.model_dump_json())
@@ -98,7 +102,9 @@ def test_a_package_with_a_holdout_takes_every_unseen_reference_from_it(
     m = example_packages.classifier.manifest
     r = m.reference.reconstruction
     assert r is not None and r.features == m.feature_names  # breast cancer: 30 numeric features
-    assert (r.error_from, r.fitted_rows, r.error.count) == ("holdout", 426, 143)
+    # Fitted on the 426 training rows; its error's reference from the 143 holdout rows and the 426
+    # training rows cross-fitted.
+    assert (r.error_from, r.fitted_rows, r.error.count) == ("holdout_and_cross_fit", 426, 569)
     assert 1 <= len(r.components) < 30 and r.variance_kept >= 0.9
     assert m.reference.output.rows_from == "holdout" and m.reference.output.statistics.count == 143
     assert (m.training.evaluated_on, m.training.holdout_rows) == ("holdout", 143)
@@ -108,7 +114,7 @@ def test_a_package_with_a_holdout_takes_every_unseen_reference_from_it(
         assert model.manifest.reference.reconstruction == r
 
 
-def test_without_a_holdout_the_build_warns_and_splits_the_reference_for_the_reconstruction(
+def test_without_a_holdout_the_build_warns_and_cross_fits_the_reconstruction(
     tmp_path: Path,
 ) -> None:
     rng = np.random.default_rng(4)
@@ -123,7 +129,7 @@ def test_without_a_holdout_the_build_warns_and_splits_the_reference_for_the_reco
     assert NO_HOLDOUT_WARNING.startswith("no holdout (TrainingResult.X_holdout and y_holdout)")
     m = built.manifest
     r = m.reference.reconstruction
-    assert r is not None and (r.error_from, r.fitted_rows, r.error.count) == ("reference_split", 800, 200)
+    assert r is not None and (r.error_from, r.fitted_rows, r.error.count) == ("cross_fit", 1_000, 1_000)
     # The model was trained on every reference row: its output there is all there is, and says so.
     assert m.reference.output.rows_from == "reference" and m.reference.output.statistics.count == 1_000
     assert m.training.evaluated_on == "reference"
