@@ -1,7 +1,8 @@
 """Monitoring: drift of a served model's inputs, output and error, and technical drift, as plain values.
 
 Owns: reference standardisation (``transforms``), exact block sums (``blocks``), the block-mean detectors
-(``detectors``), the column engine (``columns``), the data/prediction monitor (``features``), the
+(``detectors``), the column engine (``columns``), the data/prediction monitor (``features``), the features'
+reconstruction error (``multivariate``), the
 concept monitor (``concept``), the estimated error of a calibrated classifier (``estimation``), the
 likely drivers of an alert (``attribution``) and the observer's use of both (``performance``),
 technical rates and latency (``technical``), the per-model monitors (``model_monitor``), alert wording
