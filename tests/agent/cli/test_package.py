@@ -65,6 +65,11 @@ def test_package_module_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "plan" in out and "categorical" in out and "impute(basic)" in out
     assert "smoke test  reference medians -> label" in out
     assert "findings    none" in out
+    # The output's reference came from the holdout; the two numeric features have a reconstruction
+    # (the categorical plan is left out).
+    assert "(output on the holdout rows)" in out
+    assert "multivar.   1 of 2 principal components of the numeric features kept" in out
+    assert "holdout and cross fit)" in out
 
     assert main(["inspect", str(package), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
