@@ -49,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --onnx: the reference (training) rows, one numeric column per feature",
     )
     parser.add_argument(
-        "--holdout", type=Path, metavar="CSV", help="with --onnx: rows kept out of training, for scores"
+        "--holdout",
+        type=Path,
+        metavar="CSV",
+        help="with --onnx: rows kept out of training, for the scores and the output's reference "
+        "(default: a seeded 20%% of the reference rows, see --no-holdout-split)",
     )
     parser.add_argument(
         "--no-holdout-split",
