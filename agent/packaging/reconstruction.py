@@ -47,6 +47,7 @@ from schemas.manifest import NumericStatistics, Reconstruction, reconstruction_e
 __all__ = [
     "FOLDS",
     "HOLDOUT_SHARE",
+    "MAX_VALUES",
     "MIN_ROWS",
     "VARIANCE_SHARE",
     "cross_fitted_errors",
@@ -65,6 +66,11 @@ FOLDS = 5
 
 MIN_ROWS = 20
 """Fewer rows than this to fit on give no reconstruction."""
+
+MAX_VALUES = 20_000
+"""At most this many numbers in the components (k x d): a wide model keeps fewer components than its
+variance share asks for (``variance_kept`` says how much they keep), so that its manifest stays small
+(about 400 kB of JSON) and its cost per request bounded (k x d multiply-adds)."""
 
 
 def split_rows(n: int, share: float = HOLDOUT_SHARE, seed: int = 0) -> tuple[npt.NDArray[np.intp], ...]:
@@ -161,7 +167,7 @@ def fit_reconstruction(
     mean, scale = mean[columns], spread[columns]
     vt, share = _principal(_standardised(fit[:, columns], mean, scale))
     d = len(columns)
-    k = min(int(np.searchsorted(share, variance_share - 1e-12) + 1), d - 1)
+    k = min(int(np.searchsorted(share, variance_share - 1e-12) + 1), d - 1, max(MAX_VALUES // d, 1))
     components = vt[:k]
     errors = [cross_fitted_errors(fit[:, columns], k)]
     held = X_holdout is not None and len(X_holdout) > 0

@@ -15,7 +15,7 @@ from agent.models.package import load_package
 from agent.models.repository import ModelRepository
 from agent.packaging.builder import NO_HOLDOUT_WARNING, build_package
 from agent.packaging.progress import Progress
-from agent.packaging.reconstruction import cross_fitted_errors, fit_reconstruction, split_rows
+from agent.packaging.reconstruction import MAX_VALUES, cross_fitted_errors, fit_reconstruction, split_rows
 from agent.packaging.training import TrainingResult
 from schemas.manifest import Manifest, Reconstruction, ReferenceStatistics
 from tests.agent.conftest import ExamplePackages
@@ -63,6 +63,14 @@ def test_the_error_quantiles_come_from_rows_the_components_were_not_fitted_on() 
     # Without a holdout, the cross-fitted reference rows alone.
     alone = fit_reconstruction(names, fit)
     assert alone is not None and (alone.error_from, alone.error.count) == ("cross_fit", 60)
+
+
+def test_a_wide_model_keeps_at_most_max_values_numbers_in_its_components() -> None:
+    X = np.random.default_rng(5).standard_normal((400, 300))
+    r = fit_reconstruction([f"x{i}" for i in range(300)], X)
+    # Unrelated features: 90 % of the variance would take ~250 components; 20,000 // 300 = 66 kept.
+    assert r is not None and len(r.components) == MAX_VALUES // 300 == 66
+    assert 0.4 < r.variance_kept < 0.9
 
 
 def test_what_it_leaves_out() -> None:
