@@ -5,7 +5,10 @@ quantiles (one vectorised call per batch). The naive path then updates, for ever
 feature, a river ADWIN and two river Page-Hinkley detectors (up and down) with river's defaults;
 the monitor path is :meth:`agent.monitoring.features.FeatureDriftMonitor.update_batch`, which also
 cuts blocks, counts missing values and keeps windowed statistics. The error monitor's cost per
-outcome is reported too. Times are medians of several runs in the same process (the machine is
+outcome is reported too, and the reconstruction-error column's (multivariate drift,
+:class:`agent.monitoring.multivariate.ReconstructionMonitor`: the batch's errors under the components
+of the 20 features, then one more monitored column), on top of the feature monitor. Times are
+medians of several runs in the same process (the machine is
 shared, so compare the ratio rather than absolute numbers across runs).
 
 Run: ``.venv/bin/python -m bench.drift_cost [--runs 5] [--batch 500]``
@@ -22,6 +25,8 @@ import numpy as np
 from river import drift as river_drift
 
 from agent.monitoring import ErrorMonitor, FeatureDriftMonitor, ReferenceTransform
+from agent.monitoring.multivariate import ReconstructionMonitor
+from agent.packaging.reconstruction import fit_reconstruction
 
 N_FEATURES = 20
 
@@ -48,6 +53,15 @@ def _error_run(data: np.ndarray, batch: int) -> float:
     monitor = ErrorMonitor.for_classification(0.1)
     errors = (data[:, 0] > 1.2816).astype(np.float64)  # 10% errors
     return _us_per_row(monitor.update_many, errors, batch)
+
+
+def _reconstruction_run(reference: np.ndarray, data: np.ndarray, batch: int) -> float:
+    names = tuple(f"f{i}" for i in range(N_FEATURES))
+    reconstruction = fit_reconstruction(names, reference[:5_000], reference[5_000:6_000])
+    assert reconstruction is not None
+    monitor = ReconstructionMonitor(reconstruction, names)
+    # Served matrices are float32.
+    return _us_per_row(monitor.update_batch, data.astype(np.float32), batch)
 
 
 def _naive_run(quantiles: np.ndarray, data: np.ndarray, batch: int) -> float:
@@ -84,13 +98,14 @@ def main() -> None:
     quantiles = np.quantile(reference, np.linspace(0.0, 1.0, 101), axis=0).T
     data = rng.standard_normal((args.events, N_FEATURES))
 
-    monitor, transform, naive, error = [], [], [], []
+    monitor, transform, naive, error, reconstruction = [], [], [], [], []
     # Interleaved so that a burst of load on the shared machine hits all paths alike.
     for _ in range(args.runs):
         monitor.append(_monitor_run(quantiles, data, args.batch))
         transform.append(_transform_run(quantiles, data, args.batch))
         naive.append(_naive_run(quantiles, data[: args.naive_events], args.batch))
         error.append(_error_run(data, args.batch))
+        reconstruction.append(_reconstruction_run(reference, data, args.batch))
 
     med_monitor = statistics.median(monitor)
     med_transform = statistics.median(transform)
@@ -101,6 +116,7 @@ def main() -> None:
     print(f"{'FeatureDriftMonitor.update_batch (total)':<44}{med_monitor:>10.2f}")
     print(f"{'naive: per-event ADWIN + 2 PH x 20 features':<44}{med_naive:>10.2f}")
     print(f"{'ErrorMonitor.update_many (0/1 errors)':<44}{statistics.median(error):>10.2f}")
+    print(f"{'ReconstructionMonitor.update_batch':<44}{statistics.median(reconstruction):>10.2f}")
     print(f"speed-up of the monitor over the naive path: {med_naive / med_monitor:.1f}x")
     print(f"monitor runs: {', '.join(f'{t:.2f}' for t in monitor)}")
     print(f"naive runs:   {', '.join(f'{t:.2f}' for t in naive)}")

@@ -56,9 +56,12 @@ __all__ = [
     "NumericStatistics",
     "OutputStatistics",
     "Outputs",
+    "Reconstruction",
     "ReferenceStatistics",
+    "RowsFrom",
     "Task",
     "TrainingSummary",
+    "reconstruction_errors",
 ]
 
 MANIFEST_SCHEMA_VERSION: Literal["1"] = "1"
@@ -76,6 +79,9 @@ Task = Literal["binary_classification", "multiclass_classification", "regression
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 ModelVersion = Annotated[str, StringConstraints(pattern=MODEL_VERSION_PATTERN)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+RowsFrom = Literal["holdout", "reference"]
+"""Which rows a reference was taken from: the ``holdout`` (rows the model was not trained on) or the
+``reference`` (training) rows."""
 
 
 class _Frozen(BaseModel):
@@ -332,19 +338,126 @@ class OutputStatistics(_Frozen):
             ``max_probability`` (multiclass) or ``value`` (regression).
         statistics: Distribution of that quantity.
         label_frequencies: Classifiers: share of each predicted label, keyed by ``str(label)``.
+        rows_from: The rows the output was summarised on: the ``holdout`` (a model's outputs on rows
+            it was not trained on, as it will meet them when served), or the ``reference`` (training)
+            rows when there was no holdout; those outputs are more extreme than on new data.
     """
 
     quantity: Literal["positive_probability", "max_probability", "value"]
     statistics: NumericStatistics
     label_frequencies: dict[str, Rate] | None = None
+    # Left out of the JSON when "reference" (what every older manifest meant): a package built
+    # without a holdout stays readable by the previous release's workers (manifests forbid unknown
+    # fields).
+    rows_from: RowsFrom = Field(default="reference", exclude_if=lambda value: value == "reference")
+
+
+def reconstruction_errors(
+    matrix: npt.NDArray[np.floating], columns: npt.NDArray[np.intp], mean: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64], components: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:  # fmt: skip
+    """The reconstruction error of each row of ``matrix`` ``(n, n_features)``: the norm of what the
+    principal ``components`` ``(k, d)`` (orthonormal rows) leave unexplained of its ``columns``,
+    standardised by ``mean`` and ``scale``. A missing value counts as the mean (0 once standardised).
+
+    The one definition of the error, used by the packaging (its reference quantiles) and the worker.
+
+    Example:
+        >>> c = np.array([[1.0, 1.0]]) / np.sqrt(2)  # the two columns move together
+        >>> m = np.array([[1.0, 1.0], [1.0, -1.0], [np.nan, 2.0]])
+        >>> reconstruction_errors(m, np.array([0, 1]), np.zeros(2), np.ones(2), c).round(3).tolist()
+        [0.0, 1.414, 1.414]
+    """
+    z = (np.asarray(matrix, dtype=np.float64)[:, columns] - mean) / scale
+    z[np.isnan(z)] = 0.0
+    explained = z @ components.T
+    # ||z||^2 - ||projection||^2 is the squared residual (the rows of components are orthonormal),
+    # without forming the n x d reconstruction; rounding can take it a hair below 0.
+    squared = np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", explained, explained)
+    errors: npt.NDArray[np.float64] = np.sqrt(np.maximum(squared, 0.0))
+    return errors
+
+
+class Reconstruction(_Frozen):
+    """A linear reconstruction of the numeric features (PCA), for multivariate drift.
+
+    At packaging time the numeric features of the reference rows are standardised (``mean``,
+    ``scale``) and the leading principal ``components`` that keep ``variance_kept`` of their
+    variance are stored; at serving time each request's reconstruction error (:meth:`errors`) is one
+    more monitored column, against ``error``: its distribution on rows the components were not fitted
+    on (``error_from``). When features stop moving together as they did, the error grows even if
+    every feature's own distribution stays the same. Plain numbers, validated on read: no pickle.
+
+    Parameters:
+        features: The numeric features it covers, in feature order (categorical features, and those
+            constant or always missing in the reference, are left out).
+        mean: Each feature's mean on the rows it was fitted on.
+        scale: Each feature's standard deviation there (> 0).
+        components: ``k x d`` orthonormal rows, ``1 <= k < d``: at least one direction is left out.
+        variance_kept: Share of the standardised variance the components explain.
+        fitted_rows: Rows the components were fitted on.
+        error: The reconstruction error on rows the components were not fitted on.
+        error_from: Those rows: ``cross_fit``, each reference row's error under components fitted
+            on the other four fifths of the reference rows (5-fold); ``holdout_and_cross_fit``, those
+            and the holdout rows' errors under these components.
+
+    Example:
+        >>> r = Reconstruction(
+        ...     features=("a", "b"), mean=(0.0, 0.0), scale=(1.0, 1.0),
+        ...     components=((0.7071067811865476, 0.7071067811865476),), variance_kept=0.95,
+        ...     fitted_rows=100, error=NumericStatistics.from_values(np.linspace(0, 1, 11)),
+        ...     error_from="holdout_and_cross_fit")
+        >>> r.errors(np.array([[2.0, 2.0], [1.0, -1.0]]), ("a", "b")).round(3).tolist()
+        [0.0, 1.414]
+    """
+
+    features: Annotated[tuple[str, ...], Field(min_length=2)]
+    mean: tuple[float, ...]
+    scale: tuple[Annotated[float, Field(gt=0.0)], ...]
+    components: Annotated[tuple[tuple[float, ...], ...], Field(min_length=1)]
+    variance_kept: Rate
+    fitted_rows: Annotated[int, Field(ge=2)]
+    error: NumericStatistics
+    error_from: Literal["holdout_and_cross_fit", "cross_fit"]
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
+        d = len(self.features)
+        if len(set(self.features)) != d:
+            raise ValueError("reconstruction features must be unique")
+        if len(self.mean) != d or len(self.scale) != d:
+            raise ValueError(f"mean and scale need one value per feature ({d})")
+        if len(self.components) >= d:
+            raise ValueError(f"keep fewer than {d} components: at least one direction must be left out")
+        if any(len(row) != d for row in self.components):
+            raise ValueError(f"each component needs {d} values")
+        c = np.asarray(self.components)
+        if not np.allclose(c @ c.T, np.eye(len(c)), atol=1e-6):
+            raise ValueError("components must be orthonormal")
+        if not self.error.count:
+            raise ValueError("error needs reference values")
+        return self
+
+    def errors(
+        self, matrix: npt.NDArray[np.floating], feature_names: tuple[str, ...]
+    ) -> npt.NDArray[np.float64]:
+        """The reconstruction error of each row of a model input ``matrix`` whose columns are
+        ``feature_names`` (the manifest's)."""
+        columns = np.array([feature_names.index(f) for f in self.features], dtype=np.intp)
+        return reconstruction_errors(
+            matrix, columns, np.asarray(self.mean), np.asarray(self.scale), np.asarray(self.components)
+        )
 
 
 class ReferenceStatistics(_Frozen):
-    """Per-feature and output distributions on the reference data, keyed by feature name."""
+    """Per-feature and output distributions on the reference data, keyed by feature name, and the
+    reconstruction of the numeric features (multivariate drift) when there are at least two."""
 
     rows: Annotated[int, Field(ge=1)]
     features: dict[str, FeatureStatistics]
     output: OutputStatistics
+    # Left out of the JSON when absent, like Manifest.calibration: older workers still read it.
+    reconstruction: Reconstruction | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class BuildVersions(_Frozen):
@@ -567,3 +680,8 @@ def _check_reference(task: Task, features: tuple[Feature, ...], reference: Refer
         raise ValueError(f"reference.output.quantity must be {quantity!r} for {task}")
     if (task == "regression") != (reference.output.label_frequencies is None):
         raise ValueError("reference.output.label_frequencies is given for classifiers only")
+    r = reference.reconstruction
+    if r is not None:
+        numeric = {f.name for f in features if f.type == "numeric"}
+        if not set(r.features) <= numeric or list(r.features) != [n for n in expected if n in r.features]:
+            raise ValueError("reference.reconstruction.features must be numeric features, in feature order")

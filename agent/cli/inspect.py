@@ -97,7 +97,14 @@ def _summary(model: LoadedModel) -> list[str]:
     if out.label_frequencies:
         shares = ", ".join(f"{k} {share:.1%}" for k, share in out.label_frequencies.items())
         line += f"; predicted labels {shares}"
-    lines.append(line)
+    lines.append(line + f" (output on the {out.rows_from} rows)")
+    r = m.reference.reconstruction
+    if r is not None:
+        lines.append(
+            f"multivar.   {len(r.components)} of {len(r.features)} principal components of the numeric "
+            f"features kept ({r.variance_kept:.1%} of the variance); reconstruction error mean "
+            f"{_fmt(r.error.mean)} ({r.error.count} rows, {r.error_from.replace('_', ' ')})"
+        )
     lines.append(f"features    {len(m.features)}, in input-column order:")
     width = max(len(f.name) for f in m.features)
     for i, feature in enumerate(m.features):

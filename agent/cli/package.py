@@ -4,8 +4,9 @@ From a bundled example (--example), your own training module (--module FILE.py o
 function (--function, default `train`) returns an agent.packaging.training.TrainingResult holding a
 scikit-learn, XGBoost or LightGBM model (see examples/train_example.py, examples/train_lightgbm.py),
 or an ONNX file you already have (--onnx model.onnx --reference reference.csv [--holdout holdout.csv
---label-column y], see examples/credit/). A trained model is converted to ONNX (skl2onnx,
-onnxmltools) and checked against its own library on the holdout rows; an ONNX file is checked
+--label-column y], see examples/credit/; without --holdout a seeded 20 % of the reference rows is split
+off as the holdout, with a warning, unless --no-holdout-split). A trained model is converted to ONNX
+(skl2onnx, onnxmltools) and checked against its own library on the holdout rows; an ONNX file is checked
 against the CSV's columns. Either is summarised and written atomically to REPOSITORY/NAME/VERSION/.
 Pickle and joblib files are refused: loading them runs arbitrary code. Progress goes to stderr.
 """
@@ -48,7 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --onnx: the reference (training) rows, one numeric column per feature",
     )
     parser.add_argument(
-        "--holdout", type=Path, metavar="CSV", help="with --onnx: rows kept out of training, for scores"
+        "--holdout",
+        type=Path,
+        metavar="CSV",
+        help="with --onnx: rows kept out of training, for the scores and the output's reference "
+        "(default: a seeded 20%% of the reference rows, see --no-holdout-split)",
+    )
+    parser.add_argument(
+        "--no-holdout-split",
+        dest="holdout_split",
+        action="store_false",
+        help="with --onnx and no --holdout: keep every reference row in the reference instead of "
+        "splitting a seeded 20%% off as the holdout (scores and the output's reference then come from "
+        "the reference rows)",
     )
     parser.add_argument(
         "--label-column", metavar="NAME", help="with --onnx: the CSVs' label column (not a feature)"
@@ -119,11 +132,16 @@ def run(args: argparse.Namespace) -> int:
             repository=repository,
             force=args.force,
             progress=progress,
+            split_holdout=args.holdout_split,
         )
         built, changes = imported, imported.changes
     else:
         built = _train_and_build(args, name, version, repository, progress)
 
+    if args.quiet:
+        # No progress on stderr, but what the build warned about must still be said.
+        for warning in progress.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     manifest = built.manifest
     training = manifest.training
     if training.evaluated_on == "none":
@@ -161,6 +179,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.onnx is None:
         given = ("reference", "holdout", "label_column")
         extra = [f"--{a.replace('_', '-')}" for a in given if getattr(args, a) is not None]
+        if not args.holdout_split:
+            extra.append("--no-holdout-split")
         if extra:
             raise ConfigurationError(f"{', '.join(extra)}: only with --onnx")
 

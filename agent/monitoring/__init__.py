@@ -2,7 +2,8 @@
 
 Owns: reference standardisation (``transforms``), exact block sums (``blocks``), the block-mean detectors
 (``detectors``) and their parameters from a model's false-alarm budget (``budget``), the column engine
-(``columns``), the data/prediction monitor (``features``), the
+(``columns``), the data/prediction monitor (``features``), the features' reconstruction error
+(``multivariate``), the
 concept monitor (``concept``), the estimated error of a calibrated classifier (``estimation``), the
 likely drivers of an alert (``attribution``) and the observer's use of both (``performance``),
 technical rates and latency (``technical``), the per-model monitors (``model_monitor``), alert wording

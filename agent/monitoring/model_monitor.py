@@ -20,6 +20,7 @@ from agent.monitoring.detectors import DriftConfig
 from agent.monitoring.estimation import EstimateCheck, EstimatedErrorMonitor
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
+from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN, ReconstructionMonitor
 from agent.monitoring.technical import LatencyWatch, RateWatch
 from agent.monitoring.transforms import (
     CategoricalTransform,
@@ -198,6 +199,9 @@ class ModelMonitor:
     """Joined predictions' realised error beside the error estimated for them."""
     last_estimate_detection: int = 0
     """The estimated-error monitor's event count when a detector last fired on it."""
+    reconstruction: ReconstructionMonitor | None = field(init=False)
+    """The reconstruction error of the numeric features (multivariate drift), when the package has a
+    reconstruction (two or more numeric features)."""
 
     def __post_init__(self) -> None:
         m = self.served.manifest
@@ -217,7 +221,10 @@ class ModelMonitor:
                 config=config,
             )
 
-        self.features, self.budget = within_budget(feature_monitor, s.false_alarms_per_million)
+        # The reconstruction error's column runs with the same parameters: it shares the budget.
+        self.features, self.budget = within_budget(
+            feature_monitor, s.false_alarms_per_million, extra_streams=int(ref.reconstruction is not None)
+        )
         self.missing = [
             RateWatch(ref.features[f.name].missing_rate, s.rate_margin, s.rate_window_events)
             for f in m.features
@@ -250,6 +257,12 @@ class ModelMonitor:
             IncidentKey(m.name, (AlertKind.PREDICTION if j in outputs else AlertKind.DATA).value, name)
             for j, name in enumerate(self.features.names)
         )
+        self.reconstruction = None
+        if ref.reconstruction is not None:
+            self.reconstruction = ReconstructionMonitor(
+                ref.reconstruction, m.feature_names, config=self.features.config
+            )
+            self.column_incidents += (IncidentKey(m.name, AlertKind.DATA.value, RECONSTRUCTION_COLUMN),)
 
     @property
     def name(self) -> str:

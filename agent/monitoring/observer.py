@@ -9,6 +9,9 @@ committed). Per served model version, a :class:`~agent.monitoring.model_monitor.
 * **data drift**: a :class:`~agent.monitoring.features.FeatureDriftMonitor` over every feature,
   standardised against the package's reference quantiles (categorical features through their
   reference frequencies);
+* **multivariate drift**: a :class:`~agent.monitoring.multivariate.ReconstructionMonitor` over
+  each request's reconstruction error (how far its numeric features are from moving together as on
+  the reference), when the package has a reconstruction;
 * **prediction drift**: the same monitor's extra column, the model's output (positive-class
   probability, highest probability, or value) against its reference quantiles;
 * **concept drift**: an :class:`~agent.monitoring.concept.ErrorMonitor` over the error of outcomes
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from agent.metrics import MetricPoint, Metrics
@@ -55,6 +59,7 @@ from agent.monitoring.model_monitor import (
     output_quantity,
     settled_before,
 )
+from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN
 from agent.monitoring.technical import RateWatch, Transition
 from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
 from schemas.alert import Alert, AlertKind
@@ -170,6 +175,8 @@ class DriftObserver:
         for d in detections:
             monitor.last_detection[d.name] = monitor.features.n_events
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
+        if monitor.reconstruction is not None:
+            alerts.extend(self._reconstruction_alerts(monitor, batch.encoded.matrix, alerts, ctx))
         if monitor.estimated is not None and batch.predictions.probabilities is not None:
             alerts.extend(
                 performance.observe_estimate(self.writer, monitor, batch.predictions.probabilities, ctx)
@@ -181,6 +188,8 @@ class DriftObserver:
         if monitor.latency.update(per_row_us):
             alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
         self._recoveries(monitor)
+        if monitor.reconstruction is not None:
+            self._reconstruction_recovery(monitor)
         if monitor.estimated is not None:
             self._estimate_recovery(monitor)
         observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
@@ -337,7 +346,10 @@ class DriftObserver:
         points: list[MetricPoint] = []
         for monitor in self._monitors.values():
             tags = {"model": monitor.name, "version": monitor.version}
-            for w in monitor.features.window_stats():
+            windows = monitor.features.window_stats()
+            if monitor.reconstruction is not None:
+                windows.append(monitor.reconstruction.window_stats())
+            for w in windows:
                 if not w.count:
                     continue
                 fields: dict[str, float] = {
@@ -349,7 +361,10 @@ class DriftObserver:
                     fields["raw_mean"] = w.raw_mean
                 fields["missing"] = float(w.missing)
                 points.append(MetricPoint("driftline_feature", fields, {**tags, "feature": w.name}))
-            for column, detector, statistic in monitor.features.detector_statistics():
+            detectors = monitor.features.detector_statistics()
+            if monitor.reconstruction is not None:
+                detectors += monitor.reconstruction.detector_statistics()
+            for column, detector, statistic in detectors:
                 if math.isfinite(statistic):
                     points.append(
                         MetricPoint(
@@ -475,6 +490,50 @@ class DriftObserver:
                 continue
             out.append(self.writer.drift_alert(monitor, d, direction, stats.get(d.name), ctx))
         return out
+
+    def _reconstruction_alerts(
+        self,
+        monitor: ModelMonitor,
+        matrix: npt.NDArray[np.floating],
+        batch_alerts: Sequence[Alert],
+        ctx: AlertContext,
+    ) -> list[Alert]:
+        reconstruction = monitor.reconstruction
+        assert reconstruction is not None
+        detections = reconstruction.update_batch(matrix)
+        for d in detections:
+            monitor.last_detection[d.name] = reconstruction.n_events
+        # Rises only (the monitor reports nothing else), and only those beyond the recovery bound.
+        detections = [d for d in detections if d.shift_sd >= self.settings.recovery_shift_sd]
+        if not detections:
+            return []
+        # A feature that drifts on its own also leaves more unexplained by the components: while one
+        # of the model's features is alerted (in this batch, or its incident still open), that alert
+        # already says what changed, and a second one on the same rows would only be noise.
+        features = set(monitor.served.manifest.feature_names)
+        if any(a.kind is AlertKind.DATA and a.subject in features for a in batch_alerts) or any(
+            key.subject in features and self.incidents.is_open(key) for key in monitor.column_incidents
+        ):
+            log.debug(
+                "%s/%s: reconstruction error rose with a feature alerted", monitor.name, monitor.version
+            )
+            return []
+        return [self.writer.reconstruction_alert(monitor, d, ctx) for d in detections]
+
+    def _reconstruction_recovery(self, monitor: ModelMonitor) -> None:
+        reconstruction = monitor.reconstruction
+        assert reconstruction is not None
+        key = IncidentKey(monitor.name, AlertKind.DATA.value, RECONSTRUCTION_COLUMN)
+        if not self.incidents.is_open(key):
+            return
+        w = reconstruction.window_stats()
+        settled = settled_before(reconstruction.n_events, reconstruction.config)
+        if (
+            w.count
+            and w.shift_sd < self.settings.recovery_shift_sd
+            and monitor.last_detection.get(RECONSTRUCTION_COLUMN, 0) <= settled
+        ):
+            self.incidents.recover(key)
 
     def _rate_alerts(self, monitor: ModelMonitor, batch: ModelBatch, ctx: AlertContext) -> list[Alert]:
         out: list[Alert] = []

@@ -108,6 +108,10 @@ def detection_evidence(d: Detection, **extra: float | str) -> Evidence:
     )
 
 
+def _blocks(events: int, block_size: int) -> int:
+    return max(-(-events // block_size), 1)
+
+
 class AlertWriter:
     """Words the monitors' findings as alerts, stamped with ``clock``'s time.
 
@@ -263,6 +267,42 @@ class AlertWriter:
                 location.update(reference_value=ref.mean, recent_value=d.raw_mean)
             evidence = detection_evidence(d, **location)
         return self.alert(monitor, kind, d.detector, d.name, severity, message, evidence, ctx)
+
+    def reconstruction_alert(self, monitor: ModelMonitor, d: Detection, ctx: AlertContext) -> Alert:
+        """A rise of the features' reconstruction error: they move together differently."""
+        reconstruction = monitor.reconstruction
+        assert reconstruction is not None
+        reference = reconstruction.reference
+        recent = reconstruction.window_stats(_blocks(d.window_count, reconstruction.config.block_size))
+        shift = reconstruction.error_shift_sd(d.window_count)
+        severity = Severity.CRITICAL if shift >= 3.0 else Severity.WARNING
+        return self.alert(
+            monitor,
+            AlertKind.DATA,
+            d.detector,
+            d.name,
+            severity,
+            f"features of {monitor.name}/{monitor.version} move together differently (reconstruction "
+            f"error {shift:+.1f} sd: recent mean {recent.raw_mean:.3g} vs reference {reference.mean:.3g}, "
+            f"over {d.window_count:,} events; {len(reconstruction.errors.reconstruction.features)} "
+            f"numeric features); {d.detector} fired at event {d.event_index}",
+            Evidence(
+                reference_mean=reference.mean,
+                reference_std=reference.std,
+                recent_mean=recent.raw_mean,
+                recent_std=None,
+                shift_in_std=shift,
+                statistic=d.statistic,
+                window_events=d.window_count,
+                extra={
+                    "event_index": d.event_index,
+                    "statistic_name": "reconstruction_error",
+                    "standardised_shift": d.shift_sd,
+                    "error_from": reconstruction.errors.reconstruction.error_from,
+                },
+            ),
+            ctx,
+        )
 
     def concept_alert(self, monitor: ModelMonitor, d: Detection, ctx: AlertContext) -> Alert:
         """A rise of the joined outcomes' error."""

@@ -4,7 +4,8 @@ One module per step, each a plain function a test can call on its own: ``trainin
 module returns, and loading it), ``convert`` (to ONNX, and the hyperparameters), ``parity`` (ONNX
 Runtime agrees with the original), ``reference`` (reference statistics and holdout scores), ``write``
 (atomic write, build versions), ``calibration`` (a classifier's confidence against its correctness
-on the holdout) and ``importance`` (each feature's permutation importance to the output); ``builder``
+on the holdout), ``importance`` (each feature's permutation importance to the output) and
+``reconstruction`` (the numeric features' PCA, for multivariate drift); ``builder``
 runs them in order with ``progress`` on stderr;
 ``boosting`` registers onnxmltools' converters for XGBoost and LightGBM models; ``examples`` holds
 the bundled example models. A model that arrives as an ONNX file goes through ``onnx_import``

@@ -9,10 +9,13 @@ The steps, each a plain function a test can call on its own:
 2. :func:`check_parity`: ONNX Runtime and scikit-learn must agree on the holdout rows (labels
    identical, probabilities within 1e-5; regression values within 1e-4 relative), or the build
    stops with :class:`~agent.errors.ParityError` saying by how much they disagree.
-3. :func:`reference_statistics` of the inputs and of the model's output on the reference data; on
-   the rows it was verified on, the calibration of a classifier's confidence
-   (:mod:`agent.packaging.calibration`) and each feature's permutation importance
-   (:mod:`agent.packaging.importance`).
+3. :func:`reference_statistics` of the inputs on the reference data and of the model's output on
+   the holdout (rows it was not trained on, as it will meet them when served; the training rows when
+   there is no holdout, with a warning); the reconstruction of the numeric features fitted on the
+   reference rows, its error's reference from rows it was not fitted on (cross-fitted reference
+   rows and the holdout; :mod:`agent.packaging.reconstruction`); on the rows it was verified on,
+   the calibration of a classifier's confidence (:mod:`agent.packaging.calibration`) and each
+   feature's permutation importance (:mod:`agent.packaging.importance`).
 4. :func:`write_package` atomically: files are written into a hidden staging directory next to the
    target and renamed into place, so a scan never sees half a package.
 
@@ -50,6 +53,7 @@ from agent.packaging.parity import (
     onnx_session,
 )
 from agent.packaging.progress import Progress
+from agent.packaging.reconstruction import fit_reconstruction
 from agent.packaging.reference import as_matrix, holdout_scores, prepared_mask, reference_statistics
 from agent.packaging.training import TrainingResult
 from agent.packaging.write import build_versions, write_package
@@ -58,7 +62,14 @@ from schemas.manifest import (
     TrainingSummary,
 )
 
-__all__ = ["BuiltPackage", "TrainingResult", "build_package"]
+__all__ = ["NO_HOLDOUT_WARNING", "BuiltPackage", "TrainingResult", "build_package"]
+
+NO_HOLDOUT_WARNING = (
+    "no holdout (TrainingResult.X_holdout and y_holdout): parity, scores, calibration and importance "
+    "use training rows, and the output's reference is the model's output on the rows it was trained "
+    "on, more extreme than on new data. Return rows kept out of training as X_holdout/y_holdout."
+)
+"""What :func:`build_package` warns when the training result has no holdout."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,8 @@ def build_package(
         )
     estimator = result.estimator
     task = task_of(estimator)
+    if result.X_holdout is None or result.y_holdout is None:
+        progress.warn(NO_HOLDOUT_WARNING)
 
     with progress.step("convert"):
         # XGBoost and LightGBM wrappers need onnxmltools' converters registered first.
@@ -153,8 +166,25 @@ def build_package(
         keep = prepared_mask(features, X_served)
         if not keep.any():
             raise ConfigurationError("every reference row is rejected by the missing-value policy")
-        output_predictions = onnx_predictions(task, converted, session, X_served[keep])
-        reference = reference_statistics(features, X_ref, task, converted.outputs, output_predictions)
+        X_served = X_served[keep]
+        numeric = [f.type == "numeric" for f in features]
+        names = [f.name for f in features]
+        if checked_on == "holdout":
+            # The model's output on rows it was not trained on, as it will meet them when served.
+            output_predictions = predicted
+            reconstruction = fit_reconstruction(names, X_served, X_check, numeric=numeric)
+        else:
+            output_predictions = onnx_predictions(task, converted, session, X_served)
+            reconstruction = fit_reconstruction(names, X_served, numeric=numeric)
+        reference = reference_statistics(
+            features,
+            X_ref,
+            task,
+            converted.outputs,
+            output_predictions,
+            output_rows_from=checked_on,
+            reconstruction=reconstruction,
+        )
         try:
             manifest = Manifest(
                 name=name,

@@ -3,8 +3,11 @@
 A network exported from PyTorch or TensorFlow, or a model converted where it was trained, becomes a
 package like one built from a training module: the same manifest, digest and versions. The feature
 schema comes from the reference CSV's columns (:mod:`agent.packaging.csv_reference`), checked
-against the graph's input; the task and outputs are read from the graph; reference statistics are
-taken from the reference rows and scores from the labelled rows (the holdout's when there is one).
+against the graph's input; the task and outputs are read from the graph; the features' reference
+statistics are taken from the reference rows, and the output's reference, the reconstruction error's
+and the scores from the holdout rows. Without a holdout CSV a seeded 20 % of the reference rows is
+split off as the holdout (:data:`HOLDOUT_SPLIT_WARNING` says so on the progress output), unless
+``split_holdout`` is off (``--no-holdout-split``): then every reference comes from the reference rows.
 
 What the graph must look like, checked by :func:`plan_graph` (each refusal names the mismatch):
 
@@ -68,6 +71,7 @@ from agent.packaging.csv_reference import CsvRows, parse_labels, read_rows
 from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import MAX_REFERENCE_PARITY_ROWS, PROBABILITY_TOLERANCE, compare_predictions
 from agent.packaging.progress import Progress
+from agent.packaging.reconstruction import HOLDOUT_SHARE, MIN_ROWS, fit_reconstruction, split_rows
 from agent.packaging.reference import holdout_scores, prepared_mask, reference_statistics
 from agent.packaging.write import build_versions, write_package
 from schemas.manifest import Calibration, Feature, Manifest, Outputs, Task, TrainingSummary
@@ -77,7 +81,9 @@ if TYPE_CHECKING:
     import onnxruntime
 
 __all__ = [
+    "HOLDOUT_SPLIT_WARNING",
     "INPUT_NAME",
+    "NO_HOLDOUT_WARNING",
     "GraphPlan",
     "ImportedPackage",
     "build_from_onnx",
@@ -89,6 +95,24 @@ __all__ = [
 
 INPUT_NAME = "input"
 """The name driftline feeds its float32 matrix to (see :mod:`schemas.manifest`)."""
+
+HOLDOUT_SPLIT_WARNING = (
+    "no --holdout: {held} of the {rows} reference rows ({share:.0%}, seeded) are split off as the "
+    "holdout, for the scores and the output's and reconstruction error's references; if the model was "
+    "trained on these rows they are optimistic: pass --holdout with rows it never saw "
+    "(--no-holdout-split keeps every row in the reference)"
+)
+"""What :func:`build_from_onnx` warns when it splits a holdout off the reference rows."""
+
+NO_HOLDOUT_WARNING = (
+    "no holdout (--no-holdout-split, or too few reference rows to split): the scores and the output's "
+    "reference come from the reference rows, more extreme than new data if the model was trained on "
+    "them"
+)
+"""What :func:`build_from_onnx` warns when it has no holdout at all."""
+
+MIN_SPLIT_ROWS = 5 * MIN_ROWS
+"""Fewer reference rows than this are not split: the holdout would be too small to summarise."""
 
 _CLASS_LABEL_ATTRIBUTES = ("classlabels_int64s", "classlabels_ints", "classlabels_strings")
 
@@ -625,13 +649,16 @@ def build_from_onnx(
     force: bool = False,
     progress: Progress | None = None,
     created_at: datetime | None = None,
+    split_holdout: bool = True,
 ) -> ImportedPackage:
     """Checks, rewrites, verifies, summarises and writes the model at ``onnx_path`` as package
     ``name``/``version``, with its features and reference statistics from the ``reference`` CSV.
 
     ``label_column`` names the label column of the CSVs: required in ``holdout``, dropped from the
     features of ``reference`` when it is there. Scores are computed on the labelled holdout rows,
-    else on the labelled reference rows, else not at all (``evaluated_on == "none"``).
+    else on the labelled reference rows, else not at all (``evaluated_on == "none"``). Without
+    ``holdout``, ``split_holdout`` splits a seeded 20 % of the reference rows off as the holdout
+    (when there are at least :data:`MIN_SPLIT_ROWS`), with a warning on ``progress``.
     """
     progress = progress or Progress(None)
     for path in (onnx_path, reference, holdout):
@@ -652,6 +679,8 @@ def build_from_onnx(
                 require_label=label_column is not None,
                 features=ref.feature_names,
             )
+        if held is None and split_holdout and len(ref.X) >= MIN_SPLIT_ROWS:
+            ref, held = _split_off_holdout(ref)
         original = load_onnx(onnx_path)
         opsets = check_runtime_support(
             source,
@@ -660,6 +689,11 @@ def build_from_onnx(
             advice=": export the model with opset {limit} or lower (or convert it with "
             "onnx.version_converter)",
         )
+    if held is None:
+        progress.warn(NO_HOLDOUT_WARNING)
+    elif holdout is None:
+        rows = len(ref.X) + len(held.X)
+        progress.warn(HOLDOUT_SPLIT_WARNING.format(held=len(held.X), rows=rows, share=HOLDOUT_SHARE))
     try:
         features = tuple(Feature(name=n, type="numeric") for n in ref.feature_names)
     except ValidationError as exc:
@@ -762,7 +796,23 @@ def build_from_onnx(
         )
 
     with progress.step("stats"):
-        reference_stats = reference_statistics(features, ref.X, task, outputs, ref_out)
+        output_from: Literal["holdout", "reference"]
+        if checked_on == "holdout":
+            # The model's output on the holdout rows, as it will meet new rows when served.
+            output_out, output_from = packaged_out, checked_on
+            reconstruction = fit_reconstruction(ref.feature_names, X_served, X_rows)
+        else:
+            output_out, output_from = ref_out, checked_on
+            reconstruction = fit_reconstruction(ref.feature_names, X_served)
+        reference_stats = reference_statistics(
+            features,
+            ref.X,
+            task,
+            outputs,
+            output_out,
+            output_rows_from=output_from,
+            reconstruction=reconstruction,
+        )
         try:
             manifest = Manifest(
                 name=name,
@@ -793,6 +843,17 @@ def build_from_onnx(
     with progress.step("write"):
         path = write_package(repository, manifest, onnx_bytes, force=force)
     return ImportedPackage(path, manifest, parity, dict(progress.timings), plan.changes)
+
+
+def _split_off_holdout(rows: CsvRows) -> tuple[CsvRows, CsvRows]:
+    """A seeded :data:`HOLDOUT_SHARE` of ``rows`` as the holdout, the rest as the reference."""
+    kept, held = split_rows(len(rows.X))
+
+    def part(index: npt.NDArray[np.intp]) -> CsvRows:
+        labels = None if rows.labels is None else tuple(rows.labels[i] for i in index.tolist())
+        return CsvRows(rows.path, rows.feature_names, rows.X[index], labels)
+
+    return part(kept), part(held)
 
 
 def _evaluate(

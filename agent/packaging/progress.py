@@ -1,4 +1,4 @@
-"""Progress of a slow build on stderr: each step with its elapsed time."""
+"""Progress of a slow build on stderr: each step with its elapsed time, and warnings."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ class Progress:
         convert ... 0.50 s
         >>> progress.timings
         {'train': 0.25, 'convert': 0.5}
+
+    A warning is a line of its own, kept in :attr:`warnings` too (a quiet build has no stream):
+
+        >>> progress.warn("no holdout")
+        >>> out.getvalue().splitlines()[-1], progress.warnings
+        ('warning: no holdout', ['no holdout'])
     """
 
     def __init__(
@@ -36,6 +42,7 @@ class Progress:
         self.stream = stream
         self.clock = clock
         self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -50,6 +57,11 @@ class Progress:
         elapsed = self.clock() - started
         self.timings[name] = elapsed
         self._write(f"{elapsed:.2f} s\n")
+
+    def warn(self, text: str) -> None:
+        """Reports something the user should know about the build (between steps, not inside one)."""
+        self.warnings.append(text)
+        self._write(f"warning: {text}\n")
 
     def _write(self, text: str) -> None:
         if self.stream is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,7 @@ from schemas.manifest import (
     NumericStatistics,
     Outputs,
     OutputStatistics,
+    Reconstruction,
     ReferenceStatistics,
     Task,
 )
@@ -64,9 +65,13 @@ def reference_statistics(
     task: Task,
     outputs: Outputs,
     predicted: Mapping[str, npt.NDArray[Any]],
+    *,
+    output_rows_from: Literal["holdout", "reference"] = "reference",
+    reconstruction: Reconstruction | None = None,
 ) -> ReferenceStatistics:
     """Per-feature statistics of ``X`` (raw, missing values included) and of the model's output
-    ``predicted`` (``labels``/``probabilities`` or ``values``) on the rows it was run on."""
+    ``predicted`` (``labels``/``probabilities`` or ``values``) on the rows it was run on, which
+    ``output_rows_from`` names; with the features' ``reconstruction`` when there is one."""
     stats: dict[str, FeatureStatistics] = {}
     for i, feature in enumerate(features):
         column = X[:, i]
@@ -79,7 +84,9 @@ def reference_statistics(
             raise ConfigurationError(f"feature {feature.name!r}: {exc}") from exc
     if task == "regression":
         output = OutputStatistics(
-            quantity="value", statistics=NumericStatistics.from_values(predicted["values"])
+            quantity="value",
+            statistics=NumericStatistics.from_values(predicted["values"]),
+            rows_from=output_rows_from,
         )
     else:
         probabilities = np.asarray(predicted["probabilities"], dtype=np.float64)
@@ -91,14 +98,16 @@ def reference_statistics(
                 quantity="positive_probability",
                 statistics=NumericStatistics.from_values(probabilities[:, 1]),
                 label_frequencies=frequencies,
+                rows_from=output_rows_from,
             )
         else:
             output = OutputStatistics(
                 quantity="max_probability",
                 statistics=NumericStatistics.from_values(probabilities.max(axis=1)),
                 label_frequencies=frequencies,
+                rows_from=output_rows_from,
             )
-    return ReferenceStatistics(rows=len(X), features=stats, output=output)
+    return ReferenceStatistics(rows=len(X), features=stats, output=output, reconstruction=reconstruction)
 
 
 def holdout_scores(

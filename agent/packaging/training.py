@@ -51,8 +51,10 @@ class TrainingResult:
             that drift is measured against are taken from these rows.
         y_reference: Training targets.
         feature_names: Column names, in column order.
-        X_holdout: Rows not used in training; parity and scores are checked on them. Without
-            them, both use (up to 5000 of) the reference rows.
+        X_holdout: Rows not used in training; parity, scores, calibration and importance are
+            measured on them, and the output's reference (and part of the reconstruction error's)
+            taken from them. Without them, all use (up to 5000 of) the reference rows, and
+            ``driftline package`` warns.
         y_holdout: Holdout targets.
         categories: Categorical feature name -> its categories, in index order. Features not named
             here are numeric.

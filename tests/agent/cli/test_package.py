@@ -65,6 +65,11 @@ def test_package_module_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "plan" in out and "categorical" in out and "impute(basic)" in out
     assert "smoke test  reference medians -> label" in out
     assert "findings    none" in out
+    # The output's reference came from the holdout; the two numeric features have a reconstruction
+    # (the categorical plan is left out).
+    assert "(output on the holdout rows)" in out
+    assert "multivar.   1 of 2 principal components of the numeric features kept" in out
+    assert "holdout and cross fit)" in out
 
     assert main(["inspect", str(package), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
@@ -150,11 +155,20 @@ def test_an_onnx_file_without_labels_has_no_scores(
     unlabelled.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
     args = ["package", "--onnx", str(CREDIT / "mlp.onnx"), "--reference", str(unlabelled)]
     assert main([*args, "--name", "credit", "--repository", str(tmp_path), "-q"]) == 0
-    out = capsys.readouterr().out
-    assert "parity passed on 2000 reference rows" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    # No --holdout: a seeded 20 % of the 2000 reference rows is split off as the holdout, and said so
+    # on stderr even with -q.
+    assert "parity passed on 400 holdout rows" in out
+    assert "warning: no --holdout: 400 of the 2000 reference rows (20%, seeded) are split off" in captured.err
     assert "  no scores: no labelled rows (name the label column with --label-column)" in out
     assert main(["inspect", str(tmp_path / "credit" / "1")]) == 0
-    assert "training    2000 rows, 0 holdout; no scores (no labelled rows)" in capsys.readouterr().out
+    assert "training    1600 rows, 400 holdout; no scores (no labelled rows)" in capsys.readouterr().out
+    # --no-holdout-split keeps every row in the reference, and warns that there is no holdout.
+    assert main([*args, "--name", "credit", "--repository", str(tmp_path), "-q", "--no-holdout-split"]) == 0
+    captured = capsys.readouterr()
+    assert "parity passed on 2000 reference rows" in captured.out
+    assert "warning: no holdout (--no-holdout-split, or too few reference rows to split)" in captured.err
 
 
 def test_package_the_lightgbm_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

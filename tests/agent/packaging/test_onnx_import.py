@@ -19,7 +19,13 @@ from onnx import TensorProto, helper, numpy_helper
 from agent.errors import ConfigurationError, CorruptModelError, GraphMismatchError, PickleRefusedError
 from agent.models.package import load_package
 from agent.models.repository import ModelRepository
-from agent.packaging.onnx_import import build_from_onnx, infer_class_labels
+from agent.packaging.onnx_import import (
+    HOLDOUT_SPLIT_WARNING,
+    NO_HOLDOUT_WARNING,
+    build_from_onnx,
+    infer_class_labels,
+)
+from agent.packaging.progress import Progress
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 CREDIT = EXAMPLES / "credit"
@@ -196,7 +202,8 @@ def test_a_network_without_class_labels_gets_them_from_its_answers(tmp_path: Pat
     assert m.estimator == "onnx:handmade" and m.feature_names == FEATURES
     # No labels anywhere: no scores, and the manifest says so.
     assert (m.training.evaluated_on, m.training.accuracy, m.training.roc_auc) == ("none", None, None)
-    assert built.parity.checked_on == "reference" and built.parity.rows == 400
+    # No --holdout: 20 % of the 400 reference rows are split off as the holdout, parity checked there.
+    assert built.parity.checked_on == "holdout" and built.parity.rows == 80
     with load_package(built.path) as model:
         assert model.manifest.outputs.probabilities == "probabilities"
 
@@ -208,10 +215,49 @@ def test_labels_in_the_reference_give_scores_on_the_reference(tmp_path: Path) ->
     predicted = session.run(["label"], {"features": X.astype(np.float32)})[0]
     truth = predicted.copy()
     truth[:100] = 1 - truth[:100]  # a quarter of them wrong
-    built = build(tmp_path, model, labels=truth.tolist())
+    built = build(tmp_path, model, labels=truth.tolist(), split_holdout=False)
     t = built.manifest.training
     assert (t.evaluated_on, t.holdout_rows, t.accuracy) == ("reference", 0, 0.75)
     assert built.manifest.feature_names == FEATURES  # the label column is not a feature
+
+
+def test_without_a_holdout_a_seeded_fifth_of_the_reference_is_split_off_and_said_so(tmp_path: Path) -> None:
+    model = classifier_graph(2)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {"features": rows().astype(np.float32)})[0].tolist()
+    progress = Progress(None)
+    built = build(tmp_path, model, labels=labels, progress=progress)
+    assert progress.warnings == [HOLDOUT_SPLIT_WARNING.format(held=80, rows=400, share=0.2)]
+    assert progress.warnings[0].startswith(
+        "no --holdout: 80 of the 400 reference rows (20%, seeded) are split"
+    )
+    m = built.manifest
+    # The 80 rows are the holdout: the scores, the output's reference and the reconstruction's error
+    # (with the 320 reference rows cross-fitted) come from them; the features' from the other 320.
+    assert (m.training.rows, m.training.holdout_rows, m.training.evaluated_on) == (320, 80, "holdout")
+    assert m.reference.rows == 320 and m.reference.features["a"].count == 320
+    assert m.reference.output.rows_from == "holdout" and m.reference.output.statistics.count == 80
+    r = m.reference.reconstruction
+    assert r is not None and (r.fitted_rows, r.error.count, r.error_from) == (
+        320,
+        400,
+        "holdout_and_cross_fit",
+    )
+    # The same split every time.
+    (tmp_path / "again").mkdir()
+    again = build(tmp_path / "again", model, labels=labels)
+    assert again.manifest.reference == m.reference
+
+
+def test_with_the_split_turned_off_the_build_says_there_is_no_holdout(tmp_path: Path) -> None:
+    progress = Progress(None)
+    built = build(tmp_path, classifier_graph(2), split_holdout=False, progress=progress)
+    assert progress.warnings == [NO_HOLDOUT_WARNING]
+    m = built.manifest
+    assert (m.training.rows, m.training.holdout_rows) == (400, 0)
+    assert m.reference.output.rows_from == "reference" and m.reference.output.statistics.count == 400
+    r = m.reference.reconstruction
+    assert r is not None and (r.fitted_rows, r.error.count, r.error_from) == (400, 400, "cross_fit")
 
 
 def test_a_regressor_graph(tmp_path: Path) -> None:
@@ -328,7 +374,8 @@ def test_class_labels_read_off_the_answers() -> None:
         ),
         (
             classifier_graph(keepdims=1),
-            "label output 'label' has shape [400, 1] for 400 rows; driftline expects one label per row",
+            # 320: the 400 reference rows less the 20 % split off as the holdout (no --holdout).
+            "label output 'label' has shape [320, 1] for 320 rows; driftline expects one label per row",
         ),
     ],
     ids=[

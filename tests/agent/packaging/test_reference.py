@@ -18,6 +18,8 @@ def test_classifier_reference_statistics(example_packages: ExamplePackages) -> N
     assert (radius.min, radius.max) == (X[:, 0].min(), X[:, 0].max())
     assert radius.mean == pytest.approx(X[:, 0].mean()) and radius.missing_rate == 0.0
     output = m.reference.output
-    assert output.quantity == "positive_probability" and output.statistics.count == 426
+    # The output's reference is the model's output on its 143 holdout rows, not on its 426 training rows.
+    assert output.quantity == "positive_probability" and output.statistics.count == 143
+    assert output.rows_from == "holdout" and m.reference.rows == 426
     assert output.label_frequencies is not None
     assert sum(output.label_frequencies.values()) == pytest.approx(1.0)
