@@ -48,6 +48,7 @@ __all__ = [
     "BuildVersions",
     "Calibration",
     "CategoricalStatistics",
+    "ErrorModel",
     "Feature",
     "FeatureImportance",
     "FeatureStatistics",
@@ -430,6 +431,72 @@ class Calibration(_Frozen):
         return 1.0 - np.interp(x, self.confidence, self.correctness)
 
 
+class ErrorModel(_Frozen):
+    """A regressor's model of its own absolute error, for estimating its error without labels
+    (DLE-style): a second ONNX graph in the package, trained on part of the holdout to predict
+    ``|y - y_hat|`` from the features (and the prediction), checked on the rest.
+
+    The graph has one float32 input named ``input``, ``[None, n_features]`` (``inputs`` is
+    ``features``) or ``[None, n_features + 1]`` with the model's prediction as the last column
+    (``features+prediction``), and one float32 output: the expected absolute error, in the target's
+    units (negative values are read as 0). It is verified when the package is loaded exactly as the
+    main graph is: its SHA-256, its opsets and IR version, its input and output.
+
+    Parameters:
+        method: ``dle``: a direct model of the absolute error (NannyML's direct loss estimation).
+        file: The graph's file name in the package directory.
+        sha256: Hex SHA-256 of that file.
+        estimator: Import path of the estimator's class that was converted.
+        inputs: What the graph reads: the features, or the features and the prediction.
+        fitted_on: Always ``holdout``: an error model fitted on training rows learns the training
+            error, which is optimistic.
+        rows: Holdout rows it was fitted on.
+        checked_rows: Holdout rows it was checked on (not fitted on).
+        reference_error: Mean estimated absolute error over all the holdout rows: what the served
+            estimate is compared with (it depends on the inputs only, so every row counts).
+        reference_error_std: Its standard deviation per row.
+        checked_error: Mean estimated absolute error over the checked rows.
+        realised_mae: The model's mean absolute error over the checked rows, to set beside it.
+        check_mae: How far the estimate is from each checked row's absolute error (mean absolute
+            difference).
+        constant_mae: The same for a constant estimate (the fitted rows' mean absolute error): the
+            error model is shipped only if it does better.
+
+    Example:
+        >>> e = ErrorModel(file="error_model.onnx", sha256="0" * 64, estimator="x.Y",
+        ...                inputs="features+prediction", rows=600, checked_rows=400,
+        ...                reference_error=1.2, reference_error_std=0.4, checked_error=1.22,
+        ...                realised_mae=1.25, check_mae=0.7, constant_mae=0.8)
+        >>> e.width(3)
+        4
+    """
+
+    method: Literal["dle"] = "dle"
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.onnx$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    estimator: str
+    inputs: Literal["features", "features+prediction"]
+    fitted_on: Literal["holdout"] = "holdout"
+    rows: Annotated[int, Field(ge=1)]
+    checked_rows: Annotated[int, Field(ge=1)]
+    reference_error: Annotated[float, Field(ge=0.0)]
+    reference_error_std: Annotated[float, Field(ge=0.0)]
+    checked_error: Annotated[float, Field(ge=0.0)]
+    realised_mae: Annotated[float, Field(ge=0.0)]
+    check_mae: Annotated[float, Field(ge=0.0)]
+    constant_mae: Annotated[float, Field(ge=0.0)]
+
+    @model_validator(mode="after")
+    def _own_file(self) -> Self:
+        if self.file == "model.onnx":
+            raise ValueError("the error model needs a file of its own, not model.onnx")
+        return self
+
+    def width(self, n_features: int) -> int:
+        """Columns of the graph's input for a model of ``n_features`` features."""
+        return n_features + (1 if self.inputs == "features+prediction" else 0)
+
+
 class FeatureImportance(_Frozen):
     """How much the model's output depends on each feature, measured on labelled-or-not holdout rows.
 
@@ -474,6 +541,8 @@ class Manifest(_Frozen):
         calibration: Classifiers: the expected correctness of a prediction given its confidence, fitted
             on the holdout (estimated performance without labels); absent when not measured.
         importance: How much the model's output depends on each feature (attribution of drift).
+        error_model: Regressors: the model of the absolute error shipped beside ``model.onnx``
+            (estimated performance without labels); absent when the holdout was too small for one.
     """
 
     schema_version: Literal["1"] = MANIFEST_SCHEMA_VERSION
@@ -493,6 +562,7 @@ class Manifest(_Frozen):
     # readable by the previous release's workers (manifests forbid unknown fields).
     calibration: Calibration | None = Field(default=None, exclude_if=lambda value: value is None)
     importance: FeatureImportance | None = Field(default=None, exclude_if=lambda value: value is None)
+    error_model: ErrorModel | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -509,6 +579,8 @@ class Manifest(_Frozen):
         _check_reference(self.task, self.features, self.reference)
         if self.calibration is not None and self.task == "regression":
             raise ValueError("calibration is for classifiers: a regressor has no class probabilities")
+        if self.error_model is not None and self.task != "regression":
+            raise ValueError("error_model is for regressors: a classifier's error comes from its calibration")
         if self.importance is not None and tuple(self.importance.values) != names:
             raise ValueError("importance.values must have one entry per feature, in feature order")
         return self
