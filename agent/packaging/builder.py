@@ -11,7 +11,8 @@ The steps, each a plain function a test can call on its own:
    stops with :class:`~agent.errors.ParityError` saying by how much they disagree.
 3. :func:`reference_statistics` of the inputs and of the model's output on the reference data; on
    the rows it was verified on, the calibration of a classifier's confidence
-   (:mod:`agent.packaging.calibration`) and each feature's permutation importance
+   (:mod:`agent.packaging.calibration`), a regressor's model of its absolute error
+   (:mod:`agent.packaging.error_model`) and each feature's permutation importance
    (:mod:`agent.packaging.importance`).
 4. :func:`write_package` atomically: files are written into a hidden staging directory next to the
    target and renamed into place, so a scan never sees half a package.
@@ -41,6 +42,7 @@ from agent.packaging.convert import (
     target_opsets,
     task_of,
 )
+from agent.packaging.error_model import FittedErrorModel, fit_error_model
 from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import (
     MAX_REFERENCE_PARITY_ROWS,
@@ -69,6 +71,8 @@ class BuiltPackage:
     manifest: Manifest
     parity: ParityReport
     timings: dict[str, float]
+    notes: tuple[str, ...] = ()
+    """What the build chose to leave out or add, and why (printed by ``driftline package``)."""
 
 
 def _estimator_path(estimator: Any) -> str:
@@ -140,6 +144,7 @@ def build_package(
         calibration = (
             None if task == "regression" else calibrate(y_check, predicted, classes, fitted_on=checked_on)
         )
+        fitted = _error_model(task, checked_on, X_check, y_check, predicted)
         importance = permutation_importance(
             task,
             lambda rows: onnx_predictions(task, converted, session, rows),
@@ -176,6 +181,7 @@ def build_package(
                 onnx_sha256=hashlib.sha256(converted.onnx_bytes).hexdigest(),
                 calibration=calibration,
                 importance=importance,
+                error_model=fitted.entry if fitted is not None else None,
             )
         except ValidationError as exc:
             raise PackageError(
@@ -183,5 +189,32 @@ def build_package(
             ) from exc
 
     with progress.step("write"):
-        path = write_package(repository, manifest, converted.onnx_bytes, force=force)
-    return BuiltPackage(path, manifest, parity, dict(progress.timings))
+        path = write_package(
+            repository,
+            manifest,
+            converted.onnx_bytes,
+            force=force,
+            error_model=fitted.onnx_bytes if fitted is not None else None,
+        )
+    notes = (fitted.note,) if fitted is not None else ()
+    return BuiltPackage(path, manifest, parity, dict(progress.timings), notes)
+
+
+def _error_model(
+    task: str,
+    checked_on: Literal["holdout", "reference"],
+    X: np.ndarray[Any, Any],
+    y: np.ndarray[Any, Any],
+    predicted: dict[str, np.ndarray[Any, Any]],
+) -> FittedErrorModel | None:
+    """A regressor's error model, fitted on part of its holdout (``None`` for classifiers)."""
+    if task != "regression":
+        return None
+    if checked_on != "holdout":
+        return FittedErrorModel(
+            None,
+            None,
+            "no error model: no holdout rows (one fitted on the training rows would learn the "
+            "training error, which is optimistic)",
+        )
+    return fit_error_model(X, y, predicted["values"])

@@ -792,7 +792,7 @@ def build_from_onnx(
 
     with progress.step("write"):
         path = write_package(repository, manifest, onnx_bytes, force=force)
-    return ImportedPackage(path, manifest, parity, dict(progress.timings), plan.changes)
+    return ImportedPackage(path, manifest, parity, dict(progress.timings), changes=plan.changes)
 
 
 def _evaluate(
