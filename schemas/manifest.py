@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal, Self
 
 import numpy as np
@@ -47,6 +48,7 @@ __all__ = [
     "QUANTILE_PROBABILITIES",
     "BuildVersions",
     "Calibration",
+    "CalibrationCurve",
     "CategoricalStatistics",
     "ErrorModel",
     "Feature",
@@ -381,6 +383,37 @@ class BuildVersions(_Frozen):
         }
 
 
+class CalibrationCurve(_Frozen):
+    """One non-decreasing piecewise-linear map from a confidence to the probability of being right.
+
+    Parameters:
+        confidence: Breakpoints of the highest probability, strictly increasing, in ``[0, 1]``.
+        correctness: Expected correctness at each breakpoint, non-decreasing, in ``[0, 1]``.
+    """
+
+    confidence: tuple[Rate, ...]
+    correctness: tuple[Rate, ...]
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Self:
+        _check_curve(self.confidence, self.correctness)
+        return self
+
+    def expected_error(self, confidence: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``1 - correctness`` at each ``confidence``."""
+        x = np.asarray(confidence, dtype=np.float64)
+        return 1.0 - np.interp(x, self.confidence, self.correctness)
+
+
+def _check_curve(confidence: tuple[float, ...], correctness: tuple[float, ...]) -> None:
+    if len(confidence) != len(correctness) or len(confidence) < 1:
+        raise ValueError("confidence and correctness need the same number (at least 1) of breakpoints")
+    if any(b <= a for a, b in pairwise(confidence)):
+        raise ValueError("confidence breakpoints must be strictly increasing")
+    if any(b < a for a, b in pairwise(correctness)):
+        raise ValueError("correctness must be non-decreasing")
+
+
 class Calibration(_Frozen):
     """A classifier's expected correctness given its confidence: the calibration that estimates its
     error without labels (CBPE-style), fitted on labelled rows it was not trained on.
@@ -390,45 +423,76 @@ class Calibration(_Frozen):
     non-decreasing piecewise-linear map (isotonic regression's), interpolated between them and flat
     beyond the ends. Plain numbers, validated when the manifest is read: no pickled model.
 
+    With ``per_class`` (method ``isotonic_per_class``) each predicted class has a curve of its own, in
+    the order of the probability columns: a model is often surer of one class than of another at the
+    same confidence. The pooled curve stays, for a prediction whose class is not known.
+
     Parameters:
-        method: ``isotonic`` (the only method so far).
+        method: ``isotonic`` (one curve) or ``isotonic_per_class``.
         rows: Labelled rows it was fitted on.
-        fitted_on: ``holdout`` rows, or the ``reference`` (training) rows when there was no holdout
-            (then optimistic: a model is surer of the rows it was trained on).
+        fitted_on: ``holdout`` rows; ``holdout+out_of_fold``: the holdout rows and the training rows,
+            each training row predicted by a copy of the model trained without it (cross-validation);
+            or the ``reference`` (training) rows when there was no holdout (then optimistic: a model
+            is surer of the rows it was trained on).
         confidence: Breakpoints of the highest probability, strictly increasing, in ``[0, 1]``.
         correctness: Expected correctness at each breakpoint, non-decreasing, in ``[0, 1]``.
-        reference_error: Mean estimated error (1 - correctness) over the rows it was fitted on.
+        reference_error: Mean estimated error (1 - correctness) over the holdout rows (all the rows
+            it was fitted on when there was no holdout).
         reference_error_std: Its standard deviation per row.
+        per_class: A curve per predicted class (``isotonic_per_class`` only).
 
     Example:
         >>> c = Calibration(rows=4, fitted_on="holdout", confidence=(0.5, 0.9, 1.0),
         ...                 correctness=(0.5, 0.8, 1.0), reference_error=0.2, reference_error_std=0.1)
         >>> c.expected_error(np.array([0.5, 0.7, 0.95, 1.0])).round(3).tolist()
         [0.5, 0.35, 0.1, 0.0]
+        >>> sure_of_1 = CalibrationCurve(confidence=(0.5, 1.0), correctness=(0.9, 1.0))
+        >>> c2 = c.model_copy(update={"method": "isotonic_per_class", "per_class": (c.curve, sure_of_1)})
+        >>> c2.expected_error(np.array([0.7, 0.7]), predicted=np.array([0, 1])).round(3).tolist()
+        [0.35, 0.06]
     """
 
-    method: Literal["isotonic"] = "isotonic"
+    method: Literal["isotonic", "isotonic_per_class"] = "isotonic"
     rows: Annotated[int, Field(ge=1)]
-    fitted_on: Literal["holdout", "reference"]
+    fitted_on: Literal["holdout", "holdout+out_of_fold", "reference"]
     confidence: tuple[Rate, ...]
     correctness: tuple[Rate, ...]
     reference_error: Rate
     reference_error_std: Annotated[float, Field(ge=0.0)]
+    # Left out of the JSON when absent: a single-curve calibration reads as before.
+    per_class: tuple[CalibrationCurve, ...] | None = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
 
     @model_validator(mode="after")
     def _monotone(self) -> Self:
-        if len(self.confidence) != len(self.correctness) or len(self.confidence) < 1:
-            raise ValueError("confidence and correctness need the same number (at least 1) of breakpoints")
-        if any(b <= a for a, b in zip(self.confidence, self.confidence[1:], strict=False)):
-            raise ValueError("confidence breakpoints must be strictly increasing")
-        if any(b < a for a, b in zip(self.correctness, self.correctness[1:], strict=False)):
-            raise ValueError("correctness must be non-decreasing")
+        _check_curve(self.confidence, self.correctness)
+        if (self.method == "isotonic_per_class") != (self.per_class is not None):
+            raise ValueError("per_class curves go with method 'isotonic_per_class', and only with it")
         return self
 
-    def expected_error(self, confidence: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """``1 - correctness`` at each ``confidence`` (the highest class probability of a row)."""
+    @property
+    def curve(self) -> CalibrationCurve:
+        """The pooled curve."""
+        return CalibrationCurve(confidence=self.confidence, correctness=self.correctness)
+
+    def expected_error(
+        self, confidence: npt.ArrayLike, predicted: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """``1 - correctness`` at each ``confidence`` (the highest class probability of a row), through
+        the curve of its ``predicted`` class (the index of its probability column) when given and
+        there are per-class curves, else the pooled one."""
         x = np.asarray(confidence, dtype=np.float64)
-        return 1.0 - np.interp(x, self.confidence, self.correctness)
+        pooled = 1.0 - np.interp(x, self.confidence, self.correctness)
+        if self.per_class is None or predicted is None:
+            return pooled
+        k = np.asarray(predicted).reshape(x.shape)
+        out = pooled
+        for i, curve in enumerate(self.per_class):
+            rows = k == i
+            if rows.any():
+                out[rows] = curve.expected_error(x[rows])
+        return out
 
 
 class ErrorModel(_Frozen):
@@ -579,6 +643,10 @@ class Manifest(_Frozen):
         _check_reference(self.task, self.features, self.reference)
         if self.calibration is not None and self.task == "regression":
             raise ValueError("calibration is for classifiers: a regressor has no class probabilities")
+        if self.calibration is not None and self.calibration.per_class is not None:
+            n_classes = len(self.outputs.class_labels or ())
+            if len(self.calibration.per_class) != n_classes:
+                raise ValueError(f"calibration.per_class needs one curve per class ({n_classes})")
         if self.error_model is not None and self.task != "regression":
             raise ValueError("error_model is for regressors: a classifier's error comes from its calibration")
         if self.importance is not None and tuple(self.importance.values) != names:

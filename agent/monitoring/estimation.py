@@ -176,7 +176,7 @@ class EstimatedErrorMonitor(_EstimateColumn):
         """Each row's expected error from its class probabilities (``(n, classes)``)."""
         p = np.asarray(probabilities)
         confidence = p.max(axis=1).astype(np.float64)
-        return self.calibration.expected_error(confidence)
+        return self.calibration.expected_error(confidence, p.argmax(axis=1))
 
     def update(self, probabilities: npt.ArrayLike) -> list[Detection]:
         """Feed one batch's class probabilities; returns the rises detected, in stream order."""

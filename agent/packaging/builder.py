@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from agent.errors import ConfigurationError, PackageError, describe_validation_error
 from agent.models.repository import ModelRepository
 from agent.packaging import boosting
-from agent.packaging.calibration import calibrate
+from agent.packaging.calibration import MAX_HOLDOUT_FOR_OUT_OF_FOLD, OutOfFold, calibrate, out_of_fold
 from agent.packaging.convert import (
     convert,
     hyperparameters,
@@ -142,7 +142,15 @@ def build_package(
     with progress.step("explain"):
         classes = converted.outputs.class_labels or ()
         calibration = (
-            None if task == "regression" else calibrate(y_check, predicted, classes, fitted_on=checked_on)
+            None
+            if task == "regression"
+            else calibrate(
+                y_check,
+                predicted,
+                classes,
+                fitted_on=checked_on,
+                out_of_fold=_out_of_fold(estimator, features, X_ref, y_ref, checked_on, holdout_rows),
+            )
         )
         fitted = _error_model(task, checked_on, X_check, y_check, predicted)
         importance = permutation_importance(
@@ -198,6 +206,23 @@ def build_package(
         )
     notes = (fitted.note,) if fitted is not None else ()
     return BuiltPackage(path, manifest, parity, dict(progress.timings), notes)
+
+
+def _out_of_fold(
+    estimator: Any,
+    features: Any,
+    X_ref: np.ndarray[Any, Any],
+    y_ref: np.ndarray[Any, Any],
+    checked_on: Literal["holdout", "reference"],
+    holdout_rows: int,
+) -> OutOfFold | None:
+    """More rows for a classifier's calibration when its holdout is small: the training rows'
+    out-of-fold predictions (as served: after the missing-value policy)."""
+    if checked_on != "holdout" or holdout_rows >= MAX_HOLDOUT_FOR_OUT_OF_FOLD:
+        return None
+    X = X_ref.copy()
+    keep = prepared_mask(features, X)
+    return out_of_fold(estimator, X[keep], y_ref[keep])
 
 
 def _error_model(

@@ -248,11 +248,15 @@ def test_the_estimate_of_classification_20_is_within_3_points(
     assert worst <= (0.035 if scenario == "gradual" else 0.03), gaps
 
 
-@pytest.mark.parametrize(("scenario", "bound"), [("calm", 0.03), ("recurring", 0.03), ("covariate", 0.05)])
+@pytest.mark.parametrize(
+    ("scenario", "bound"), [("calm", 0.03), ("covariate", 0.03), ("gradual", 0.035), ("recurring", 0.03)]
+)
 def test_the_estimate_of_breast_cancer(examples: ModelRepository, scenario: str, bound: float) -> None:
-    # Within 3 points calm and recurring; under the covariate shift it is too pessimistic by about 3.5:
-    # +1 sd of 'worst radius' makes the forest less sure of rows it still gets right (the streams replay
-    # its training rows, which it knows by heart, and it has three other size features to go by).
+    # Calibrated per predicted class on 569 rows (143 holdout, 426 training rows predicted out of
+    # fold): within 3 points calm, covariate and recurring. Still too pessimistic rather than not: the
+    # streams replay its training rows, which the forest knows by heart, and +1 sd of 'worst radius'
+    # makes it less sure of rows it still gets right. gradual ramps it to +2 sd, beyond most of the
+    # holdout: 3.1 points there.
     gaps = window_gaps(examples.root, "breast-cancer", scenario)
     assert max(abs(g) for g in gaps) <= bound, gaps
     assert min(gaps) > -0.01  # never optimistic
