@@ -133,3 +133,41 @@ def test_the_manifest_keeps_the_error_model_for_regressors(example_packages: Exa
     for bad in ("model.onnx", "../model.onnx", "error_model.pkl"):
         with pytest.raises(ValidationError):
             ErrorModel.model_validate({**entry.model_dump(), "file": bad})
+
+
+def test_a_regressor_brought_as_an_onnx_file_gets_one_from_its_labelled_holdout(tmp_path: Path) -> None:
+    from agent.packaging.onnx_import import build_from_onnx
+    from tests.agent.packaging.test_onnx_import import regressor_graph, save, write_csv
+
+    # The handmade graph predicts x . (0, 1/3, 2/3); the truth adds noise that grows with |x0|.
+    rng = np.random.default_rng(5)
+    X_ref, X_held = rng.normal(size=(400, 3)), rng.normal(size=(1000, 3))
+    truth = X_held @ (np.arange(3) / 3) + rng.normal(size=1000) * (0.2 + np.abs(X_held[:, 0]))
+    built = build_from_onnx(
+        save(regressor_graph(), tmp_path / "model.onnx"),
+        write_csv(tmp_path / "reference.csv", X_ref),
+        holdout=write_csv(tmp_path / "holdout.csv", X_held, [f"{v:.6f}" for v in truth]),
+        label_column="y",
+        name="imported",
+        version="1",
+        repository=ModelRepository(tmp_path / "models"),
+    )
+    e = built.manifest.error_model
+    assert e is not None and (e.rows, e.checked_rows) == (600, 400) and e.check_mae < e.constant_mae
+    assert built.notes[0].startswith("error model: fitted on 600 holdout rows")
+    model = load_package(built.path)
+    rows = np.array([[0.0, 0.0, 0.0], [2.5, 0.0, 0.0]], dtype=np.float32)
+    values = model.predict(rows).values
+    assert values is not None
+    low, high = model.estimate_errors(rows, values)
+    assert high > 2 * low
+    # Without labelled holdout rows: none, and the package says why.
+    again = build_from_onnx(
+        save(regressor_graph(), tmp_path / "model.onnx"),
+        write_csv(tmp_path / "reference.csv", X_ref),
+        name="imported",
+        version="2",
+        repository=ModelRepository(tmp_path / "models"),
+    )
+    assert again.manifest.error_model is None
+    assert again.notes == ("no error model: no labelled holdout rows (--holdout and --label-column)",)
