@@ -31,7 +31,7 @@ Example:
     >>> e.rows, e.checked_rows, e.inputs, e.check_mae < e.constant_mae
     (600, 400, 'features+prediction', True)
     >>> round(e.checked_error, 2), round(e.realised_mae, 2)
-    (0.82, 0.78)
+    (0.83, 0.78)
     >>> print(fit_error_model(X[:150], y[:150], predicted[:150]).note)  # doctest: +NORMALIZE_WHITESPACE
     no error model: the holdout has 150 rows, fewer than the 200 needed to fit one on 60% and check
     it on the rest
@@ -79,12 +79,14 @@ class FittedErrorModel:
 def _estimator(seed: int) -> Any:
     from sklearn.ensemble import GradientBoostingRegressor
 
-    # Small and smooth: a few hundred rows of a noisy target. Shallow trees, a slow rate and large
-    # leaves keep it from learning the rows' noise; squared loss estimates the mean of |error|.
+    # Small and smooth: a few hundred rows of a noisy target. Shallow trees, a moderate rate and large
+    # leaves keep it from learning the rows' noise; squared loss estimates the mean of |error|. It runs
+    # on every served batch: 50 trees fit the noisy example as well as 100 at half the cost (about
+    # 1.1 us per prediction with onnxruntime on one thread, against 1.7 to 2.7 for 100).
     return GradientBoostingRegressor(
-        n_estimators=100,
+        n_estimators=50,
         max_depth=2,
-        learning_rate=0.05,
+        learning_rate=0.1,
         min_samples_leaf=20,
         subsample=0.8,
         random_state=seed,
