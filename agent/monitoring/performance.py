@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from agent.metrics import MetricPoint
 from agent.monitoring.attribution import EXPLAINED_KINDS, column_shifts, explain, rank_drivers
 from agent.monitoring.batch import ModelBatch
@@ -92,10 +94,12 @@ def observe_estimate(
     p = batch.predictions
     if isinstance(estimated, EstimatedErrorMonitor):
         if p.probabilities is None:
+            estimated.last_expected = np.zeros(0)  # nothing for the join to pair with this batch
             return []
         detections = estimated.update(p.probabilities)
     else:
         if p.values is None:
+            estimated.last_expected = np.zeros(0)
             return []
         detections = estimated.update_expected(
             batch.served.model.estimate_errors(batch.encoded.matrix, p.values)

@@ -171,3 +171,17 @@ def test_a_regressor_brought_as_an_onnx_file_gets_one_from_its_labelled_holdout(
     )
     assert again.manifest.error_model is None
     assert again.notes == ("no error model: no labelled holdout rows (--holdout and --label-column)",)
+
+
+def test_inspect_verifies_and_runs_the_error_model(
+    built: BuiltPackage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    assert main(["inspect", str(built.path)]) == 0
+    out = capsys.readouterr().out
+    e = built.manifest.error_model
+    assert e is not None
+    assert f"error model error_model.onnx sha256 {e.sha256} (verified), reads features+prediction" in out
+    assert "fitted on 600 holdout rows, checked on 400" in out
+    assert "estimated absolute error " in out
