@@ -191,8 +191,9 @@ class Metrics:
         )
         self.model_estimate = Gauge(
             "driftline_model_estimate",
-            "A classifier's estimated error without labels (estimated_error, over its recent predictions) "
-            "and, over its last joined predictions, the realised error beside the estimate for them "
+            "A model's estimated error without labels (estimated_error, over its recent predictions: a "
+            "classifier's error rate, a regressor's mean absolute error in the target's units) and, over "
+            "its last joined predictions, the realised error beside the estimate for them "
             "(realised_error, estimated_error_joined, estimate_gap = estimated - realised, "
             "estimate_abs_gap).",
             ["model", "metric"],

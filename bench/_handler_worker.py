@@ -65,6 +65,9 @@ def main(argv: list[str]) -> None:
     cfg = json.loads(argv[1])
     payloads: list[tuple[bytes, bytes]] = pickle.loads(Path(cfg["payloads"]).read_bytes())
     handler = _handler(cfg)
+    if handler.registry.resolve(cfg.get("model", "classification-20")) is None:
+        # Every request would be dead-lettered, and measured as if it had been served.
+        raise SystemExit(f"{cfg['model_repository']}: this tree serves no {cfg.get('model')} package")
     records = [Record("requests", i % 4, i, key, value) for i, (key, value) in enumerate(payloads)]
     size = cfg["batch"]
     batches = [records[i : i + size] for i in range(0, len(records), size)]

@@ -67,6 +67,21 @@ def _measure(tree: Path, cfg: dict[str, Any], tmp: Path, tag: str, profile_s: fl
     return out
 
 
+def _build_with(tree: Path, repository: Path) -> Path:
+    """The bench's package, built by ``tree``'s own builder (in a process of its own)."""
+    program = (
+        "import sys\n"
+        "from agent.models.repository import ModelRepository\n"
+        "from agent.packaging.builder import build_package\n"
+        "from agent.packaging.examples import classification_20\n"
+        f"build_package(classification_20(), name={MODEL!r}, version='1', "
+        "repository=ModelRepository(sys.argv[1]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run([sys.executable, "-c", program, str(repository)], cwd=tree, env=env, check=True)
+    return repository
+
+
 def _spy(pid: int, seconds: float, out: Path) -> list[str]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     argv = [spy, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "250"]
@@ -99,11 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         build_package(
             classification_20(), name=MODEL, version="1", repository=ModelRepository(tmp / "models")
         )
+        repositories = {"current": tmp / "models"}
         messages = generate("calm", model=MODEL, seed=7, count=args.requests, outcome_share=0.0)
         (tmp / "payloads.pkl").write_bytes(pickle.dumps([(m.key, m.value) for m in messages]))
         trees = {"current": REPO}
         if args.baseline_ref:
             trees[args.baseline_ref] = export_tree(args.baseline_ref, tmp / "baseline")
+            # Built by the baseline's own code: a worker refuses a manifest newer than it reads, and
+            # would dead-letter every request of a package this tree built.
+            repositories[args.baseline_ref] = _build_with(trees[args.baseline_ref], tmp / "baseline-models")
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         passes: dict[tuple[str, str], list[float]] = {}
         per_round: dict[tuple[str, str], list[float]] = {}
@@ -114,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 for name in order:
                     cfg = {
-                        "model_repository": str(tmp / "models"),
+                        "model_repository": str(repositories[name]),
+                        "model": MODEL,
                         "payloads": str(tmp / "payloads.pkl"),
                         "batch": args.batch,
                         "repeats": args.repeats,
@@ -131,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             for name, tree in trees.items():
                 cfg = {
-                    "model_repository": str(tmp / "models"),
+                    "model_repository": str(repositories[name]),
+                    "model": MODEL,
                     "payloads": str(tmp / "payloads.pkl"),
                     "batch": args.batch,
                     "repeats": 1,

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal, Self
 
 import numpy as np
@@ -47,7 +48,9 @@ __all__ = [
     "QUANTILE_PROBABILITIES",
     "BuildVersions",
     "Calibration",
+    "CalibrationCurve",
     "CategoricalStatistics",
+    "ErrorModel",
     "Feature",
     "FeatureImportance",
     "FeatureStatistics",
@@ -493,6 +496,37 @@ class BuildVersions(_Frozen):
         }
 
 
+class CalibrationCurve(_Frozen):
+    """One non-decreasing piecewise-linear map from a confidence to the probability of being right.
+
+    Parameters:
+        confidence: Breakpoints of the highest probability, strictly increasing, in ``[0, 1]``.
+        correctness: Expected correctness at each breakpoint, non-decreasing, in ``[0, 1]``.
+    """
+
+    confidence: tuple[Rate, ...]
+    correctness: tuple[Rate, ...]
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Self:
+        _check_curve(self.confidence, self.correctness)
+        return self
+
+    def expected_error(self, confidence: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``1 - correctness`` at each ``confidence``."""
+        x = np.asarray(confidence, dtype=np.float64)
+        return 1.0 - np.interp(x, self.confidence, self.correctness)
+
+
+def _check_curve(confidence: tuple[float, ...], correctness: tuple[float, ...]) -> None:
+    if len(confidence) != len(correctness) or len(confidence) < 1:
+        raise ValueError("confidence and correctness need the same number (at least 1) of breakpoints")
+    if any(b <= a for a, b in pairwise(confidence)):
+        raise ValueError("confidence breakpoints must be strictly increasing")
+    if any(b < a for a, b in pairwise(correctness)):
+        raise ValueError("correctness must be non-decreasing")
+
+
 class Calibration(_Frozen):
     """A classifier's expected correctness given its confidence: the calibration that estimates its
     error without labels (CBPE-style), fitted on labelled rows it was not trained on.
@@ -502,45 +536,142 @@ class Calibration(_Frozen):
     non-decreasing piecewise-linear map (isotonic regression's), interpolated between them and flat
     beyond the ends. Plain numbers, validated when the manifest is read: no pickled model.
 
+    With ``per_class`` (method ``isotonic_per_class``) each predicted class has a curve of its own, in
+    the order of the probability columns: a model is often surer of one class than of another at the
+    same confidence. The pooled curve stays, for a prediction whose class is not known.
+
     Parameters:
-        method: ``isotonic`` (the only method so far).
+        method: ``isotonic`` (one curve) or ``isotonic_per_class``.
         rows: Labelled rows it was fitted on.
-        fitted_on: ``holdout`` rows, or the ``reference`` (training) rows when there was no holdout
-            (then optimistic: a model is surer of the rows it was trained on).
+        fitted_on: ``holdout`` rows; ``holdout+out_of_fold``: the holdout rows and the training rows,
+            each training row predicted by a copy of the model trained without it (cross-validation);
+            or the ``reference`` (training) rows when there was no holdout (then optimistic: a model
+            is surer of the rows it was trained on).
         confidence: Breakpoints of the highest probability, strictly increasing, in ``[0, 1]``.
         correctness: Expected correctness at each breakpoint, non-decreasing, in ``[0, 1]``.
-        reference_error: Mean estimated error (1 - correctness) over the rows it was fitted on.
+        reference_error: Mean estimated error (1 - correctness) over the holdout rows (all the rows
+            it was fitted on when there was no holdout).
         reference_error_std: Its standard deviation per row.
+        per_class: A curve per predicted class (``isotonic_per_class`` only).
 
     Example:
         >>> c = Calibration(rows=4, fitted_on="holdout", confidence=(0.5, 0.9, 1.0),
         ...                 correctness=(0.5, 0.8, 1.0), reference_error=0.2, reference_error_std=0.1)
         >>> c.expected_error(np.array([0.5, 0.7, 0.95, 1.0])).round(3).tolist()
         [0.5, 0.35, 0.1, 0.0]
+        >>> sure_of_1 = CalibrationCurve(confidence=(0.5, 1.0), correctness=(0.9, 1.0))
+        >>> c2 = c.model_copy(update={"method": "isotonic_per_class", "per_class": (c.curve, sure_of_1)})
+        >>> c2.expected_error(np.array([0.7, 0.7]), predicted=np.array([0, 1])).round(3).tolist()
+        [0.35, 0.06]
     """
 
-    method: Literal["isotonic"] = "isotonic"
+    method: Literal["isotonic", "isotonic_per_class"] = "isotonic"
     rows: Annotated[int, Field(ge=1)]
-    fitted_on: Literal["holdout", "reference"]
+    fitted_on: Literal["holdout", "holdout+out_of_fold", "reference"]
     confidence: tuple[Rate, ...]
     correctness: tuple[Rate, ...]
     reference_error: Rate
     reference_error_std: Annotated[float, Field(ge=0.0)]
+    # Left out of the JSON when absent: a single-curve calibration reads as before.
+    per_class: tuple[CalibrationCurve, ...] | None = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
 
     @model_validator(mode="after")
     def _monotone(self) -> Self:
-        if len(self.confidence) != len(self.correctness) or len(self.confidence) < 1:
-            raise ValueError("confidence and correctness need the same number (at least 1) of breakpoints")
-        if any(b <= a for a, b in zip(self.confidence, self.confidence[1:], strict=False)):
-            raise ValueError("confidence breakpoints must be strictly increasing")
-        if any(b < a for a, b in zip(self.correctness, self.correctness[1:], strict=False)):
-            raise ValueError("correctness must be non-decreasing")
+        _check_curve(self.confidence, self.correctness)
+        if (self.method == "isotonic_per_class") != (self.per_class is not None):
+            raise ValueError("per_class curves go with method 'isotonic_per_class', and only with it")
         return self
 
-    def expected_error(self, confidence: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """``1 - correctness`` at each ``confidence`` (the highest class probability of a row)."""
+    @property
+    def curve(self) -> CalibrationCurve:
+        """The pooled curve."""
+        return CalibrationCurve(confidence=self.confidence, correctness=self.correctness)
+
+    def expected_error(
+        self, confidence: npt.ArrayLike, predicted: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float64]:
+        """``1 - correctness`` at each ``confidence`` (the highest class probability of a row), through
+        the curve of its ``predicted`` class (the index of its probability column) when given and
+        there are per-class curves, else the pooled one."""
         x = np.asarray(confidence, dtype=np.float64)
-        return 1.0 - np.interp(x, self.confidence, self.correctness)
+        pooled = 1.0 - np.interp(x, self.confidence, self.correctness)
+        if self.per_class is None or predicted is None:
+            return pooled
+        k = np.asarray(predicted).reshape(x.shape)
+        out = pooled
+        for i, curve in enumerate(self.per_class):
+            rows = k == i
+            if rows.any():
+                out[rows] = curve.expected_error(x[rows])
+        return out
+
+
+class ErrorModel(_Frozen):
+    """A regressor's model of its own absolute error, for estimating its error without labels
+    (DLE-style): a second ONNX graph in the package, trained on part of the holdout to predict
+    ``|y - y_hat|`` from the features (and the prediction), checked on the rest.
+
+    The graph has one float32 input named ``input``, ``[None, n_features]`` (``inputs`` is
+    ``features``) or ``[None, n_features + 1]`` with the model's prediction as the last column
+    (``features+prediction``), and one float32 output: the expected absolute error, in the target's
+    units (negative values are read as 0). It is verified when the package is loaded exactly as the
+    main graph is: its SHA-256, its opsets and IR version, its input and output.
+
+    Parameters:
+        method: ``dle``: a direct model of the absolute error (NannyML's direct loss estimation).
+        file: The graph's file name in the package directory.
+        sha256: Hex SHA-256 of that file.
+        estimator: Import path of the estimator's class that was converted.
+        inputs: What the graph reads: the features, or the features and the prediction.
+        fitted_on: Always ``holdout``: an error model fitted on training rows learns the training
+            error, which is optimistic.
+        rows: Holdout rows it was fitted on.
+        checked_rows: Holdout rows it was checked on (not fitted on).
+        reference_error: Mean estimated absolute error over all the holdout rows: what the served
+            estimate is compared with (it depends on the inputs only, so every row counts).
+        reference_error_std: Its standard deviation per row.
+        checked_error: Mean estimated absolute error over the checked rows.
+        realised_mae: The model's mean absolute error over the checked rows, to set beside it.
+        check_mae: How far the estimate is from each checked row's absolute error (mean absolute
+            difference).
+        constant_mae: The same for a constant estimate (the fitted rows' mean absolute error): the
+            error model is shipped only if it does better.
+
+    Example:
+        >>> e = ErrorModel(file="error_model.onnx", sha256="0" * 64, estimator="x.Y",
+        ...                inputs="features+prediction", rows=600, checked_rows=400,
+        ...                reference_error=1.2, reference_error_std=0.4, checked_error=1.22,
+        ...                realised_mae=1.25, check_mae=0.7, constant_mae=0.8)
+        >>> e.width(3)
+        4
+    """
+
+    method: Literal["dle"] = "dle"
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.onnx$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    estimator: str
+    inputs: Literal["features", "features+prediction"]
+    fitted_on: Literal["holdout"] = "holdout"
+    rows: Annotated[int, Field(ge=1)]
+    checked_rows: Annotated[int, Field(ge=1)]
+    reference_error: Annotated[float, Field(ge=0.0)]
+    reference_error_std: Annotated[float, Field(ge=0.0)]
+    checked_error: Annotated[float, Field(ge=0.0)]
+    realised_mae: Annotated[float, Field(ge=0.0)]
+    check_mae: Annotated[float, Field(ge=0.0)]
+    constant_mae: Annotated[float, Field(ge=0.0)]
+
+    @model_validator(mode="after")
+    def _own_file(self) -> Self:
+        if self.file == "model.onnx":
+            raise ValueError("the error model needs a file of its own, not model.onnx")
+        return self
+
+    def width(self, n_features: int) -> int:
+        """Columns of the graph's input for a model of ``n_features`` features."""
+        return n_features + (1 if self.inputs == "features+prediction" else 0)
 
 
 class FeatureImportance(_Frozen):
@@ -587,6 +718,8 @@ class Manifest(_Frozen):
         calibration: Classifiers: the expected correctness of a prediction given its confidence, fitted
             on the holdout (estimated performance without labels); absent when not measured.
         importance: How much the model's output depends on each feature (attribution of drift).
+        error_model: Regressors: the model of the absolute error shipped beside ``model.onnx``
+            (estimated performance without labels); absent when the holdout was too small for one.
     """
 
     schema_version: Literal["1"] = MANIFEST_SCHEMA_VERSION
@@ -606,6 +739,7 @@ class Manifest(_Frozen):
     # readable by the previous release's workers (manifests forbid unknown fields).
     calibration: Calibration | None = Field(default=None, exclude_if=lambda value: value is None)
     importance: FeatureImportance | None = Field(default=None, exclude_if=lambda value: value is None)
+    error_model: ErrorModel | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -622,6 +756,12 @@ class Manifest(_Frozen):
         _check_reference(self.task, self.features, self.reference)
         if self.calibration is not None and self.task == "regression":
             raise ValueError("calibration is for classifiers: a regressor has no class probabilities")
+        if self.calibration is not None and self.calibration.per_class is not None:
+            n_classes = len(self.outputs.class_labels or ())
+            if len(self.calibration.per_class) != n_classes:
+                raise ValueError(f"calibration.per_class needs one curve per class ({n_classes})")
+        if self.error_model is not None and self.task != "regression":
+            raise ValueError("error_model is for regressors: a classifier's error comes from its calibration")
         if self.importance is not None and tuple(self.importance.values) != names:
             raise ValueError("importance.values must have one entry per feature, in feature order")
         return self

@@ -129,6 +129,17 @@ def _summary(model: LoadedModel) -> list[str]:
         assert p.labels is not None and p.probabilities is not None
         rounded = [round(float(x), 4) for x in p.probabilities[0]]
         smoke = f"label {p.labels[0].item()!r}, probabilities {rounded}"
+    e = m.error_model
+    if e is not None and p.values is not None:
+        # The second graph is verified like the first when the package loads; run it too.
+        expected = model.estimate_errors(row, p.values)[0]
+        lines.append(
+            f"error model {e.file} sha256 {e.sha256} (verified), reads {e.inputs}; fitted on {e.rows} "
+            f"holdout rows, checked on {e.checked_rows}: off by {_fmt(e.check_mae)} vs "
+            f"{_fmt(e.constant_mae)} for a constant; estimated MAE {_fmt(e.reference_error)} on the "
+            f"holdout"
+        )
+        smoke += f", estimated absolute error {expected:.6g}"
     lines.append(f"smoke test  reference medians -> {smoke}")
     if model.findings:
         lines.append(f"findings    {len(model.findings)} technical-drift finding(s):")

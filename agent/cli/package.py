@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     for change in changes:
         print(f"  graph: {change}")
     print(f"  {scores}")
+    for note in built.notes:
+        print(f"  {note}")
     print(f"  sha256 {manifest.onnx_sha256}")
     print(f"  total {time.perf_counter() - started:.2f} s")
     return 0

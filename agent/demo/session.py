@@ -713,9 +713,11 @@ def _estimated_errors(manifest: Manifest, output: Any) -> Any:
     if manifest.calibration is None or manifest.task == "regression":
         return None
     confidence = np.asarray(output, dtype=np.float64)
+    predicted = None  # a multiclass model's class is not logged: its pooled curve
     if manifest.task == "binary_classification":
+        predicted = (confidence > 0.5).astype(np.int64)  # the arg-max of (1 - p, p)
         confidence = np.maximum(confidence, 1.0 - confidence)
-    estimated = manifest.calibration.expected_error(confidence)
+    estimated = manifest.calibration.expected_error(confidence, predicted)
     return np.where(np.isnan(confidence), np.nan, estimated)
 
 

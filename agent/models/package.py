@@ -8,7 +8,9 @@ scores one batch with one ONNX Runtime call, :meth:`LoadedModel.close` releases 
 Loading verifies, in order: the path is not a pickle (refused, never opened by an unpickler); the
 manifest parses and has a known schema version; ``model.onnx`` has the SHA-256 digest the manifest
 records; the ONNX graph parses; the installed onnxruntime supports its opsets and IR version; the
-graph's one input and its outputs match the manifest. Every failure raises a
+graph's one input and its outputs match the manifest. A regressor's error model (the manifest's
+``error_model``, a second ONNX graph in the package) goes through the same checks: its digest, its
+opsets and IR version, its one input and one output. Every failure raises a
 :class:`~agent.errors.PackageError` subclass whose message starts with the offending file, and leaves
 the model unloaded.
 
@@ -287,6 +289,64 @@ def _check_graph(path: Path, model: ModelInfo, manifest: Manifest) -> None:
             )
 
 
+def _check_error_graph(path: Path, model: ModelInfo, manifest: Manifest) -> None:
+    assert manifest.error_model is not None
+    inputs = [i for i in model.inputs if i.name not in model.initializers]
+    if [i.name for i in inputs] != ["input"]:
+        raise GraphMismatchError(
+            f"{path}: the error model must have exactly one input named 'input', has "
+            f"{[i.name for i in inputs]}"
+        )
+    (graph_input,) = inputs
+    if graph_input.elem_type != FLOAT:
+        raise GraphMismatchError(f"{path}: input 'input' must be float32, is {graph_input.elem_type_name}")
+    width = manifest.error_model.width(len(manifest.features))
+    if len(graph_input.dims) != 2 or graph_input.dims[1] != width:
+        raise GraphMismatchError(
+            f"{path}: input 'input' has shape {graph_input.dims}, but the error model reads "
+            f"{manifest.error_model.inputs}, so it must be [None, {width}]"
+        )
+    if len(model.outputs) != 1 or model.outputs[0].elem_type != FLOAT:
+        raise GraphMismatchError(
+            f"{path}: the error model must have one float32 output, has "
+            f"{[(o.name, o.elem_type_name) for o in model.outputs]}"
+        )
+
+
+def _load_error_model(
+    directory: Path, manifest: Manifest, threads: int
+) -> tuple[onnxruntime.InferenceSession, str] | None:
+    """The verified session of the package's error model and its output's name, if it has one."""
+    error_model = manifest.error_model
+    if error_model is None:
+        return None
+    path = directory / error_model.file
+    refuse_pickle(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptModelError(f"{path}: error model file is missing") from None
+    except OSError as exc:
+        raise CorruptModelError(f"{path}: cannot read the error model: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != error_model.sha256:
+        raise DigestMismatchError(
+            f"{path}: SHA-256 is {digest}, but {MANIFEST_FILE} records {error_model.sha256}: the "
+            "error model file was changed or replaced after packaging"
+        )
+    graph = _parse_onnx(path, data)
+    check_runtime_support(
+        path,
+        graph.opsets.items(),
+        graph.ir_version,
+        advice="; upgrade onnxruntime or rebuild the package with `driftline package`, which "
+        "targets the installed onnxruntime",
+    )
+    _check_error_graph(path, graph, manifest)
+    session = _create_session(path, data, threads)
+    return session, session.get_outputs()[0].name
+
+
 def _create_session(path: Path, data: bytes, threads: int) -> onnxruntime.InferenceSession:
     import onnxruntime
 
@@ -338,6 +398,7 @@ class _Loaded:
     session: onnxruntime.InferenceSession
     output_names: list[str]
     findings: tuple[DependencyFinding, ...]
+    error_model: tuple[onnxruntime.InferenceSession, str] | None = None
 
 
 class LoadedModel:
@@ -421,13 +482,14 @@ class LoadedModel:
         )
         _check_graph(model_path, graph, manifest)
         del graph
+        error_model = _load_error_model(directory, manifest, self.intra_op_num_threads)
         session = _create_session(model_path, data, self.intra_op_num_threads)
         output_names = [o.name for o in session.get_outputs()]
         findings = dependency_findings(manifest.versions.packages())
         for finding in findings:
             log.info("%s/%s technical drift: %s", manifest.name, manifest.version, finding)
         # Assigned last and at once, so a failure anywhere above leaves nothing half-loaded.
-        self._state = _Loaded(manifest, session, output_names, findings)
+        self._state = _Loaded(manifest, session, output_names, findings, error_model)
         return self
 
     def predict(self, matrix: npt.NDArray[np.floating[Any]]) -> Predictions:
@@ -455,6 +517,37 @@ class LoadedModel:
             return Predictions(values=by_name[outputs.value].reshape(len(batch)))
         assert outputs.label is not None and outputs.probabilities is not None
         return Predictions(labels=by_name[outputs.label], probabilities=by_name[outputs.probabilities])
+
+    @property
+    def has_error_model(self) -> bool:
+        """Whether the package carries an error model (a regressor's, for :meth:`estimate_errors`)."""
+        return self._require().error_model is not None
+
+    def estimate_errors(
+        self, matrix: npt.NDArray[np.floating[Any]], values: npt.NDArray[np.floating[Any]]
+    ) -> npt.NDArray[np.float64]:
+        """The error model's expected absolute error of each row of a batch the model scored
+        (``matrix`` as given to :meth:`predict`, ``values`` its predictions), at least 0, in one ONNX
+        Runtime call. Raises :class:`~agent.errors.PredictionError` on a bad batch or when the package
+        has no error model."""
+        state = self._require()
+        manifest = state.manifest
+        if state.error_model is None or manifest.error_model is None:
+            raise PredictionError(f"{manifest.name}/{manifest.version}: the package has no error model")
+        session, output = state.error_model
+        batch = np.ascontiguousarray(matrix, dtype=np.float32)
+        if manifest.error_model.inputs == "features+prediction":
+            column = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+            batch = np.ascontiguousarray(np.concatenate([batch, column], axis=1))
+        try:
+            (result,) = session.run([output], {"input": batch})
+        except Exception as exc:  # ORT's pybind exception types share no useful base class
+            raise PredictionError(
+                f"{manifest.name}/{manifest.version}: onnxruntime failed on the error model for a "
+                f"batch of {len(batch)} rows: {exc}"
+            ) from exc
+        # A model of a non-negative quantity can still dip below 0 between its training rows.
+        return np.maximum(np.asarray(result, dtype=np.float64).reshape(len(batch)), 0.0)
 
     def close(self) -> None:
         """Releases the ONNX Runtime session; the model can be loaded again."""

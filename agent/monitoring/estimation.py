@@ -1,4 +1,4 @@
-"""Estimated performance without labels: a classifier's expected error per prediction, monitored.
+"""Estimated performance without labels: a model's expected error per prediction, monitored.
 
 Labels often come hours or weeks after a prediction, or never. A classifier's confidence says how
 likely each prediction is to be right, once calibrated on labelled rows the model was not trained on
@@ -13,6 +13,13 @@ What it cannot see: a change of P(y | x) with the inputs unchanged (pure concept
 then as sure as before and wrong more often; only the labels (the concept monitor) catch that. Nor
 does it see a shift into a region where the model is confidently wrong.
 
+A regressor has no confidence to calibrate. Its package may carry a model of its absolute error
+instead (:class:`~schemas.manifest.ErrorModel`, fitted on part of the holdout: NannyML's DLE), which
+the served model runs on each batch; :class:`EstimatedAbsErrorMonitor` watches the expected absolute
+error it gives, in the target's units, against its mean on the holdout rows it was checked on. It
+sees inputs move to where the regressor erred more on the holdout; not a change of P(y | x), and
+nothing beyond the holdout's range (the error model's trees are flat past it).
+
 Once outcomes are joined to their predictions (:mod:`agent.monitoring.join`, which keeps each
 prediction's expected error), :class:`EstimateCheck` sets the realised error beside the estimate over
 the same predictions: how close the estimate was is a metric.
@@ -24,16 +31,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from agent.monitoring.columns import ColumnSet, WindowStats, column_detectors
 from agent.monitoring.detectors import Detection, DriftConfig
-from schemas.manifest import Calibration
+from schemas.manifest import Calibration, ErrorModel
 
-__all__ = ["EXPECTED_ERROR_STEP", "EstimateCheck", "EstimatedErrorMonitor", "quantise_expected"]
+__all__ = [
+    "EXPECTED_ERROR_STEP",
+    "EstimateCheck",
+    "EstimatedAbsErrorMonitor",
+    "EstimatedErrorMonitor",
+    "quantise_expected",
+]
 
 EXPECTED_ERROR_STEP = 1.0 / 200
 """Resolution at which the outcome join keeps a prediction's expected error (half a percentage point:
@@ -56,7 +69,59 @@ def quantise_expected(expected: npt.NDArray[np.float64]) -> list[float]:
     return [float(v) for v in (steps * EXPECTED_ERROR_STEP).round(6).tolist()]
 
 
-class EstimatedErrorMonitor:
+class _EstimateColumn:
+    """The estimated error per prediction as one monitored column, rises only (a fall is good news)."""
+
+    kind: ClassVar[Literal["classification", "regression"]]
+
+    def __init__(
+        self, reference_mean: float, reference_std: float, block_size: int, config: DriftConfig
+    ) -> None:
+        self.reference_mean = reference_mean
+        self.reference_std = reference_std
+        self.config = dataclasses.replace(config, block_size=block_size)
+        detectors = column_detectors(self.config, reference_mean, reference_std, "up")
+        self._columns = ColumnSet(
+            ["estimated_error"],
+            [detectors],
+            block_size,
+            self.config.window_blocks,
+            reference_mean,
+            reference_std,
+            rises_only=True,
+        )
+        self.last_expected: npt.NDArray[np.float64] = np.zeros(0)
+        """The expected errors of the last batch fed."""
+
+    @property
+    def block_size(self) -> int:
+        """Predictions per block."""
+        return self.config.block_size
+
+    @property
+    def n_events(self) -> int:
+        """Predictions seen so far."""
+        return self._columns.n_events
+
+    def update_expected(self, expected: npt.ArrayLike) -> list[Detection]:
+        """Feed one batch's expected errors; returns the rises detected, in stream order."""
+        values = np.asarray(expected, dtype=np.float64).reshape(-1)
+        self.last_expected = values
+        return self._columns.push(values.reshape(-1, 1), values.reshape(-1, 1))
+
+    def window_stats(self) -> WindowStats:
+        """The last ``config.window_blocks`` blocks; ``mean`` is the recent estimated error."""
+        return self._columns.window_stats()[0]
+
+    def detector_statistics(self) -> list[tuple[str, str, float]]:
+        """``(column, detector family, statistic)``, as the feature monitor reports them."""
+        return [
+            ("estimated_error", "page_hinkley" if i == 0 else "adwin", det.statistic)
+            for i, det in enumerate(self._columns.detectors[0])
+        ]
+
+
+class EstimatedErrorMonitor(_EstimateColumn):
     """A classifier's estimated error per prediction, monitored against its estimate on the holdout.
 
     Each prediction's highest class probability goes through the package's calibration; the expected
@@ -94,6 +159,8 @@ class EstimatedErrorMonitor:
     0.3
     """
 
+    kind = "classification"
+
     def __init__(self, calibration: Calibration, *, config: DriftConfig | None = None) -> None:
         config = config or DriftConfig()
         p = min(max(calibration.reference_error, _MIN_ERROR), 1.0 - _MIN_ERROR)
@@ -102,49 +169,66 @@ class EstimatedErrorMonitor:
         std = max(calibration.reference_error_std, 0.1 * math.sqrt(p * (1.0 - p)))
         rarer = min(p, 1.0 - p)
         block_size = config.block_size * math.ceil(8 / (config.block_size * rarer))
+        super().__init__(p, std, block_size, config)
         self.calibration = calibration
-        self.reference_mean = p
-        self.reference_std = std
-        self.config = dataclasses.replace(config, block_size=block_size)
-        detectors = column_detectors(self.config, p, std, "up")
-        self._columns = ColumnSet(
-            ["estimated_error"], [detectors], block_size, self.config.window_blocks, p, std, rises_only=True
-        )
-        self.last_expected: npt.NDArray[np.float64] = np.zeros(0)
-        """The expected errors of the last batch given to :meth:`update`."""
-
-    @property
-    def block_size(self) -> int:
-        """Predictions per block."""
-        return self.config.block_size
-
-    @property
-    def n_events(self) -> int:
-        """Predictions seen so far."""
-        return self._columns.n_events
 
     def expected_errors(self, probabilities: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Each row's expected error from its class probabilities (``(n, classes)``)."""
         p = np.asarray(probabilities)
         confidence = p.max(axis=1).astype(np.float64)
-        return self.calibration.expected_error(confidence)
+        return self.calibration.expected_error(confidence, p.argmax(axis=1))
 
     def update(self, probabilities: npt.ArrayLike) -> list[Detection]:
         """Feed one batch's class probabilities; returns the rises detected, in stream order."""
-        expected = self.expected_errors(probabilities)
-        self.last_expected = expected
-        return self._columns.push(expected.reshape(-1, 1), expected.reshape(-1, 1))
+        return self.update_expected(self.expected_errors(probabilities))
 
-    def window_stats(self) -> WindowStats:
-        """The last ``config.window_blocks`` blocks; ``mean`` is the recent estimated error."""
-        return self._columns.window_stats()[0]
 
-    def detector_statistics(self) -> list[tuple[str, str, float]]:
-        """``(column, detector family, statistic)``, as the feature monitor reports them."""
-        return [
-            ("estimated_error", "page_hinkley" if i == 0 else "adwin", det.statistic)
-            for i, det in enumerate(self._columns.detectors[0])
-        ]
+class EstimatedAbsErrorMonitor(_EstimateColumn):
+    """A regressor's estimated absolute error per prediction (from the package's error model),
+    monitored against its mean on the holdout rows the error model was checked on.
+
+    The expected absolute errors (in the target's units) are cut into blocks of
+    ``4 * config.block_size`` (as the realised absolute errors are) and fed to an upward Page-Hinkley
+    and a two-sided ADWIN, standardised by the checked rows' mean and per-row spread of the estimate.
+    The spread is floored at a tenth of the mean: an error model that gives every row about the same
+    estimate would otherwise make any change infinitely significant.
+
+    Parameters
+    ----------
+    error_model
+        The package's error model entry (its ``reference_error`` and ``reference_error_std``).
+    config
+        Detector parameters; the calibrated defaults when omitted.
+
+    Example
+    -------
+    A regressor whose inputs move, at prediction 30,000, to where its error model expects an absolute
+    error of about 3 instead of about 2:
+
+    >>> e = ErrorModel(file="error_model.onnx", sha256="0" * 64, estimator="x.Y", inputs="features",
+    ...                rows=600, checked_rows=400, reference_error=2.0, reference_error_std=0.5,
+    ...                checked_error=2.05, realised_mae=2.1, check_mae=1.0, constant_mae=1.2)
+    >>> rng = np.random.default_rng(4)
+    >>> expected = np.r_[rng.normal(2.0, 0.5, 30_000), rng.normal(3.0, 0.5, 30_000)].clip(0)
+    >>> monitor = EstimatedAbsErrorMonitor(e)
+    >>> monitor.block_size
+    128
+    >>> found = [d for start in range(0, 60_000, 500)
+    ...          for d in monitor.update_expected(expected[start:start + 500])]
+    >>> [(d.detector, d.event_index) for d in found]
+    [('page_hinkley_up', 30079)]
+    >>> round(monitor.window_stats().mean, 1)  # the recent estimated MAE
+    3.0
+    """
+
+    kind = "regression"
+
+    def __init__(self, error_model: ErrorModel, *, config: DriftConfig | None = None) -> None:
+        config = config or DriftConfig()
+        mean = max(error_model.reference_error, 1e-12)
+        std = max(error_model.reference_error_std, 0.1 * mean)
+        super().__init__(mean, std, 4 * config.block_size, config)
+        self.error_model = error_model
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from agent.models.registry import ServedModel
 from agent.monitoring.budget import BudgetSplit, within_budget
 from agent.monitoring.concept import ErrorMonitor
 from agent.monitoring.detectors import DriftConfig
-from agent.monitoring.estimation import EstimateCheck, EstimatedErrorMonitor
+from agent.monitoring.estimation import EstimateCheck, EstimatedAbsErrorMonitor, EstimatedErrorMonitor
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN, ReconstructionMonitor
@@ -149,6 +149,17 @@ def reference_range(stats: NumericStatistics) -> tuple[float, float] | None:
     return low - slack * abs(low) - 1e-12, high + slack * abs(high) + 1e-12
 
 
+def _estimate_monitor(served: ServedModel) -> EstimatedErrorMonitor | EstimatedAbsErrorMonitor | None:
+    """The estimated-error monitor the package allows: from a classifier's calibration, or from a
+    regressor's error model (loaded with the package)."""
+    m = served.manifest
+    if m.calibration is not None:
+        return EstimatedErrorMonitor(m.calibration)
+    if m.error_model is not None and served.model.has_error_model:
+        return EstimatedAbsErrorMonitor(m.error_model)
+    return None
+
+
 def settled_before(n_events: int, config: DriftConfig) -> int:
     """The latest event count of a column's last detection for which its window of recent blocks may
     judge a recovery: the window must hold no event from before that detection (nor from before the
@@ -193,8 +204,9 @@ class ModelMonitor:
     """The error monitor's event count when a detector last fired on it."""
     column_incidents: tuple[IncidentKey, ...] = field(init=False)
     """The incident key of every monitored column (data drift per feature, prediction drift)."""
-    estimated: EstimatedErrorMonitor | None = field(init=False)
-    """The estimated error of a classifier whose package carries a calibration."""
+    estimated: EstimatedErrorMonitor | EstimatedAbsErrorMonitor | None = field(init=False)
+    """The estimated error of a classifier whose package carries a calibration, or of a regressor
+    whose package carries an error model."""
     estimate_check: EstimateCheck = field(default_factory=EstimateCheck)
     """Joined predictions' realised error beside the error estimated for them."""
     last_estimate_detection: int = 0
@@ -251,7 +263,7 @@ class ModelMonitor:
         self.latency = LatencyWatch(s.latency_warmup_batches, s.latency_threshold)
         self.label_index = {str(label): i for i, label in enumerate(m.outputs.class_labels or ())}
         self.errors = _error_monitor(m)
-        self.estimated = EstimatedErrorMonitor(m.calibration) if m.calibration is not None else None
+        self.estimated = _estimate_monitor(self.served)
         outputs = self.features.output_columns
         self.column_incidents = tuple(
             IncidentKey(m.name, (AlertKind.PREDICTION if j in outputs else AlertKind.DATA).value, name)

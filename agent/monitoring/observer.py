@@ -177,10 +177,8 @@ class DriftObserver:
         alerts.extend(self._drift_alerts(monitor, detections, ctx))
         if monitor.reconstruction is not None:
             alerts.extend(self._reconstruction_alerts(monitor, batch.encoded.matrix, alerts, ctx))
-        if monitor.estimated is not None and batch.predictions.probabilities is not None:
-            alerts.extend(
-                performance.observe_estimate(self.writer, monitor, batch.predictions.probabilities, ctx)
-            )
+        if monitor.estimated is not None:
+            alerts.extend(performance.observe_estimate(self.writer, monitor, batch, ctx))
         alerts.extend(self._rate_alerts(monitor, batch, ctx))
         n = len(batch.records)
         alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
@@ -209,9 +207,16 @@ class DriftObserver:
         by_partition: dict[int, list[Pair]] = {}
         partition_of = self.join.partition_of
         estimated = self.monitor(batch.served).estimated
-        # A classifier with a calibration: each prediction's expected error goes with it, so that its
-        # outcome can set the realised error beside the estimate.
-        expected = quantise_expected(estimated.last_expected) if estimated is not None else None
+        # A classifier with a calibration (or a regressor with an error model): each prediction's
+        # expected error goes with it, so that its outcome can set the realised error beside the
+        # estimate. A regressor's is in the target's units: kept as it is (its predictions share no
+        # join tuples anyway).
+        expected: list[float] | None = None
+        if estimated is not None and len(estimated.last_expected) == len(predicted):
+            if estimated.kind == "classification":
+                expected = quantise_expected(estimated.last_expected)
+            else:
+                expected = estimated.last_expected.tolist()
         for i, (request, value) in enumerate(zip(batch.requests, predicted, strict=True)):
             rid = request.request_id
             partition = partition_of(rid)
@@ -310,6 +315,10 @@ class DriftObserver:
                 if outcome.value is None:
                     continue
                 error = abs(outcome.value - entry.predicted)
+                if entry.expected_error == entry.expected_error:  # not NaN: from its error model
+                    pair = estimates.setdefault(monitor, ([], []))
+                    pair[0].append(error)
+                    pair[1].append(entry.expected_error)
             bucket = errors.get(monitor)
             if bucket is None:
                 bucket = errors[monitor] = ([], [])

@@ -1,12 +1,13 @@
 """Estimated performance and attribution, as the observer uses them: alerts, recoveries and metrics.
 
-The observer (:mod:`agent.monitoring.observer`) hands each batch's class probabilities to
-:func:`observe_estimate`, which feeds the model's :class:`~agent.monitoring.estimation.EstimatedErrorMonitor`
-and words a ``performance`` alert for each rise it detects; :func:`attach_drivers` names the likely
-drivers (:mod:`agent.monitoring.attribution`) in every prediction, performance and concept alert
-before the incident gate sees it; :func:`estimate_recovered` says when the estimated error is back at
-or below its reference; :func:`performance_points` are the metrics: the recent estimated error and,
-once outcomes are joined, the realised error beside the estimate over the same predictions.
+The observer (:mod:`agent.monitoring.observer`) hands each batch to :func:`observe_estimate`, which
+feeds the model's estimated-error monitor (:mod:`agent.monitoring.estimation`: a classifier's from its
+calibrated confidence, a regressor's from its error model) and words a ``performance`` alert for
+each rise it detects; :func:`attach_drivers` names the likely drivers
+(:mod:`agent.monitoring.attribution`) in every prediction, performance and concept alert before the
+incident gate sees it; :func:`estimate_recovered` says when the estimated error is back at or below
+its reference; :func:`performance_points` are the metrics: the recent estimated error and, once
+outcomes are joined, the realised error beside the estimate over the same predictions.
 
 May import: :mod:`agent.monitoring` (its other modules), :mod:`agent.metrics`, :mod:`schemas`.
 """
@@ -16,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy.typing as npt
+import numpy as np
 
 from agent.metrics import MetricPoint
 from agent.monitoring.attribution import EXPLAINED_KINDS, column_shifts, explain, rank_drivers
+from agent.monitoring.batch import ModelBatch
 from agent.monitoring.detectors import Detection
+from agent.monitoring.estimation import EstimatedErrorMonitor
 from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.model_monitor import ModelMonitor, settled_before
 from agent.monitoring.wording import AlertContext, AlertWriter, detection_evidence
@@ -50,32 +53,65 @@ def performance_alert(writer: AlertWriter, monitor: ModelMonitor, d: Detection, 
     assert monitor.estimated is not None
     reference = monitor.estimated.reference_mean
     severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
+    if monitor.estimated.kind == "regression":
+        # In the target's units: a mean absolute error, not a rate.
+        message = (
+            f"the estimated mean absolute error of {monitor.name}/{monitor.version} rose from "
+            f"{reference:.4g} on its holdout to {d.window_mean:.4g} over the last {d.window_count:,} "
+            f"predictions (from its error model, no labels needed); {d.detector} fired at prediction "
+            f"{d.event_index}"
+        )
+        metric = "estimated_mae"
+    else:
+        message = (
+            f"the estimated error of {monitor.name}/{monitor.version} rose: {d.window_mean:.1%} over the "
+            f"last {d.window_count:,} predictions vs {reference:.1%} on its holdout (from its calibrated "
+            f"confidence, no labels needed); {d.detector} fired at prediction {d.event_index}"
+        )
+        metric = "estimated_error"
     return writer.alert(
         monitor,
         AlertKind.PERFORMANCE,
         d.detector,
         PERFORMANCE_SUBJECT,
         severity,
-        f"the estimated error of {monitor.name}/{monitor.version} rose: {d.window_mean:.1%} over the "
-        f"last {d.window_count:,} predictions vs {reference:.1%} on its holdout (from its calibrated "
-        f"confidence, no labels needed); {d.detector} fired at prediction {d.event_index}",
-        detection_evidence(d, metric="estimated_error"),
+        message,
+        detection_evidence(d, metric=metric),
         ctx,
     )
 
 
 def observe_estimate(
-    writer: AlertWriter, monitor: ModelMonitor, probabilities: npt.ArrayLike, ctx: AlertContext
+    writer: AlertWriter, monitor: ModelMonitor, batch: ModelBatch, ctx: AlertContext
 ) -> list[Alert]:
-    """Feeds one batch to the model's estimated-error monitor; the performance alerts it raises."""
+    """Feeds one batch to the model's estimated-error monitor; the performance alerts it raises.
+
+    A classifier's expected errors come from its calibrated confidence, a regressor's from its error
+    model, run on the batch's matrix and predictions."""
     estimated = monitor.estimated
     if estimated is None:
         return []
-    detections = estimated.update(probabilities)
+    p = batch.predictions
+    if isinstance(estimated, EstimatedErrorMonitor):
+        if p.probabilities is None:
+            estimated.last_expected = np.zeros(0)  # nothing for the join to pair with this batch
+            return []
+        detections = estimated.update(p.probabilities)
+    else:
+        if p.values is None:
+            estimated.last_expected = np.zeros(0)
+            return []
+        detections = estimated.update_expected(
+            batch.served.model.estimate_errors(batch.encoded.matrix, p.values)
+        )
     if detections:
         monitor.last_estimate_detection = estimated.n_events
-    # Rises only (a fall of the estimate is good news): the monitor reports nothing else.
-    return [performance_alert(writer, monitor, d, ctx) for d in detections]
+    # Rises only (a fall of the estimate is good news): the monitor reports nothing else. As for data
+    # drift, a rise under ``recovery_shift_sd`` reference sds is not reported: the incident would count
+    # as recovered at once, and over long windows ADWIN finds rises too small to matter (an error
+    # model's slight dependence on a feature the error does not depend on).
+    least = monitor.settings.recovery_shift_sd
+    return [performance_alert(writer, monitor, d, ctx) for d in detections if d.shift_sd >= least]
 
 
 def estimate_recovered(monitor: ModelMonitor, threshold_sd: float) -> bool:

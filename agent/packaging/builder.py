@@ -14,8 +14,9 @@ The steps, each a plain function a test can call on its own:
    there is no holdout, with a warning); the reconstruction of the numeric features fitted on the
    reference rows, its error's reference from rows it was not fitted on (cross-fitted reference
    rows and the holdout; :mod:`agent.packaging.reconstruction`); on the rows it was verified on,
-   the calibration of a classifier's confidence (:mod:`agent.packaging.calibration`) and each
-   feature's permutation importance (:mod:`agent.packaging.importance`).
+   the calibration of a classifier's confidence (:mod:`agent.packaging.calibration`), a regressor's
+   model of its absolute error (:mod:`agent.packaging.error_model`) and each feature's permutation
+   importance (:mod:`agent.packaging.importance`).
 4. :func:`write_package` atomically: files are written into a hidden staging directory next to the
    target and renamed into place, so a scan never sees half a package.
 
@@ -37,13 +38,14 @@ from pydantic import ValidationError
 from agent.errors import ConfigurationError, PackageError, describe_validation_error
 from agent.models.repository import ModelRepository
 from agent.packaging import boosting
-from agent.packaging.calibration import calibrate
+from agent.packaging.calibration import MAX_HOLDOUT_FOR_OUT_OF_FOLD, OutOfFold, calibrate, out_of_fold
 from agent.packaging.convert import (
     convert,
     hyperparameters,
     target_opsets,
     task_of,
 )
+from agent.packaging.error_model import FittedErrorModel, fit_error_model
 from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import (
     MAX_REFERENCE_PARITY_ROWS,
@@ -80,6 +82,8 @@ class BuiltPackage:
     manifest: Manifest
     parity: ParityReport
     timings: dict[str, float]
+    notes: tuple[str, ...] = ()
+    """What the build chose to leave out or add, and why (printed by ``driftline package``)."""
 
 
 def _estimator_path(estimator: Any) -> str:
@@ -151,8 +155,17 @@ def build_package(
     with progress.step("explain"):
         classes = converted.outputs.class_labels or ()
         calibration = (
-            None if task == "regression" else calibrate(y_check, predicted, classes, fitted_on=checked_on)
+            None
+            if task == "regression"
+            else calibrate(
+                y_check,
+                predicted,
+                classes,
+                fitted_on=checked_on,
+                out_of_fold=_out_of_fold(estimator, features, X_ref, y_ref, checked_on, holdout_rows),
+            )
         )
+        fitted = _error_model(task, checked_on, X_check, y_check, predicted)
         importance = permutation_importance(
             task,
             lambda rows: onnx_predictions(task, converted, session, rows),
@@ -206,6 +219,7 @@ def build_package(
                 onnx_sha256=hashlib.sha256(converted.onnx_bytes).hexdigest(),
                 calibration=calibration,
                 importance=importance,
+                error_model=fitted.entry if fitted is not None else None,
             )
         except ValidationError as exc:
             raise PackageError(
@@ -213,5 +227,49 @@ def build_package(
             ) from exc
 
     with progress.step("write"):
-        path = write_package(repository, manifest, converted.onnx_bytes, force=force)
-    return BuiltPackage(path, manifest, parity, dict(progress.timings))
+        path = write_package(
+            repository,
+            manifest,
+            converted.onnx_bytes,
+            force=force,
+            error_model=fitted.onnx_bytes if fitted is not None else None,
+        )
+    notes = (fitted.note,) if fitted is not None else ()
+    return BuiltPackage(path, manifest, parity, dict(progress.timings), notes)
+
+
+def _out_of_fold(
+    estimator: Any,
+    features: Any,
+    X_ref: np.ndarray[Any, Any],
+    y_ref: np.ndarray[Any, Any],
+    checked_on: Literal["holdout", "reference"],
+    holdout_rows: int,
+) -> OutOfFold | None:
+    """More rows for a classifier's calibration when its holdout is small: the training rows'
+    out-of-fold predictions (as served: after the missing-value policy)."""
+    if checked_on != "holdout" or holdout_rows >= MAX_HOLDOUT_FOR_OUT_OF_FOLD:
+        return None
+    X = X_ref.copy()
+    keep = prepared_mask(features, X)
+    return out_of_fold(estimator, X[keep], y_ref[keep])
+
+
+def _error_model(
+    task: str,
+    checked_on: Literal["holdout", "reference"],
+    X: np.ndarray[Any, Any],
+    y: np.ndarray[Any, Any],
+    predicted: dict[str, np.ndarray[Any, Any]],
+) -> FittedErrorModel | None:
+    """A regressor's error model, fitted on part of its holdout (``None`` for classifiers)."""
+    if task != "regression":
+        return None
+    if checked_on != "holdout":
+        return FittedErrorModel(
+            None,
+            None,
+            "no error model: no holdout rows (one fitted on the training rows would learn the "
+            "training error, which is optimistic)",
+        )
+    return fit_error_model(X, y, predicted["values"])

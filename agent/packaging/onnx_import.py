@@ -68,6 +68,7 @@ from agent.models.repository import ModelRepository
 from agent.packaging.builder import BuiltPackage
 from agent.packaging.calibration import calibrate
 from agent.packaging.csv_reference import CsvRows, parse_labels, read_rows
+from agent.packaging.error_model import FittedErrorModel, fit_error_model
 from agent.packaging.importance import permutation_importance
 from agent.packaging.parity import MAX_REFERENCE_PARITY_ROWS, PROBABILITY_TOLERANCE, compare_predictions
 from agent.packaging.progress import Progress
@@ -785,6 +786,7 @@ def build_from_onnx(
         )
 
     with progress.step("explain"):
+        fitted = _error_model(task, features, held, session, plan, source)
         importance = permutation_importance(
             task,
             lambda rows: _predictions(
@@ -834,6 +836,7 @@ def build_from_onnx(
                 onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
                 calibration=calibration,
                 importance=importance,
+                error_model=fitted.entry if fitted is not None else None,
             )
         except ValidationError as exc:
             raise PackageError(
@@ -841,8 +844,38 @@ def build_from_onnx(
             ) from exc
 
     with progress.step("write"):
-        path = write_package(repository, manifest, onnx_bytes, force=force)
-    return ImportedPackage(path, manifest, parity, dict(progress.timings), plan.changes)
+        path = write_package(
+            repository,
+            manifest,
+            onnx_bytes,
+            force=force,
+            error_model=fitted.onnx_bytes if fitted is not None else None,
+        )
+    notes = (fitted.note,) if fitted is not None else ()
+    return ImportedPackage(path, manifest, parity, dict(progress.timings), notes, changes=plan.changes)
+
+
+def _error_model(
+    task: Task,
+    features: Sequence[Feature],
+    held: CsvRows | None,
+    session: onnxruntime.InferenceSession,
+    plan: GraphPlan,
+    source: str,
+) -> FittedErrorModel | None:
+    """A regressor's error model, fitted on part of its labelled holdout rows (``None`` for classifiers)."""
+    if task != "regression":
+        return None
+    if held is None or held.labels is None:
+        return FittedErrorModel(
+            None, None, "no error model: no labelled holdout rows (--holdout and --label-column)"
+        )
+    X = held.X.copy()
+    use, y = _labelled(held, task, (), prepared_mask(features, X))
+    predicted = _predictions(
+        plan, _run(session, INPUT_NAME, plan.packaged_outputs, X[use], source), int(use.sum()), source
+    )
+    return fit_error_model(X[use], y[use].astype(np.float64), predicted["values"])
 
 
 def _split_off_holdout(rows: CsvRows) -> tuple[CsvRows, CsvRows]:

@@ -66,9 +66,15 @@ def _sync_dir(path: Path) -> None:
 
 
 def write_package(
-    repository: ModelRepository, manifest: Manifest, onnx_bytes: bytes, *, force: bool = False
+    repository: ModelRepository,
+    manifest: Manifest,
+    onnx_bytes: bytes,
+    *,
+    force: bool = False,
+    error_model: bytes | None = None,
 ) -> Path:
-    """Writes ``model.onnx`` and ``manifest.json`` to ``NAME/VERSION/`` atomically.
+    """Writes ``model.onnx`` and ``manifest.json`` to ``NAME/VERSION/`` atomically, and the error
+    model's graph (``error_model``, a regressor's) under the name its manifest entry gives.
 
     The files are written and synced in a hidden staging directory beside the target, which is then
     renamed into place; with ``force`` an existing package is first renamed aside and deleted after
@@ -76,6 +82,11 @@ def write_package(
     """
     if hashlib.sha256(onnx_bytes).hexdigest() != manifest.onnx_sha256:
         raise PackageError("manifest.onnx_sha256 does not match the model bytes being written")
+    entry = manifest.error_model
+    if (entry is None) != (error_model is None):
+        raise PackageError("an error model's bytes and its manifest entry go together")
+    if entry is not None and hashlib.sha256(error_model or b"").hexdigest() != entry.sha256:
+        raise PackageError("manifest.error_model.sha256 does not match the error model bytes being written")
     target = repository.package_dir(manifest.name, manifest.version)
     if target.exists() and not force:
         raise ConfigurationError(f"{target}: package already exists; pass --force to replace it")
@@ -85,6 +96,8 @@ def write_package(
     replaced: Path | None = None
     try:
         _write_synced(staging / MODEL_FILE, onnx_bytes)
+        if entry is not None and error_model is not None:
+            _write_synced(staging / entry.file, error_model)
         _write_synced(staging / MANIFEST_FILE, (manifest.model_dump_json(indent=2) + "\n").encode())
         staging.chmod(0o755)
         _sync_dir(staging)

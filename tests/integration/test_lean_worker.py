@@ -78,6 +78,59 @@ async def test_a_lean_worker_serves_and_monitors(
     assert "Traceback" not in log, log[-3000:]
 
 
+def noisy(rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
+    """x0 + 2 x1 + noise whose spread grows with |x0|."""
+    return np.asarray(X[:, 0] + 2 * X[:, 1] + rng.normal(size=len(X)) * (0.2 + np.abs(X[:, 0])))
+
+
+async def test_a_lean_worker_estimates_a_regressors_error_from_its_error_model(
+    kafka_bootstrap: str, tmp_path: Path, unique: str
+) -> None:
+    # A regressor packaged with its error model (the build extra is here, in the test process); the
+    # worker runs both graphs with onnxruntime alone.
+    from sklearn.linear_model import LinearRegression
+
+    from agent.packaging.builder import build_package
+    from agent.packaging.training import TrainingResult
+
+    repository = ModelRepository(tmp_path / "models")
+    rng = np.random.default_rng(3)
+    X, X_holdout = rng.normal(size=(6000, 3)), rng.normal(size=(3000, 3))
+    y, y_holdout = noisy(rng, X), noisy(rng, X_holdout)
+    names = ["x0", "x1", "x2"]
+    result = TrainingResult(LinearRegression().fit(X, y), X, y, names, X_holdout, y_holdout)
+    built = build_package(result, name="noisy", version="1", repository=repository)
+    assert built.manifest.error_model is not None
+
+    topics = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, topics.all(), partitions=2)
+    worker = Worker(
+        kafka_bootstrap, topics, f"lean-dle-{unique}", repository.root, tmp_path, program=("-c", LEAN)
+    ).start()
+    try:
+        assert "noisy/1" in worker.wait_ready()["models"]
+        # x0 moves 1.5 sd up, into the noisy region, at event 3,000; no outcome is ever sent.
+        n, change = 6000, 3000
+        rows = np.random.default_rng(8).normal(size=(n, 3))
+        rows[change:, 0] += 1.5
+        bodies = [
+            {"request_id": f"r-{i}", "model": "noisy", "features": dict(zip(names, r.tolist(), strict=True))}
+            for i, r in enumerate(rows)
+        ]
+        records = [(b["request_id"].encode(), json.dumps(b).encode()) for b in bodies]
+        await produce(kafka_bootstrap, topics.requests, records)
+        await read_topic(kafka_bootstrap, topics.predictions, n)
+        alerts = [*alerts_in(r.value for r in await read_topic(kafka_bootstrap, topics.alerts, 3))]
+        [performance] = [a for a in alerts if a.kind is AlertKind.PERFORMANCE]
+        assert "estimated mean absolute error of noisy/1 rose" in performance.message
+        assert performance.evidence.drivers[0].feature == "x0"
+        assert not [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    finally:
+        worker.stop()
+    log = worker.log(tail=200_000)
+    assert "Traceback" not in log, log[-3000:]
+
+
 @pytest.mark.parametrize(
     ("argv", "extra"),
     [

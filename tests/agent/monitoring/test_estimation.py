@@ -255,11 +255,105 @@ def test_the_estimate_of_classification_20_is_within_3_points(
     assert worst <= (0.035 if scenario == "gradual" else 0.03), gaps
 
 
-@pytest.mark.parametrize(("scenario", "bound"), [("calm", 0.03), ("recurring", 0.03), ("covariate", 0.05)])
+@pytest.mark.parametrize(
+    ("scenario", "bound"), [("calm", 0.03), ("covariate", 0.03), ("gradual", 0.035), ("recurring", 0.03)]
+)
 def test_the_estimate_of_breast_cancer(examples: ModelRepository, scenario: str, bound: float) -> None:
-    # Within 3 points calm and recurring; under the covariate shift it is too pessimistic by about 3.5:
-    # +1 sd of 'worst radius' makes the forest less sure of rows it still gets right (the streams replay
-    # its training rows, which it knows by heart, and it has three other size features to go by).
+    # Calibrated per predicted class on 569 rows (143 holdout, 426 training rows predicted out of
+    # fold): within 3 points calm, covariate and recurring. Still too pessimistic rather than not: the
+    # streams replay its training rows, which the forest knows by heart, and +1 sd of 'worst radius'
+    # makes it less sure of rows it still gets right. gradual ramps it to +2 sd, beyond most of the
+    # holdout: 3.1 points there.
     gaps = window_gaps(examples.root, "breast-cancer", scenario)
     assert max(abs(g) for g in gaps) <= bound, gaps
     assert min(gaps) > -0.01  # never optimistic
+
+
+# --- a regressor's estimated error, from the error model in its package ----------------------------
+
+REGRESSOR = "noisy"
+
+
+def noisy_target(rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
+    """y = x0 + 2 x1 + noise whose spread is 0.2 + |x0|: the model errs more as |x0| grows. x2 means
+    nothing to the target."""
+    return np.asarray(X[:, 0] + 2 * X[:, 1] + rng.normal(size=len(X)) * (0.2 + np.abs(X[:, 0])))
+
+
+def expected_mae(X: np.ndarray) -> float:
+    """The MAE of the true regression line on rows ``X``: E|N(0, 1)| (0.2 + |x0|)."""
+    return float(np.sqrt(2 / np.pi) * (0.2 + np.abs(X[:, 0])).mean())
+
+
+@pytest.fixture(scope="module")
+def regressors(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    from sklearn.linear_model import LinearRegression
+
+    repository = ModelRepository(tmp_path_factory.mktemp("regressor-models"))
+    rng = np.random.default_rng(3)
+    X, X_holdout = rng.normal(size=(6000, 3)), rng.normal(size=(3000, 3))
+    y, y_holdout = noisy_target(rng, X), noisy_target(rng, X_holdout)
+    result = TrainingResult(LinearRegression().fit(X, y), X, y, list(NAMES), X_holdout, y_holdout)
+    build_package(result, name=REGRESSOR, version="1", repository=repository)
+    return repository
+
+
+def test_a_regressor_shifted_into_its_noisy_region_raises_a_performance_alert(
+    regressors: ModelRepository,
+) -> None:
+    # x0 moves up by 1.5 sd at event 20,000, to where the noise is larger; no outcome is sent.
+    handler, observer = make_handler(regressors.root)
+    rows = np.random.default_rng(8).normal(size=(40_000, 3))
+    change = 20_000
+    rows[change:, 0] += 1.5
+    alerts = run(handler, requests(REGRESSOR, rows))
+    [performance] = [a for a in alerts if a.kind is AlertKind.PERFORMANCE]
+    fired_at = int(performance.evidence.extra["event_index"])
+    assert change < fired_at <= change + 1_000
+    assert performance.evidence.extra["metric"] == "estimated_mae"
+    assert f"the estimated mean absolute error of {REGRESSOR}/1 rose from 0.8" in performance.message
+    # It fires on the first block after the change (128 predictions, a few from before it).
+    assert performance.evidence.recent_mean > 1.3 * expected_mae(rows[:change])
+    drivers = performance.evidence.drivers
+    assert drivers and drivers[0].feature == "x0" and drivers[0].statistic == "mean"
+    assert not [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    # Over the recent window it is about what the labels would say.
+    truth = expected_mae(rows[change:])
+    [point] = [p for p in observer.metric_points() if p.measurement == "driftline_performance"]
+    assert point.fields["estimated_error"] == pytest.approx(truth, rel=0.1), truth
+    assert "realised_error" not in point.fields
+
+
+def test_a_regressor_shifted_on_a_feature_it_ignores_is_data_drift_only(regressors: ModelRepository) -> None:
+    handler, _ = make_handler(regressors.root)
+    rows = np.random.default_rng(9).normal(size=(40_000, 3))
+    rows[20_000:, 2] += 1.0
+    alerts = run(handler, requests(REGRESSOR, rows))
+    assert [(a.kind, a.subject) for a in alerts] == [(AlertKind.DATA, "x2")]
+
+
+def test_with_labels_a_regressors_estimate_is_beside_its_realised_mae(regressors: ModelRepository) -> None:
+    handler, observer = make_handler(regressors.root)
+    rng = np.random.default_rng(12)
+    rows = rng.normal(size=(20_000, 3))
+    rows[10_000:, 0] += 1.5
+    y = noisy_target(rng, rows)
+
+    def with_outcomes() -> Iterator[Record]:
+        for i, record in enumerate(requests(REGRESSOR, rows)):
+            yield record
+            outcome = {"request_id": f"r{i}", "model": REGRESSOR, "value": float(y[i])}
+            yield Record(OUTCOMES, i % 4, i, None, json.dumps(outcome).encode())
+
+    alerts = run(handler, with_outcomes())
+    [monitor] = observer.monitors()
+    window = monitor.estimate_check.current()
+    assert window.count == 2000
+    assert window.realised == pytest.approx(expected_mae(rows[-2000:]), rel=0.1)
+    # Estimated vs realised MAE over the last 2,000 joined predictions, all in the shifted region.
+    assert abs(window.gap) < 0.1 * window.realised, window
+    [point] = [p for p in observer.metric_points() if p.measurement == "driftline_performance"]
+    assert point.fields["realised_error"] == window.realised
+    assert point.fields["estimate_gap"] == pytest.approx(window.gap)
+    kinds = [a.kind for a in alerts]
+    assert kinds.index(AlertKind.PERFORMANCE) < kinds.index(AlertKind.CONCEPT)
