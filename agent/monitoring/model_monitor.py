@@ -230,6 +230,7 @@ class ModelMonitor:
                 output_name="prediction",
                 class_reference=_class_transform(m),
                 class_name="predicted_class",
+                output_shape=m.task == "regression",
                 config=config,
             )
 

@@ -652,7 +652,9 @@ class DriftObserver:
         settled = settled_before(monitor.features.n_events, monitor.features.config)
         # A column is back when every stream of it is (its location, spread and shares alike).
         shifts = monitor.features.largest_shifts().tolist()
-        for key, shift in zip(monitor.column_incidents, shifts, strict=True):
+        # The feature monitor's columns come first; the reconstruction column (if any) recovers apart.
+        columns = monitor.column_incidents[: len(shifts)]
+        for key, shift in zip(columns, shifts, strict=True):
             recovered = shift < threshold and monitor.last_detection.get(key.subject, 0) <= settled
             if recovered and self.incidents.is_open(key):  # NaN (an empty window) is not < threshold
                 self.incidents.recover(key)

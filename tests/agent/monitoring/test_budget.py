@@ -136,14 +136,15 @@ def test_within_budget_counts_the_streams_then_builds_with_their_parameters() ->
         return FeatureDriftMonitor.from_quantiles(["a", "b", "c", "d"], quantiles, config=config)
 
     monitor, split = within_budget(build, 1.0)
-    assert monitor.n_streams == split.n_streams == 4
+    # Each numeric column runs three streams: its location, spread and tails.
+    assert monitor.n_streams == split.n_streams == 12
     assert built == [DriftConfig(), split.config]
-    assert monitor.config == split.config == config_for_budget(1.0, 4)
+    assert monitor.config == split.config == config_for_budget(1.0, 12)
 
     # A stream that another monitor runs with the same parameters takes its share as well.
     monitor, split = within_budget(build, 1.0, extra_streams=1)
-    assert monitor.n_streams == 4 and split.n_streams == 5
-    assert monitor.config == config_for_budget(1.0, 5)
+    assert monitor.n_streams == 12 and split.n_streams == 13
+    assert monitor.config == config_for_budget(1.0, 13)
     with pytest.raises(ValueError):
         within_budget(build, 1.0, extra_streams=-1)
 
@@ -167,14 +168,20 @@ def test_model_monitor_derives_its_detectors_from_the_budget(model_repository: M
     served = _served(model_repository)
     default = ModelMonitor(served, MonitorSettingsView())
     strict = ModelMonitor(served, MonitorSettingsView(false_alarms_per_million=1e-3))
-    assert default.features.n_streams == strict.features.n_streams == 21  # 20 features, the output
-    assert default.budget == split_budget(1.0, 21)
-    assert strict.budget == split_budget(1e-3, 21)
+    # 20 numeric features (location, spread, tails each), the output (a classifier's: its location
+    # alone), the predicted class (location and one share: with two classes the other share is its
+    # complement), and the reconstruction error's column (one stream).
+    streams = default.features.n_streams
+    assert streams == strict.features.n_streams == len(default.features.streams) == 20 * 3 + 1 + 2
+    assert default.reconstruction is not None
+    assert default.budget == split_budget(1.0, streams + 1)
+    assert strict.budget == split_budget(1e-3, streams + 1)
     assert strict.features.config.ph_threshold > default.features.config.ph_threshold
     assert strict.features.config.adwin_delta < default.features.config.adwin_delta
     for monitor in (default, strict):
         ph, adwin = _detectors(monitor)
-        assert len(ph) == len(adwin) == 21
+        # Page-Hinkley on the locations only (20 features, the output, the predicted class); ADWIN on all.
+        assert (len(ph), len(adwin)) == (22, streams)
         assert {d.threshold for d in ph} == {monitor.budget.config.ph_threshold}
         assert {d.delta for d in adwin} == {monitor.budget.config.adwin_delta}
         # ... and so do river's detectors inside the wrappers.
@@ -199,12 +206,14 @@ def test_a_stricter_budget_detects_the_same_shift_later(model_repository: ModelR
         found[budget] = [
             (d.name, d.detector, d.event_index)
             for lo in range(0, len(x), 500)
-            for d in monitor.features.update_batch(x[lo : lo + 500, :20], x[lo : lo + 500, 20])
+            for d in monitor.features.update_batch(
+                x[lo : lo + 500, :20], x[lo : lo + 500, 20], (x[lo : lo + 500, 20] > 0.5).astype(np.float64)
+            )
         ]
-    # The same step, 32 events (one block) later for a budget a thousand times smaller.
+    # The same step, 64 events (two blocks) later for a budget a thousand times smaller.
     assert found == {
         1.0: [("x03", "page_hinkley_up", 10_239)],
-        1e-3: [("x03", "page_hinkley_up", 10_271)],
+        1e-3: [("x03", "page_hinkley_up", 10_303)],
     }
 
 
@@ -225,6 +234,6 @@ def test_the_observer_logs_each_models_split_and_warns_when_it_is_clipped(
         assert record.levelno == level
         message = record.getMessage()
         assert message.startswith(
-            f"classification-20/1: false-alarm budget {budget:.3g} per 1e6 events over 21"
+            f"classification-20/1: false-alarm budget {budget:.3g} per 1e6 events over 64 streams"
         )
         assert ("ph_threshold and adwin_delta clipped" in message) == (level == logging.WARNING)

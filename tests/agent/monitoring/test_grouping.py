@@ -68,46 +68,54 @@ def test_two_features_drifting_at_once_are_one_incident(
     model_repository: ModelRepository, reference: np.ndarray
 ) -> None:
     rng = np.random.default_rng(1)
-    rows = reference[rng.integers(0, len(reference), 30_000)].copy()
+    rows = reference[rng.integers(0, len(reference), 60_000)].copy()
     for j in (3, 5):  # x03 and x05 move together from event 2,000 to 12,000
         rows[2_000:12_000, j] += 1.5 * reference[:, j].std()
     alerts, reports = stream(model_repository.root, rows, Clock())
-    # The 1.5 sd step carries 8 % of x05's values beyond its reference range (a technical rate), and
-    # it changes which class the model predicts as well as its output.
+    # The 1.5 sd step carries 8 % of x05's values beyond its reference range (a technical rate); it
+    # changes which class the model predicts as well as its output, and moves rows to where the model
+    # is less sure: its estimated error rises too, before any label.
     assert sorted((a.kind.value, a.subject) for a in alerts) == [
-        ("data", "x03"), ("data", "x05"), ("prediction", "predicted_class"), ("prediction", "prediction"),
-        ("technical", "x05"),
+        ("data", "x03"), ("data", "x05"), ("performance", "estimated_error"),
+        ("prediction", "predicted_class"), ("prediction", "prediction"), ("technical", "x05"),
     ]  # fmt: skip
     # One drift incident: opened by the first alert, updated as the others join, resolved once all
     # recover. The range rate is a technical incident of its own, opened and resolved.
     drift = [r for r in reports if r.incident_id == reports[0].incident_id]
-    assert [r.status for r in drift] == ["opened", "updated", "updated", "updated", "resolved"]
+    assert [r.status for r in drift] == ["opened", "updated", "updated", "updated", "updated", "resolved"]
     technical = [r for r in reports if r.incident_id != reports[0].incident_id]
     assert [r.status for r in technical] == ["opened", "resolved"]
     assert [e.subject for e in technical[0].timeline] == ["x05"]
     opened, *_, resolved = drift
     drift_alerts = [a for a in alerts if a.kind is not AlertKind.TECHNICAL]
     assert opened.incident_id == drift_alerts[0].alert_id and opened.alerts == 1
-    assert [r.alerts for r in drift] == [1, 2, 3, 4, 4] and [r.open_alerts for r in drift] == [1, 2, 3, 4, 0]
-    assert len({r.notification_id for r in reports}) == 7
-    assert resolved.resolved_at is not None and resolved.severity is Severity.CRITICAL
-    # Its timeline: the four alerts opening, then each recovering, in time order.
-    timeline = [(e.change, e.kind.value, e.subject) for e in resolved.timeline]
-    assert timeline[:4] == [
-        ("opened", "data", "x03"),
-        ("opened", "data", "x05"),
-        ("opened", "prediction", "prediction"),
-        ("opened", "prediction", "predicted_class"),
+    assert [r.alerts for r in drift] == [1, 2, 3, 4, 5, 5] and [r.open_alerts for r in drift] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        0,
     ]
-    assert sorted(timeline[4:]) == [
+    assert len({r.notification_id for r in reports}) == 8
+    assert resolved.resolved_at is not None and resolved.severity is Severity.CRITICAL
+    # Its timeline: the five alerts opening (x03 first), then each recovering, in time order.
+    timeline = [(e.change, e.kind.value, e.subject) for e in resolved.timeline]
+    assert timeline[0] == ("opened", "data", "x03")
+    assert sorted(timeline[:5]) == [
+        ("opened", "data", "x03"), ("opened", "data", "x05"), ("opened", "performance", "estimated_error"),
+        ("opened", "prediction", "predicted_class"), ("opened", "prediction", "prediction"),
+    ]  # fmt: skip
+    assert sorted(timeline[5:]) == [
         ("recovered", "data", "x03"), ("recovered", "data", "x05"),
+        ("recovered", "performance", "estimated_error"),
         ("recovered", "prediction", "predicted_class"), ("recovered", "prediction", "prediction"),
     ]  # fmt: skip
     assert [e.at for e in resolved.timeline] == sorted(e.at for e in resolved.timeline)
     assert {e.alert_id for e in resolved.timeline} == {a.alert_id for a in drift_alerts}
     # Its root cause: the inputs came first, the output followed, and the features to look at.
     assert resolved.root_cause.startswith(
-        "data drift on 'x03' and 'x05' came first, followed by prediction drift"
+        "data drift on 'x03' and 'x05' came first, followed by a rise of the estimated error, prediction drift"
     )
     assert (
         "likely drivers: x03, x05" in resolved.root_cause or "likely drivers: x05, x03" in resolved.root_cause
@@ -119,7 +127,9 @@ def test_drifts_far_apart_are_separate_incidents(
     model_repository: ModelRepository, reference: np.ndarray
 ) -> None:
     rng = np.random.default_rng(2)
-    rows = reference[rng.integers(0, len(reference), 60_000)].copy()
+    # 30,000 calm events after each drift: the estimated error's incident closes only once its
+    # window is back at the holdout's level.
+    rows = reference[rng.integers(0, len(reference), 80_000)].copy()
     rows[2_000:10_000, 3] += 1.5 * reference[:, 3].std()
     rows[40_000:50_000, 7] += 1.5 * reference[:, 7].std()
     _, reports = stream(model_repository.root, rows, Clock())

@@ -92,9 +92,9 @@ def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(
         "reconstruction_error",
         "page_hinkley_up",
     )
-    assert alert.evidence.extra["event_index"] == 6_079 and alert.opened_at_event == 6_500
+    assert alert.evidence.extra["event_index"] == 6_047 and alert.opened_at_event == 6_500
     assert alert.message.startswith("features of pair/1 move together differently (reconstruction error +")
-    assert "page_hinkley_up fired at event 6079" in alert.message
+    assert "page_hinkley_up fired at event 6047" in alert.message
     # The evidence carries the error's reference (from the holdout) and its recent value.
     e = alert.evidence
     assert e.reference_mean == reconstruction.error.mean and e.reference_std == reconstruction.error.std
@@ -106,7 +106,7 @@ def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "reconstruction_error"))
     # The metrics sinks see the column beside the features.
     points = [p for p in observer.metric_points() if p.measurement == "driftline_feature"]
-    assert {p.tags["feature"] for p in points} == {*NAMES, "prediction", "reconstruction_error"}
+    assert {p.tags["feature"] for p in points} == {*NAMES, "prediction", "predicted_class", "reconstruction_error"}
 
 
 def test_a_single_feature_shift_is_alerted_on_that_feature_not_also_as_a_relation(

@@ -67,16 +67,17 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     model_repository: ModelRepository, reference: np.ndarray
 ) -> None:
     rng = np.random.default_rng(4)
-    rows = reference[rng.integers(0, len(reference), 20_000)].copy()
+    rows = reference[rng.integers(0, len(reference), 40_000)].copy()
     rows[1_000:12_000, 3] += 1.5 * reference[:, 3].std()  # x03 drifts from event 1,000 to 12,000
     store = InMemoryIncidentStore()
     first, _ = worker(model_repository.root, store)
     alerts, open_after = run(first, rows[:6_000])
     raised = {f"{a.kind.value}/{a.subject}": a.opened_at_event for a in alerts}
-    # The step moves x03 and, a little, the model's output: its spread first (it narrows, seen 400
-    # events before its location moves -0.2 reference sd), and which class it predicts.
+    # The step moves x03 and, a little, the model's output (-0.3 reference sd) and which class it
+    # predicts; the rows move to where the model is less sure, so its estimated error rises too.
     assert raised == {
-        "data/x03": 1_100, "prediction/prediction": 1_200, "prediction/predicted_class": 2_000
+        "data/x03": 1_100, "prediction/prediction": 1_500, "performance/estimated_error": 1_300,
+        "prediction/predicted_class": 1_600,
     }, alerts  # fmt: skip
     [classes] = [a for a in alerts if a.subject == "predicted_class"]
     assert (classes.evidence.extra["measure"], classes.evidence.extra["category"]) == ("share", "0")
@@ -92,9 +93,18 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     second, observer = worker(model_repository.root, store)
     alerts, open_after = run(second, rows[6_000:], first=6_000)
     assert alerts == [] and observer.incidents.suppressed >= 2
-    # The drift ends at event 12,000: all incidents recover within two windows (2 x 2,048 events).
-    back = open_after.index(set()) * 100 + 6_000
+    # The drift ends at event 12,000: the drift incidents recover within two windows (2 x 2,048
+    # events); the estimated error's within two of its own windows of blocks (2 x 16,384 events: the
+    # restarted worker's estimate saw the drift again at its start, and its window must first hold no
+    # prediction from before that detection).
+    drift_open = [{k for k in now if not k.startswith("performance/")} for now in open_after]
+    back = drift_open.index(set()) * 100 + 6_000
     assert 12_000 < back <= 12_000 + 2 * 2_048, open_after
+    estimated = observer.monitors()[0].estimated
+    assert estimated is not None
+    window = estimated.config.window_blocks * estimated.block_size
+    back = open_after.index(set()) * 100 + 6_000
+    assert back <= 12_000 + 2 * window, open_after
     assert open_after[-1] == set()
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
 
@@ -158,6 +168,7 @@ def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
         alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
     assert sorted((a.kind.value, a.subject) for a in alerts) == [
         ("data", "x03"),
+        ("performance", "estimated_error"),
         ("prediction", "predicted_class"),
         ("prediction", "prediction"),
     ]

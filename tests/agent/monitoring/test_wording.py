@@ -78,7 +78,7 @@ def test_a_category_mix_change_says_which_share_moved_and_from_what_to_what(chur
     (alert,) = data
     extra = alert.evidence.extra
     assert (extra["measure"], extra["category"]) == ("share", "plus")
-    assert extra["event_index"] == 10_143
+    assert extra["event_index"] == 10_111
     assert extra["reference_value"] == pytest.approx(1 / 3, abs=0.03)
     assert extra["recent_value"] == pytest.approx(0.7, abs=0.1)
     assert alert.message.startswith(
@@ -93,8 +93,10 @@ def test_a_narrower_spread_says_by_how_much(churn: Path) -> None:
     alerts = _run(churn, age, spend, plan)
     [alert] = [a for a in alerts if a.kind is AlertKind.DATA]
     extra = alert.evidence.extra
-    assert (alert.subject, extra["measure"], extra["event_index"]) == ("age", "spread", 10_111)
-    assert extra["spread_ratio"] == pytest.approx(0.5, abs=0.1)
+    assert (alert.subject, extra["measure"], extra["event_index"]) == ("age", "spread", 10_079)
+    assert extra["spread_ratio"] == pytest.approx(
+        0.5, abs=0.15
+    )  # over the short window since the change point
     assert extra["reference_value"] == pytest.approx(62 / 12**0.5, rel=0.05)  # the reference's sd
     assert f"spread of feature 'age' of churn/1 shrank {extra['spread_ratio']:.2g}x" in alert.message
 
@@ -115,7 +117,7 @@ def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn
     # The same values fill the feature's tails: a data alert, long before the rate's window closes.
     [data] = [a for a in alerts if a.kind is AlertKind.DATA]
     extra = data.evidence.extra
-    assert (data.subject, extra["measure"], extra["event_index"]) == ("monthly_spend", "tails", 10_591)
+    assert (data.subject, extra["measure"], extra["event_index"]) == ("monthly_spend", "tails", 10_463)
     assert extra["reference_value"] == pytest.approx(0.05, abs=0.01)
     assert data.message.startswith(
         f"tails of feature 'monthly_spend' of churn/1 grew: {extra['recent_value']:.1%} of recent values "

@@ -116,7 +116,7 @@ def test_a_package_with_a_holdout_takes_every_unseen_reference_from_it(
     assert 1 <= len(r.components) < 30 and r.variance_kept >= 0.9
     assert m.reference.output.rows_from == "holdout" and m.reference.output.statistics.count == 143
     assert (m.training.evaluated_on, m.training.holdout_rows) == ("holdout", 143)
-    assert m.calibration is not None and m.calibration.fitted_on == "holdout"
+    assert m.calibration is not None and m.calibration.fitted_on == "holdout+out_of_fold"
     # Written and read back through the loader: the same reconstruction.
     with load_package(example_packages.classifier.path) as model:
         assert model.manifest.reference.reconstruction == r
