@@ -115,7 +115,8 @@ def test_two_features_drifting_at_once_are_one_incident(
     assert {e.alert_id for e in resolved.timeline} == {a.alert_id for a in drift_alerts}
     # Its root cause: the inputs came first, the output followed, and the features to look at.
     assert resolved.root_cause.startswith(
-        "data drift on 'x03' and 'x05' came first, followed by a rise of the estimated error, prediction drift"
+        "data drift on 'x03' and 'x05' came first, "
+        "followed by a rise of the estimated error, prediction drift"
     )
     assert (
         "likely drivers: x03, x05" in resolved.root_cause or "likely drivers: x05, x03" in resolved.root_cause

@@ -106,7 +106,8 @@ def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "reconstruction_error"))
     # The metrics sinks see the column beside the features.
     points = [p for p in observer.metric_points() if p.measurement == "driftline_feature"]
-    assert {p.tags["feature"] for p in points} == {*NAMES, "prediction", "predicted_class", "reconstruction_error"}
+    columns = {*NAMES, "prediction", "predicted_class", "reconstruction_error"}
+    assert {p.tags["feature"] for p in points} == columns
 
 
 def test_a_single_feature_shift_is_alerted_on_that_feature_not_also_as_a_relation(
