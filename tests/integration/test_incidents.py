@@ -78,7 +78,9 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
         await asyncio.to_thread(worker.wait_ready)
         reference = np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference)
         rng = np.random.default_rng(1)
-        rows = reference[rng.integers(0, len(reference), 30_000)].copy()
+        # 48,000 calm events after the drift: the estimated error's incident (it joins the drift's)
+        # closes once its window of 16,384 predictions is back at the holdout's level.
+        rows = reference[rng.integers(0, len(reference), 60_000)].copy()
         for j in (3, 5):  # x03 and x05 move together from request 2,000 to 12,000, then come back
             rows[2_000:12_000, j] += 1.5 * reference[:, j].std()
         messages = []
@@ -154,7 +156,14 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     values = [r.value for r in await read_to_end(kafka_bootstrap, topics.alerts)]
     alerts = alerts_in(values)
     assert {(a.kind, a.subject) for a in alerts} == opened_alerts | {(AlertKind.TECHNICAL, "x05")}
-    assert [r.notification_id for r in incidents_in(values)] == [r.notification_id for r in every]
+    # Each incident's notifications in the same order on both; the two incidents' deliveries may
+    # interleave differently (the webhook keeps the order within an incident only).
+    published = incidents_in(values)
+    assert sorted(r.notification_id for r in published) == sorted(r.notification_id for r in every)
+    for incident in {r.incident_id for r in every}:
+        assert [r.notification_id for r in published if r.incident_id == incident] == [
+            r.notification_id for r in every if r.incident_id == incident
+        ]
 
     # InfluxDB, read back by `driftline alerts --incidents`.
     for var, value in (

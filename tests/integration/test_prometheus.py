@@ -70,8 +70,8 @@ async def test_drift_gauges_on_metrics(
     finally:
         assert worker.stop() == 0, worker.log()
     columns = {dict(labels)["column"] for (name, labels) in samples if name == "driftline_drift_shift_sd"}
-    # Bounded by the manifest: its features, the output and the predicted class.
-    assert columns == {*NAMES, "prediction", "predicted_class"}
+    # Bounded by the manifest: its features, the output, the predicted class and the reconstruction.
+    assert columns == {*NAMES, "prediction", "predicted_class", "reconstruction_error"}
     detectors = {
         (dict(labels)["column"], dict(labels)["detector"])
         for (name, labels) in samples
