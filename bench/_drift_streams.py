@@ -130,6 +130,7 @@ STREAMS: dict[str, StreamSpec] = {
             f"2 features N(0, 1), correlation {RHO_BEFORE} -> {RHO_AFTER}: same marginals",
         ),
         StreamSpec("stable mix", "categorical", None, "40/35/25 % throughout: false alarms only"),
+        StreamSpec("stable pair", "pair", None, f"correlation {RHO_BEFORE} throughout: false alarms only"),
     ]
 }
 

@@ -48,6 +48,7 @@ simulation (minutes); its result is kept in ``bench/results/alibi_thresholds.jso
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -61,6 +62,7 @@ import numpy as np
 
 from agent.monitoring import (
     CategoricalTransform,
+    DriftConfig,
     FeatureDriftMonitor,
     PercentileTransform,
     ReferenceTransform,
@@ -92,26 +94,29 @@ def reference_transform(spec: StreamSpec, reference: np.ndarray) -> ReferenceTra
     )
 
 
-def reconstruction_monitor(spec: StreamSpec, reference: np.ndarray, names: list[str]) -> Any | None:
+def reconstruction_monitor(
+    spec: StreamSpec, reference: np.ndarray, names: list[str], config: DriftConfig | None
+) -> Any | None:
     """The reconstruction-error monitor of a model with several numeric features (issue 14, item 4),
-    fitted as ``driftline package`` fits it without a holdout; None where driftline has none yet."""
+    fitted on the reference rows alone (no holdout); None where this checkout has none."""
     if spec.kind != "pair":
         return None
     try:
         from agent.monitoring.multivariate import ReconstructionMonitor
-        from agent.packaging.reconstruction import fit_reconstruction, split_rows
+        from agent.packaging.reconstruction import fit_reconstruction
     except ImportError:
         return None
-    fit, held = split_rows(len(reference))
-    r = fit_reconstruction(names, reference[fit], reference[held], error_from="reference_split")
-    return None if r is None else ReconstructionMonitor(r, tuple(names))
+    r = fit_reconstruction(names, reference)
+    return None if r is None else ReconstructionMonitor(r, tuple(names), config=config)
 
 
-def driftline_events(spec: StreamSpec, reference: np.ndarray, live: np.ndarray) -> tuple[list[int], float]:
+def driftline_events(
+    spec: StreamSpec, reference: np.ndarray, live: np.ndarray, config: DriftConfig | None = None
+) -> tuple[list[int], float]:
     """Event indices at which a fresh model's monitors fired (any column), and the seconds it took."""
     names = [f"x{j}" for j in range(live.shape[1])]
-    monitors = [FeatureDriftMonitor(names, reference_transform(spec, reference))]
-    multivariate = reconstruction_monitor(spec, reference, names)
+    monitors = [FeatureDriftMonitor(names, reference_transform(spec, reference), config=config)]
+    multivariate = reconstruction_monitor(spec, reference, names, config)
     if multivariate is not None:
         monitors.append(multivariate)
     events = []
@@ -122,8 +127,8 @@ def driftline_events(spec: StreamSpec, reference: np.ndarray, live: np.ndarray) 
     return sorted(events), time.perf_counter() - start
 
 
-def run_driftline(stream: Stream) -> dict[str, Any]:
-    per_rep = [driftline_events(stream.spec, stream.reference, rep) for rep in stream.live]
+def run_driftline(stream: Stream, config: DriftConfig | None) -> dict[str, Any]:
+    per_rep = [driftline_events(stream.spec, stream.reference, rep, config) for rep in stream.live]
     return {
         "events": [events for events, _ in per_rep],
         "seconds": sum(s for _, s in per_rep),
@@ -131,18 +136,20 @@ def run_driftline(stream: Stream) -> dict[str, Any]:
     }
 
 
-def driftline_long_stable(kind: str, reps: int, events: int, n_ref: int, seed: int) -> dict[str, Any]:
+def driftline_long_stable(
+    kind: str, reps: int, events: int, n_ref: int, seed: int, config: DriftConfig | None
+) -> dict[str, Any]:
     """Alarms on long stable streams, each replicate with a reference sample of its own."""
-    spec = STREAMS["stable" if kind == "numeric" else "stable mix"]
+    spec = STREAMS[{"numeric": "stable", "categorical": "stable mix", "pair": "stable pair"}[kind]]
     alarms = 0
     for r in range(reps):
         s = make_stream(spec, 1, events - 32, 0, n_ref, seed=seed * 1000 + r)
-        found, _ = driftline_events(spec, s.reference, s.live[0])
+        found, _ = driftline_events(spec, s.reference, s.live[0], config)
         alarms += len(found)
     return {"kind": kind, "replicates": reps, "events": reps * events, "alarms": alarms}
 
 
-def driftline_cost(n_ref: int, seed: int, events: int) -> list[dict[str, Any]]:
+def driftline_cost(n_ref: int, seed: int, events: int, config: DriftConfig | None) -> list[dict[str, Any]]:
     rng = np.random.default_rng((seed, 77))
     out = []
     for kind, d in (("numeric", 1), ("numeric", 20), ("categorical", 1)):
@@ -152,7 +159,8 @@ def driftline_cost(n_ref: int, seed: int, events: int) -> list[dict[str, Any]]:
         else:
             reference = rng.integers(0, CATEGORIES, (n_ref, d)).astype(np.float64)
             live = rng.integers(0, CATEGORIES, (events, d)).astype(np.float64)
-        monitor = FeatureDriftMonitor([f"x{j}" for j in range(d)], reference_transform(spec, reference))
+        names = [f"x{j}" for j in range(d)]
+        monitor = FeatureDriftMonitor(names, reference_transform(spec, reference), config=config)
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
@@ -163,6 +171,7 @@ def driftline_cost(n_ref: int, seed: int, events: int) -> list[dict[str, Any]]:
             {
                 "detector": f"FeatureDriftMonitor ({kind})",
                 "features": d,
+                "after_updates": 0,
                 "updates": events,
                 "us_per_update": round(best, 2),
                 "us_per_update_per_feature": round(best / d, 2),
@@ -216,7 +225,7 @@ def run_alibi(python: Path, streams: list[Stream], args: argparse.Namespace, lea
             else:
                 live = np.stack(
                     [
-                        rep[at - lead : at + args.horizon]
+                        rep[at - lead : at + args.alibi_horizon]
                         for rep, at in zip(s.live, s.change.tolist(), strict=True)
                     ]
                 )
@@ -241,11 +250,13 @@ def run_alibi(python: Path, streams: list[Stream], args: argparse.Namespace, lea
             "n_ref": args.n_ref,
             "thresholds_cache": str(ROOT / "bench" / "results" / "alibi_thresholds.json"),
             "streams": jobs,
+            # [detector, features, updates, of which measured]
             "cost_cases": [
-                ["cvm", 1, 2200],
-                ["cvm", 20, 400 if args.quick else 700],
-                ["fet", CATEGORIES, 2200],
-            ],
+                ["cvm", 1, 2200, 2000],
+                ["cvm", 20, 500 if args.quick else 700, 300 if args.quick else 500],
+                ["fet", CATEGORIES, 2200, 2000],
+            ]
+            + ([] if args.quick else [["cvm", 1, 20_000, 1000], ["fet", CATEGORIES, 20_000, 1000]]),
         }
         (root / "job.json").write_text(json.dumps(job))
         subprocess.run([str(python), str(ROOT / "bench" / "_alibi_side.py"), tmp], check=True)
@@ -291,23 +302,32 @@ def main() -> None:
     parser.add_argument(
         "--setup", action="store_true", help="create .venv-compare with alibi-detect, then exit"
     )
-    parser.add_argument("--reps", type=int, help="replicates per stream (default 40, --quick 10)")
+    parser.add_argument("--reps", type=int, help="replicates per stream (default 40, --quick 8)")
     parser.add_argument("--ert", type=float, default=1000.0, help="alibi-detect's expected run time")
     parser.add_argument("--n-ref", type=int, default=1000, help="reference rows (both detectors)")
     parser.add_argument("--windows", type=lambda s: [int(w) for w in s.split(",")], default=[20, 50, 100])
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--alibi-python", help="a Python with bench/compare-requirements.txt installed")
+    parser.add_argument(
+        "--alibi-horizon", type=int, default=5_000, help="changed events alibi-detect reads at most"
+    )
+    parser.add_argument(
+        "--driftline-config",
+        type=parse_config,
+        help="DriftConfig fields for driftline, e.g. ph_threshold=4,adwin_delta=1e-4 (default: its defaults)",
+    )
     parser.add_argument("--skip-alibi", action="store_true", help="driftline's half only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.setup:
         setup_venv()
         return
-    reps = args.reps or (10 if args.quick else 40)
+    reps = args.reps or (8 if args.quick else 40)
     args.warm = 5_000 if args.quick else 20_000
     args.horizon = 5_000 if args.quick else 20_000
     # alibi-detect on stable streams: (replicates, events each); its cost per event is high.
-    args.alibi_stable = (2, 5_000) if args.quick else (4, 10_000)
+    args.alibi_stable = (2, 4_000) if args.quick else (4, 10_000)
+    args.alibi_horizon = min(args.alibi_horizon, args.horizon)
     lead = 2 * max(args.windows)
     out = args.out or ROOT / "bench" / "results" / (
         "compare_alibi_quick.json" if args.quick else "compare_alibi.json"
@@ -326,7 +346,7 @@ def main() -> None:
     alibi = run_alibi(python, streams, args, lead) if python is not None else None
     rows = []
     for i, s in enumerate(streams):
-        ours = run_driftline(s)
+        ours = run_driftline(s, args.driftline_config)
         row: dict[str, Any] = {
             "stream": s.spec.name,
             "note": s.spec.note,
@@ -344,23 +364,24 @@ def main() -> None:
             if stable:
                 cell["alarms"] = sum(len(e) for e in theirs["events"])
             else:
-                cell.update(score(s, theirs["events"], [lead] * reps, args.horizon))
+                cell.update(score(s, theirs["events"], [lead] * reps, args.alibi_horizon))
             row["alibi"] = cell
         rows.append(row)
 
     long_reps, long_events = (20, 50_000) if args.quick else (100, 200_000)
     long_stable = [
-        driftline_long_stable(kind, long_reps, long_events, args.n_ref, args.seed + k)
-        for k, kind in enumerate(("numeric", "categorical"))
+        driftline_long_stable(kind, long_reps, long_events, args.n_ref, args.seed + k, args.driftline_config)
+        for k, kind in enumerate(("numeric", "categorical", "pair"))
     ]
-    cost = driftline_cost(args.n_ref, args.seed, 100_000 if args.quick else 200_000)
+    cost = driftline_cost(args.n_ref, args.seed, 100_000 if args.quick else 200_000, args.driftline_config)
     if alibi is not None:
         cost += alibi["cost"]
     elapsed = time.perf_counter() - started
     report(rows, long_stable, cost, args, reps, lead, alibi)
     print(f"\n(took {elapsed:.0f} s)")
     record = {
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (str(v) if isinstance(v, Path | DriftConfig) else v) for k, v in vars(args).items()},
+        "driftline_config": str(args.driftline_config or DriftConfig()),
         "replicates": reps,
         "alibi_lead": lead,
         "alibi_versions": alibi["versions"] if alibi else None,
@@ -384,22 +405,24 @@ def report(
     lead: int,
     alibi: dict[str, Any] | None,
 ) -> None:
-    h = args.horizon
+    h, ha = args.horizon, args.alibi_horizon
+    config = args.driftline_config or "defaults"
     print(
         f"## Drift detection, {reps} replicates per stream: delay in events after the change, "
-        f"median / p90 (misses: not detected within {h} events)"
+        f"median / p90 (>N: not detected within N events)"
     )
     print(
-        f"reference {args.n_ref} rows; driftline: FeatureDriftMonitor defaults, batches of {BATCH}, "
+        f"reference {args.n_ref} rows; driftline: FeatureDriftMonitor, {config}, batches of {BATCH}, "
         f"{args.warm} + U[0, 32) events before the change; alibi-detect: ERT {args.ert:g}, windows "
-        f"{args.windows}, {int(10 * args.ert)} bootstraps, {lead} events before the change"
+        f"{args.windows}, {int(10 * args.ert)} bootstraps, {lead} events before the change and at most "
+        f"{ha} after"
     )
     print(f"\n{'stream':<20}{'driftline':>26}{'pre':>5}   {'alibi-detect':>26}{'pre':>5}")
     for row in rows:
         ours, theirs = row["driftline"], row.get("alibi")
         if "alarms" in ours:
             continue
-        right = f"{_cell(theirs, h):>26}{theirs['pre_change_alarms']:>5}" if theirs else ""
+        right = f"{_cell(theirs, ha):>26}{theirs['pre_change_alarms']:>5}" if theirs else ""
         print(f"{row['stream']:<20}{_cell(ours, h):>26}{ours['pre_change_alarms']:>5}   {right}")
     print("\nFalse alarms per 1e6 events on stable streams (alarms / events)")
     for row in rows:
@@ -421,11 +444,12 @@ def report(
             f"{ls['events'] // ls['replicates']} events: {_rate(ls['alarms'], ls['events'])} "
             f"({ls['alarms']}/{ls['events']})"
         )
-    print("\nCost per update (one event, all the detector's features), windows full / monitor warm")
+    print("\nCost per update (one event of all the detector's features), per update per feature")
     for c in cost:
+        after = f" after {c['after_updates']} updates" if c["after_updates"] > 2 * max(args.windows) else ""
         print(
-            f"{c['detector']:<38}{c['features']:>3} feature(s) {c['us_per_update']:>10.2f} us"
-            f" {c['us_per_update_per_feature']:>10.2f} us per feature"
+            f"{c['detector']:<34}{c['features']:>3} feature(s) {c['us_per_update']:>10.2f} us"
+            f" {c['us_per_update_per_feature']:>10.2f} us{after}"
         )
     if alibi is not None:
         configured = {
@@ -436,6 +460,16 @@ def report(
             + ", ".join(f"{d} x{f}: {s:.0f}" for (d, f), s in configured.items())
         )
         print(f"alibi-detect versions: {alibi['versions']}")
+
+
+def parse_config(text: str) -> DriftConfig:
+    """``DriftConfig`` from ``field=value,...`` (values as Python literals).
+
+    >>> parse_config("ph_threshold=4,adwin_delta=1e-4").ph_threshold
+    4
+    """
+    fields = dict(item.split("=", 1) for item in text.split(",") if item)
+    return DriftConfig(**{k.strip(): ast.literal_eval(v.strip()) for k, v in fields.items()})
 
 
 def _commit() -> str:

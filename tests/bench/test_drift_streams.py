@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import bench._drift_streams
+import bench.compare_alibi
 from bench._alibi_side import _decode, _encode, indicators
 from bench._drift_streams import (
     MIX_AFTER,
@@ -26,8 +27,9 @@ from bench.compare_alibi import driftline_events, reference_transform, score
 
 
 def test_examples() -> None:
-    result = doctest.testmod(bench._drift_streams)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (bench._drift_streams, bench.compare_alibi):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_streams_are_seeded_and_independent_of_each_other() -> None:
