@@ -170,12 +170,12 @@ def test_model_monitor_derives_its_detectors_from_the_budget(model_repository: M
     strict = ModelMonitor(served, MonitorSettingsView(false_alarms_per_million=1e-3))
     # 20 numeric features (location, spread, tails each), the output (a classifier's: its location
     # alone), the predicted class (location and one share: with two classes the other share is its
-    # complement), and the reconstruction error's column (one stream).
+    # complement). The reconstruction error's column keeps its own calibration, outside the budget.
     streams = default.features.n_streams
     assert streams == strict.features.n_streams == len(default.features.streams) == 20 * 3 + 1 + 2
-    assert default.reconstruction is not None
-    assert default.budget == split_budget(1.0, streams + 1)
-    assert strict.budget == split_budget(1e-3, streams + 1)
+    assert default.reconstruction is not None and default.reconstruction.config == DriftConfig()
+    assert default.budget == split_budget(1.0, streams)
+    assert strict.budget == split_budget(1e-3, streams)
     assert strict.features.config.ph_threshold > default.features.config.ph_threshold
     assert strict.features.config.adwin_delta < default.features.config.adwin_delta
     for monitor in (default, strict):
@@ -234,6 +234,6 @@ def test_the_observer_logs_each_models_split_and_warns_when_it_is_clipped(
         assert record.levelno == level
         message = record.getMessage()
         assert message.startswith(
-            f"classification-20/1: false-alarm budget {budget:.3g} per 1e6 events over 64 streams"
+            f"classification-20/1: false-alarm budget {budget:.3g} per 1e6 events over 63 streams"
         )
         assert ("ph_threshold and adwin_delta clipped" in message) == (level == logging.WARNING)

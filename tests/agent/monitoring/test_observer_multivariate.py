@@ -92,9 +92,9 @@ def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(
         "reconstruction_error",
         "page_hinkley_up",
     )
-    assert alert.evidence.extra["event_index"] == 6_047 and alert.opened_at_event == 6_500
+    assert alert.evidence.extra["event_index"] == 6_079 and alert.opened_at_event == 6_500
     assert alert.message.startswith("features of pair/1 move together differently (reconstruction error +")
-    assert "page_hinkley_up fired at event 6047" in alert.message
+    assert "page_hinkley_up fired at event 6079" in alert.message
     # The evidence carries the error's reference (from the holdout) and its recent value.
     e = alert.evidence
     assert e.reference_mean == reconstruction.error.mean and e.reference_std == reconstruction.error.std

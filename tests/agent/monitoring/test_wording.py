@@ -117,7 +117,7 @@ def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn
     # The same values fill the feature's tails: a data alert, long before the rate's window closes.
     [data] = [a for a in alerts if a.kind is AlertKind.DATA]
     extra = data.evidence.extra
-    assert (data.subject, extra["measure"], extra["event_index"]) == ("monthly_spend", "tails", 10_463)
+    assert (data.subject, extra["measure"], extra["event_index"]) == ("monthly_spend", "tails", 10_431)
     assert extra["reference_value"] == pytest.approx(0.05, abs=0.01)
     assert data.message.startswith(
         f"tails of feature 'monthly_spend' of churn/1 grew: {extra['recent_value']:.1%} of recent values "
