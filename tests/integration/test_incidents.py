@@ -130,11 +130,12 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     assert len({r.incident_id for r in reports}) == 1
     resolved = reports[-1]
     opened_alerts = {(e.kind, e.subject) for e in resolved.timeline if e.change == "opened"}
+    # The predicted class's mix moves too, but near its detection threshold: whether it is alerted
+    # depends on how the partitions' records interleave into blocks (CI saw it both ways).
     assert {
         (AlertKind.DATA, "x03"),
         (AlertKind.DATA, "x05"),
         (AlertKind.PREDICTION, "prediction"),
-        (AlertKind.PREDICTION, "predicted_class"),
     } <= opened_alerts
     assert resolved.open_alerts == 0 and resolved.alerts == len(opened_alerts)
     assert "came first" in resolved.root_cause
