@@ -12,9 +12,10 @@ import errno
 import importlib.metadata
 import logging
 import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import faust
 import numpy as np
 from aiokafka.structs import TopicPartition
 
+from agent.alerting.fleet_monitor import FleetMonitor
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
 from agent.errors import ConfigurationError
@@ -42,7 +44,7 @@ from agent.serving.messages import OutgoingMessage
 from agent.serving.oip import OpenInference, register_oip_views
 from agent.serving.web import register_views
 from agent.settings import KafkaSettings, Settings
-from agent.topics import TopicSetup, join_changelog_topic
+from agent.topics import TopicSetup, join_changelog_topic, stats_topic
 from schemas.alert import AlertKind, Severity
 
 __all__ = ["Driftline", "create_app", "faust_credentials", "prepare_data_dir", "worker_description"]
@@ -62,6 +64,8 @@ class Driftline:
     metrics: Metrics
     incidents: IncidentManager
     observer: DriftObserver | None
+    fleet_monitor: FleetMonitor | None = None
+    """The host of the models' monitors whose statistics partitions this worker is assigned."""
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Ready when at least one model is loaded and the serving loop has joined its group."""
@@ -159,14 +163,18 @@ def create_app(settings: Settings) -> Driftline:
     )
     observers: list[BatchObserver] = []
     observer: DriftObserver | None = None
+    fleet = settings.monitoring.enabled and settings.monitoring.fleet
+    context = ServingContext(worker_description(settings.image))
     if settings.monitoring.enabled:
         observer = DriftObserver(
             incidents,
-            context=ServingContext(worker_description(settings.image)),
-            settings=MonitorSettingsView(**settings.monitoring.model_dump(exclude={"enabled"})),
+            context=context,
+            settings=monitor_settings(settings),
             metrics=metrics,
             persist_join=True,
             resolve=registry.resolve,
+            ship_stats=fleet,
+            worker=f"{socket.gethostname()}/{os.getpid()}",
         )
         observers.append(observer)
     handler = RequestHandler(
@@ -179,6 +187,7 @@ def create_app(settings: Settings) -> Driftline:
         outcomes_topic=settings.topics.outcomes if observer is not None else None,
         alerts_topic=settings.topics.alerts,
         changelog_topic=join_changelog_topic(settings) if observer is not None else None,
+        stats_topic=stats_topic(settings) if fleet else None,
     )
 
     join_topic = join_changelog_topic(settings)
@@ -244,7 +253,12 @@ def create_app(settings: Settings) -> Driftline:
         resend_topics=[settings.topics.alerts],
         loop=app.loop,
     )
-    driftline = Driftline(settings, app, registry, handler, serving, metrics, incidents, observer)
+    fleet_monitor = (
+        wire_fleet_monitor(app, settings, incidents, metrics, registry, context) if fleet else None
+    )
+    driftline = Driftline(
+        settings, app, registry, handler, serving, metrics, incidents, observer, fleet_monitor
+    )
 
     # Alert path (issue 5): a Faust agent on the alerts topic fans alerts out to InfluxDB and webhooks.
     last = {"records": 0, "at": time.monotonic()}
@@ -274,6 +288,8 @@ def create_app(settings: Settings) -> Driftline:
         )
         if observer is not None:
             points.extend(observer.metric_points())
+        if fleet_monitor is not None:
+            points.extend(fleet_monitor.observer.metric_points(join=False))
         points.extend(open_incident_points(incidents.open_incidents()))
         return points
 
@@ -313,6 +329,75 @@ def create_app(settings: Settings) -> Driftline:
     register_oip_views(app, oip, publish)
     register_report_view(app, settings, registry)
     return driftline
+
+
+def monitor_settings(settings: Settings) -> MonitorSettingsView:
+    """The monitors' knobs, a plain copy of the settings' (without the app's own)."""
+    wiring = {"enabled", "fleet", "stats_replay_s", "stats_replay_timeout_s"}
+    return MonitorSettingsView(**settings.monitoring.model_dump(exclude=wiring))
+
+
+def wire_fleet_monitor(
+    app: faust.App,
+    settings: Settings,
+    incidents: IncidentManager,
+    metrics: Metrics,
+    registry: ModelRegistry,
+    context: ServingContext,
+) -> FleetMonitor:
+    """The models' one monitor (:mod:`agent.alerting.fleet_monitor`): a Faust agent on the statistics
+    topic, in the app's group, so that each model's partition has one host among the workers."""
+    options = aiokafka_options(settings.kafka)
+    topic_name = stats_topic(settings)
+    observer = DriftObserver(
+        incidents,
+        context=context,
+        settings=monitor_settings(settings),
+        metrics=metrics,
+        resolve=registry.resolve,
+    )
+
+    async def publish(messages: list[OutgoingMessage]) -> None:
+        for m in messages:
+            await app.producer.send_and_wait(m.topic, m.key, m.value, m.partition, None, None)
+
+    async def replay(partition: int, until: int, apply: Callable[[list[bytes]], None]) -> bool:
+        return await replay_records(
+            options,
+            topic_name,
+            {partition: until},
+            lambda _, records: apply([r.value for r in records if r.value is not None]),
+            timeout_s=settings.monitoring.stats_replay_timeout_s,
+            since_ms=int((time.time() - settings.monitoring.stats_replay_s) * 1000),
+        )
+
+    monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay)
+    topic = app.topic(
+        topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    async def monitor_models(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                await monitor.handle(message.partition, message.offset, event.value)
+            except Exception:
+                # A raising agent would crash the worker: this is a bug, and one record is lost to it.
+                log.exception("fleet monitor: handling a statistics record failed unexpectedly")
+
+    app.agent(topic, name=f"{settings.app_id}.model-monitor")(monitor_models)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Iterable[TopicPartition], **_: Any) -> None:
+        monitor.revoked(tp.partition for tp in revoked if tp.topic == topic_name)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: Iterable[TopicPartition], **_: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == topic_name)
+        monitor.assigned(mine)
+        log.info("fleet monitor: assigned statistics partitions %s", mine)
+
+    return monitor
 
 
 def open_incident_points(incidents: Iterable[Incident]) -> list[MetricPoint]:

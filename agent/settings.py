@@ -318,6 +318,21 @@ class MonitoringSettings(BaseModel):
     (the last ``join_ttl_s`` of it; serving waits meanwhile). What was not read back by then is not
     joined (logged)."""
 
+    fleet: bool = True
+    """One monitor per model for the whole consumer group: every worker only sums its batches into
+    blocks and ships them on the statistics topic; the worker that is assigned the model's partition
+    of that topic runs the model's detectors over every worker's blocks and raises its alerts (one
+    alert per drift, whatever the number of workers; ``agent/monitoring/fleet.py``). Off, each worker
+    runs its own detectors over its share of the stream (one process only)."""
+
+    stats_replay_s: float = Field(default=86_400.0, gt=0)
+    """How far back the model's monitor reads the statistics topic to rebuild its detectors when it
+    is assigned a partition of it (after a restart, a crash or a rebalance)."""
+
+    stats_replay_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest time that read-back may take (logged if cut short: the detectors then start from
+    the blocks read so far)."""
+
     join_max_entries: int = Field(default=1_000_000, ge=1)
     """Most predictions a worker keeps waiting for their outcome: ~100-120 bytes each with
     producer-style request ids (``bench/join_cost.py``); a worker with the join full at this default

@@ -18,7 +18,7 @@ from mode import Service
 from agent.kafka import aiokafka_options
 from agent.settings import Settings
 
-__all__ = ["TopicSetup", "ensure_topics", "join_changelog_topic"]
+__all__ = ["TopicSetup", "ensure_topics", "join_changelog_topic", "stats_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,12 @@ def join_changelog_topic(settings: Settings) -> str:
     """The outcome join's topic: predictions and outcomes by join partition, and the join's changelog
     (:mod:`agent.monitoring.join`)."""
     return f"{settings.app_id}-join-changelog"
+
+
+def stats_topic(settings: Settings) -> str:
+    """The fleet's statistics topic: each worker's blocks, keyed by model, for the model's one monitor
+    (:mod:`agent.monitoring.fleet`)."""
+    return f"{settings.app_id}-monitor-stats"
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -76,6 +82,25 @@ async def ensure_topics(settings: Settings) -> None:
                             "cleanup.policy": "delete",
                             "retention.ms": str(2 * ttl_ms),
                             "segment.ms": str(max(ttl_ms, 60_000)),
+                        },
+                    )
+                ]
+            )
+        stats = stats_topic(settings)
+        if settings.monitoring.enabled and settings.monitoring.fleet and stats not in existing:
+            replay_ms = int(settings.monitoring.stats_replay_s * 1000)
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        stats,
+                        num_partitions=t.partitions,
+                        replication_factor=t.replication_factor,
+                        # Read back by a model's new monitor as far as stats_replay_s: kept twice as
+                        # long, in segments of a tenth of it so that old ones are dropped in time.
+                        topic_configs={
+                            "cleanup.policy": "delete",
+                            "retention.ms": str(2 * replay_ms),
+                            "segment.ms": str(max(replay_ms // 10, 60_000)),
                         },
                     )
                 ]

@@ -102,11 +102,15 @@ class Observed:
     """Records for the outcome join's topic."""
     incidents: list[IncidentReport] = field(default_factory=list)
     """Notifications of incidents across kinds (opened, updated, resolved), for the alerts topic."""
+    stats: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """A fleet worker's statistics records, ``(key, value)``, for the statistics topic
+    (:mod:`agent.monitoring.fleet`)."""
 
     def extend(self, other: Observed) -> None:
         self.alerts.extend(other.alerts)
         self.changelog.extend(other.changelog)
         self.incidents.extend(other.incidents)
+        self.stats.extend(other.stats)
 
 
 class BatchObserver(Protocol):

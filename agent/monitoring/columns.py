@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -215,14 +215,61 @@ class ColumnSet:
         self.n_events = 0
         self.missing = np.zeros(d, dtype=np.int64)
         self.unseen = np.zeros(d, dtype=np.int64)
+        self.block_size = block_size
         self._blocks = BlockAccumulator(block_size, len(self.streams), d)
         self._window = Window(window_blocks, len(self.streams), d)
+        self.outbox: list[Blocks] | None = None
+        """When set (:meth:`ship`), the blocks :meth:`push` completes go here instead of to the
+        detectors: another process runs them (:meth:`consume`)."""
+
+    def ship(self) -> None:
+        """Summarise only: from now on :meth:`push` cuts blocks into :attr:`outbox` and runs no
+        detector (a fleet worker's half; the model's monitor consumes the blocks)."""
+        self.outbox = []
+
+    def take_blocks(self) -> Blocks | None:
+        """The blocks completed since the last call, as one :class:`Blocks` (``None`` if none)."""
+        if not self.outbox:
+            return None
+        taken, self.outbox = self.outbox, []
+        if len(taken) == 1:
+            return taken[0]
+        return Blocks(*(np.concatenate([getattr(b, f.name) for b in taken]) for f in fields(Blocks)))
 
     def push(self, values: FloatArray, raw: FloatArray | None) -> list[Detection]:
         """Feed ``values`` (one column per stream) and the columns' ``raw`` values (one per column)."""
         blocks = self._blocks.push(values, raw)
         base = self.n_events
         self.n_events += values.shape[0]
+        if self.outbox is not None:
+            if blocks.ends.size:
+                self.outbox.append(blocks)
+            return []
+        return self._detect(blocks, base)
+
+    def consume(self, blocks: Blocks) -> list[Detection]:
+        """Feed full blocks summed elsewhere (by :meth:`push` of a shipping set with the same streams,
+        in any process): the detectors and the window see them as if pushed here, each block
+        ``block_size`` events long, in the order given.
+
+        Blocks from several workers, interleaved, are what one worker's blocks would be: each is
+        ``block_size`` consecutive events of one worker's share of the stream, and the events of a
+        stationary stream are exchangeable, so the calibration holds whatever the number of workers.
+        """
+        b = blocks.counts.shape[0]
+        if blocks.counts.ndim != 2 or blocks.counts.shape[1] != len(self.streams):
+            raise ValueError(
+                f"blocks of {blocks.counts.shape[1:]} streams for a set of {len(self.streams)} streams"
+            )
+        k = self.block_size
+        base = self.n_events
+        self.n_events += b * k
+        ends = np.arange(k - 1, b * k, k, dtype=np.int64)
+        return self._detect(
+            Blocks(blocks.counts, blocks.sums, blocks.sumsqs, blocks.raw_sums, blocks.raw_sumsqs, ends), base
+        )
+
+    def _detect(self, blocks: Blocks, base: int) -> list[Detection]:
         z = z_scores(blocks.counts, blocks.sums, self._means, self._stds)
         if self._scored.size and blocks.ends.size:
             idx = self._scored

@@ -139,6 +139,11 @@ class ErrorMonitor:
         return cls("regression", reference_mae, std, config=config)
 
     @property
+    def columns(self) -> ColumnSet:
+        """The column set the detectors run on (a fleet worker ships its blocks instead)."""
+        return self._columns
+
+    @property
     def block_size(self) -> int:
         """Events per block."""
         return self.config.block_size

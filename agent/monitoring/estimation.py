@@ -94,6 +94,11 @@ class _EstimateColumn:
         """The expected errors of the last batch fed."""
 
     @property
+    def columns(self) -> ColumnSet:
+        """The column set the detectors run on (a fleet worker ships its blocks instead)."""
+        return self._columns
+
+    @property
     def block_size(self) -> int:
         """Predictions per block."""
         return self.config.block_size

@@ -248,6 +248,11 @@ class FeatureDriftMonitor:
         )
 
     @property
+    def columns(self) -> ColumnSet:
+        """The column set the detectors run on (a fleet worker ships its blocks instead)."""
+        return self._columns
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Monitored column names: the features, then the output if monitored."""
         return self._columns.names

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from agent.models.package import Predictions
 from agent.models.registry import ServedModel
 from agent.monitoring.budget import BudgetSplit, within_budget
+from agent.monitoring.columns import ColumnSet
 from agent.monitoring.concept import ErrorMonitor
 from agent.monitoring.detectors import DriftConfig
 from agent.monitoring.estimation import EstimateCheck, EstimatedAbsErrorMonitor, EstimatedErrorMonitor
@@ -278,6 +279,18 @@ class ModelMonitor:
                 ref.reconstruction, m.feature_names, config=DriftConfig()
             )
             self.column_incidents += (IncidentKey(m.name, AlertKind.DATA.value, RECONSTRUCTION_COLUMN),)
+
+    def column_sets(self) -> dict[str, ColumnSet]:
+        """The detectors' column sets by name (:data:`~agent.monitoring.fleet.PARTS`): what a fleet
+        worker ships as blocks and the model's monitor consumes."""
+        sets = {"features": self.features.columns}
+        if self.reconstruction is not None:
+            sets["reconstruction"] = self.reconstruction.columns
+        if self.estimated is not None:
+            sets["estimated"] = self.estimated.columns
+        if self.errors is not None:
+            sets["errors"] = self.errors.columns
+        return sets
 
     @property
     def name(self) -> str:

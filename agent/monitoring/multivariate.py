@@ -128,6 +128,11 @@ class ReconstructionMonitor:
         )
 
     @property
+    def columns(self) -> ColumnSet:
+        """The column set the detectors run on (a fleet worker ships its blocks instead)."""
+        return self._columns
+
+    @property
     def n_events(self) -> int:
         """Events (rows) seen so far."""
         return self._columns.n_events

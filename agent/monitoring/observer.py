@@ -36,6 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -49,6 +50,7 @@ from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, 
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
+from agent.monitoring.fleet import ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
@@ -100,6 +102,10 @@ class DriftObserver:
         resolve: ``(name, version) -> ServedModel``, for joined predictions another worker made.
         context: What this worker saw change in how each model is served, for the incidents' reports;
             a fresh one (naming no worker) when not given.
+        ship_stats: A fleet worker: the detectors' column sets only summarise, and their blocks are
+            answered as statistics records (:attr:`Observed.stats`) for the model's one monitor, which
+            runs :meth:`observe_stats`. Technical watches stay here.
+        worker: This worker's name, in its statistics records.
     """
 
     def __init__(
@@ -112,8 +118,15 @@ class DriftObserver:
         persist_join: bool = False,
         resolve: Callable[[str, str | None], ServedModel | None] | None = None,
         context: ServingContext | None = None,
+        ship_stats: bool = False,
+        worker: str = "",
     ) -> None:
         self.incidents = incidents
+        self.ship_stats = ship_stats
+        self.worker = worker
+        self._sources: dict[ModelMonitor, SourceRanges] = {}
+        self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+        self._unknown_versions: set[tuple[str, str]] = set()
         # Cross-kind incidents: the alerts of one model that open close together, as one notification.
         self.context = context or ServingContext(clock=clock)
         self.groups = IncidentGroups(incidents, clock=clock, context=self.context.lines)
@@ -141,11 +154,22 @@ class DriftObserver:
         if monitor is None:
             monitor = self._monitors[served] = ModelMonitor(served, self.settings)
             self._by_version[served.name, served.version] = monitor
+            if self.ship_stats:
+                for columns in monitor.column_sets().values():
+                    columns.ship()
             _log_budget(monitor)
         return monitor
 
     def monitors(self) -> list[ModelMonitor]:
         return list(self._monitors.values())
+
+    def forget(self, model: str, version: str) -> None:
+        """Drops the monitor of ``model``/``version`` (a fleet monitor whose partition moved away)."""
+        monitor = self._by_version.pop((model, version), None)
+        if monitor is not None:
+            self._monitors.pop(monitor.served, None)
+            self._sources.pop(monitor, None)
+            self._shipped.pop(monitor, None)
 
     # --- BatchObserver ------------------------------------------------------------------------
 
@@ -193,6 +217,114 @@ class DriftObserver:
         observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
         if self.settings.concept_drift and monitor.errors is not None:
             observed.changelog.extend(self._remember(batch))
+        observed.incidents.extend(self.groups.drain())
+        if self.ship_stats:
+            event_time = batch.requests[0].event_time.timestamp() if batch.requests else None
+            observed.stats.extend(self._ship(monitor, batch.records, event_time))
+        return observed
+
+    # --- fleet: the worker's half ------------------------------------------------------------------
+
+    def _ship(
+        self, monitor: ModelMonitor, records: Sequence[RecordLike], event_time: float | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """The blocks ``monitor``'s column sets completed, as one statistics record (none if none)."""
+        sources = self._sources.get(monitor)
+        if sources is None:
+            sources = self._sources[monitor] = SourceRanges()
+        sources.add(records)
+        parts = []
+        for name, columns in monitor.column_sets().items():
+            blocks = columns.take_blocks()
+            if blocks is None:
+                continue
+            missing = unseen = None
+            if name == "features":
+                zero = np.zeros_like(columns.missing)
+                before_missing, before_unseen = self._shipped.get(monitor, (zero, zero))
+                missing = columns.missing - before_missing
+                unseen = columns.unseen - before_unseen
+                self._shipped[monitor] = (columns.missing.copy(), columns.unseen.copy())
+            parts.append(StatsPart(name, blocks, missing, unseen))
+        if not parts:
+            return []
+        stats = ModelStats(
+            monitor.name, monitor.version, self.worker, sources.take(), tuple(parts), event_time
+        )
+        return [(stats.key, encode_stats(stats))]
+
+    # --- fleet: the model's monitor ----------------------------------------------------------------
+
+    def observe_stats(self, stats: ModelStats, *, replay: bool = False) -> Observed:
+        """One worker's blocks of one model version: the detectors run on them as on this monitor's
+        own, and the alerts that pass the gate are answered (``replay``: the state only, as when the
+        record was first consumed; no alert, no recovery, nothing answered).
+
+        A version no model repository here knows is skipped (logged once)."""
+        monitor = self._by_version.get((stats.model, stats.version))
+        if monitor is None:
+            served = self.resolve(stats.model, stats.version) if self.resolve is not None else None
+            if served is None:
+                if (stats.model, stats.version) not in self._unknown_versions:
+                    self._unknown_versions.add((stats.model, stats.version))
+                    log.warning(
+                        "statistics of %s/%s skipped: no such model version here", stats.model, stats.version
+                    )
+                return Observed()
+            monitor = self.monitor(served)
+        records = [_Source(t, p, o) for t, p, first, last in stats.sources for o in (first, last)]
+        started = None if stats.event_time is None else datetime.fromtimestamp(stats.event_time, UTC)
+        ctx = AlertContext(records, started)
+        sets = monitor.column_sets()
+        least = self.settings.recovery_shift_sd
+        alerts: list[Alert] = []
+        for part in stats.parts:
+            columns = sets.get(part.name)
+            if columns is None:
+                log.warning(
+                    "statistics of %s/%s: no column set %r here", stats.model, stats.version, part.name
+                )
+                continue
+            try:
+                detections = columns.consume(part.blocks)
+            except ValueError as e:
+                log.warning("statistics of %s/%s, %s skipped: %s", stats.model, stats.version, part.name, e)
+                continue
+            if part.missing is not None and part.missing.shape == columns.missing.shape:
+                columns.missing += part.missing
+            if part.unseen is not None and part.unseen.shape == columns.unseen.shape:
+                columns.unseen += part.unseen
+            n = columns.n_events
+            if part.name == "features":
+                for d in detections:
+                    monitor.last_detection[d.name] = n
+                alerts.extend(self._drift_alerts(monitor, detections, ctx))
+            elif part.name == "reconstruction":
+                for d in detections:
+                    monitor.last_detection[d.name] = n
+                alerts.extend(self._reconstruction_detections(monitor, detections, alerts, ctx))
+            elif part.name == "estimated":
+                if detections:
+                    monitor.last_estimate_detection = n
+                alerts.extend(
+                    performance.performance_alert(self.writer, monitor, d, ctx)
+                    for d in detections
+                    if d.shift_sd >= least
+                )
+            elif part.name == "errors":
+                if detections:
+                    monitor.last_error_detection = n
+                alerts.extend(self.writer.concept_alert(monitor, d, ctx) for d in detections)
+        if replay:
+            return Observed()
+        self._recoveries(monitor)
+        if monitor.reconstruction is not None:
+            self._reconstruction_recovery(monitor)
+        if monitor.estimated is not None:
+            self._estimate_recovery(monitor)
+        if monitor.errors is not None:
+            self._concept_recovery(monitor)
+        observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
         observed.incidents.extend(self.groups.drain())
         return observed
 
@@ -336,24 +468,32 @@ class DriftObserver:
             # The error monitor reports rises only (a falling error is good news).
             raised = [self.writer.concept_alert(monitor, d, ctx) for d in detections]
             alerts.extend(performance.attach_drivers(monitor, raised))
-            window = monitor.errors.window_stats()
-            key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
-            if (
-                window.count
-                and abs(window.shift_sd) < self.settings.recovery_shift_sd
-                and monitor.last_error_detection
-                <= settled_before(monitor.errors.n_events, monitor.errors.config)
-                and self.incidents.is_open(key)
-            ):
-                self.incidents.recover(key)
+            self._concept_recovery(monitor)
+            if self.ship_stats:
+                out.stats.extend(self._ship(monitor, records))
         out.alerts.extend(self._gate(alerts))
         out.incidents.extend(self.groups.drain())
         return out
 
-    def metric_points(self) -> list[MetricPoint]:
-        """Windowed statistics for the metrics sinks: per feature and output, and the joined error."""
+    def _concept_recovery(self, monitor: ModelMonitor) -> None:
+        errors = monitor.errors
+        assert errors is not None
+        window = errors.window_stats()
+        key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
+        if (
+            window.count
+            and abs(window.shift_sd) < self.settings.recovery_shift_sd
+            and monitor.last_error_detection <= settled_before(errors.n_events, errors.config)
+            and self.incidents.is_open(key)
+        ):
+            self.incidents.recover(key)
+
+    def metric_points(self, *, join: bool = True) -> list[MetricPoint]:
+        """Windowed statistics for the metrics sinks: per feature and output, and the joined error
+        (none from a fleet worker, whose detectors run in the model's monitor), and the outcome
+        join's counts (unless ``join`` is False)."""
         points: list[MetricPoint] = []
-        for monitor in self._monitors.values():
+        for monitor in [] if self.ship_stats else self._monitors.values():
             tags = {"model": monitor.name, "version": monitor.version}
             windows = monitor.features.window_stats()
             if monitor.reconstruction is not None:
@@ -394,16 +534,18 @@ class DriftObserver:
                     MetricPoint("driftline_error", {metric: value, "joined": float(e.count)}, dict(tags))
                 )
             points.extend(performance.performance_points(monitor, tags))
-        join = self.join
+        if not join:
+            return points
+        outcome_join = self.join
         points.append(
             MetricPoint(
                 "driftline_join",
                 {
-                    "pending": float(len(join)),
-                    "matched": float(join.matched),
-                    "expired": float(join.expired),
-                    "evicted": float(join.evicted),
-                    "unmatched_outcomes": float(join.unmatched_outcomes),
+                    "pending": float(len(outcome_join)),
+                    "matched": float(outcome_join.matched),
+                    "expired": float(outcome_join.expired),
+                    "evicted": float(outcome_join.evicted),
+                    "unmatched_outcomes": float(outcome_join.unmatched_outcomes),
                 },
             )
         )
@@ -512,6 +654,15 @@ class DriftObserver:
         detections = reconstruction.update_batch(matrix)
         for d in detections:
             monitor.last_detection[d.name] = reconstruction.n_events
+        return self._reconstruction_detections(monitor, detections, batch_alerts, ctx)
+
+    def _reconstruction_detections(
+        self,
+        monitor: ModelMonitor,
+        detections: list[Detection],
+        batch_alerts: Sequence[Alert],
+        ctx: AlertContext,
+    ) -> list[Alert]:
         # Rises only (the monitor reports nothing else), and only those beyond the recovery bound.
         detections = [d for d in detections if d.shift_sd >= self.settings.recovery_shift_sd]
         if not detections:

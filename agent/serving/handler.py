@@ -105,6 +105,8 @@ class RequestHandler:
         changelog_topic: The outcome join's topic (:mod:`agent.monitoring.join`): the observers'
             records for it are published there, and records consumed from it handed to their
             ``observe_join`` (``None``: the join stays in memory, outcomes are joined as they come).
+        stats_topic: The fleet's statistics topic: the observers' statistics records are published
+            there, keyed by model (``None``: the observers keep none).
     """
 
     def __init__(
@@ -119,10 +121,12 @@ class RequestHandler:
         outcomes_topic: str | None = None,
         alerts_topic: str = "driftline-alerts",
         changelog_topic: str | None = None,
+        stats_topic: str | None = None,
     ) -> None:
         self.registry = registry
         self.alerts_topic = alerts_topic
         self.changelog_topic = changelog_topic
+        self.stats_topic = stats_topic
         self.outcomes_topic = outcomes_topic
         self.predictions_topic = predictions_topic
         self.dead_letters_topic = dead_letters_topic
@@ -413,6 +417,9 @@ class RequestHandler:
         topic = self.changelog_topic
         if topic is not None:
             out.extend(OutgoingMessage(topic, r.key, r.value, r.partition) for r in observed.changelog)
+        if self.stats_topic is not None:
+            # Keyed by model: one partition, hence one monitor, has all of a model's blocks.
+            out.extend(OutgoingMessage(self.stats_topic, key, value) for key, value in observed.stats)
 
     def _dead_letter_messages(self, dead: list[DeadLetterInfo]) -> Iterable[OutgoingMessage]:
         now = datetime.now(UTC)

@@ -1,0 +1,140 @@
+"""The models' one monitor in a fleet: a Faust agent over the statistics topic, partitioned by model.
+
+Every worker ships its monitors' blocks to the statistics topic keyed by model
+(:mod:`agent.monitoring.fleet`); the worker that Faust's group assigns a partition of that topic
+hosts the monitors of the models keyed there. :class:`FleetMonitor` (plain logic, no Faust) runs
+each record through its :class:`~agent.monitoring.observer.DriftObserver` and publishes what passes
+the incident gate to the alerts topic, before the record's offset is committed. This is the low
+volume, keyed, stateful stream Faust's agents fit: a few records per batch of requests, not per
+event.
+
+**State** (detectors, windows, detection counts) is rebuilt by replaying the topic: when a partition
+is assigned, the first record the agent reads from it is preceded by a read-back of that partition
+from ``monitoring.stats_replay_s`` ago up to that record, with no alert raised (the incidents they
+raised are in the incident store, which every worker reads). The detectors' state is a function of
+the blocks they were fed, river's ADWIN cannot be serialised without pickle, and the blocks already
+sit in the topic in a declared format: replaying them rebuilds exactly the state a monitor that never
+stopped would have, with no second copy to keep consistent. Revoked partitions' monitors are dropped.
+
+May import: :mod:`agent.monitoring`, :mod:`agent.serving.messages`, :mod:`agent.kafka` (kernel).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from agent.monitoring.batch import Observed
+from agent.monitoring.fleet import decode_stats
+from agent.monitoring.observer import DriftObserver
+from agent.serving.messages import OutgoingMessage
+from schemas.alert import encode_alert
+from schemas.incident import encode_incident
+
+__all__ = ["FleetMonitor"]
+
+log = logging.getLogger(__name__)
+
+Replay = Callable[[int, int, Callable[[list[bytes]], None]], Awaitable[bool]]
+"""``replay(partition, until, apply)``: hands ``apply`` the values of the partition's records before
+offset ``until``, from as far back as the monitor reads; False if it was cut short."""
+
+
+class FleetMonitor:
+    """Statistics records in, alerts and incident reports out, with state rebuilt per partition.
+
+    Parameters:
+        observer: The monitors (a :class:`DriftObserver` that runs detectors, not one that ships).
+        publish: Publishes messages and waits for their acknowledgement.
+        alerts_topic: Where alerts and incident reports go.
+        replay: Reads a partition back (see :data:`Replay`).
+    """
+
+    def __init__(
+        self,
+        observer: DriftObserver,
+        publish: Callable[[list[OutgoingMessage]], Awaitable[None]],
+        alerts_topic: str,
+        replay: Replay,
+    ) -> None:
+        self.observer = observer
+        self.publish = publish
+        self.alerts_topic = alerts_topic
+        self.replay = replay
+        self._ready: set[int] = set()
+        self._models: dict[int, set[tuple[str, str]]] = {}
+        self.records = 0
+        """Statistics records handled live (not replayed)."""
+        self.replayed = 0
+        """Statistics records read back."""
+        self.busy_s = 0.0
+        """Time spent handling live records (the monitor's CPU, roughly)."""
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """Partitions newly given to this worker: each is read back before its first record."""
+        for p in partitions:
+            self._ready.discard(p)
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions taken away: their models' monitors go (their new host rebuilds them)."""
+        for p in partitions:
+            self._ready.discard(p)
+            for model, version in self._models.pop(p, set()):
+                self.observer.forget(model, version)
+
+    async def handle(self, partition: int, offset: int, value: bytes | None) -> None:
+        """One record of the statistics topic, read live by the agent."""
+        if partition not in self._ready:
+            await self._restore(partition, offset)
+        started = time.perf_counter()
+        observed = self._apply(partition, value, replay=False)
+        self.records += 1
+        messages = self.messages(observed)
+        self.busy_s += time.perf_counter() - started
+        if messages:
+            await self.publish(messages)
+
+    def messages(self, observed: Observed) -> list[OutgoingMessage]:
+        out = [
+            OutgoingMessage(self.alerts_topic, a.alert_id.encode(), encode_alert(a)) for a in observed.alerts
+        ]
+        out.extend(
+            OutgoingMessage(self.alerts_topic, f"incident/{r.incident_id}".encode(), encode_incident(r))
+            for r in observed.incidents
+        )
+        return out
+
+    def _apply(self, partition: int, value: bytes | None, *, replay: bool) -> Observed:
+        if value is None:
+            return Observed()
+        try:
+            stats = decode_stats(value)
+        except ValueError as e:
+            log.warning("fleet monitor: a record of statistics partition %d skipped: %s", partition, e)
+            return Observed()
+        self._models.setdefault(partition, set()).add((stats.model, stats.version))
+        return self.observer.observe_stats(stats, replay=replay)
+
+    async def _restore(self, partition: int, until: int) -> None:
+        started = time.monotonic()
+        before = self.replayed
+
+        def apply(values: list[bytes]) -> None:
+            for value in values:
+                self._apply(partition, value, replay=True)
+            self.replayed += len(values)
+
+        complete = await self.replay(partition, until, apply)
+        self._ready.add(partition)
+        log.info(
+            "fleet monitor: hosting statistics partition %d; read back %d records in %.2f s%s",
+            partition,
+            self.replayed - before,
+            time.monotonic() - started,
+            "" if complete else " (cut short by DRIFTLINE_MONITORING__STATS_REPLAY_TIMEOUT_S)",
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {"records": self.records, "replayed": self.replayed, "busy_s": self.busy_s}

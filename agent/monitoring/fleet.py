@@ -1,0 +1,200 @@
+"""Fleet monitoring: the statistics a worker ships to its model's one monitor, in a declared format.
+
+Every worker of a consumer group serves a share of the partitions. Were each to run its own
+detectors, one drift would raise one alert per worker, each worker's detectors would see only its
+share of the stream, and a fleet of ``N`` would raise ``N`` times one model's false alarms. So a
+fleet worker only *summarises*: its monitors' column sets cut their standardised streams into
+blocks (:meth:`~agent.monitoring.columns.ColumnSet.ship`), as they always did, and the completed
+blocks' exact integer sums leave as one :class:`ModelStats` per batch that completed any, keyed by
+model. One monitor per model, wherever the model's statistics partition is assigned, runs the
+detectors over the blocks of every worker (:meth:`~agent.monitoring.columns.ColumnSet.consume`),
+decides the alerts and owns the incidents (:meth:`~agent.monitoring.observer.DriftObserver.observe_stats`).
+
+The record is bytes in a declared layout, never pickle::
+
+    b"DLS1"                       magic and version
+    uint32 little-endian          length of the header
+    header                        UTF-8 JSON: model, version, worker, sources, event_time, parts
+    body                          per part, in the header's order: counts (int32), sums (int64),
+                                  sums of squares (int64), each blocks x streams; raw sums and raw
+                                  sums of squares (float64), each blocks x raw; row-major, little-endian
+
+A part names the column set it summarises (``features``, ``reconstruction``, ``estimated``,
+``errors``) with its shape, and the missing and unseen values counted since the last record.
+
+May import: :mod:`agent.monitoring` (its other modules). No transport.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from agent.monitoring.batch import RecordLike
+from agent.monitoring.blocks import Blocks
+from agent.monitoring.transforms import IntArray
+
+__all__ = ["MAGIC", "ModelStats", "SourceRanges", "StatsPart", "decode_stats", "encode_stats"]
+
+MAGIC = b"DLS1"
+_LENGTH = struct.Struct("<I")
+PARTS = ("features", "reconstruction", "estimated", "errors")
+"""The column sets of a model's monitor that a worker ships, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsPart:
+    """The blocks one column set of a worker completed, and what it counted beside them."""
+
+    name: str
+    blocks: Blocks
+    missing: IntArray | None = None
+    """Missing values per column since the last record (``None``: not counted)."""
+    unseen: IntArray | None = None
+    """Values of categories absent from the reference, per column, since the last record."""
+
+
+class SourceRanges:
+    """The offset ranges of the records a worker summarised since its last record, per partition."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[tuple[str, int], list[int]] = {}
+
+    def add(self, records: Iterable[RecordLike]) -> None:
+        ranges = self._ranges
+        for r in records:
+            key = (r.topic, r.partition)
+            span = ranges.get(key)
+            if span is None:
+                ranges[key] = [r.offset, r.offset]
+            elif r.offset < span[0]:
+                span[0] = r.offset
+            elif r.offset > span[1]:
+                span[1] = r.offset
+
+    def take(self) -> tuple[tuple[str, int, int, int], ...]:
+        """``(topic, partition, first offset, last offset)`` per partition; starts afresh."""
+        out = tuple((t, p, a, b) for (t, p), (a, b) in sorted(self._ranges.items()))
+        self._ranges = {}
+        return out
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """One worker's blocks of one model version, for the model's monitor."""
+
+    model: str
+    version: str
+    worker: str
+    sources: tuple[tuple[str, int, int, int], ...]
+    """The request (or outcome) records summarised since the worker's previous record, as
+    ``(topic, partition, first offset, last offset)``: where the blocks' events came from."""
+    parts: tuple[StatsPart, ...] = field(default=())
+    event_time: float | None = None
+    """Event time (seconds since the epoch) of the first request of the batch, if known."""
+
+    @property
+    def key(self) -> bytes:
+        """The record's key: the model's name, so that one partition (one monitor) has all of it."""
+        return self.model.encode()
+
+    def part(self, name: str) -> StatsPart | None:
+        return next((p for p in self.parts if p.name == name), None)
+
+    @property
+    def n_blocks(self) -> int:
+        return sum(int(p.blocks.counts.shape[0]) for p in self.parts)
+
+
+def encode_stats(stats: ModelStats) -> bytes:
+    """The record's bytes (layout in the module docstring).
+
+    >>> b = Blocks(np.array([[32, 31]]), np.array([[5, -6]]), np.array([[7, 8]]),
+    ...            np.array([[1.5, 2.0]]), np.array([[3.0, 4.0]]), np.array([31]))
+    >>> part = StatsPart("features", b, np.array([0, 1]))
+    >>> s = ModelStats("m", "1", "w", (("requests", 0, 10, 41),), (part,))
+    >>> back = decode_stats(encode_stats(s))
+    >>> back.sources, back.parts[0].blocks.counts.tolist(), back.parts[0].missing.tolist()
+    ((('requests', 0, 10, 41),), [[32, 31]], [0, 1])
+    """
+    header_parts = []
+    body: list[bytes] = []
+    for p in stats.parts:
+        b = p.blocks
+        n, d = b.counts.shape
+        r = b.raw_sums.shape[1] if b.raw_sums.ndim == 2 else 0
+        header_parts.append(
+            {
+                "name": p.name,
+                "blocks": n,
+                "streams": d,
+                "raw": r,
+                "missing": None if p.missing is None else [int(v) for v in p.missing],
+                "unseen": None if p.unseen is None else [int(v) for v in p.unseen],
+            }
+        )
+        body.append(np.ascontiguousarray(b.counts, dtype="<i4").tobytes())
+        body.append(np.ascontiguousarray(b.sums, dtype="<i8").tobytes())
+        body.append(np.ascontiguousarray(b.sumsqs, dtype="<i8").tobytes())
+        body.append(np.ascontiguousarray(b.raw_sums.reshape(n, r), dtype="<f8").tobytes())
+        body.append(np.ascontiguousarray(b.raw_sumsqs.reshape(n, r), dtype="<f8").tobytes())
+    header = orjson.dumps(
+        {
+            "model": stats.model,
+            "version": stats.version,
+            "worker": stats.worker,
+            "sources": [list(s) for s in stats.sources],
+            "event_time": stats.event_time,
+            "parts": header_parts,
+        }
+    )
+    return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *body])
+
+
+def decode_stats(raw: bytes) -> ModelStats:
+    """A :class:`ModelStats` from its bytes; ``ValueError`` naming what is wrong with them."""
+    if raw[:4] != MAGIC:
+        raise ValueError(f"not a driftline statistics record (starts {raw[:4]!r}, expected {MAGIC!r})")
+    if len(raw) < 8:
+        raise ValueError("statistics record truncated in its header length")
+    (length,) = _LENGTH.unpack_from(raw, 4)
+    try:
+        header = orjson.loads(raw[8 : 8 + length])
+        model, version, worker = str(header["model"]), str(header["version"]), str(header["worker"])
+        sources = tuple((str(t), int(p), int(a), int(b)) for t, p, a, b in header["sources"])
+        specs: Sequence[dict[str, object]] = header["parts"]
+        event_time = header.get("event_time")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"statistics record with a bad header: {e}") from e
+    pos = 8 + length
+    parts = []
+    for spec in specs:
+        n, d, r = int(spec["blocks"]), int(spec["streams"]), int(spec["raw"])  # type: ignore[call-overload]
+        arrays = []
+        for dtype, cols in (("<i4", d), ("<i8", d), ("<i8", d), ("<f8", r), ("<f8", r)):
+            size = n * cols * 8 if dtype != "<i4" else n * cols * 4
+            if pos + size > len(raw):
+                raise ValueError(f"statistics record truncated in part {spec['name']!r}")
+            arrays.append(np.frombuffer(raw, dtype=dtype, count=n * cols, offset=pos).reshape(n, cols))
+            pos += size
+        counts = arrays[0].astype(np.int64)
+        sums, sumsqs = arrays[1].astype(np.int64), arrays[2].astype(np.int64)
+        blocks = Blocks(counts, sums, sumsqs, arrays[3].copy(), arrays[4].copy(), np.zeros(n, dtype=np.int64))
+        missing, unseen = spec.get("missing"), spec.get("unseen")
+        parts.append(
+            StatsPart(
+                str(spec["name"]),
+                blocks,
+                None if missing is None else np.asarray(missing, dtype=np.int64),
+                None if unseen is None else np.asarray(unseen, dtype=np.int64),
+            )
+        )
+    if pos != len(raw):
+        raise ValueError(f"statistics record with {len(raw) - pos} bytes after its last part")
+    return ModelStats(
+        model, version, worker, sources, tuple(parts), None if event_time is None else float(event_time)
+    )

@@ -1,0 +1,266 @@
+"""Fleet monitoring's pure half: workers that ship blocks, one monitor that runs the detectors on them.
+
+Through the real request handler, a real model package and real statistics records (encoded and
+decoded as they travel); only the Kafka topic between them is left out (the integration test
+``tests/integration/test_fleet.py`` has it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.models.registry import ModelRegistry
+from agent.models.repository import ModelRepository
+from agent.monitoring.blocks import Blocks
+from agent.monitoring.columns import ColumnSet, column_detectors
+from agent.monitoring.detectors import DriftConfig
+from agent.monitoring.fleet import ModelStats, StatsPart, decode_stats, encode_stats
+from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
+from agent.monitoring.model_monitor import MonitorSettingsView
+from agent.monitoring.observer import DriftObserver
+from agent.packaging.examples import classification_20
+from agent.serving.handler import Record, RequestHandler
+from schemas.alert import Alert, AlertKind
+from tests.support.alerts import alerts_in
+
+MODEL = "classification-20"
+SETTINGS = MonitorSettingsView(latency_threshold=1e12)
+ALERTS, STATS = "alerts", "stats"
+NAMES = [f"x{i:02d}" for i in range(20)]
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+
+
+def observer(registry: ModelRegistry, incidents: IncidentManager, *, ship: bool) -> DriftObserver:
+    return DriftObserver(incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=ship, worker="w")
+
+
+def handler(registry: ModelRegistry, observers: list[DriftObserver]) -> RequestHandler:
+    return RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=observers,
+        alerts_topic=ALERTS,
+        stats_topic=STATS,
+    )
+
+
+def batches(rows: np.ndarray, size: int = 250) -> list[list[Record]]:
+    """The requests in batches, each batch from one partition (0-3, round robin), offsets per partition."""
+    out = []
+    offsets = [0, 0, 0, 0]
+    for b, start in enumerate(range(0, len(rows), size)):
+        partition = b % 4
+        records = []
+        for i, row in enumerate(rows[start : start + size], start):
+            body = {
+                "request_id": f"r{i}",
+                "model": MODEL,
+                "features": dict(zip(NAMES, map(float, row), strict=True)),
+            }
+            records.append(Record("requests", partition, offsets[partition], None, json.dumps(body).encode()))
+            offsets[partition] += 1
+        out.append(records)
+    return out
+
+
+def drifted(reference: np.ndarray, n: int, change: int, shift_sd: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = reference[rng.integers(0, len(reference), n)].copy()
+    rows[change:, 3] += shift_sd * reference[:, 3].std()
+    return rows
+
+
+def run_fleet(
+    registry: ModelRegistry, parts: list[list[Record]], n_workers: int, route: Callable[[int], int]
+) -> tuple[list[Alert], list[bytes], DriftObserver]:
+    """``n_workers`` shipping observers (batch ``b`` to worker ``route(b)``) and one monitor observer that
+    is fed every statistics record as it is published, in publication order."""
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    workers = [handler(registry, [observer(registry, incidents, ship=True)]) for _ in range(n_workers)]
+    alerts: list[Alert] = []
+    records: list[bytes] = []
+    for b, batch in enumerate(parts):
+        for m in workers[route(b)].handle(batch):
+            if m.topic == ALERTS:
+                alerts.extend(alerts_in([m.value]))
+            elif m.topic == STATS:
+                assert m.key == MODEL.encode() and m.value is not None
+                records.append(m.value)
+                alerts.extend(monitor.observe_stats(decode_stats(m.value)).alerts)
+    return alerts, records, monitor
+
+
+def data_alerts(alerts: list[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.kind is AlertKind.DATA]
+
+
+def test_one_or_two_workers_raise_the_one_alert_at_the_same_total_event(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    change = 20_000
+    parts = batches(drifted(reference, 40_000, change, 1.0, seed=5))
+    one, _, _ = run_fleet(registry, parts, 1, lambda b: 0)
+    # Two workers of a group: partitions 0 and 1 to one, 2 and 3 to the other.
+    two, records, _ = run_fleet(registry, parts, 2, lambda b: (b % 4) // 2)
+    [a1] = data_alerts(one)
+    [a2] = data_alerts(two)
+    assert a1.subject == a2.subject == "x03"
+    e1, e2 = int(a1.evidence.extra["event_index"]), int(a2.evidence.extra["event_index"])
+    assert change <= e1 <= change + 1_000
+    # Within one block per worker: the monitor's blocks are the same events, cut by two accumulators.
+    assert abs(e1 - e2) <= 2 * DriftConfig().block_size, (e1, e2)
+    # The alert names where its blocks came from: request partitions and offsets.
+    assert {s.partition for s in a2.source} and all(s.topic == "requests" for s in a2.source)
+    # A few records per batch, not per event.
+    assert len(records) <= len(parts)
+
+
+def test_the_worker_half_runs_no_detector_and_ships_every_completed_block(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    worker = observer(registry, incidents, ship=True)
+    h = handler(registry, [worker])
+    parts = batches(drifted(reference, 20_000, 5_000, 2.0, seed=6))
+    messages = [m for batch in parts for m in h.handle(batch)]
+    assert not [m for m in messages if m.topic == ALERTS]  # a strong drift, but no detector here
+    stats = [decode_stats(m.value) for m in messages if m.topic == STATS and m.value is not None]
+    features = [s.part("features") for s in stats]
+    blocks = sum(p.blocks.counts.shape[0] for p in features if p is not None)
+    assert blocks == 20_000 // DriftConfig().block_size
+    assert sum(p.missing.sum() for p in features if p is not None and p.missing is not None) == 0
+    assert all(s.model == MODEL and s.version == "1" and s.worker == "w" for s in stats)
+    # Every request offset is covered by some record's sources.
+    covered = {(t, p, o) for s in stats for t, p, a, b in s.sources for o in range(a, b + 1)}
+    assert {(r.topic, r.partition, r.offset) for batch in parts for r in batch} <= covered
+    assert worker.metric_points(join=False) == []  # its windows are the monitor's
+
+
+def test_a_monitor_rebuilt_by_replay_goes_on_as_if_it_never_stopped(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    change = 20_000
+    parts = batches(drifted(reference, 40_000, change, 0.4, seed=7))
+    alerts, records, _ = run_fleet(registry, parts, 2, lambda b: (b % 4) // 2)
+    [expected] = data_alerts(alerts)
+    assert int(expected.evidence.extra["event_index"]) > change + 64
+    # The monitor dies in the middle of the drift, before it is detected; its successor replays what
+    # came before, then goes on.
+    features = [decode_stats(r).part("features") for r in records]
+    events = np.cumsum([0 if p is None else p.blocks.counts.shape[0] for p in features]) * 32
+    cut = int(np.searchsorted(events, change + 64))
+    successor = observer(registry, IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), ship=False)
+    for raw in records[:cut]:
+        assert successor.observe_stats(decode_stats(raw), replay=True).alerts == []
+    rest = [a for raw in records[cut:] for a in successor.observe_stats(decode_stats(raw)).alerts]
+    [again] = data_alerts(rest)
+    assert again.subject == expected.subject
+    assert again.evidence.extra["event_index"] == expected.evidence.extra["event_index"]
+    # Without the replay, the successor starts from the reference and sees the drift later.
+    fresh = observer(registry, IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), ship=False)
+    late = [a for raw in records[cut:] for a in fresh.observe_stats(decode_stats(raw)).alerts]
+    assert all(a.evidence.extra["event_index"] != expected.evidence.extra["event_index"] for a in late)
+
+
+def empty_blocks(streams: int) -> Blocks:
+    ints = np.zeros((1, streams), dtype=np.int64)
+    return Blocks(
+        ints, ints, ints, np.zeros((1, streams)), np.zeros((1, streams)), np.zeros(1, dtype=np.int64)
+    )
+
+
+def test_statistics_of_an_unknown_version_are_skipped(model_repository: ModelRepository) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    monitor = observer(registry, IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), ship=False)
+    b = empty_blocks(2)
+    stats = ModelStats(MODEL, "999", "w", (), (StatsPart("features", b),))
+    assert monitor.observe_stats(stats).alerts == []
+    assert monitor.monitors() == []
+    # A known version with blocks of the wrong width: skipped, not raised.
+    stats = ModelStats(MODEL, "1", "w", (), (StatsPart("features", b),))
+    assert monitor.observe_stats(stats).alerts == []
+
+
+def shipped_and_consumed(values: np.ndarray, workers: int) -> tuple[list[int], list[int]]:
+    """Detections of one in-process set, and of a monitor fed the blocks of ``workers`` shipping sets
+    that each take every ``workers``-th slice of 100 events."""
+
+    def new() -> ColumnSet:
+        config = DriftConfig()
+        return ColumnSet(["x"], [column_detectors(config, 0.5, 12**-0.5, "both")], 32, 64, 0.5, 12**-0.5)
+
+    local = new()
+    own = [
+        d.event_index for i in range(0, len(values), 100) for d in local.push(values[i : i + 100, None], None)
+    ]
+    shippers = [new() for _ in range(workers)]
+    for s in shippers:
+        s.ship()
+    monitor = new()
+    merged: list[int] = []
+    for k, i in enumerate(range(0, len(values), 100)):
+        s = shippers[k % workers]
+        s.push(values[i : i + 100, None], None)
+        blocks = s.take_blocks()
+        if blocks is not None:
+            merged.extend(d.event_index for d in monitor.consume(blocks))
+    return own, merged
+
+
+def test_consumed_blocks_detect_like_pushed_ones() -> None:
+    rng = np.random.default_rng(8)
+    values = rng.random(60_000)
+    values[30_000:] = np.minimum(values[30_000:] + 0.5 * 12**-0.5, 1.0)
+    own, one = shipped_and_consumed(values, 1)
+    assert own == one and len(own) == 1  # one worker: bit-identical
+    _, two = shipped_and_consumed(values, 2)
+    assert len(two) == 1 and abs(two[0] - own[0]) <= 2 * 32 + 200  # two: one block each + a slice
+
+
+def test_the_record_layout_is_checked() -> None:
+    b = Blocks(
+        np.array([[32]]),
+        np.array([[3]]),
+        np.array([[4]]),
+        np.array([[1.0]]),
+        np.array([[2.0]]),
+        np.array([31]),
+    )
+    raw = encode_stats(ModelStats("m", "1", "w", (("t", 0, 1, 2),), (StatsPart("features", b),), 1.5))
+    back = decode_stats(raw)
+    assert back.event_time == 1.5 and back.part("features") is not None and back.n_blocks == 1
+    with pytest.raises(ValueError, match="not a driftline statistics record"):
+        decode_stats(b'{"json": 1}')
+    with pytest.raises(ValueError, match="truncated"):
+        decode_stats(raw[:-3])
+    with pytest.raises(ValueError, match="after its last part"):
+        decode_stats(raw + b"x")
+    with pytest.raises(ValueError, match="bad header"):
+        decode_stats(raw[:8] + b"!" + raw[9:])
+
+
+def test_a_part_for_another_set_shape_is_refused_by_consume(tmp_path: Path) -> None:
+    config = DriftConfig()
+    columns = ColumnSet(["a", "b"], [column_detectors(config, 0.5, 0.3, "both")] * 2, 32, 64, 0.5, 0.3)
+    b = empty_blocks(3)
+    with pytest.raises(ValueError, match="3,"):
+        columns.consume(b)
