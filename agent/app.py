@@ -333,7 +333,7 @@ def create_app(settings: Settings) -> Driftline:
 
 def monitor_settings(settings: Settings) -> MonitorSettingsView:
     """The monitors' knobs, a plain copy of the settings' (without the app's own)."""
-    wiring = {"enabled", "fleet", "stats_replay_s", "stats_replay_timeout_s"}
+    wiring = {"enabled", "fleet", "stats_replay_s", "stats_replay_records", "stats_replay_timeout_s"}
     return MonitorSettingsView(**settings.monitoring.model_dump(exclude=wiring))
 
 
@@ -369,6 +369,7 @@ def wire_fleet_monitor(
             lambda _, records: apply([r.value for r in records if r.value is not None]),
             timeout_s=settings.monitoring.stats_replay_timeout_s,
             since_ms=int((time.time() - settings.monitoring.stats_replay_s) * 1000),
+            last=settings.monitoring.stats_replay_records,
         )
 
     monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay)

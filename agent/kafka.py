@@ -106,12 +106,13 @@ async def replay_records(
     *,
     timeout_s: float,
     since_ms: int | None = None,
+    last: int | None = None,
 ) -> bool:
     """Hands ``apply(partition, records)`` the records of ``topic``'s partitions (the keys of
     ``until``) as they are read, in order, from the first record at or after ``since_ms`` (Kafka's
-    time index; the beginning if None) to the offset before ``until[partition]``. Nothing is kept
-    meanwhile: state is rebuilt as the records come. Returns False if ``timeout_s`` passed first
-    (what was applied stays applied)."""
+    time index; the beginning if None) to the offset before ``until[partition]``, and at most the
+    ``last`` records before it if given. Nothing is kept meanwhile: state is rebuilt as the records
+    come. Returns False if ``timeout_s`` passed first (what was applied stays applied)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -130,6 +131,11 @@ async def replay_records(
             for tp, at in found.items():
                 # No record since then: nothing to replay.
                 consumer.seek(tp, end[tp] if at is None else min(at.offset, end[tp]))
+        if last is not None:
+            for tp in tps:
+                position = await consumer.position(tp)
+                if position < end[tp] - last:
+                    consumer.seek(tp, end[tp] - last)
         try:
             async with asyncio.timeout(timeout_s):
                 while any([await consumer.position(tp) < end[tp] for tp in tps]):

@@ -325,9 +325,14 @@ class MonitoringSettings(BaseModel):
     alert per drift, whatever the number of workers; ``agent/monitoring/fleet.py``). Off, each worker
     runs its own detectors over its share of the stream (one process only)."""
 
-    stats_replay_s: float = Field(default=86_400.0, gt=0)
+    stats_replay_s: float = Field(default=3600.0, gt=0)
     """How far back the model's monitor reads the statistics topic to rebuild its detectors when it
-    is assigned a partition of it (after a restart, a crash or a rebalance)."""
+    is assigned a partition of it (after a restart, a crash or a rebalance); the topic keeps twice
+    that."""
+
+    stats_replay_records: int = Field(default=20_000, ge=0)
+    """At most this many of the partition's last records are read back (each holds the blocks one
+    worker completed in one batch: from 32 events at a low rate to about 1,000 at full rate)."""
 
     stats_replay_timeout_s: float = Field(default=120.0, gt=0)
     """Longest time that read-back may take (logged if cut short: the detectors then start from

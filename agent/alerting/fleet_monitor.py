@@ -10,11 +10,15 @@ event.
 
 **State** (detectors, windows, detection counts) is rebuilt by replaying the topic: when a partition
 is assigned, the first record the agent reads from it is preceded by a read-back of that partition
-from ``monitoring.stats_replay_s`` ago up to that record, with no alert raised (the incidents they
-raised are in the incident store, which every worker reads). The detectors' state is a function of
-the blocks they were fed, river's ADWIN cannot be serialised without pickle, and the blocks already
-sit in the topic in a declared format: replaying them rebuilds exactly the state a monitor that never
-stopped would have, with no second copy to keep consistent. Revoked partitions' monitors are dropped.
+up to that record, from ``monitoring.stats_replay_s`` ago but at most its last
+``monitoring.stats_replay_records`` records, with no alert raised (the incidents they raised are in
+the incident store, which every worker reads). Why a replay: the detectors' state is a function of
+the blocks they were fed, river's ADWIN (Rust) has no serialised form but pickle, and the blocks
+already sit in the topic in a declared format, so there is no second copy to keep consistent. Within
+the bounds the rebuilt state is exactly that of a monitor that never stopped (a test checks the
+detection lands on the same event); beyond them the detectors start from their reference anchoring
+plus the bounded history, as a freshly started monitor does. Revoked partitions' monitors are
+dropped.
 
 May import: :mod:`agent.monitoring`, :mod:`agent.serving.messages`, :mod:`agent.kafka` (kernel).
 """
