@@ -253,9 +253,10 @@ def create_app(settings: Settings) -> Driftline:
         resend_topics=[settings.topics.alerts],
         loop=app.loop,
     )
-    fleet_monitor = (
-        wire_fleet_monitor(app, settings, incidents, metrics, registry, context) if fleet else None
-    )
+    fleet_monitor = None
+    if fleet:
+        assert observer is not None
+        fleet_monitor = wire_fleet_monitor(app, settings, observer, metrics, registry)
     driftline = Driftline(
         settings, app, registry, handler, serving, metrics, incidents, observer, fleet_monitor
     )
@@ -340,21 +341,23 @@ def monitor_settings(settings: Settings) -> MonitorSettingsView:
 def wire_fleet_monitor(
     app: faust.App,
     settings: Settings,
-    incidents: IncidentManager,
+    worker: DriftObserver,
     metrics: Metrics,
     registry: ModelRegistry,
-    context: ServingContext,
 ) -> FleetMonitor:
     """The models' one monitor (:mod:`agent.alerting.fleet_monitor`): a Faust agent on the statistics
     topic, in the app's group, so that each model's partition has one host among the workers."""
     options = aiokafka_options(settings.kafka)
     topic_name = stats_topic(settings)
+    # Beside the worker's own observer (which ships), on the same incident gate, groups and context:
+    # an incident is reported once per process, whichever observer raised or closed it.
     observer = DriftObserver(
-        incidents,
-        context=context,
+        worker.incidents,
+        context=worker.context,
         settings=monitor_settings(settings),
         metrics=metrics,
         resolve=registry.resolve,
+        groups=worker.groups,
     )
 
     async def publish(messages: list[OutgoingMessage]) -> None:

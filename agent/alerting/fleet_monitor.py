@@ -20,11 +20,12 @@ detection lands on the same event); beyond them the detectors start from their r
 plus the bounded history, as a freshly started monitor does. Revoked partitions' monitors are
 dropped.
 
-May import: :mod:`agent.monitoring`, :mod:`agent.serving.messages`, :mod:`agent.kafka` (kernel).
+May import: :mod:`agent.monitoring`, :mod:`agent.serving.messages`, :mod:`agent.retry` (kernel).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +34,7 @@ from typing import Any
 from agent.monitoring.batch import Observed
 from agent.monitoring.fleet import decode_stats
 from agent.monitoring.observer import DriftObserver
+from agent.retry import Backoff
 from agent.serving.messages import OutgoingMessage
 from schemas.alert import encode_alert
 from schemas.incident import encode_incident
@@ -54,6 +56,7 @@ class FleetMonitor:
         publish: Publishes messages and waits for their acknowledgement.
         alerts_topic: Where alerts and incident reports go.
         replay: Reads a partition back (see :data:`Replay`).
+        backoff: Between attempts to publish.
     """
 
     def __init__(
@@ -62,11 +65,14 @@ class FleetMonitor:
         publish: Callable[[list[OutgoingMessage]], Awaitable[None]],
         alerts_topic: str,
         replay: Replay,
+        *,
+        backoff: Backoff | None = None,
     ) -> None:
         self.observer = observer
         self.publish = publish
         self.alerts_topic = alerts_topic
         self.replay = replay
+        self.backoff = backoff or Backoff(0.5, 30.0)
         self._ready: set[int] = set()
         self._models: dict[int, set[tuple[str, str]]] = {}
         self.records = 0
@@ -98,7 +104,35 @@ class FleetMonitor:
         messages = self.messages(observed)
         self.busy_s += time.perf_counter() - started
         if messages:
-            await self.publish(messages)
+            await self._publish(messages)
+
+    async def _publish(self, messages: list[OutgoingMessage]) -> None:
+        """Publishes until the broker takes them: the record is not acknowledged (its offset not
+        committed) before, and the detectors will not raise these alerts again (their incidents are
+        open), so giving up would lose them."""
+        attempt = 0
+        while True:
+            try:
+                await self.publish(messages)
+            except Exception as e:
+                attempt += 1
+                delay = self.backoff.delay(attempt)
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "fleet monitor: publishing %d alert records failed (%s, attempt %d); "
+                        "retrying in %.1f s",
+                        len(messages),
+                        type(e).__name__,
+                        attempt,
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+                continue
+            if attempt:
+                log.info(
+                    "fleet monitor: %d alert records published after %d failures", len(messages), attempt
+                )
+            return
 
     def messages(self, observed: Observed) -> list[OutgoingMessage]:
         out = [

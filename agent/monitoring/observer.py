@@ -106,6 +106,8 @@ class DriftObserver:
             answered as statistics records (:attr:`Observed.stats`) for the model's one monitor, which
             runs :meth:`observe_stats`. Technical watches stay here.
         worker: This worker's name, in its statistics records.
+        groups: Another observer's incident groups, for a second observer on the same gate (a fleet
+            worker's and its models' monitor): one incident is then reported once, by one of them.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class DriftObserver:
         context: ServingContext | None = None,
         ship_stats: bool = False,
         worker: str = "",
+        groups: IncidentGroups | None = None,
     ) -> None:
         self.incidents = incidents
         self.ship_stats = ship_stats
@@ -129,7 +132,7 @@ class DriftObserver:
         self._unknown_versions: set[tuple[str, str]] = set()
         # Cross-kind incidents: the alerts of one model that open close together, as one notification.
         self.context = context or ServingContext(clock=clock)
-        self.groups = IncidentGroups(incidents, clock=clock, context=self.context.lines)
+        self.groups = groups or IncidentGroups(incidents, clock=clock, context=self.context.lines)
         self.persist_join = persist_join
         # Finds the model of a joined prediction that this worker did not serve itself (it was
         # made before a restart or a rebalance): ModelRegistry.resolve.

@@ -353,7 +353,9 @@ class OpenInference:
             elif m.topic == self.handler.dead_letters_topic:
                 dead = orjson.loads(m.value)
                 errors.append((index[dead["offset"]], f"{dead['reason']}: {dead['detail']}"))
-            elif m.topic == self.handler.alerts_topic:
+            elif m.topic in (self.handler.alerts_topic, self.handler.stats_topic):
+                # Alerts, and a fleet worker's blocks for the model's monitor (which raises the drift
+                # alerts of these rows from them).
                 publish.append(m)
             # The outcome join's changelog records: not persisted for REST rows (see the module).
         if errors:

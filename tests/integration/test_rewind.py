@@ -3,7 +3,8 @@
 The alerts topic is created with a ``max.message.bytes`` smaller than an alert, so the broker refuses
 the alert that a drift raises (MESSAGE_TOO_LARGE, not retried by the client): the serving loop's batch
 fails and it rewinds. Once the topic takes normal records again, the alert must be published: the
-detectors do not raise it a second time (their incident is open), so the loop re-sends it.
+detectors do not raise it a second time (their incident is open), so the loop re-sends it. In a fleet
+the model's monitor raises the alert, and retries publishing it until the broker takes it.
 """
 
 from __future__ import annotations
@@ -63,13 +64,19 @@ async def set_max_message_bytes(bootstrap: str, topic: str, value: int | None) -
         await admin.close()
 
 
+@pytest.mark.parametrize("fleet", [False, True], ids=["single-process", "fleet"])
 async def test_an_alert_whose_produce_failed_is_published_after_the_rewind(
-    kafka_bootstrap: str, repository_copy: ModelRepository, tmp_path: Path, unique: str
+    kafka_bootstrap: str, repository_copy: ModelRepository, tmp_path: Path, unique: str, fleet: bool
 ) -> None:
+    """Single-process, the serving loop publishes the alert with the batch and rewinds; in a fleet
+    the model's monitor publishes it, and retries until the broker takes it."""
     topics = Topics.unique(unique)
     await create_topics(kafka_bootstrap, [t for t in topics.all() if t != topics.alerts], partitions=2)
     await set_max_message_bytes(kafka_bootstrap, topics.alerts, TOO_SMALL)
-    worker = Worker(kafka_bootstrap, topics, f"rewind-{unique}", repository_copy.root, tmp_path).start()
+    env = {"DRIFTLINE_MONITORING__FLEET": str(fleet).lower()}
+    worker = Worker(
+        kafka_bootstrap, topics, f"rewind-{unique}", repository_copy.root, tmp_path, extra_env=env
+    ).start()
     try:
         worker.wait_ready()
         rng = np.random.default_rng(9)
@@ -81,9 +88,10 @@ async def test_an_alert_whose_produce_failed_is_published_after_the_rewind(
 
         # The batch that carries the alert fails, and the loop rewinds (again and again, while the
         # topic refuses the alert).
+        retried = "alert records failed (MessageSizeTooLargeError" if fleet else "rewinding to reprocess it"
         deadline = time.monotonic() + 90
-        while "rewinding to reprocess it" not in worker.log(tail=1_000_000):
-            assert time.monotonic() < deadline, f"no failed produce and rewind:\n{worker.log()}"
+        while retried not in worker.log(tail=1_000_000):
+            assert time.monotonic() < deadline, f"no failed produce and retry:\n{worker.log()}"
             await asyncio.sleep(0.2)
         assert "MessageSizeTooLarge" in worker.log(tail=1_000_000)
 

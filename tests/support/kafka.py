@@ -4,7 +4,7 @@ offsets."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -53,6 +53,35 @@ async def read_topic(
                         out.extend(batch)
         except TimeoutError:
             raise AssertionError(f"{topic}: {len(out)} of {count} records within {timeout:g} s") from None
+        for batch in (await consumer.getmany(timeout_ms=1000)).values():
+            out.extend(batch)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def read_until(
+    bootstrap: str,
+    topic: str,
+    enough: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    timeout: float = 60.0,
+    what: str = "the records wanted",
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Reads ``topic`` from the beginning until ``enough(records so far)``; fails after ``timeout``.
+
+    For what arrives late, such as an alert the model's monitor raises after the technical alerts a
+    worker raised at once. Reads on for a short moment after, like :func:`read_topic`."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                while not enough(out):
+                    for batch in (await consumer.getmany(timeout_ms=500)).values():
+                        out.extend(batch)
+        except TimeoutError:
+            raise AssertionError(f"{topic}: no {what} in {len(out)} records within {timeout:g} s") from None
         for batch in (await consumer.getmany(timeout_ms=1000)).values():
             out.extend(batch)
         return out
