@@ -216,6 +216,8 @@ class ColumnSet:
         self.missing = np.zeros(d, dtype=np.int64)
         self.unseen = np.zeros(d, dtype=np.int64)
         self.block_size = block_size
+        self.window_events = window_blocks * block_size
+        """Events the window of recent blocks holds."""
         self._blocks = BlockAccumulator(block_size, len(self.streams), d)
         self._window = Window(window_blocks, len(self.streams), d)
         self.outbox: list[Blocks] | None = None

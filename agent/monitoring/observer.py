@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -47,6 +48,7 @@ from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
 from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
+from agent.monitoring.columns import ColumnSet
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
@@ -130,6 +132,11 @@ class DriftObserver:
         self._sources: dict[ModelMonitor, SourceRanges] = {}
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._unknown_versions: set[tuple[str, str]] = set()
+        # A model's monitor: per column set, the event span each statistics record's blocks took in
+        # its merged stream and where they came from (the last window's worth), for the alerts' sources.
+        self._spans: dict[
+            tuple[ModelMonitor, str], deque[tuple[int, int, tuple[tuple[str, int, int, int], ...]]]
+        ] = {}
         # Cross-kind incidents: the alerts of one model that open close together, as one notification.
         self.context = context or ServingContext(clock=clock)
         self.groups = groups or IncidentGroups(incidents, clock=clock, context=self.context.lines)
@@ -173,6 +180,8 @@ class DriftObserver:
             self._monitors.pop(monitor.served, None)
             self._sources.pop(monitor, None)
             self._shipped.pop(monitor, None)
+            for name in list(monitor.column_sets()):
+                self._spans.pop((monitor, name), None)
 
     # --- BatchObserver ------------------------------------------------------------------------
 
@@ -258,6 +267,33 @@ class DriftObserver:
 
     # --- fleet: the model's monitor ----------------------------------------------------------------
 
+    def _remember_span(
+        self,
+        monitor: ModelMonitor,
+        name: str,
+        start: int,
+        columns: ColumnSet,
+        sources: tuple[tuple[str, int, int, int], ...],
+    ) -> None:
+        spans = self._spans.get((monitor, name))
+        if spans is None:
+            spans = self._spans[monitor, name] = deque()
+        spans.append((start, columns.n_events, sources))
+        oldest = columns.n_events - columns.window_events
+        while spans and spans[0][1] <= oldest:
+            spans.popleft()
+
+    def _sources_of(self, monitor: ModelMonitor, name: str, detections: list[Detection]) -> list[RecordLike]:
+        """Records standing for the offset ranges of the blocks each detection's window covers."""
+        spans = self._spans.get((monitor, name), ())
+        out: list[RecordLike] = []
+        for d in detections:
+            first = d.event_index + 1 - max(d.window_count, 1)
+            for start, end, sources in spans:
+                if end > first and start <= d.event_index:
+                    out.extend(_Source(t, p, o) for t, p, a, b in sources for o in (a, b))
+        return out
+
     def observe_stats(self, stats: ModelStats, *, replay: bool = False) -> Observed:
         """One worker's blocks of one model version: the detectors run on them as on this monitor's
         own, and the alerts that pass the gate are answered (``replay``: the state only, as when the
@@ -288,11 +324,17 @@ class DriftObserver:
                     "statistics of %s/%s: no column set %r here", stats.model, stats.version, part.name
                 )
                 continue
+            start = columns.n_events
             try:
                 detections = columns.consume(part.blocks)
             except ValueError as e:
                 log.warning("statistics of %s/%s, %s skipped: %s", stats.model, stats.version, part.name, e)
                 continue
+            self._remember_span(monitor, part.name, start, columns, stats.sources)
+            here = ctx
+            if detections and not replay:
+                # Where the blocks since each detection's change point came from, not only this record.
+                here = AlertContext(self._sources_of(monitor, part.name, detections), started)
             if part.missing is not None and part.missing.shape == columns.missing.shape:
                 columns.missing += part.missing
             if part.unseen is not None and part.unseen.shape == columns.unseen.shape:
@@ -301,23 +343,23 @@ class DriftObserver:
             if part.name == "features":
                 for d in detections:
                     monitor.last_detection[d.name] = n
-                alerts.extend(self._drift_alerts(monitor, detections, ctx))
+                alerts.extend(self._drift_alerts(monitor, detections, here))
             elif part.name == "reconstruction":
                 for d in detections:
                     monitor.last_detection[d.name] = n
-                alerts.extend(self._reconstruction_detections(monitor, detections, alerts, ctx))
+                alerts.extend(self._reconstruction_detections(monitor, detections, alerts, here))
             elif part.name == "estimated":
                 if detections:
                     monitor.last_estimate_detection = n
                 alerts.extend(
-                    performance.performance_alert(self.writer, monitor, d, ctx)
+                    performance.performance_alert(self.writer, monitor, d, here)
                     for d in detections
                     if d.shift_sd >= least
                 )
             elif part.name == "errors":
                 if detections:
                     monitor.last_error_detection = n
-                alerts.extend(self.writer.concept_alert(monitor, d, ctx) for d in detections)
+                alerts.extend(self.writer.concept_alert(monitor, d, here) for d in detections)
         if replay:
             return Observed()
         self._recoveries(monitor)

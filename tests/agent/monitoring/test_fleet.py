@@ -102,6 +102,11 @@ def run_fleet(
     return alerts, records, monitor
 
 
+def by_pair(b: int) -> int:
+    """Two workers of a group: partitions 0 and 1 to one, 2 and 3 to the other."""
+    return (b % 4) // 2
+
+
 def data_alerts(alerts: list[Alert]) -> list[Alert]:
     return [a for a in alerts if a.kind is AlertKind.DATA]
 
@@ -115,7 +120,7 @@ def test_one_or_two_workers_raise_the_one_alert_at_the_same_total_event(
     parts = batches(drifted(reference, 40_000, change, 1.0, seed=5))
     one, _, _ = run_fleet(registry, parts, 1, lambda b: 0)
     # Two workers of a group: partitions 0 and 1 to one, 2 and 3 to the other.
-    two, records, _ = run_fleet(registry, parts, 2, lambda b: (b % 4) // 2)
+    two, records, _ = run_fleet(registry, parts, 2, by_pair)
     [a1] = data_alerts(one)
     [a2] = data_alerts(two)
     assert a1.subject == a2.subject == "x03"
@@ -123,8 +128,14 @@ def test_one_or_two_workers_raise_the_one_alert_at_the_same_total_event(
     assert change <= e1 <= change + 1_000
     # Within one block per worker: the monitor's blocks are the same events, cut by two accumulators.
     assert abs(e1 - e2) <= 2 * DriftConfig().block_size, (e1, e2)
-    # The alert names where its blocks came from: request partitions and offsets.
-    assert {s.partition for s in a2.source} and all(s.topic == "requests" for s in a2.source)
+    # The alert names where its blocks came from: the request offsets of every block since the change
+    # point its detector saw (a record per batch of 250 requests here, all of one partition).
+    assert a2.source and all(s.topic == "requests" for s in a2.source)
+    assert sum(s.end - s.start + 1 for s in a2.source) >= int(a2.evidence.window_events or 0)
+    slow, _, _ = run_fleet(registry, batches(drifted(reference, 40_000, change, 0.3, seed=5)), 2, by_pair)
+    [a3] = data_alerts(slow)
+    assert int(a3.evidence.window_events or 0) > 250  # a slower detection: its window spans records
+    assert len({s.partition for s in a3.source}) >= 2, a3.source
     # A few records per batch, not per event.
     assert len(records) <= len(parts)
 
