@@ -72,11 +72,14 @@ class Driftline:
         served = [f"{m.name}/{m.version}" for m in self.registry.served()]
         stats = self.serving.stats
         kafka = stats.running and stats.joined
-        detail = {
+        detail: dict[str, Any] = {
             "models": served,
             "kafka": "connected" if kafka else "connecting",
             "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in stats.assigned),
         }
+        if self.fleet_monitor is not None:
+            # The statistics partitions this worker hosts the models' monitor of, and what it did.
+            detail["model_monitor"] = self.fleet_monitor.stats()
         return bool(served) and kafka, detail
 
 

@@ -175,4 +175,12 @@ class FleetMonitor:
         )
 
     def stats(self) -> dict[str, Any]:
-        return {"records": self.records, "replayed": self.replayed, "busy_s": self.busy_s}
+        """For ``/health``: the partitions hosted (read back), the models seen on them, the records
+        handled live and read back, and the seconds spent on live records."""
+        return {
+            "hosting": sorted(self._ready),
+            "models": sorted(f"{m}/{v}" for models in self._models.values() for m, v in models),
+            "records": self.records,
+            "replayed": self.replayed,
+            "busy_s": round(self.busy_s, 3),
+        }

@@ -106,6 +106,9 @@ async def test_a_revoked_partition_drops_its_monitors_and_is_read_back_when_it_r
     await host.handle(0, 20, records[20])
     assert reads == [(0, 10), (0, 20)]
     assert host.observer.monitors()[0].features.n_events > 0
+    health = host.stats()
+    assert health["hosting"] == [0] and health["models"] == ["classification-20/1"]
+    assert health["records"] == 2 and health["replayed"] == 30
 
 
 async def test_an_alert_is_published_once_the_broker_takes_it(
