@@ -332,7 +332,7 @@ class MonitoringSettings(BaseModel):
 
     stats_replay_records: int = Field(default=20_000, ge=0)
     """At most this many of the partition's last records are read back (each holds the blocks one
-    worker completed in one batch: from 32 events at a low rate to about 1,000 at full rate)."""
+    worker completed in one batch: from 32 events at a low rate to a full batch, 500 by default)."""
 
     stats_replay_timeout_s: float = Field(default=120.0, gt=0)
     """Longest time that read-back may take (logged if cut short: the detectors then start from

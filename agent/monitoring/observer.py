@@ -132,6 +132,8 @@ class DriftObserver:
         self._sources: dict[ModelMonitor, SourceRanges] = {}
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._unknown_versions: set[tuple[str, str]] = set()
+        self._rebuilt: set[ModelMonitor] = set()
+        """Monitors fed a replay and no live record since."""
         # A model's monitor: per column set, the event span each statistics record's blocks took in
         # its merged stream and where they came from (the last window's worth), for the alerts' sources.
         self._spans: dict[
@@ -180,6 +182,7 @@ class DriftObserver:
             self._monitors.pop(monitor.served, None)
             self._sources.pop(monitor, None)
             self._shipped.pop(monitor, None)
+            self._rebuilt.discard(monitor)
             for name in list(monitor.column_sets()):
                 self._spans.pop((monitor, name), None)
 
@@ -267,6 +270,24 @@ class DriftObserver:
 
     # --- fleet: the model's monitor ----------------------------------------------------------------
 
+    def _settle_after_replay(self, monitor: ModelMonitor) -> None:
+        """A monitor rebuilt by a replay judges recoveries only on a full window of what it consumed
+        live, as a restarted worker's does (:func:`settled_before`): the replay stops before the first
+        uncommitted record, which may be the very one whose detection opened an incident, and the
+        window it rebuilt, mostly from before the change, would close that incident at once (and the
+        record, read again, alert the drift a second time)."""
+        for name in monitor.features.names:
+            monitor.last_detection[name] = max(monitor.last_detection.get(name, 0), monitor.features.n_events)
+        if monitor.reconstruction is not None:
+            n = monitor.reconstruction.n_events
+            monitor.last_detection[RECONSTRUCTION_COLUMN] = max(
+                monitor.last_detection.get(RECONSTRUCTION_COLUMN, 0), n
+            )
+        if monitor.estimated is not None:
+            monitor.last_estimate_detection = max(monitor.last_estimate_detection, monitor.estimated.n_events)
+        if monitor.errors is not None:
+            monitor.last_error_detection = max(monitor.last_error_detection, monitor.errors.n_events)
+
     def _remember_span(
         self,
         monitor: ModelMonitor,
@@ -311,6 +332,11 @@ class DriftObserver:
                     )
                 return Observed()
             monitor = self.monitor(served)
+        if replay:
+            self._rebuilt.add(monitor)
+        elif monitor in self._rebuilt:
+            self._rebuilt.discard(monitor)
+            self._settle_after_replay(monitor)
         records = [_Source(t, p, o) for t, p, first, last in stats.sources for o in (first, last)]
         started = None if stats.event_time is None else datetime.fromtimestamp(stats.event_time, UTC)
         ctx = AlertContext(records, started)

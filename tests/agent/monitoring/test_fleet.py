@@ -20,7 +20,7 @@ from agent.monitoring.blocks import Blocks
 from agent.monitoring.columns import ColumnSet, column_detectors
 from agent.monitoring.detectors import DriftConfig
 from agent.monitoring.fleet import ModelStats, StatsPart, decode_stats, encode_stats
-from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
@@ -275,3 +275,29 @@ def test_a_part_for_another_set_shape_is_refused_by_consume(tmp_path: Path) -> N
     b = empty_blocks(3)
     with pytest.raises(ValueError, match="3,"):
         columns.consume(b)
+
+
+def test_a_host_killed_before_committing_the_record_that_alerted_alerts_no_second_time(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    """The group's commit lags: the successor replays up to a few records before the one whose
+    detection opened the incident (shared, still open), then reads them again live. Its rebuilt window, mostly
+    from before the change, must not close the incident, and the detection it repeats is gated."""
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    parts = batches(drifted(reference, 40_000, 20_000, 0.4, seed=7))
+    _, records, _ = run_fleet(registry, parts, 2, by_pair)
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    first = observer(registry, incidents, ship=False)
+    fired = next(
+        i for i, raw in enumerate(records) if data_alerts(first.observe_stats(decode_stats(raw)).alerts)
+    )
+    key = IncidentKey(MODEL, AlertKind.DATA.value, "x03")
+    assert incidents.is_open(key)
+    successor = observer(registry, incidents, ship=False)
+    committed = fired - 3  # the group commits every few seconds: a few records before the one that fired
+    for raw in records[:committed]:
+        successor.observe_stats(decode_stats(raw), replay=True)
+    live = records[committed : fired + 20]
+    again = [a for raw in live for a in successor.observe_stats(decode_stats(raw)).alerts]
+    assert data_alerts(again) == [] and incidents.is_open(key)
