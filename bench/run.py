@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,10 +444,18 @@ class Bench:
         return result
 
     async def measure(
-        self, kind: str, rnd: int, requests: str, *, settings: dict[str, str] | None = None, tag: str = ""
+        self,
+        kind: str,
+        rnd: int,
+        requests: str,
+        *,
+        settings: dict[str, str] | None = None,
+        tag: str = "",
+        fleet_check: bool = False,
     ) -> dict[str, Any]:
         """One drain of the pre-filled requests topic by ``kind``, on fresh output topics and group;
-        ``settings`` (more ``DRIFTLINE_*`` variables) go to driftline workers."""
+        ``settings`` (more ``DRIFTLINE_*`` variables) go to driftline workers; ``fleet_check``: once
+        drained, how long the model's monitor took to catch up (:meth:`fleet_stats`)."""
         label = f"{kind}{tag}-r{rnd}"
         topics = self.topics(label)
         topics["requests"] = requests
@@ -466,7 +474,7 @@ class Bench:
             assert self.baseline_tree is not None
             procs = [self.start_driftline(label, topics, app_id, monitoring=True, tree=self.baseline_tree)]
         elif kind == "driftline_off":
-            procs = [self.start_driftline(label, topics, app_id, monitoring=False)]
+            procs = [self.start_driftline(label, topics, app_id, monitoring=False, settings=settings)]
         elif kind == "naive":
             procs = [self.start_naive(label, topics, app_id)]
             target, health = self.naive_events, False
@@ -477,9 +485,12 @@ class Bench:
             raise ValueError(kind)
         try:
             timeout = 90 + target / 1000
-            return await self.drain(
+            result = await self.drain(
                 kind, procs, topics["predictions"], target, health=health, timeout_s=timeout
             )
+            if fleet_check and "error" not in result:
+                result["fleet"] = await self.fleet_stats(app_id)
+            return result
         finally:
             for p in procs:
                 self.stop(p)
@@ -519,18 +530,29 @@ class Bench:
         result["lean"] = lean
         return result
 
-    async def measure_live(self, kind: str, rnd: int) -> dict[str, Any]:
+    async def measure_live(
+        self,
+        kind: str,
+        rnd: int,
+        *,
+        settings: dict[str, str] | None = None,
+        tag: str = "",
+        fleet_check: bool = False,
+    ) -> dict[str, Any]:
         """Scaling: ``kind`` is ``live_x1`` or ``live_x2``, one or two driftline workers (monitoring on) in
         one group. The workers start on an empty four-partition topic; once every one of them has its
         partitions, this process publishes the requests as fast as it can while the workers drain them
         (started on a pre-filled topic, the first worker would drain much of it before the second had
         joined). So the bench's producer shares the two cores with the workers and the broker here."""
-        label = f"{kind}-r{rnd}"
+        label = f"{kind}{tag}-r{rnd}"
         topics = self.topics(label)
         await self.create_topics(topics)
         app_id = f"{self.prefix}-{label}"
         n = 2 if kind == "live_x2" else 1
-        procs = [self.start_driftline(f"{label}-w{i}", topics, app_id, monitoring=True) for i in range(n)]
+        procs = [
+            self.start_driftline(f"{label}-w{i}", topics, app_id, monitoring=True, settings=settings)
+            for i in range(n)
+        ]
         try:
             for proc in procs:
                 await _wait_ready(proc, 120.0)
@@ -542,24 +564,67 @@ class Bench:
                 self.drain(kind, procs, topics["predictions"], self.events, health=False, timeout_s=timeout)
             )
             await self.publish(topics, self.payloads)
-            return await drain
+            result = await drain
+            if fleet_check and "error" not in result:
+                result["fleet"] = await self.fleet_stats(app_id)
+            return result
         finally:
             for p in procs:
                 self.stop(p)
 
+    async def fleet_stats(self, app_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """A fleet worker's statistics topic once the predictions are all out: how long the model's
+        monitor (the Faust agent, group ``app_id``) took to commit every record of it, and the
+        records' count and bytes."""
+        topic = f"{app_id}-monitor-stats"
+        started = time.monotonic()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        admin = await self.admin()
+        caught_up = None
+        try:
+            # Created by the workers with DRIFTLINE_TOPICS__PARTITIONS partitions.
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            ends = await consumer.end_offsets(tps)
+            while time.monotonic() - started < timeout_s:
+                offsets = await admin.list_consumer_group_offsets(app_id, partitions=tps)
+                committed = {tp: (o.offset if o is not None else -1) for tp, o in offsets.items()}
+                if all(committed.get(tp, -1) >= end for tp, end in ends.items() if end > 0):
+                    caught_up = time.monotonic() - started
+                    break
+                await asyncio.sleep(0.2)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records = size = 0
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    records += len(batch)
+                    size += sum(len(r.value or b"") for r in batch)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return {
+            "records": records,
+            "bytes": size,
+            "partitions_used": sum(1 for end in ends.values() if end > 0),
+            "monitor_caught_up_s": caught_up,
+        }
+
     # --- profile ---------------------------------------------------------------------------------
 
-    async def profile_drain(self, requests: str) -> dict[str, Any]:
+    async def profile_drain(
+        self, requests: str, *, settings: dict[str, str] | None = None, tag: str = ""
+    ) -> dict[str, Any]:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             return {"error": "py-spy is not installed (scripts/bootstrap installs it: the bench extra)"}
-        label = "profile"
+        label = f"profile{tag}"
         topics = self.topics(label)
         topics["requests"] = requests
         await self.create_topics(topics, skip_requests=True)
         app_id = f"{self.prefix}-{label}"
-        worker = self.start_driftline(label, topics, app_id, monitoring=True)
-        out = self.tmp / "profile.txt"
+        worker = self.start_driftline(label, topics, app_id, monitoring=True, settings=settings)
+        out = self.tmp / f"{label}.txt"
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await consumer.start()
         tps = [TopicPartition(topics["predictions"], p) for p in range(PARTITIONS)]
@@ -589,7 +654,7 @@ class Bench:
             return {"error": f"py-spy wrote no profile: {tail[-500:]}"}
         lines = out.read_text().splitlines()
         samples = sum(int(line.rpartition(" ")[2]) for line in lines if line.rpartition(" ")[2].isdigit())
-        return {"samples": samples, "shares": profile_split(lines)}
+        return {"samples": samples, "shares": profile_split(lines), "fleet_shares": fleet_shares(lines)}
 
     # --- latency ---------------------------------------------------------------------------------
 
@@ -1242,6 +1307,201 @@ async def run_bench(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+FLEET_FRAMES: dict[str, tuple[str, ...]] = {
+    "the model's monitor (FleetMonitor.handle: decode_stats + observe_stats)": (
+        "handle (agent/alerting/fleet_monitor.py",
+    ),
+    "  of which the detectors (ColumnSet._detect)": ("_detect (agent/monitoring/columns.py",),
+    "Faust's consumer thread (mode's WorkerThread: fetches, hands records to the event loop)": (
+        "WorkerThread.run (mode/threads.py",
+    ),
+    "Faust's agents (Agent._execute_actor: the monitor, the alert fan-out)": (
+        "_execute_actor (faust/agents/agent.py",
+    ),
+    "socket writes (asyncio transport write: produce, fetch, commit requests)": (
+        "_SelectorSocketTransport.write (asyncio/selector_events.py",
+    ),
+    "the worker's statistics records (DriftObserver._ship: take_blocks, encode_stats)": (
+        "_ship (agent/monitoring/observer.py",
+    ),
+    "the detectors in the serving loop (ColumnSet._detect under RequestHandler.handle)": (),
+    "DriftObserver.observe (the serving loop's monitoring)": ("observe (agent/monitoring/observer.py",),
+}
+"""Shares of a worker's py-spy samples whose stack holds one of the markers (``--fleet-compare``)."""
+
+
+def fleet_shares(raw_lines: Iterable[str]) -> dict[str, float]:
+    """Shares (0-1) of py-spy samples whose stack holds a frame of each :data:`FLEET_FRAMES` entry
+    (a sample may count under several).
+
+    Example:
+        >>> fleet_shares(["a (x/mode/a.py:1);handle (agent/alerting/fleet_monitor.py:9) 1", "b (y.py:1) 3"])[
+        ...     "the model's monitor (FleetMonitor.handle: decode_stats + observe_stats)"]
+        0.25
+    """
+    counts = dict.fromkeys(FLEET_FRAMES, 0)
+    total = 0
+    for line in raw_lines:
+        stack, _, n = line.strip().rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        frames = [short_frame(f) for f in stack.split(";")]
+        serving = any("handle (agent/serving/handler.py" in f for f in frames)
+        for name, markers in FLEET_FRAMES.items():
+            if not markers:  # the detectors under the request handler
+                hit = serving and any("_detect (agent/monitoring/columns.py" in f for f in frames)
+            else:
+                hit = any(m in f for f in frames for m in markers)
+            counts[name] += int(n) if hit else 0
+    return {k: v / total for k, v in counts.items()} if total else {}
+
+
+FLEET_KINDS = ("single", "fleet", "off")
+"""``--fleet-compare``'s drains: one worker with its detectors in-process
+(``DRIFTLINE_MONITORING__FLEET=false``), one that ships blocks to its model's monitor, which it hosts
+itself (``true``, the default), and monitoring off."""
+
+
+def _fleet_settings(kind: str, batch_size: int | None = None) -> dict[str, str]:
+    settings = {"DRIFTLINE_MONITORING__FLEET": "true" if kind.endswith("fleet") else "false"}
+    if batch_size:
+        settings["DRIFTLINE_SERVING__BATCH_SIZE"] = str(batch_size)
+    return settings
+
+
+async def run_fleet_compare(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """``--fleet-compare``: the fleet design against the single-process one, in turns in one run.
+
+    Drains of the pre-filled topic by one worker (``FLEET_KINDS``, rotated order each round), then
+    two workers in one group with the bench producing (``live_x2``), fleet and single in turns. After
+    each fleet drain, :meth:`Bench.fleet_stats` reads how long the model's monitor took to commit its
+    last statistics record and how many records and bytes went through."""
+    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "run_id": bench.run_id}
+    t_start = time.monotonic()
+    topics = await prepare(bench, report, onnx_limit=False)
+    runs: list[dict[str, Any]] = []
+    kinds = list(FLEET_KINDS)
+    batch = args.serving_batch_size
+    report["serving_batch_size"] = batch
+    for rnd in range(bench.runs):
+        order = kinds[rnd % len(kinds) :] + kinds[: rnd % len(kinds)]
+        for kind in order:
+            if kind == "off":
+                result = await bench.measure(
+                    "driftline_off",
+                    rnd,
+                    topics["requests"],
+                    tag="-off",
+                    settings=_fleet_settings("off", batch),
+                )
+            else:
+                result = await bench.measure(
+                    "driftline_on",
+                    rnd,
+                    topics["requests"],
+                    settings=_fleet_settings(kind, batch),
+                    tag=f"-{kind}",
+                    fleet_check=kind == "fleet",
+                )
+            result["label"], result["round"] = kind, rnd
+            runs.append(result)
+            _progress(rnd, kind, result)
+            if "fleet" in result:
+                print(f"             {result['fleet']}", flush=True)
+    if args.live_runs:
+        for rnd in range(args.live_runs):
+            for kind in ["x2_single", "x2_fleet"] if rnd % 2 == 0 else ["x2_fleet", "x2_single"]:
+                result = await bench.measure_live(
+                    "live_x2",
+                    rnd,
+                    settings=_fleet_settings(kind, batch),
+                    tag=f"-{kind}",
+                    fleet_check=kind == "x2_fleet",
+                )
+                result["label"], result["round"] = kind, rnd
+                runs.append(result)
+                _progress(rnd, kind, result)
+                if "fleet" in result:
+                    print(f"             {result['fleet']}", flush=True)
+        kinds += ["x2_single", "x2_fleet"]
+    if args.fleet_profile:
+        report["profiles"] = {}
+        for kind in ("single", "fleet"):
+            print(f"  profiling one more {kind} drain with py-spy ...", flush=True)
+            prof = await bench.profile_drain(
+                topics["requests"], settings=_fleet_settings(kind, batch), tag=f"-{kind}"
+            )
+            per_event = _summarize(runs, kind)["cpu_us_per_event"]
+            if "shares" in prof and per_event:
+                prof["us_per_event"] = {k: round(v * per_event, 2) for k, v in prof["shares"].items()}
+                prof["fleet_us_per_event"] = {
+                    k: round(v * per_event, 2) for k, v in prof["fleet_shares"].items()
+                }
+            report["profiles"][kind] = prof
+    report["runs"] = runs
+    report["summary"] = {k: _summarize(runs, k) for k in kinds}
+    report["ratios"] = {
+        "fleet_vs_single": _ratio(runs, "fleet", "single"),
+        "single_vs_off": _ratio(runs, "single", "off"),
+        "fleet_vs_off": _ratio(runs, "fleet", "off"),
+        "x2_fleet_vs_x2_single": _ratio(runs, "x2_fleet", "x2_single"),
+    }
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["duration_s"] = round(time.monotonic() - t_start, 1)
+    return report
+
+
+def print_fleet_table(report: dict[str, Any]) -> None:
+    m, s = report["machine"], report["summary"]
+    if report.get("serving_batch_size"):
+        print(f"\nevery worker with DRIFTLINE_SERVING__BATCH_SIZE={report['serving_batch_size']}")
+    print(
+        f"\ndriftline --fleet-compare {m['date']}, commit {m['commit']}: {m['cores']} cores, load "
+        f"{m.get('loadavg_start')} -> {m.get('loadavg_end')}; {report['duration_s']:.0f} s; medians of "
+        f"{report['args']['runs']} drains of {report['args']['events']:,} requests"
+    )
+    print(f"{'':<44}{'events/s':>10}{'CPU us/event':>14}{'worker cores':>14}  all rates")
+    names = {
+        "single": "1 worker, FLEET=false (detectors in-process)",
+        "fleet": "1 worker, FLEET=true (ships + hosts monitor)",
+        "off": "1 worker, monitoring off",
+        "x2_single": "2 workers, FLEET=false, bench producing",
+        "x2_fleet": "2 workers, FLEET=true, bench producing",
+    }
+    for kind, row in s.items():
+        print(
+            f"{names.get(kind, kind):<44}{_fmt(row['events_per_s']):>10}"
+            f"{_fmt(row['cpu_us_per_event'], '.1f'):>14}"
+            f"{_fmt(row['worker_cores'], '.2f'):>14}  {row['all_rates']}"
+        )
+    print(
+        "ratios (median of per-round ratios): "
+        + ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in report["ratios"].items())
+    )
+    for kind, prof in report.get("profiles", {}).items():
+        if "fleet_us_per_event" not in prof:
+            print(f"profile of {kind}: {prof.get('error')}")
+            continue
+        print(
+            f"profile of one more {kind} drain (py-spy, {prof['samples']:,} samples), "
+            "us of worker CPU per event:"
+        )
+        for name, us in prof["us_per_event"].items():
+            print(f"  {name:<72}{us:>7.2f}")
+        for name, us in prof["fleet_us_per_event"].items():
+            print(f"  [stacks holding] {name:<90}{us:>7.2f}")
+    fleets = [r["fleet"] for r in report["runs"] if isinstance(r.get("fleet"), dict)]
+    for f in fleets:
+        if "records" in f:
+            print(
+                f"  statistics topic: {f['records']:,} records, {f['bytes']:,} bytes, "
+                f"{f['partitions_used']} partition(s); monitor caught up "
+                f"{_fmt(f['monitor_caught_up_s'], '.1f')} s "
+                f"after the last prediction"
+            )
+
+
 def execute(
     args: argparse.Namespace,
     runner: Callable[[Bench, argparse.Namespace], Awaitable[dict[str, Any]]],
@@ -1294,6 +1554,21 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-ref",
         help="also measure driftline (monitoring on: drains and latency) at this git commit, in the same run",
     )
+    parser.add_argument(
+        "--fleet-compare",
+        action="store_true",
+        help="only DRIFTLINE_MONITORING__FLEET=false vs true vs monitoring off (drains, then 2 workers); "
+        "with --quick ~2 minutes; writes bench/results/fleet_compare.json",
+    )
+    parser.add_argument("--live-runs", type=int, help="--fleet-compare: rounds of the 2-worker pair")
+    parser.add_argument(
+        "--serving-batch-size",
+        type=int,
+        help="--fleet-compare: DRIFTLINE_SERVING__BATCH_SIZE of every worker (default: the worker's, 500)",
+    )
+    parser.add_argument(
+        "--fleet-profile", action="store_true", help="--fleet-compare: one more drain of each design, py-spy"
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -1302,6 +1577,18 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     profile = bool(preset["profile"]) and not args.no_profile
+    if args.fleet_compare:
+        if args.live_runs is None:
+            args.live_runs = 1 if args.quick else 2
+        if args.out == RESULTS:
+            args.out = RESULTS.with_name("fleet_compare.json")
+        report = execute(args, run_fleet_compare)
+        args.out = str(args.out)
+        report["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        print_fleet_table(report)
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.out}")
+        return 0 if all("error" not in r for r in report["runs"]) else 1
 
     report = execute(args, run_bench, profile=profile)
     args.out = str(args.out)
