@@ -177,6 +177,7 @@ def create_app(settings: Settings) -> Driftline:
             persist_join=True,
             resolve=registry.resolve,
             ship_stats=fleet,
+            ship_interval_s=settings.monitoring.stats_interval_s,
             worker=f"{socket.gethostname()}/{os.getpid()}",
         )
         observers.append(observer)
@@ -337,7 +338,14 @@ def create_app(settings: Settings) -> Driftline:
 
 def monitor_settings(settings: Settings) -> MonitorSettingsView:
     """The monitors' knobs, a plain copy of the settings' (without the app's own)."""
-    wiring = {"enabled", "fleet", "stats_replay_s", "stats_replay_records", "stats_replay_timeout_s"}
+    wiring = {
+        "enabled",
+        "fleet",
+        "stats_interval_s",
+        "stats_replay_s",
+        "stats_replay_records",
+        "stats_replay_timeout_s",
+    }
     return MonitorSettingsView(**settings.monitoring.model_dump(exclude=wiring))
 
 
@@ -364,8 +372,9 @@ def wire_fleet_monitor(
     )
 
     async def publish(messages: list[OutgoingMessage]) -> None:
-        for m in messages:
-            await app.producer.send_and_wait(m.topic, m.key, m.value, m.partition, None, None)
+        # All sent before any is awaited: one produce request, and a reader sees them together.
+        sent = [await app.producer.send(m.topic, m.key, m.value, m.partition, None, None) for m in messages]
+        await asyncio.gather(*sent)
 
     async def replay(partition: int, until: int, apply: Callable[[list[bytes]], None]) -> bool:
         return await replay_records(
@@ -379,6 +388,16 @@ def wire_fleet_monitor(
         )
 
     monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay)
+
+    async def flush_stats() -> None:
+        # The blocks the worker's observer held back (stats_interval_s) reach the monitor after a lull.
+        try:
+            await publish([OutgoingMessage(topic_name, key, value) for key, value in worker.flush_stats()])
+        except Exception:
+            log.exception("fleet monitor: publishing held-back statistics failed; they are lost")
+
+    if settings.monitoring.stats_interval_s > 0:
+        app.timer(interval=settings.monitoring.stats_interval_s)(flush_stats)
     topic = app.topic(
         topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )

@@ -325,6 +325,11 @@ class MonitoringSettings(BaseModel):
     alert per drift, whatever the number of workers; ``agent/monitoring/fleet.py``). Off, each worker
     runs its own detectors over its share of the stream (one process only)."""
 
+    stats_interval_s: float = Field(default=0.25, ge=0)
+    """A fleet worker ships each model's blocks at most this often (and at this interval after a
+    lull): fewer, larger statistics records cost the model's monitor less. A worker killed in
+    between loses that much of its monitoring (never a request)."""
+
     stats_replay_s: float = Field(default=3600.0, gt=0)
     """How far back the model's monitor reads the statistics topic to rebuild its detectors when it
     is assigned a partition of it (after a restart, a crash or a rebalance); the topic keeps twice

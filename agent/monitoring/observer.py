@@ -108,6 +108,9 @@ class DriftObserver:
             answered as statistics records (:attr:`Observed.stats`) for the model's one monitor, which
             runs :meth:`observe_stats`. Technical watches stay here.
         worker: This worker's name, in its statistics records.
+        ship_interval_s: A fleet worker ships a model's blocks at most this often (the blocks of the
+            batches between wait for the next record, or for :meth:`flush_stats`): fewer, larger
+            records cost the model's monitor less (each wakes Faust's consumer).
         groups: Another observer's incident groups, for a second observer on the same gate (a fleet
             worker's and its models' monitor): one incident is then reported once, by one of them.
     """
@@ -125,9 +128,13 @@ class DriftObserver:
         ship_stats: bool = False,
         worker: str = "",
         groups: IncidentGroups | None = None,
+        ship_interval_s: float = 0.0,
     ) -> None:
         self.incidents = incidents
         self.ship_stats = ship_stats
+        self.ship_interval_s = ship_interval_s
+        self._last_ship: dict[ModelMonitor, float] = {}
+        self._held_since: dict[ModelMonitor, float] = {}
         self.worker = worker
         self._sources: dict[ModelMonitor, SourceRanges] = {}
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
@@ -183,6 +190,8 @@ class DriftObserver:
             self._sources.pop(monitor, None)
             self._shipped.pop(monitor, None)
             self._rebuilt.discard(monitor)
+            self._last_ship.pop(monitor, None)
+            self._held_since.pop(monitor, None)
             for name in list(monitor.column_sets()):
                 self._spans.pop((monitor, name), None)
 
@@ -240,14 +249,34 @@ class DriftObserver:
 
     # --- fleet: the worker's half ------------------------------------------------------------------
 
+    def flush_stats(self, *, force: bool = False) -> list[tuple[bytes, bytes]]:
+        """Every monitor's blocks held back by :attr:`ship_interval_s` for at least that long (all of
+        them if ``force``), as statistics records: a timer of the app calls it, so that the last
+        blocks before a lull reach the model's monitor."""
+        out: list[tuple[bytes, bytes]] = []
+        for monitor in list(self._monitors.values()):
+            out.extend(self._ship(monitor, (), force=force))
+        return out
+
     def _ship(
-        self, monitor: ModelMonitor, records: Sequence[RecordLike], event_time: float | None = None
+        self,
+        monitor: ModelMonitor,
+        records: Sequence[RecordLike],
+        event_time: float | None = None,
+        *,
+        force: bool = False,
     ) -> list[tuple[bytes, bytes]]:
-        """The blocks ``monitor``'s column sets completed, as one statistics record (none if none)."""
+        """The blocks ``monitor``'s column sets completed, as one statistics record (none if none, or
+        if the last record left less than :attr:`ship_interval_s` ago, unless ``force``)."""
         sources = self._sources.get(monitor)
         if sources is None:
             sources = self._sources[monitor] = SourceRanges()
         sources.add(records)
+        if event_time is not None and monitor not in self._held_since:
+            self._held_since[monitor] = event_time
+        now = time.monotonic()
+        if not force and now - self._last_ship.get(monitor, -math.inf) < self.ship_interval_s:
+            return []
         parts = []
         for name, columns in monitor.column_sets().items():
             blocks = columns.take_blocks()
@@ -263,8 +292,10 @@ class DriftObserver:
             parts.append(StatsPart(name, blocks, missing, unseen))
         if not parts:
             return []
+        self._last_ship[monitor] = now
+        first_event = self._held_since.pop(monitor, event_time)
         stats = ModelStats(
-            monitor.name, monitor.version, self.worker, sources.take(), tuple(parts), event_time
+            monitor.name, monitor.version, self.worker, sources.take(), tuple(parts), first_event
         )
         return [(stats.key, encode_stats(stats))]
 

@@ -301,3 +301,29 @@ def test_a_host_killed_before_committing_the_record_that_alerted_alerts_no_secon
     live = records[committed : fired + 20]
     again = [a for raw in live for a in successor.observe_stats(decode_stats(raw)).alerts]
     assert data_alerts(again) == [] and incidents.is_open(key)
+
+
+def test_a_worker_ships_at_most_once_per_interval_and_flushes_what_it_held(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    worker = DriftObserver(
+        IncidentManager(InMemoryIncidentStore()),
+        settings=SETTINGS,
+        resolve=registry.resolve,
+        ship_stats=True,
+        ship_interval_s=3600.0,
+    )
+    h = handler(registry, [worker])
+    parts = batches(drifted(reference, 10_000, 0, 0.0, seed=9))
+    shipped = [m.value for batch in parts for m in h.handle(batch) if m.topic == STATS and m.value]
+    assert len(shipped) == 1  # the first batch's; the rest are held for an hour
+    assert worker.flush_stats() == []  # not an hour yet
+    [held] = worker.flush_stats(force=True)
+    stats = [decode_stats(v) for v in [*shipped, held[1]]]
+    blocks = sum(p.blocks.counts.shape[0] for s in stats if (p := s.part("features")) is not None)
+    assert blocks == 10_000 // 32
+    # The held record names every batch's requests since the first record.
+    covered = {(p, o) for s in stats for _, p, a, b in s.sources for o in range(a, b + 1)}
+    assert {(r.partition, r.offset) for batch in parts for r in batch} <= covered
