@@ -20,7 +20,9 @@ The record is bytes in a declared layout, never pickle::
                                   sums of squares (float64), each blocks x raw; row-major, little-endian
 
 A part names the column set it summarises (``features``, ``reconstruction``, ``estimated``,
-``errors``) with its shape, and the missing and unseen values counted since the last record.
+``errors``) with its shape, the missing and unseen values counted since the last record, and the
+offset ranges of the records that fed it (``errors``: outcomes; the others: requests), so that an
+alert's source names the records of its own kind.
 
 May import: :mod:`agent.monitoring` (its other modules). No transport.
 """
@@ -56,6 +58,9 @@ class StatsPart:
     """Missing values per column since the last record (``None``: not counted)."""
     unseen: IntArray | None = None
     """Values of categories absent from the reference, per column, since the last record."""
+    sources: tuple[tuple[str, int, int, int], ...] | None = None
+    """Where this part's events came from, when not all of the record's sources fed it (the
+    ``errors`` part counts outcomes, the others requests); ``None``: the record's."""
 
 
 class SourceRanges:
@@ -135,6 +140,7 @@ def encode_stats(stats: ModelStats) -> bytes:
                 "raw": r,
                 "missing": None if p.missing is None else [int(v) for v in p.missing],
                 "unseen": None if p.unseen is None else [int(v) for v in p.unseen],
+                "sources": None if p.sources is None else [list(x) for x in p.sources],
             }
         )
         body.append(np.ascontiguousarray(b.counts, dtype="<i4").tobytes())
@@ -155,6 +161,12 @@ def encode_stats(stats: ModelStats) -> bytes:
     return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *body])
 
 
+def _sources(raw: object) -> tuple[tuple[str, int, int, int], ...] | None:
+    if raw is None:
+        return None
+    return tuple((str(t), int(p), int(a), int(b)) for t, p, a, b in raw)  # type: ignore[attr-defined]
+
+
 def decode_stats(raw: bytes) -> ModelStats:
     """A :class:`ModelStats` from its bytes; ``ValueError`` naming what is wrong with them."""
     if raw[:4] != MAGIC:
@@ -165,7 +177,7 @@ def decode_stats(raw: bytes) -> ModelStats:
     try:
         header = orjson.loads(raw[8 : 8 + length])
         model, version, worker = str(header["model"]), str(header["version"]), str(header["worker"])
-        sources = tuple((str(t), int(p), int(a), int(b)) for t, p, a, b in header["sources"])
+        sources = _sources(header["sources"]) or ()
         specs: Sequence[dict[str, object]] = header["parts"]
         event_time = header.get("event_time")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -185,12 +197,17 @@ def decode_stats(raw: bytes) -> ModelStats:
         sums, sumsqs = arrays[1].astype(np.int64), arrays[2].astype(np.int64)
         blocks = Blocks(counts, sums, sumsqs, arrays[3].copy(), arrays[4].copy(), np.zeros(n, dtype=np.int64))
         missing, unseen = spec.get("missing"), spec.get("unseen")
+        try:
+            part_sources = _sources(spec.get("sources"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"statistics record with bad sources in part {spec['name']!r}: {e}") from e
         parts.append(
             StatsPart(
                 str(spec["name"]),
                 blocks,
                 None if missing is None else np.asarray(missing, dtype=np.int64),
                 None if unseen is None else np.asarray(unseen, dtype=np.int64),
+                part_sources,
             )
         )
     if pos != len(raw):

@@ -48,6 +48,7 @@ from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
 from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
+from agent.monitoring.blocks import Blocks
 from agent.monitoring.columns import ColumnSet
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
@@ -136,7 +137,8 @@ class DriftObserver:
         self._last_ship: dict[ModelMonitor, float] = {}
         self._held_since: dict[ModelMonitor, float] = {}
         self.worker = worker
-        self._sources: dict[ModelMonitor, SourceRanges] = {}
+        self._sources: dict[ModelMonitor, tuple[SourceRanges, SourceRanges]] = {}
+        """Per monitor, the ranges of the requests and of the outcomes it summarised since it shipped."""
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._unknown_versions: set[tuple[str, str]] = set()
         self._rebuilt: set[ModelMonitor] = set()
@@ -265,19 +267,22 @@ class DriftObserver:
         event_time: float | None = None,
         *,
         force: bool = False,
+        outcomes: bool = False,
     ) -> list[tuple[bytes, bytes]]:
         """The blocks ``monitor``'s column sets completed, as one statistics record (none if none, or
-        if the last record left less than :attr:`ship_interval_s` ago, unless ``force``)."""
+        if the last record left less than :attr:`ship_interval_s` ago, unless ``force``).
+
+        ``records`` fed the monitor's requests' column sets, or its errors if ``outcomes``."""
         sources = self._sources.get(monitor)
         if sources is None:
-            sources = self._sources[monitor] = SourceRanges()
-        sources.add(records)
+            sources = self._sources[monitor] = (SourceRanges(), SourceRanges())
+        sources[outcomes].add(records)
         if event_time is not None and monitor not in self._held_since:
             self._held_since[monitor] = event_time
         now = time.monotonic()
         if not force and now - self._last_ship.get(monitor, -math.inf) < self.ship_interval_s:
             return []
-        parts = []
+        parts: list[tuple[str, Blocks, npt.NDArray[np.int64] | None, npt.NDArray[np.int64] | None]] = []
         for name, columns in monitor.column_sets().items():
             blocks = columns.take_blocks()
             if blocks is None:
@@ -289,13 +294,22 @@ class DriftObserver:
                 missing = columns.missing - before_missing
                 unseen = columns.unseen - before_unseen
                 self._shipped[monitor] = (columns.missing.copy(), columns.unseen.copy())
-            parts.append(StatsPart(name, blocks, missing, unseen))
+            parts.append((name, blocks, missing, unseen))
         if not parts:
             return []
         self._last_ship[monitor] = now
         first_event = self._held_since.pop(monitor, event_time)
+        of_requests, of_outcomes = sources[False].take(), sources[True].take()
         stats = ModelStats(
-            monitor.name, monitor.version, self.worker, sources.take(), tuple(parts), first_event
+            monitor.name,
+            monitor.version,
+            self.worker,
+            of_requests + of_outcomes,
+            tuple(
+                StatsPart(name, blocks, missing, unseen, of_outcomes if name == "errors" else of_requests)
+                for name, blocks, missing, unseen in parts
+            ),
+            first_event,
         )
         return [(stats.key, encode_stats(stats))]
 
@@ -387,7 +401,9 @@ class DriftObserver:
             except ValueError as e:
                 log.warning("statistics of %s/%s, %s skipped: %s", stats.model, stats.version, part.name, e)
                 continue
-            self._remember_span(monitor, part.name, start, columns, stats.sources)
+            self._remember_span(
+                monitor, part.name, start, columns, stats.sources if part.sources is None else part.sources
+            )
             here = ctx
             if detections and not replay:
                 # Where the blocks since each detection's change point came from, not only this record.
@@ -572,7 +588,7 @@ class DriftObserver:
             alerts.extend(performance.attach_drivers(monitor, raised))
             self._concept_recovery(monitor)
             if self.ship_stats:
-                out.stats.extend(self._ship(monitor, records))
+                out.stats.extend(self._ship(monitor, records, outcomes=True))
         out.alerts.extend(self._gate(alerts))
         out.incidents.extend(self.groups.drain())
         return out

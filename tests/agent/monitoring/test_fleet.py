@@ -26,6 +26,7 @@ from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
+from schemas.events import Outcome
 from tests.support.alerts import alerts_in
 
 MODEL = "classification-20"
@@ -327,3 +328,48 @@ def test_a_worker_ships_at_most_once_per_interval_and_flushes_what_it_held(
     # The held record names every batch's requests since the first record.
     covered = {(p, o) for s in stats for _, p, a, b in s.sources for o in range(a, b + 1)}
     assert {(r.partition, r.offset) for batch in parts for r in batch} <= covered
+
+
+def test_a_concept_alert_names_the_outcomes_it_judged_not_the_requests_shipped_beside_them(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    """A worker ships its request blocks and its error blocks in one record: each part says which
+    records fed it, so the concept alert's source is outcome offsets only (found by the SIGKILL
+    integration test, whose concept alert also named the requests of the record that fired it)."""
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    worker = observer(registry, incidents, ship=True)
+    monitor = observer(registry, incidents, ship=False)
+    h = handler(registry, [worker])
+    alerts: list[Alert] = []
+
+    def judge(raw: list[bytes]) -> None:
+        for value in raw:
+            alerts.extend(monitor.observe_stats(decode_stats(value)).alerts)
+
+    parts = batches(drifted(reference, 8_000, 0, 0.0, seed=11))
+    labels: dict[str, int] = {}
+    for batch in parts:
+        out = h.handle(batch)
+        predictions = [json.loads(m.value or b"") for m in out if m.topic == "p"]
+        labels.update((p["request_id"], int(p["label"])) for p in predictions)
+        judge([m.value for m in out if m.topic == STATS and m.value])
+    assert len(labels) == 8_000
+    # Every outcome the opposite of its prediction, in batches of 250, each after a few more requests
+    # (fewer than a block: their ranges wait for the worker's next record, which the outcomes send).
+    later = batches(drifted(reference, 400, 0, 0.0, seed=12), size=10)
+    wrong = [(rid, 1 - label) for rid, label in labels.items()]
+    for b in range(0, len(wrong), 250):
+        outcomes = [
+            (
+                Record("outcomes", 0, b + i, None, b""),
+                Outcome(request_id=rid, model=MODEL, label=label),
+            )
+            for i, (rid, label) in enumerate(wrong[b : b + 250])
+        ]
+        judge(list(filter(None, (v for _, v in worker.observe_outcomes(outcomes).stats))))
+        if later:
+            judge([m.value for m in h.handle(later.pop(0)) if m.topic == STATS and m.value])
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert concept.source and {s.topic for s in concept.source} == {"outcomes"}, concept.source
