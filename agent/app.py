@@ -255,6 +255,7 @@ def create_app(settings: Settings) -> Driftline:
         batch_size=settings.serving.batch_size,
         batch_max_wait_ms=settings.serving.batch_max_wait_ms,
         resend_topics=[settings.topics.alerts],
+        held=held_stats(observer, stats_topic(settings)) if fleet and observer is not None else None,
         loop=app.loop,
     )
     fleet_monitor = None
@@ -347,6 +348,11 @@ def monitor_settings(settings: Settings) -> MonitorSettingsView:
         "stats_replay_timeout_s",
     }
     return MonitorSettingsView(**settings.monitoring.model_dump(exclude=wiring))
+
+
+def held_stats(observer: DriftObserver, topic: str) -> Callable[[], list[OutgoingMessage]]:
+    """The statistics records ``observer`` held back (``stats_interval_s``), all of them now."""
+    return lambda: [OutgoingMessage(topic, key, value) for key, value in observer.flush_stats(force=True)]
 
 
 def wire_fleet_monitor(

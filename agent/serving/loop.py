@@ -135,6 +135,7 @@ class ServingLoop(Service):
         on_revoked: Callable[[frozenset[TopicPartition]], Awaitable[None]] | None = None,
         freeze_heap: bool = True,
         resend_topics: Iterable[str] = (),
+        held: Callable[[], list[OutgoingMessage]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -153,6 +154,9 @@ class ServingLoop(Service):
         self._producer_options = producer_options
         self._in_flight: deque[_InFlight] = deque()
         self.resend_topics = frozenset(resend_topics)
+        self.held = held
+        """What the handler held back from the batches it answered (a fleet worker's statistics
+        between two records), published when the loop drains: at a stop and before a revocation."""
         self._resend: list[OutgoingMessage] = []
         """Messages of failed batches to publish with the next one."""
         self._replay: dict[tuple[str, int], int] = {}
@@ -482,6 +486,10 @@ class ServingLoop(Service):
         return {tp: await self._consumer.position(tp) for tp in partitions}
 
     async def _drain(self, *, commit: bool) -> None:
+        if self.held is not None:
+            # Published as a batch of no records. Unlike alerts they are not sent again if the
+            # broker refuses them (_publish logs it): a stop or a revocation does not wait for it.
+            self._resend.extend(self.held())
         if self._resend:
             await self._publish([])
         while self._in_flight:

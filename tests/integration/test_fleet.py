@@ -24,7 +24,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,9 @@ class Fleet:
     models: Path
     workdir: Path
 
+    env: dict[str, str] = field(default_factory=dict)
+    """Settings of every worker, beside QUIET's."""
+
     def __post_init__(self) -> None:
         self.workers: list[Worker] = []
 
@@ -95,7 +98,8 @@ class Fleet:
         return f"{self.app_id}-monitor-stats"
 
     def add(self) -> Worker:
-        w = Worker(self.bootstrap, self.topics, self.app_id, self.models, self.workdir, extra_env=QUIET)
+        env = {**QUIET, **self.env}
+        w = Worker(self.bootstrap, self.topics, self.app_id, self.models, self.workdir, extra_env=env)
         self.workers.append(w.start())
         return w
 
@@ -159,9 +163,9 @@ class Fleet:
         return where
 
     async def processed(self, n_requests: int, timeout: float) -> None:
-        """Waits until the serving group committed all ``n_requests`` requests (their statistics records
-        are acknowledged before that) and the app's group committed every statistics record: the
-        model's monitor has seen every block shipped."""
+        """Waits until the serving group committed all ``n_requests`` requests, then until the workers
+        shipped what they held back (``stats_interval_s``, 0.25 s), and until the app's group committed
+        every statistics record: the model's monitor has seen every block shipped."""
         workers = self.alive()
 
         async def served() -> bool:
@@ -169,6 +173,7 @@ class Fleet:
             return sum(o for tp, o in offsets.items() if tp.topic == self.topics.requests) >= n_requests
 
         await wait_for(served, timeout, f"{n_requests} requests committed", *workers)
+        await asyncio.sleep(1.0)  # four intervals: the timer has shipped what the last batches held
         ends = await end_offsets(self.bootstrap, self.stats_topic)
 
         async def monitored() -> bool:
@@ -470,3 +475,41 @@ async def test_a_long_stationary_stream_through_two_workers_raises_no_drift_aler
     assert not [a for a in alerts if a.kind in DRIFT_KINDS], kinds(alerts)
     assert alerts == [], kinds(alerts)
     assert_clean(logs)
+
+
+# --- 4. a worker stopped between two statistics records -------------------------------------------------
+
+
+async def test_a_worker_stopped_ships_the_blocks_it_held_back(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """With an hour between records, a worker ships its first batch's blocks and holds every later
+    one: stopped (SIGTERM), it ships them before it leaves, so the monitor loses none."""
+    app_id = f"fleetheld-{unique}"
+    env = {"DRIFTLINE_MONITORING__STATS_INTERVAL_S": "3600"}
+    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path, env)
+    n = 10_000
+    try:
+        await fleet.start(1)
+        await fleet.send(resampled(reference, n, seed=19), 0, chunk=1_000)
+
+        async def served() -> bool:
+            offsets = await committed(kafka_bootstrap, f"{app_id}-serving")
+            return sum(o for tp, o in offsets.items() if tp.topic == fleet.topics.requests) >= n
+
+        await wait_for(served, 60, f"{n} requests committed", *fleet.alive())
+        before = events(await fleet.shipped())
+    finally:
+        codes = fleet.stop()
+    after = await fleet.shipped()
+    assert codes == [0], fleet.logs()[0][-3000:]
+    # Before the stop: one record, the first batch's blocks (a batch is at most 500 requests).
+    assert before <= 500, before
+    # After: every block of the model's stream, the one it had begun aside.
+    assert n - BLOCK < events(after) <= n, (before, events(after))
+    assert len(after) >= 2
+    assert_clean(fleet.logs())
