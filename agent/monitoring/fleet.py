@@ -61,30 +61,86 @@ class StatsPart:
     sources: tuple[tuple[str, int, int, int], ...] | None = None
     """Where this part's events came from, when not all of the record's sources fed it (the
     ``errors`` part counts outcomes, the others requests); ``None``: the record's."""
+    segments: tuple[tuple[int, int, str, int, int, int], ...] | None = None
+    """Per batch: ``(start, end, topic, partition, first offset, last offset)``, the events
+    ``[start, end)`` of this part's blocks (counted from their first) that came from that offset
+    range (:meth:`SourceRanges.segments`): a record holds several batches' blocks."""
 
 
 class SourceRanges:
-    """The offset ranges of the records a worker summarised since its last record, per partition."""
+    """The offset ranges of the records a worker summarised since its last record, per partition, and
+    per batch with the events each column set had seen after it (for :meth:`segments`).
+
+    >>> from collections import namedtuple
+    >>> R = namedtuple("R", "topic partition offset")
+    >>> s = SourceRanges()
+    >>> s.add([R("r", 0, o) for o in range(100, 164)], {"features": 64})
+    >>> s.add([R("r", 0, o) for o in range(164, 180)], {"features": 80})
+    >>> s.segments("features", first_event=0)
+    ((0, 64, 'r', 0, 100, 163), (64, 80, 'r', 0, 164, 179))
+    >>> s.take()
+    (('r', 0, 100, 179),)
+    """
 
     def __init__(self) -> None:
         self._ranges: dict[tuple[str, int], list[int]] = {}
+        self._batches: list[tuple[dict[str, int], tuple[tuple[str, int, int, int], ...]]] = []
+        self._last_end: dict[str, int] = {}
+        self._carry: dict[str, tuple[int, int, tuple[tuple[str, int, int, int], ...]]] = {}
 
-    def add(self, records: Iterable[RecordLike]) -> None:
-        ranges = self._ranges
+    def add(self, records: Iterable[RecordLike], ends: dict[str, int] | None = None) -> None:
+        """One batch's records; ``ends``: each column set's event count once it had them."""
+        batch: dict[tuple[str, int], list[int]] = {}
         for r in records:
             key = (r.topic, r.partition)
-            span = ranges.get(key)
+            span = batch.get(key)
             if span is None:
-                ranges[key] = [r.offset, r.offset]
+                batch[key] = [r.offset, r.offset]
             elif r.offset < span[0]:
                 span[0] = r.offset
             elif r.offset > span[1]:
                 span[1] = r.offset
+        ranges = self._ranges
+        for key, (a, b) in batch.items():
+            span = ranges.get(key)
+            if span is None:
+                ranges[key] = [a, b]
+            else:
+                span[0], span[1] = min(span[0], a), max(span[1], b)
+        if ends is not None and batch:
+            self._batches.append((ends, tuple((t, p, a, b) for (t, p), (a, b) in sorted(batch.items()))))
+
+    def segments(self, name: str, first_event: int) -> tuple[tuple[int, int, str, int, int, int], ...]:
+        """Per batch since the last :meth:`take`: ``(start, end, topic, partition, first, last)``, the
+        events of column set ``name`` it fed, counted from ``first_event`` (the first event of the
+        blocks shipped now), and its offset range on one partition."""
+        out: list[tuple[int, int, str, int, int, int]] = []
+        start = self._last_end.get(name, 0)
+        carried = self._carry.get(name)
+        if carried is not None and carried[1] > first_event:
+            # The previous record's last batch: its events past that record's last whole block are
+            # in the first block of these.
+            c0, c1, ranges = carried
+            out.extend((c0 - first_event, c1 - first_event, t, p, a, b) for t, p, a, b in ranges)
+        for ends, ranges in self._batches:
+            end = ends.get(name)
+            if end is None or end <= start:
+                continue
+            out.extend((start - first_event, end - first_event, t, p, a, b) for t, p, a, b in ranges)
+            start = end
+        return tuple(out)
 
     def take(self) -> tuple[tuple[str, int, int, int], ...]:
         """``(topic, partition, first offset, last offset)`` per partition; starts afresh."""
         out = tuple((t, p, a, b) for (t, p), (a, b) in sorted(self._ranges.items()))
         self._ranges = {}
+        for ends, ranges in self._batches:
+            for name, end in ends.items():
+                start = self._last_end.get(name, 0)
+                if end > start:
+                    self._carry[name] = (start, end, ranges)
+                    self._last_end[name] = end
+        self._batches = []
         return out
 
 
@@ -141,6 +197,7 @@ def encode_stats(stats: ModelStats) -> bytes:
                 "missing": None if p.missing is None else [int(v) for v in p.missing],
                 "unseen": None if p.unseen is None else [int(v) for v in p.unseen],
                 "sources": None if p.sources is None else [list(x) for x in p.sources],
+                "segments": None if p.segments is None else [list(x) for x in p.segments],
             }
         )
         body.append(np.ascontiguousarray(b.counts, dtype="<i4").tobytes())
@@ -199,6 +256,15 @@ def decode_stats(raw: bytes) -> ModelStats:
         missing, unseen = spec.get("missing"), spec.get("unseen")
         try:
             part_sources = _sources(spec.get("sources"))
+            raw_segments: Sequence[Sequence[object]] | None = spec.get("segments")  # type: ignore[assignment]
+            segments = (
+                None
+                if raw_segments is None
+                else tuple(
+                    (int(a), int(b), str(t), int(p), int(c), int(d))  # type: ignore[call-overload]
+                    for a, b, t, p, c, d in raw_segments
+                )
+            )
         except (TypeError, ValueError) as e:
             raise ValueError(f"statistics record with bad sources in part {spec['name']!r}: {e}") from e
         parts.append(
@@ -208,6 +274,7 @@ def decode_stats(raw: bytes) -> ModelStats:
                 None if missing is None else np.asarray(missing, dtype=np.int64),
                 None if unseen is None else np.asarray(unseen, dtype=np.int64),
                 part_sources,
+                segments,
             )
         )
     if pos != len(raw):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -146,7 +146,8 @@ class DriftObserver:
         # A model's monitor: per column set, the event span each statistics record's blocks took in
         # its merged stream and where they came from (the last window's worth), for the alerts' sources.
         self._spans: dict[
-            tuple[ModelMonitor, str], deque[tuple[int, int, tuple[tuple[str, int, int, int], ...]]]
+            tuple[ModelMonitor, str],
+            deque[tuple[int, int, tuple[tuple[str, int, int, int], ...], int | None]],
         ] = {}
         # Cross-kind incidents: the alerts of one model that open close together, as one notification.
         self.context = context or ServingContext(clock=clock)
@@ -276,14 +277,15 @@ class DriftObserver:
         sources = self._sources.get(monitor)
         if sources is None:
             sources = self._sources[monitor] = (SourceRanges(), SourceRanges())
-        sources[outcomes].add(records)
+        sets = monitor.column_sets()
+        sources[outcomes].add(records, {name: columns.n_events for name, columns in sets.items()})
         if event_time is not None and monitor not in self._held_since:
             self._held_since[monitor] = event_time
         now = time.monotonic()
         if not force and now - self._last_ship.get(monitor, -math.inf) < self.ship_interval_s:
             return []
         parts: list[tuple[str, Blocks, npt.NDArray[np.int64] | None, npt.NDArray[np.int64] | None]] = []
-        for name, columns in monitor.column_sets().items():
+        for name, columns in sets.items():
             blocks = columns.take_blocks()
             if blocks is None:
                 continue
@@ -299,6 +301,13 @@ class DriftObserver:
             return []
         self._last_ship[monitor] = now
         first_event = self._held_since.pop(monitor, event_time)
+        shipped = []
+        for name, blocks, missing, unseen in parts:
+            # The blocks end at the last whole block of the events the set has seen.
+            k = sets[name].block_size
+            first = (sets[name].n_events // k - blocks.counts.shape[0]) * k
+            segments = sources[name == "errors"].segments(name, first)
+            shipped.append((name, blocks, missing, unseen, segments))
         of_requests, of_outcomes = sources[False].take(), sources[True].take()
         stats = ModelStats(
             monitor.name,
@@ -306,8 +315,10 @@ class DriftObserver:
             self.worker,
             of_requests + of_outcomes,
             tuple(
-                StatsPart(name, blocks, missing, unseen, of_outcomes if name == "errors" else of_requests)
-                for name, blocks, missing, unseen in parts
+                StatsPart(
+                    name, blocks, missing, unseen, of_outcomes if name == "errors" else of_requests, segments
+                )
+                for name, blocks, missing, unseen, segments in shipped
             ),
             first_event,
         )
@@ -340,11 +351,15 @@ class DriftObserver:
         start: int,
         columns: ColumnSet,
         sources: tuple[tuple[str, int, int, int], ...],
+        end: int | None = None,
+        origin: int | None = None,
     ) -> None:
+        """Events ``[start, end)`` of the set's merged stream (``end``: all it has) came from ``sources``;
+        ``origin``: the merged event of the first offset of the one range, each event an offset."""
         spans = self._spans.get((monitor, name))
         if spans is None:
             spans = self._spans[monitor, name] = deque()
-        spans.append((start, columns.n_events, sources))
+        spans.append((start, columns.n_events if end is None else end, sources, origin))
         oldest = columns.n_events - columns.window_events
         while spans and spans[0][1] <= oldest:
             spans.popleft()
@@ -355,9 +370,14 @@ class DriftObserver:
         out: list[RecordLike] = []
         for d in detections:
             first = d.event_index + 1 - max(d.window_count, 1)
-            for start, end, sources in spans:
+            for start, end, sources, origin in spans:
                 if end > first and start <= d.event_index:
-                    out.extend(_Source(t, p, o) for t, p, a, b in sources for o in (a, b))
+                    if origin is None:
+                        out.extend(_Source(t, p, o) for t, p, a, b in sources for o in (a, b))
+                    else:  # one offset per event: only those of the window
+                        [(t, p, a, _)] = sources
+                        lo, hi = max(first, start), min(d.event_index + 1, end)
+                        out.extend(_Source(t, p, a + e - origin) for e in (lo, hi - 1))
         return out
 
     def observe_stats(self, stats: ModelStats, *, replay: bool = False) -> Observed:
@@ -401,9 +421,25 @@ class DriftObserver:
             except ValueError as e:
                 log.warning("statistics of %s/%s, %s skipped: %s", stats.model, stats.version, part.name, e)
                 continue
-            self._remember_span(
-                monitor, part.name, start, columns, stats.sources if part.sources is None else part.sources
-            )
+            if part.segments:
+                whole = Counter((first, last) for first, last, *_ in part.segments)
+                for first, last, topic, partition, a, b in part.segments:
+                    s0, s1 = start + max(first, 0), min(start + last, columns.n_events)
+                    if s1 > s0:
+                        # A batch of one partition: its events are its offsets, in order.
+                        exact = whole[first, last] == 1 and b - a + 1 == last - first
+                        origin = start + first if exact else None
+                        self._remember_span(
+                            monitor, part.name, s0, columns, ((topic, partition, a, b),), s1, origin
+                        )
+            else:
+                self._remember_span(
+                    monitor,
+                    part.name,
+                    start,
+                    columns,
+                    stats.sources if part.sources is None else part.sources,
+                )
             here = ctx
             if detections and not replay:
                 # Where the blocks since each detection's change point came from, not only this record.

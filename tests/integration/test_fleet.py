@@ -298,10 +298,13 @@ async def test_one_worker_or_two_raise_the_one_alert_at_the_same_merged_event(
         )  # fmt: skip
         print(f"{n_workers} worker(s), {time.monotonic() - started:.0f} s: {kinds(alerts)}")
         # One data alert, on x03, and none later for it (the topic was read once every block had been
-        # monitored); nothing on another feature.
+        # monitored). Another feature's is a false alarm: the model's budget (1 per 10^6 events) allows
+        # one in about 25 runs of these 40,000 events, and the workers' interleaving decides which
+        # runs (seen once in CI: x16, 13,000 events after the step, with two workers); more than one
+        # is not the budget.
         data = [a for a in alerts if a.kind is AlertKind.DATA]
-        assert [a.subject for a in data] == ["x03"], kinds(alerts)
-        alert = found[n_workers] = data[0]
+        assert [a.subject for a in data].count("x03") == 1 and len(data) <= 2, kinds(alerts)
+        alert = found[n_workers] = next(a for a in data if a.subject == "x03")
         assert alert.model == MODEL
         # Beside it, what the step moves: the estimated error, and perhaps the model's output (its
         # alerts sit near their thresholds: seen and not seen with either number of workers). Each once.

@@ -373,3 +373,30 @@ def test_a_concept_alert_names_the_outcomes_it_judged_not_the_requests_shipped_b
             judge([m.value for m in h.handle(later.pop(0)) if m.topic == STATS and m.value])
     [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert concept.source and {s.topic for s in concept.source} == {"outcomes"}, concept.source
+
+
+def test_an_alert_from_a_record_of_many_batches_names_only_the_batches_of_its_window(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    """A worker that held 40 batches for one record: the alert's source is the batches whose events its
+    detector's window holds, not the record's whole range (each part says which events each batch fed)."""
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    worker = DriftObserver(
+        incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=True, ship_interval_s=3600.0
+    )
+    monitor = observer(registry, incidents, ship=False)
+    h = handler(registry, [worker])
+    change = 8_000
+    parts = batches(drifted(reference, 10_000, change, 1.0, seed=13))
+    index = {(r.partition, r.offset): i for i, r in enumerate(r for batch in parts for r in batch)}
+    shipped = [m.value for batch in parts for m in h.handle(batch) if m.topic == STATS and m.value]
+    shipped += [value for _, value in worker.flush_stats(force=True)]
+    assert len(shipped) == 2  # the first batch's record, then the 39 others' at once
+    alerts = [a for value in shipped for a in monitor.observe_stats(decode_stats(value)).alerts]
+    [alert] = data_alerts(alerts)
+    assert alert.subject == "x03"
+    named = [index[s.partition, o] for s in alert.source for o in range(s.start, s.end + 1)]
+    # The batches since the detector's change point, a batch (250) or two before the step at most.
+    assert change - 500 <= min(named) and max(named) >= change, (min(named), max(named))
