@@ -1,7 +1,8 @@
 """Monitoring: drift of a served model's inputs, output and error, and technical drift, as plain values.
 
 Owns: reference standardisation (``transforms``), exact block sums (``blocks``), the block-mean detectors
-(``detectors``) and their parameters from a model's false-alarm budget (``budget``), the column engine
+(``detectors``, over river's ADWIN and Page-Hinkley imported without the rest of ``river.drift``:
+``river_drift``) and their parameters from a model's false-alarm budget (``budget``), the column engine
 (``columns``), the data/prediction monitor (``features``), the features' reconstruction error
 (``multivariate``), the
 concept monitor (``concept``), the estimated error of a calibrated classifier (``estimation``), the

@@ -164,8 +164,8 @@ from typing import Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from river import drift as river_drift
 
+from agent.monitoring import river_drift
 from agent.monitoring.blocks import BlockAccumulator, z_score, z_scores
 from agent.monitoring.transforms import REFERENCE_MEAN, REFERENCE_STD
 

@@ -1,6 +1,7 @@
 """Technical drift: windowed rates of bad input and a sustained rise of inference latency.
 
-May import: :mod:`schemas` (nothing else: plain counters and river's Page-Hinkley).
+May import: :mod:`schemas` and :mod:`agent.monitoring.river_drift` (plain counters and river's
+Page-Hinkley).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import math
 from typing import Literal
 
 import numpy as np
-from river import drift as river_drift
+
+from agent.monitoring import river_drift
 
 __all__ = ["LatencyWatch", "RateWatch", "Transition"]
 
