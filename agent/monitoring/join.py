@@ -27,10 +27,14 @@ changelog partition from the current event), and the serving path does not go th
 per-event machinery (see :mod:`agent.serving.loop`).
 
 Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
-than ``ttl_s`` are dropped and counted as unmatched. An entry costs its request id and a dict slot:
-the predictions of one batch that share a predicted value (a classifier's class) share one plain
-tuple, and a plain tuple of strings and floats is not tracked by the garbage collector, so full
-collections do not walk the join (``bench/join_memory.py`` measures both).
+than ``ttl_s`` are dropped and counted as unmatched. An entry costs a dict slot and a 64-bit key:
+the join keeps the request id's hash (Python's own, SipHash with a per-process key: the join lives
+and is restored in one process), not its string, which would cost 50-90 bytes more. Two ids of one
+join partition with the same 64-bit hash would join wrongly: among 1,000,000 entries, a chance of
+about 3 in 10^8 that any pair does, and an attacker cannot choose ids that collide without the
+process's key. The predictions of one batch that share a predicted value (a classifier's class)
+share one plain tuple, and a plain tuple of strings and floats is not tracked by the garbage
+collector, so full collections do not walk the join (``bench/join_cost.py`` measures both).
 
 Example:
     >>> join = OutcomeJoin(ttl_s=60, max_entries=10, clock=lambda: 100.0)
@@ -111,7 +115,7 @@ def _entry(model: str, version: str, at: float, item: Any) -> JoinEntry:
 
 
 class OutcomeJoin:
-    """Per-partition maps request id -> prediction, oldest first, with a TTL and a size cap.
+    """Per-partition maps hash of the request id -> prediction, oldest first, with a TTL and a size cap.
 
     Each partition is a plain ``dict`` (insertion ordered: oldest first, a redelivered request moves
     to the end), not an ``OrderedDict``, whose linked list costs ~50 bytes more per entry. A dict
@@ -131,7 +135,7 @@ class OutcomeJoin:
         self.clock = clock
         self.n_partitions = n_partitions
         """Join partitions (the join topic's partitions): set when the worker is assigned some."""
-        self._partitions: dict[int, dict[str, _Value]] = {}
+        self._partitions: dict[int, dict[int, _Value]] = {}
         self._size = 0
         self.expired = 0
         """Predictions dropped unmatched after the TTL."""
@@ -177,9 +181,10 @@ class OutcomeJoin:
                 value = (model, version, predicted, at, expected)
                 if len(shared) < _SHARED_VALUES:
                     shared[predicted, expected] = value
-            if request_id in entries:
-                del entries[request_id]  # re-inserted at the end: its age is the newest prediction's
-            entries[request_id] = value
+            key = hash(request_id)
+            if key in entries:
+                del entries[key]  # re-inserted at the end: its age is the newest prediction's
+            entries[key] = value
         self._size += len(entries) - before
         if self._size > self.max_entries:
             self._evict(self._size - self.max_entries + self.max_entries // 100)
@@ -187,7 +192,7 @@ class OutcomeJoin:
     def match(self, partition: int, request_id: str) -> JoinEntry | None:
         """The prediction for ``request_id``, removed from the join; ``None`` if unknown."""
         entries = self._partitions.get(partition)
-        value = entries.pop(request_id, None) if entries is not None else None
+        value = entries.pop(hash(request_id), None) if entries is not None else None
         if value is None:
             self.unmatched_outcomes += 1
             return None
@@ -201,12 +206,12 @@ class OutcomeJoin:
         dropped = 0
         for entries in self._partitions.values():
             doomed = []
-            for request_id, value in entries.items():
+            for key, value in entries.items():
                 if value[3] >= cutoff:
                     break
-                doomed.append(request_id)
-            for request_id in doomed:
-                del entries[request_id]
+                doomed.append(key)
+            for key in doomed:
+                del entries[key]
             dropped += len(doomed)
         self._size -= dropped
         self.expired += dropped
@@ -258,27 +263,27 @@ class OutcomeJoin:
 
     def _forget(self, partition: int, request_id: str) -> None:
         entries = self._partitions.get(partition)
-        if entries is not None and entries.pop(request_id, None) is not None:
+        if entries is not None and entries.pop(hash(request_id), None) is not None:
             self._size -= 1
 
     def _evict(self, count: int) -> None:
         """Drops the ``count`` oldest entries over all partitions (a merge of their fronts)."""
-        fronts: list[tuple[float, int, str]] = []
-        iterators: dict[int, Iterator[tuple[str, _Value]]] = {}
+        fronts: list[tuple[float, int, int]] = []
+        iterators: dict[int, Iterator[tuple[int, _Value]]] = {}
         for partition, entries in self._partitions.items():
             iterators[partition] = it = iter(entries.items())
             first = next(it, None)
             if first is not None:
                 fronts.append((first[1][3], partition, first[0]))
         heapq.heapify(fronts)
-        doomed: list[tuple[int, str]] = []
+        doomed: list[tuple[int, int]] = []
         while fronts and len(doomed) < count:
-            _, partition, request_id = heapq.heappop(fronts)
-            doomed.append((partition, request_id))
+            _, partition, key = heapq.heappop(fronts)
+            doomed.append((partition, key))
             following = next(iterators[partition], None)
             if following is not None:
                 heapq.heappush(fronts, (following[1][3], partition, following[0]))
-        for partition, request_id in doomed:
-            del self._partitions[partition][request_id]
+        for partition, key in doomed:
+            del self._partitions[partition][key]
         self._size -= len(doomed)
         self.evicted += len(doomed)

@@ -61,7 +61,7 @@ def test_remember_batch_shares_one_value_per_predicted_class() -> None:
     join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 0.0)
     join.remember_batch(0, "m", "1", 5.0, [("a", 1.0), ("b", 0.0), ("c", 1.0)])
     values = join._partitions[0]
-    assert values["a"] is values["c"] and values["a"] is not values["b"]
+    assert values[hash("a")] is values[hash("c")] and values[hash("a")] is not values[hash("b")]
     assert join.match(0, "b") == JoinEntry("m", "1", 0.0, 5.0)
     assert join.match(0, "c") == JoinEntry("m", "1", 1.0, 5.0) and len(join) == 1
 
@@ -95,8 +95,10 @@ def test_the_cap_evicts_in_chunks_the_oldest_of_all_partitions_first() -> None:
         join.remember_batch(batch % 3, "m", "1", float(batch), [(f"{batch}-{i}", 1.0) for i in range(50)])
     # 1,500 remembered, cap 1,000: each eviction drops the excess plus 1 % of the cap
     assert len(join) <= 1000 and join.evicted == 1500 - len(join)
-    kept = sorted({int(rid.split("-")[0]) for p in join.partitions() for rid in join._partitions[p]})
+    keys = {key for p in join.partitions() for key in join._partitions[p]}
+    kept = sorted({b for b in range(30) for i in range(50) if hash(f"{b}-{i}") in keys})
     assert kept == list(range(30 - len(kept), 30))  # whole oldest batches went, over every partition
+    assert all(hash(f"{b}-{i}") in keys for b in kept[1:] for i in range(50))
 
 
 def test_a_replay_of_the_join_topic_keeps_the_predictions_still_waiting() -> None:
@@ -121,3 +123,13 @@ def test_request_ids_spread_over_the_join_partitions() -> None:
     for i in range(10_000):
         counts[join.partition_of(f"req-{i}")] += 1
     assert min(counts) > 2_300, counts
+
+
+def test_the_join_keeps_no_request_id_string() -> None:
+    """An entry is keyed by the id's 64-bit hash: the id's string is not kept (50-90 bytes each)."""
+    join = OutcomeJoin(ttl_s=60, max_entries=100, clock=lambda: 0.0)
+    ids = [f"request-{i:012d}" for i in range(50)]
+    join.remember_batch(0, "m", "1", 0.0, [(rid, 1.0) for rid in ids])
+    assert all(type(key) is int for key in join._partitions[0])
+    assert all(join.match(0, f"request-{i:012d}") is not None for i in range(50))  # a new, equal string
+    assert len(join) == 0 and join.match(0, ids[0]) is None
