@@ -360,6 +360,11 @@ class DriftObserver:
         if spans is None:
             spans = self._spans[monitor, name] = deque()
         spans.append((start, columns.n_events if end is None else end, sources, origin))
+
+    def _forget_spans(self, monitor: ModelMonitor, name: str, columns: ColumnSet) -> None:
+        """Drops the spans past the set's detection window: only once a record's detections took their
+        sources, since a record can hold more events than a window and a detection in its middle."""
+        spans = self._spans.get((monitor, name))
         oldest = columns.n_events - columns.window_events
         while spans and spans[0][1] <= oldest:
             spans.popleft()
@@ -444,6 +449,7 @@ class DriftObserver:
             if detections and not replay:
                 # Where the blocks since each detection's change point came from, not only this record.
                 here = AlertContext(self._sources_of(monitor, part.name, detections), started)
+            self._forget_spans(monitor, part.name, columns)
             if part.missing is not None and part.missing.shape == columns.missing.shape:
                 columns.missing += part.missing
             if part.unseen is not None and part.unseen.shape == columns.unseen.shape:
