@@ -257,9 +257,10 @@ CHUNK = 400
 
 async def run_step(
     bootstrap: str, models: Path, workdir: Path, app_id: str, n_workers: int, rows: np.ndarray
-) -> tuple[list[Alert], list[str], Topics, list[tuple[int, int]]]:
+) -> tuple[list[Alert], list[str], Topics, list[tuple[int, int]], int]:
     """The stream through ``n_workers`` fresh workers: the alerts topic once everything was monitored,
-    the workers' logs, the topics, and each request's (partition, offset)."""
+    the workers' logs, the topics, each request's (partition, offset), and the most events a statistics
+    record carried."""
     fleet = Fleet(bootstrap, Topics.unique(app_id), app_id, models, workdir)
     try:
         await fleet.start(n_workers)
@@ -276,7 +277,7 @@ async def run_step(
     # Every worker shipped blocks of the model, all of its events but each one's last partial block.
     assert len({s.worker for s in shipped}) == n_workers
     assert len(rows) - n_workers * BLOCK < events(shipped) <= len(rows), events(shipped)
-    return alerts, logs, fleet.topics, where
+    return alerts, logs, fleet.topics, where, max(events([s]) for s in shipped)
 
 
 async def test_one_worker_or_two_raise_the_one_alert_at_the_same_merged_event(
@@ -290,13 +291,16 @@ async def test_one_worker_or_two_raise_the_one_alert_at_the_same_merged_event(
     rows[CHANGE:, X03] += 1.0 * reference[:, X03].std()
     partition = model_partition()
     found: dict[int, Alert] = {}
+    largest = 0
     for n_workers in (1, 2):
         started = time.monotonic()
-        alerts, logs, topics, where = await run_step(
+        alerts, logs, topics, where, most = await run_step(
             kafka_bootstrap, model_repository.root, tmp_path / f"w{n_workers}", f"fleet{n_workers}-{unique}",
             n_workers, rows,
         )  # fmt: skip
-        print(f"{n_workers} worker(s), {time.monotonic() - started:.0f} s: {kinds(alerts)}")
+        took = time.monotonic() - started
+        print(f"{n_workers} worker(s), {took:.0f} s, records of up to {most} events: {kinds(alerts)}")
+        largest = max(largest, most) if n_workers == 2 else largest
         # One data alert, on x03, and none later for it (the topic was read once every block had been
         # monitored). Another feature's is a false alarm: the model's budget (1 per 10^6 events) allows
         # one in about 25 runs of these 40,000 events, and the workers' interleaving decides which
@@ -333,9 +337,9 @@ async def test_one_worker_or_two_raise_the_one_alert_at_the_same_merged_event(
     assert CHANGE < e1 <= CHANGE + 4 * BLOCK, e1
     # Two workers: each one's last block before the change holds up to 31 calm events with drifted
     # ones (a block per worker), and the monitor merges the workers' statistics records in the order
-    # they were published, one per batch, about CHUNK / 2 events each while the workers keep up with
-    # the pacing: a record of the other worker can land on either side (measured: 0 or 32 apart).
-    assert abs(e1 - e2) <= 2 * BLOCK + CHUNK // 2, (e1, e2)
+    # they were published, each up to stats_interval_s of a worker's blocks: a record of the other
+    # worker can land on either side (measured: 0, 32 and, once in CI, 384 apart).
+    assert abs(e1 - e2) <= 2 * BLOCK + largest, (e1, e2, largest)
 
 
 # --- 2. the host killed in the middle of a drift -----------------------------------------------------------
