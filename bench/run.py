@@ -58,6 +58,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -495,14 +496,15 @@ class Bench:
             for p in procs:
                 self.stop(p)
 
-    async def measure_rss(self, *, lean: bool = True) -> dict[str, Any]:
+    async def measure_rss(self, *, lean: bool = True, tree: Path = REPO, tag: str = "") -> dict[str, Any]:
         """A fresh worker (every monitor and the outcome join on) drains ``rss_events`` distinct
         requests, published as a stream (the bench does not hold them): its peak RSS once the join
         remembers them all (its default cap is a million). ``lean``: the worker as ``pip install .``
-        installs it, without the extras' modules (see ``bench/_probe.py``)."""
+        installs it, without the extras' modules (see ``bench/_probe.py``); ``tree``, another version
+        of the agent (``--baseline-ref``)."""
         from producers.scenarios import generate
 
-        label = "rss-lean" if lean else "rss"
+        label = ("rss-lean" if lean else "rss") + tag
         topics = self.topics(label)
         await self.create_topics(topics)
         stream = generate(
@@ -511,13 +513,13 @@ class Bench:
             seed=13,
             count=self.rss_events,
             outcome_share=0.0,
-            run_id=f"rss-{self.run_id}",
+            run_id=f"rss{tag}-{self.run_id}",
         )
         started = time.monotonic()
         await self.publish(topics, stream)
         published_s = time.monotonic() - started
         app_id = f"{self.prefix}-{label}"
-        proc = self.start_driftline(label, topics, app_id, monitoring=True, lean=lean)
+        proc = self.start_driftline(label, topics, app_id, monitoring=True, lean=lean, tree=tree)
         try:
             timeout = 120 + self.rss_events / 2000
             result = await self.drain(
@@ -1370,6 +1372,31 @@ def _fleet_settings(kind: str, batch_size: int | None = None) -> dict[str, str]:
     return settings
 
 
+async def run_rss(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """``--rss-only``: the lean worker's RSS peak after ``--rss-events`` distinct requests, in turns with
+    the ``--baseline-ref`` worker (``--runs`` rounds), each on its own topics."""
+    report: dict[str, Any] = {"runs": []}
+    for rnd in range(args.runs):
+        trees = [("current", REPO, "")]
+        if bench.baseline_tree is not None:
+            trees.append(("baseline", bench.baseline_tree, f"-ref{rnd}"))
+        for name, tree, tag in trees if rnd % 2 == 0 else trees[::-1]:
+            print(f"  rss: {name}, round {rnd + 1} ...", flush=True)
+            result = await bench.measure_rss(tree=tree, tag=tag or f"-{rnd}")
+            result.update(kind=name, round=rnd)
+            print(
+                f"    {name}: peak RSS {_fmt(result.get('rss_peak_mb'), '.0f')} MB, "
+                f"{_fmt(result.get('events_per_s'), ',.0f')} requests/s",
+                flush=True,
+            )
+            report["runs"].append(result)
+    for name in ("current", "baseline"):
+        peaks = [r["rss_peak_mb"] for r in report["runs"] if r["kind"] == name and r.get("rss_peak_mb")]
+        if peaks:
+            report[f"{name}_median_mb"] = statistics.median(peaks)
+    return report
+
+
 async def run_fleet_compare(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """``--fleet-compare``: the fleet design against the single-process one, in turns in one run.
 
@@ -1560,6 +1587,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only DRIFTLINE_MONITORING__FLEET=false vs true vs monitoring off (drains, then 2 workers); "
         "with --quick ~2 minutes; writes bench/results/fleet_compare.json",
     )
+    parser.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="only the lean worker's RSS peak after --rss-events requests (and --baseline-ref's, in turns); "
+        "writes bench/results/rss.json",
+    )
     parser.add_argument("--live-runs", type=int, help="--fleet-compare: rounds of the 2-worker pair")
     parser.add_argument(
         "--serving-batch-size",
@@ -1588,6 +1621,18 @@ def main(argv: list[str] | None = None) -> int:
         print_fleet_table(report)
         Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"\nwrote {args.out}")
+        return 0 if all("error" not in r for r in report["runs"]) else 1
+
+    if args.rss_only:
+        if args.out == RESULTS:
+            args.out = RESULTS.with_name("rss.json")
+        if not args.rss_events:
+            args.rss_events = FULL["rss_events"]
+        report = execute(args, run_rss)
+        report["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"current {report.get('current_median_mb')} MB, baseline {report.get('baseline_median_mb')} MB")
+        print(f"wrote {args.out}")
         return 0 if all("error" not in r for r in report["runs"]) else 1
 
     report = execute(args, run_bench, profile=profile)
