@@ -1180,12 +1180,11 @@ def _progress(rnd: int, kind: str, result: dict[str, Any]) -> None:
     )
 
 
-async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = True) -> dict[str, str]:
-    """Builds the model package and the payloads, and pre-fills a requests topic (returned)."""
+def build_model(bench: Bench) -> float:
+    """Builds the bench's model package; returns the seconds it took."""
     from agent.models.repository import ModelRepository
     from agent.packaging.builder import build_package
     from agent.packaging.examples import classification_20
-    from producers.scenarios import generate
 
     print(f"run {bench.run_id}: building the {MODEL} package ...", flush=True)
     started = time.perf_counter()
@@ -1193,7 +1192,14 @@ async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = Tr
         classification_20(), name=MODEL, version="1", repository=ModelRepository(bench.package_root)
     )
     bench.package = bench.package_root / MODEL / "1"
-    report["package_build_s"] = round(time.perf_counter() - started, 1)
+    return round(time.perf_counter() - started, 1)
+
+
+async def prepare(bench: Bench, report: dict[str, Any], *, onnx_limit: bool = True) -> dict[str, str]:
+    """Builds the model package and the payloads, and pre-fills a requests topic (returned)."""
+    from producers.scenarios import generate
+
+    report["package_build_s"] = build_model(bench)
 
     bench.payloads = list(generate("calm", model=MODEL, seed=7, count=bench.events, outcome_share=0.0))
     report["payload_bytes"] = sum(len(m.value) for m in bench.payloads) / len(bench.payloads)
@@ -1375,7 +1381,8 @@ def _fleet_settings(kind: str, batch_size: int | None = None) -> dict[str, str]:
 async def run_rss(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """``--rss-only``: the lean worker's RSS peak after ``--rss-events`` distinct requests, in turns with
     the ``--baseline-ref`` worker (``--runs`` rounds), each on its own topics."""
-    report: dict[str, Any] = {"runs": []}
+    report: dict[str, Any] = {"runs": [], "machine": machine_info(), "run_id": bench.run_id}
+    build_model(bench)
     for rnd in range(args.runs):
         trees = [("current", REPO, "")]
         if bench.baseline_tree is not None:
