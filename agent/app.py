@@ -28,7 +28,7 @@ from agent.alerting.fleet_monitor import FleetMonitor
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.alerting.wiring import wire_alert_sinks
 from agent.errors import ConfigurationError
-from agent.kafka import aiokafka_options, replay_records, ssl_context
+from agent.kafka import aiokafka_options, committed_offsets, replay_records, ssl_context
 from agent.kafka_outage import install as install_outage_handling
 from agent.metrics import MetricPoint, Metrics, worker_tags
 from agent.models.registry import ModelRegistry
@@ -382,15 +382,18 @@ def wire_fleet_monitor(
         sent = [await app.producer.send(m.topic, m.key, m.value, m.partition, None, None) for m in messages]
         await asyncio.gather(*sent)
 
-    async def replay(partition: int, until: int, apply: Callable[[list[bytes]], None]) -> bool:
+    async def replay(
+        partition: int, until: int, apply: Callable[[list[bytes]], None], first: int | None = None
+    ) -> bool:
+        bounded = first is None
         return await replay_records(
             options,
             topic_name,
             {partition: until},
             lambda _, records: apply([r.value for r in records if r.value is not None]),
             timeout_s=settings.monitoring.stats_replay_timeout_s,
-            since_ms=int((time.time() - settings.monitoring.stats_replay_s) * 1000),
-            last=settings.monitoring.stats_replay_records,
+            since_ms=int((time.time() - settings.monitoring.stats_replay_s) * 1000) if bounded else None,
+            last=settings.monitoring.stats_replay_records if bounded else until - (first or 0),
         )
 
     monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay)
@@ -426,7 +429,13 @@ def wire_fleet_monitor(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Iterable[TopicPartition], **_: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == topic_name)
-        monitor.assigned(mine)
+        # Where the group stopped on each, before this worker handles any of them (see FleetMonitor).
+        try:
+            committed = await committed_offsets(options, settings.app_id, topic_name, mine, timeout_s=5.0)
+        except Exception as e:
+            committed = None
+            log.warning("fleet monitor: the group's committed offsets could not be read (%r)", e)
+        monitor.assigned(mine, committed)
         log.info("fleet monitor: assigned statistics partitions %s", mine)
 
     return monitor

@@ -22,7 +22,14 @@ from typing import Any
 
 from agent.settings import KafkaSettings
 
-__all__ = ["aiokafka_options", "read_records", "read_to_end", "replay_records", "ssl_context"]
+__all__ = [
+    "aiokafka_options",
+    "committed_offsets",
+    "read_records",
+    "read_to_end",
+    "replay_records",
+    "ssl_context",
+]
 
 
 class _RedactSaslTokens(logging.Filter):
@@ -146,6 +153,27 @@ async def replay_records(
     finally:
         await consumer.stop()
     return True
+
+
+async def committed_offsets(
+    options: dict[str, Any], group: str, topic: str, partitions: Iterable[int], timeout_s: float
+) -> dict[int, int]:
+    """The offsets ``group`` committed on ``topic``'s ``partitions`` (those it never committed are
+    absent). Raises ``TimeoutError`` after ``timeout_s``, or aiokafka's error."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    if not tps:
+        return {}
+    admin = AIOKafkaAdminClient(**options)
+    async with asyncio.timeout(timeout_s):
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        finally:
+            await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 async def read_to_end(

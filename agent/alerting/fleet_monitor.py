@@ -20,6 +20,12 @@ detection lands on the same event); beyond them the detectors start from their r
 plus the bounded history, as a freshly started monitor does. Revoked partitions' monitors are
 dropped.
 
+The read-back stops at the group's **committed offset** (taken when the partition is assigned), not
+at the first record Faust hands the agent: across a rebalance Faust skips, and acknowledges, records
+it fetched for an older generation, so the agent's first record can come after the committed offset.
+Records from there on were never handled by the previous host (it commits after publishing their
+alerts): they are handled live, alerts and all, as if Faust had delivered them.
+
 May import: :mod:`agent.monitoring`, :mod:`agent.serving.messages`, :mod:`agent.retry` (kernel).
 """
 
@@ -28,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from agent.monitoring.batch import Observed
 from agent.monitoring.fleet import decode_stats
@@ -43,9 +49,15 @@ __all__ = ["FleetMonitor"]
 
 log = logging.getLogger(__name__)
 
-Replay = Callable[[int, int, Callable[[list[bytes]], None]], Awaitable[bool]]
-"""``replay(partition, until, apply)``: hands ``apply`` the values of the partition's records before
-offset ``until``, from as far back as the monitor reads; False if it was cut short."""
+
+class Replay(Protocol):
+    """``replay(partition, until, apply)``: hands ``apply`` the values of the partition's records before
+    offset ``until``, from as far back as the monitor reads (``first``: from that offset, with no
+    other bound); False if it was cut short."""
+
+    def __call__(
+        self, partition: int, until: int, apply: Callable[[list[bytes]], None], first: int | None = None
+    ) -> Awaitable[bool]: ...
 
 
 class FleetMonitor:
@@ -74,6 +86,7 @@ class FleetMonitor:
         self.replay = replay
         self.backoff = backoff or Backoff(0.5, 30.0)
         self._ready: set[int] = set()
+        self._committed: dict[int, int] = {}
         self._models: dict[int, set[tuple[str, str]]] = {}
         self.records = 0
         """Statistics records handled live (not replayed)."""
@@ -82,22 +95,32 @@ class FleetMonitor:
         self.busy_s = 0.0
         """Time spent handling live records (the monitor's CPU, roughly)."""
 
-    def assigned(self, partitions: Iterable[int]) -> None:
-        """Partitions newly given to this worker: each is read back before its first record."""
+    def assigned(self, partitions: Iterable[int], committed: Mapping[int, int] | None = None) -> None:
+        """Partitions newly given to this worker: each is read back before its first record.
+        ``committed``: the group's committed offset of each, as assigned (where its previous host
+        stopped); without one, the read-back stops at the first record the agent is handed."""
         for p in partitions:
             self._ready.discard(p)
+            self._committed.pop(p, None)
+            if committed is not None and p in committed:
+                self._committed[p] = committed[p]
 
     def revoked(self, partitions: Iterable[int]) -> None:
         """Partitions taken away: their models' monitors go (their new host rebuilds them)."""
         for p in partitions:
             self._ready.discard(p)
+            self._committed.pop(p, None)
             for model, version in self._models.pop(p, set()):
                 self.observer.forget(model, version)
 
     async def handle(self, partition: int, offset: int, value: bytes | None) -> None:
         """One record of the statistics topic, read live by the agent."""
         if partition not in self._ready:
-            await self._restore(partition, offset)
+            for missed in await self._restore(partition, offset):
+                await self._live(partition, missed)
+        await self._live(partition, value)
+
+    async def _live(self, partition: int, value: bytes | None) -> None:
         started = time.perf_counter()
         observed = self._apply(partition, value, replay=False)
         self.records += 1
@@ -155,7 +178,9 @@ class FleetMonitor:
         self._models.setdefault(partition, set()).add((stats.model, stats.version))
         return self.observer.observe_stats(stats, replay=replay)
 
-    async def _restore(self, partition: int, until: int) -> None:
+    async def _restore(self, partition: int, until: int) -> list[bytes]:
+        """Reads the partition back up to its committed offset (or ``until``, the agent's first record);
+        returns the records from the committed offset to ``until``, which no host handled yet."""
         started = time.monotonic()
         before = self.replayed
 
@@ -164,15 +189,33 @@ class FleetMonitor:
                 self._apply(partition, value, replay=True)
             self.replayed += len(values)
 
-        complete = await self.replay(partition, until, apply)
+        committed = self._committed.pop(partition, None)
+        stop = until if committed is None else min(committed, until)
+        complete = await self.replay(partition, stop, apply)
+        missed: list[bytes] = []
+        if stop < until:
+            complete = await self.replay(partition, until, missed.extend, stop) and complete
+            log.warning(
+                "fleet monitor: statistics partition %d: offsets %d-%d (%d records) were committed by "
+                "the group but never handed to this monitor (Faust skips records fetched across a "
+                "rebalance); handled live",
+                partition,
+                stop,
+                until - 1,
+                len(missed),
+            )
         self._ready.add(partition)
         log.info(
-            "fleet monitor: hosting statistics partition %d; read back %d records in %.2f s%s",
+            "fleet monitor: hosting statistics partition %d; read back %d records in %.2f s%s; "
+            "first live offset %d, the group's committed offset %s",
             partition,
             self.replayed - before,
             time.monotonic() - started,
             "" if complete else " (cut short by DRIFTLINE_MONITORING__STATS_REPLAY_TIMEOUT_S)",
+            stop,
+            "unknown" if committed is None else committed,
         )
+        return missed
 
     def stats(self) -> dict[str, Any]:
         """For ``/health``: the partitions hosted (read back), the models seen on them, the records

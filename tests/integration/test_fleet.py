@@ -50,6 +50,9 @@ PARTITIONS = 4
 BLOCK = DriftConfig().block_size
 X03 = FEATURES.index("x03")
 HOSTING = re.compile(r"fleet monitor: hosting statistics partition (\d+); read back (\d+) records")
+COMMITTED = re.compile(
+    r"hosting statistics partition (\d+); .* first live offset (\d+), the group's committed offset (\d+)"
+)
 ASSIGNED = re.compile(r"fleet monitor: assigned statistics partitions \[([\d, ]*)\]")
 STEP_MOVES = {
     (AlertKind.PERFORMANCE, "estimated_error"),
@@ -426,6 +429,12 @@ async def test_the_monitors_host_killed_mid_drift_the_drift_is_alerted_once(
     assert dict(hosted)[1 - host] > 0, hosted
     if kill == "mid-drift":
         assert dict(hosted)[1 - host] >= consumed, (hosted, consumed)
+    # It read back up to where the killed host's group committed, read from the broker at the
+    # assignment: records after that, even those Faust skipped, are handled live.
+    [(_, first_live, group_committed)] = [
+        c for c in COMMITTED.findall(logs[1 - host]) if int(c[0]) == partition
+    ]
+    assert int(first_live) == int(group_committed) == dict(hosted)[1 - host], logs[1 - host][-3000:]
     # The drift, alerted once (the topic read once every block had been monitored); beside it, at most
     # what the step moves (the estimated error rises by about a point: alerted in some runs), once.
     data = [a for a in alerts if a.kind is AlertKind.DATA]
