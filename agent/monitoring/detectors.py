@@ -265,7 +265,8 @@ class BlockDetector:
         self._n_seen = 0
         self._drift_detected = False
         self._restart_pending = False
-        self._detector: Any = self._new_detector()
+        self._detector: Any = None
+        self._fresh()
         # A synthetic stretch that matches the reference exactly (mean 0, variance 1), so that a
         # stream drifted from its first event is a change; see the module docstring.
         for i in range(reference_blocks):
@@ -503,13 +504,20 @@ class AdwinDetector(BlockDetector):
             grace_period=self.grace_period,
         )
 
+    def _fresh(self) -> None:
+        super()._fresh()
+        # river's ADWIN.update is a Python wrapper around its Rust window (``_helper``) that only adds
+        # a reset after a detection; this detector never feeds a river detector past its detection
+        # (it starts a fresh one), so the window is fed directly: a third of the cost of a step, and
+        # with 60-odd streams per block of 32 events, ~0.4 us per request. A test pins the name.
+        self._update = self._detector._helper.update
+
     def _step(self, z: float) -> bool:
         if self._restart_pending:
             self._fresh()
-        adwin = self._detector
-        adwin.update(z * _ADWIN_SCALE)
-        if not adwin.drift_detected:
+        if not self._update(z * _ADWIN_SCALE):
             return False
+        self._detector._drift_detected = True  # what river's update would have recorded
         self._restart_pending = True
         return True
 

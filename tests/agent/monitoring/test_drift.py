@@ -183,6 +183,31 @@ def test_update_and_update_many_agree_whatever_the_batching() -> None:
     assert len(by_one) == 1
 
 
+def test_adwin_fed_through_rivers_rust_window_fires_where_rivers_update_does() -> None:
+    # AdwinDetector feeds river's Rust window (ADWIN._helper) directly; river's own update, with a
+    # fresh detector after each detection, must fire on the same blocks (and an upgrade that renames
+    # the window fails here).
+    from agent.monitoring import river_drift
+    from agent.monitoring.detectors import _ADWIN_SCALE
+
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=6_000)
+    z[2_000:] += 0.6
+    z[4_000:] -= 1.2
+    ours = AdwinDetector(reference_blocks=0)
+    fast = [i for i, v in enumerate(z) if ours._step(float(v))]
+    config = dict(delta=ours.delta, clock=1, min_window_length=ours.min_window_length)
+    river = river_drift.ADWIN(**config, grace_period=ours.grace_period)
+    slow = []
+    for i, v in enumerate(z):
+        river.update(float(v) * _ADWIN_SCALE)
+        if river.drift_detected:
+            slow.append(i)
+            river = river_drift.ADWIN(**config, grace_period=ours.grace_period)
+    assert len(fast) >= 2 and fast == slow
+    assert ours._detector.drift_detected == (fast[-1] == len(z) - 1)
+
+
 def test_page_hinkley_statistic_reads_rivers_cumulative_sums() -> None:
     # The statistic reads river's private CUSUM sums: fail loudly if an upgrade renames them.
     rng = np.random.default_rng(7)
