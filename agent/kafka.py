@@ -167,12 +167,12 @@ async def committed_offsets(
     if not tps:
         return {}
     admin = AIOKafkaAdminClient(**options)
-    async with asyncio.timeout(timeout_s):
-        await admin.start()
-        try:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
             offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-        finally:
-            await admin.close()
+    finally:
+        await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
