@@ -232,6 +232,12 @@ def kinds(alerts: Sequence[Alert]) -> list[tuple[str, str]]:
     return sorted((a.kind.value, a.subject) for a in alerts)
 
 
+def monitor_lines(log: str) -> str:
+    """A worker's log lines about the fleet monitor, its alerts and incidents: what a failure needs."""
+    keep = ("fleet monitor", "ALERT", "incident", "generation")
+    return "\n".join(line[:240] for line in log.splitlines() if any(k in line for k in keep))
+
+
 def assert_clean(logs: Sequence[str]) -> None:
     """No worker logged a traceback or a statistics record it failed to handle."""
     for log in logs:
@@ -353,10 +359,12 @@ CLOSED_BY_SURVIVOR = f"incident closed: {MODEL}/data/x03"
 @pytest.mark.parametrize(
     ("kill", "shift_sd"),
     [
-        # A small shift, so that the monitor needs hundreds of drifted events to see it: 450-1,600 at
-        # 0.15-0.2 sd in the in-process fleet (0.5 sd and more fire within three blocks), while the kill
-        # comes once it has consumed and committed the first 256.
-        pytest.param("mid-drift", 0.2, id="mid-drift"),
+        # A small shift, so that the monitor needs hundreds of drifted events to see it: 160-640 at
+        # 0.3 sd in the in-process fleet (0.5 sd and more fire within three blocks), while the kill
+        # comes once it has consumed and committed the first 128. Not smaller: CI once measured the
+        # first detection of a 0.2 sd step at 0.148 sd, under the 0.15 sd alerting bound, and the
+        # restarted detectors never saw that step again (README, "What it does not guarantee").
+        pytest.param("mid-drift", 0.3, id="mid-drift"),
         # As soon as the alert is on the topic: the record that fired is usually not committed yet, and
         # the survivor reads it again.
         pytest.param("after-alert", 0.4, id="after-alert"),
@@ -375,7 +383,7 @@ async def test_the_monitors_host_killed_mid_drift_the_drift_is_alerted_once(
     app_id = f"fleetkill-{unique}"
     fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path)
     partition = model_partition()
-    calm, early, late = 8_000, 256 if kill == "mid-drift" else 4_000, 6_000
+    calm, early, late = 8_000, 128 if kill == "mid-drift" else 4_000, 6_000
     rows = resampled(reference, calm + early + late, seed=16)
     rows[calm:, X03] += shift_sd * reference[:, X03].std()
 
@@ -441,7 +449,7 @@ async def test_the_monitors_host_killed_mid_drift_the_drift_is_alerted_once(
     # A survivor whose replay stopped before the record that fired once closed the still-open incident
     # on its first live record (a window rebuilt mostly from before the change) and alerted again.
     assert CLOSED_BY_SURVIVOR not in logs[1 - host], logs[1 - host][-3000:]
-    assert [a.subject for a in data] == ["x03"], kinds(alerts)
+    assert [a.subject for a in data] == ["x03"], (kinds(alerts), [monitor_lines(log) for log in logs])
     assert {(a.kind, a.subject) for a in alerts if a.kind is not AlertKind.DATA} <= STEP_MOVES, kinds(alerts)
     assert len(alerts) == len({(a.kind, a.subject) for a in alerts}), kinds(alerts)
     alert = data[0]
