@@ -17,7 +17,7 @@ from agent.models.registry import ServedModel
 from agent.monitoring.budget import BudgetSplit, within_budget
 from agent.monitoring.columns import ColumnSet
 from agent.monitoring.concept import ErrorMonitor
-from agent.monitoring.detectors import DriftConfig
+from agent.monitoring.detectors import Detection, DriftConfig
 from agent.monitoring.estimation import EstimateCheck, EstimatedAbsErrorMonitor, EstimatedErrorMonitor
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
@@ -201,6 +201,9 @@ class ModelMonitor:
     findings_alerted: bool = False
     last_detection: dict[str, int] = field(default_factory=dict)
     """Column -> the feature monitor's event count when a detector last fired on it."""
+    unconfirmed: dict[str, tuple[Detection, int]] = field(default_factory=dict)
+    """Column -> a detection away from the reference that measured under ``recovery_shift_sd``, and
+    the event count then: judged again over the next full window (``DriftObserver``)."""
     last_error_detection: int = 0
     """The error monitor's event count when a detector last fired on it."""
     column_incidents: tuple[IncidentKey, ...] = field(init=False)

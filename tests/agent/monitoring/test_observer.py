@@ -270,3 +270,35 @@ def test_a_return_to_the_reference_recovers_instead_of_alerting(
     assert alert.subject == "x03" and "drifted up" in alert.message
     # Back to normal: the incident is closed, so a new shift would alert again at once.
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
+
+
+def test_a_drift_first_measured_under_the_bound_is_alerted_once_a_full_window_confirms_it(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # A 0.14 sd step on x03 (seed 21): x03's first detection measures 0.115 sd over the events since
+    # its change point, under recovery_shift_sd (0.15), so it raises nothing, and the restarted
+    # detectors take the step as normal. The full window after it measures the step above the
+    # bound: the drift is alerted then, naming the detection (before, it was never alerted).
+    from tests.agent.monitoring.test_fleet import batches, drifted, handler, observer
+
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    monitor = observer(registry, IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), ship=False)
+    serve = handler(registry, [monitor])
+    raised: list[tuple[int, Alert]] = []
+    fed = 0
+    for batch in batches(drifted(reference, 16_000, 6_000, 0.14, seed=21)):
+        fed += len(batch)
+        for m in serve.handle(batch):
+            if m.topic == "alerts":
+                raised.extend((fed, a) for a in alerts_in([m.value]))
+    x03 = [(at, a) for at, a in raised if a.kind is AlertKind.DATA and a.subject == "x03"]
+    [(at, alert)] = x03
+    detected = int(alert.evidence.extra["event_index"])
+    bound = MonitorSettingsView().recovery_shift_sd
+    assert detected > 6_000 and alert.evidence.shift_in_std is not None
+    assert alert.evidence.shift_in_std >= bound
+    # Raised once a full window (2,048 events) had passed since the detection, not with it.
+    window = monitor.monitors()[0].features.columns.window_events
+    assert at >= detected + window, (at, detected)
+    assert monitor.monitors()[0].unconfirmed == {}
