@@ -873,19 +873,8 @@ class DriftObserver:
         batch_alerts: Sequence[Alert],
         ctx: AlertContext,
     ) -> list[Alert]:
-        # Rises only (the monitor reports nothing else), and only those beyond the recovery bound, in
-        # the error itself too: over a short recent segment (a block) the error's percentiles can sit
-        # above the reference while its mean sits below, and an alert that the features "move
-        # together differently" with the error 0.2 sd down (CI, in the calm part of a stream) says
-        # nothing true.
-        bound = self.settings.recovery_shift_sd
-        reconstruction = monitor.reconstruction
-        assert reconstruction is not None
-        detections = [
-            d
-            for d in detections
-            if d.shift_sd >= bound and not reconstruction.error_shift_sd(d.window_count) < bound
-        ]
+        # Rises only (the monitor reports nothing else), and only those beyond the recovery bound.
+        detections = [d for d in detections if d.shift_sd >= self.settings.recovery_shift_sd]
         if not detections:
             return []
         # A feature that drifts on its own also leaves more unexplained by the components: while one

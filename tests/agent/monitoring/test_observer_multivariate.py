@@ -128,34 +128,3 @@ def repository_manifest_reconstruction(repository: ModelRepository) -> Reconstru
         reconstruction = model.manifest.reference.reconstruction
     assert reconstruction is not None and reconstruction.features == NAMES
     return reconstruction
-
-
-def test_a_rise_of_the_error_percentiles_with_its_mean_below_the_reference_is_not_alerted(
-    repository: ModelRepository,
-) -> None:
-    # A detection on the reconstruction column is alerted only if the error's own mean rose past the
-    # bound too, over the same recent events: a last block of perfectly correlated rows (error near
-    # zero) cannot be called "move together differently", one of independent rows can.
-    from agent.monitoring.detectors import Detection
-    from agent.monitoring.observer import AlertContext
-
-    handler, observer = worker(repository.root)
-    rng = np.random.default_rng(9)
-    run(handler, correlated(rng, 3_008, 0.9))  # 94 whole blocks: the next 32 rows are one block
-    [monitor] = observer.monitors()
-    assert monitor.reconstruction is not None
-
-    def detection() -> Detection:
-        n = monitor.reconstruction.n_events  # type: ignore[union-attr]
-        name = "reconstruction_error"
-        return Detection(0, name, "page_hinkley_up", n - 1, 0.5, 0.29, 0.7, 0.29, 32, 0.7, 1.0)
-
-    ctx = AlertContext([], None)
-    a = rng.standard_normal(32)
-    run(handler, np.c_[a, a, rng.standard_normal(32)])  # the last block: b = a, nothing unexplained
-    assert monitor.reconstruction.error_shift_sd(32) < 0
-    assert observer._reconstruction_detections(monitor, [detection()], [], ctx) == []
-    run(handler, correlated(rng, 32, 0.0))  # the last block: independent
-    assert monitor.reconstruction.error_shift_sd(32) > 0.15
-    [alert] = observer._reconstruction_detections(monitor, [detection()], [], ctx)
-    assert alert.subject == "reconstruction_error"
