@@ -273,8 +273,16 @@ class AlertWriter:
         reconstruction = monitor.reconstruction
         assert reconstruction is not None
         reference = reconstruction.reference
-        recent = reconstruction.window_stats(_blocks(d.window_count, reconstruction.config.block_size))
-        shift = reconstruction.error_shift_sd(d.window_count)
+        # The error over the detection's own events (its segment of the window as it fired): the
+        # window's last events are another record's in a fleet, where a record holds many blocks
+        # past a detection in its middle (CI: an alert of a rise whose text said the error fell).
+        recent_mean = d.raw_mean
+        if not math.isfinite(recent_mean):
+            blocks = _blocks(d.window_count, reconstruction.config.block_size)
+            recent_mean = reconstruction.window_stats(blocks).raw_mean
+        shift = math.nan
+        if reference.mean is not None and reference.std:
+            shift = (recent_mean - reference.mean) / reference.std
         severity = Severity.CRITICAL if shift >= 3.0 else Severity.WARNING
         return self.alert(
             monitor,
@@ -283,13 +291,13 @@ class AlertWriter:
             d.name,
             severity,
             f"features of {monitor.name}/{monitor.version} move together differently (reconstruction "
-            f"error {shift:+.1f} sd: recent mean {recent.raw_mean:.3g} vs reference {reference.mean:.3g}, "
+            f"error {shift:+.1f} sd: recent mean {recent_mean:.3g} vs reference {reference.mean:.3g}, "
             f"over {d.window_count:,} events; {len(reconstruction.errors.reconstruction.features)} "
             f"numeric features); {d.detector} fired at event {d.event_index}",
             Evidence(
                 reference_mean=reference.mean,
                 reference_std=reference.std,
-                recent_mean=recent.raw_mean,
+                recent_mean=recent_mean,
                 recent_std=None,
                 shift_in_std=shift,
                 statistic=d.statistic,
