@@ -153,11 +153,15 @@ class ReconstructionMonitor:
         last = None
         if events is not None:
             last = min(max(-(-events // self.config.block_size), 1), self.config.window_blocks)
-        recent = self.window_stats(last).raw_mean
+        return self.shift_of(self.window_stats(last).raw_mean)
+
+    def shift_of(self, mean_error: float) -> float:
+        """``mean_error``'s distance from the reference mean error, in reference standard deviations of
+        the error (``NaN`` without a reference mean and sd)."""
         mean, std = self.reference.mean, self.reference.std
         if mean is None or not std:
             return float("nan")
-        return (recent - mean) / std
+        return (mean_error - mean) / std
 
     def detector_statistics(self) -> list[tuple[str, str, float]]:
         """``(column, detector family, statistic)`` of the column's detectors, for metrics."""

@@ -280,9 +280,7 @@ class AlertWriter:
         if not math.isfinite(recent_mean):
             blocks = _blocks(d.window_count, reconstruction.config.block_size)
             recent_mean = reconstruction.window_stats(blocks).raw_mean
-        shift = math.nan
-        if reference.mean is not None and reference.std:
-            shift = (recent_mean - reference.mean) / reference.std
+        shift = reconstruction.shift_of(recent_mean)
         severity = Severity.CRITICAL if shift >= 3.0 else Severity.WARNING
         return self.alert(
             monitor,
