@@ -48,6 +48,7 @@ class MonitorSettingsView:
 
     false_alarms_per_million: float = 1.0
     recovery_shift_sd: float = 0.15
+    alert_margin_z: float = 2.0
     rate_window_events: int = 2000
     rate_margin: float = 0.05
     max_watched_fields: int = 32

@@ -50,7 +50,7 @@ from agent.models.registry import ServedModel
 from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.blocks import Blocks
-from agent.monitoring.columns import ColumnSet
+from agent.monitoring.columns import ColumnSet, StreamStats
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
@@ -790,18 +790,21 @@ class DriftObserver:
         if not detections:
             return []
         stats = {w.name: w for w in monitor.features.window_stats()}
+        bound, z = self.settings.recovery_shift_sd, self.settings.alert_margin_z
         out = []
         for d in detections:
             direction = "up" if d.shift_sd > 0 else "down"
             if d.detector.endswith(("_up", "_down")):
                 direction = d.detector.rsplit("_", 1)[1]
             toward_reference = (direction == "down") == (d.shift_sd > 0)
-            if abs(d.shift_sd) < self.settings.recovery_shift_sd or toward_reference:
+            if abs(d.shift_sd) - z / math.sqrt(max(d.window_count, 1)) < bound or toward_reference:
                 # The stream moved back to (or toward) the reference: not a new drift. Its incident
                 # closes once a full window is back under the bound (_recoveries), not on this one
                 # detection: a worker reading a partition that lags behind the others sees the stream
-                # step back and forth around a drift's onset. A move away from the reference measured
-                # under the bound is judged again over the next full window (_confirmations).
+                # step back and forth around a drift's onset. A move away from the reference that is
+                # not clearly beyond the bound (its measured shift less alert_margin_z standard
+                # errors: ADWIN's cut overstates the shift of a short segment) is judged again over
+                # the next full window (_confirmations).
                 if not toward_reference:
                     monitor.unconfirmed[d.name] = (d, monitor.features.n_events)
                 continue
@@ -810,29 +813,36 @@ class DriftObserver:
         return out
 
     def _confirmations(self, monitor: ModelMonitor, ctx: AlertContext) -> list[Alert]:
-        """Detections that measured under ``recovery_shift_sd`` (away from the reference), judged
-        again once the window holds only events after them: if the stream that fired is at least
-        the bound from the reference over that window, in the same direction, the drift is alerted
-        then. Every detection restarts its column's detectors on the new level, so a drift whose
-        first detection fell a little under the bound (a 0.2 sd step first measured at 0.148 sd over
-        the events since its change point) would otherwise never be alerted. The window (64 blocks,
-        2,048 events) measures a shift to about 0.022 sd: the bound is 6.8 of those from a reference
-        that is exact."""
+        """Detections away from the reference that did not measure clearly beyond
+        ``recovery_shift_sd`` (see ``alert_margin_z``), judged again on the blocks that came after
+        them, which ADWIN's choice of change point has not touched. The drift is alerted as soon as
+        those blocks put the stream that fired clearly beyond the bound (their mean shift less
+        ``alert_margin_z`` standard errors, in the same direction), or when they fill the window
+        (64 blocks, 2,048 events) at or over the bound; otherwise it is dropped then. Every
+        detection restarts its column's detectors on the new level, so a drift whose first
+        detection fell a little under the bound (a 0.2 sd step first measured at 0.148 sd over the
+        events since its change point) would otherwise never be alerted. The full window measures a
+        shift to about 0.022 sd: the bound is 6.8 of those from a reference that is exact."""
         pending = monitor.unconfirmed
         if not pending:
             return []
         columns = monitor.features.columns
-        n = columns.n_events
-        due = [name for name, (_, at) in pending.items() if n - at >= columns.window_events]
-        if not due:
+        n, size = columns.n_events, columns.block_size
+        full = columns.window_events // size
+        # Whole blocks since the detection's batch, less one that may mix earlier events.
+        after = {name: min(full, (n - at) // size - 1) for name, (_, at) in pending.items()}
+        if max(after.values()) < 1:
             return []
-        bound = self.settings.recovery_shift_sd
-        streams = columns.stream_stats()
-        stats = {w.name: w for w in monitor.features.window_stats()}
+        bound, z = self.settings.recovery_shift_sd, self.settings.alert_margin_z
+        by_blocks: dict[int, list[StreamStats]] = {}
         out: list[Alert] = []
-        for name in due:
-            d, _ = pending.pop(name)
-            key = monitor.column_incidents[d.column]
+        for name, blocks in after.items():
+            if blocks < 1:
+                continue
+            d, _ = pending[name]
+            streams = by_blocks.get(blocks)
+            if streams is None:
+                streams = by_blocks[blocks] = columns.stream_stats(last=blocks)
             s = next(
                 (
                     s
@@ -843,13 +853,24 @@ class DriftObserver:
                 ),
                 None,
             )
-            if s is None or not s.count or not math.isfinite(s.shift_sd) or self.incidents.is_open(key):
+            done = blocks >= full
+            if s is None or not s.count or not math.isfinite(s.shift_sd):
+                if done:
+                    del pending[name]
                 continue
-            if abs(s.shift_sd) < bound or (s.shift_sd > 0) != (d.shift_sd > 0):
+            same_way = (s.shift_sd > 0) == (d.shift_sd > 0)
+            clear = same_way and abs(s.shift_sd) - z / math.sqrt(s.count) >= bound
+            if not (clear or done):
+                continue
+            del pending[name]
+            if self.incidents.is_open(monitor.column_incidents[d.column]):
+                continue
+            if not same_way or abs(s.shift_sd) < bound:
                 continue
             confirmed = replace(d, window_mean=s.mean, window_count=s.count, shift_sd=s.shift_sd)
             direction = "up" if s.shift_sd > 0 else "down"
-            out.append(self.writer.drift_alert(monitor, confirmed, direction, stats.get(name), ctx))
+            window = next((w for w in monitor.features.window_stats() if w.name == name), None)
+            out.append(self.writer.drift_alert(monitor, confirmed, direction, window, ctx))
         return out
 
     def _reconstruction_alerts(
