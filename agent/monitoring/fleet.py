@@ -14,7 +14,8 @@ The record is bytes in a declared layout, never pickle::
 
     b"DLS1"                       magic and version
     uint32 little-endian          length of the header
-    header                        UTF-8 JSON: model, version, worker, sources, event_time, parts
+    header                        UTF-8 JSON: model, version, worker, sources, event_time, parts,
+                                  rates (the technical rates' counts, where any)
     body                          per part, in the header's order: counts (int32), sums (int64),
                                   sums of squares (int64), each blocks x streams; raw sums and raw
                                   sums of squares (float64), each blocks x raw; row-major, little-endian
@@ -22,7 +23,9 @@ The record is bytes in a declared layout, never pickle::
 A part names the column set it summarises (``features``, ``reconstruction``, ``estimated``,
 ``errors``) with its shape, the missing and unseen values counted since the last record, and the
 offset ranges of the records that fed it (``errors``: outcomes; the others: requests), so that an
-alert's source names the records of its own kind.
+alert's source names the records of its own kind. ``rates`` (a
+:class:`~agent.monitoring.technical.RateCounts` as JSON) are the counts behind the model's technical
+rates since the worker's last record: the monitor's rate windows count every worker's requests.
 
 May import: :mod:`agent.monitoring` (its other modules). No transport.
 """
@@ -38,6 +41,7 @@ import orjson
 
 from agent.monitoring.batch import RecordLike
 from agent.monitoring.blocks import Blocks
+from agent.monitoring.technical import RateCounts
 from agent.monitoring.transforms import IntArray
 
 __all__ = ["MAGIC", "ModelStats", "SourceRanges", "StatsPart", "decode_stats", "encode_stats"]
@@ -157,6 +161,8 @@ class ModelStats:
     parts: tuple[StatsPart, ...] = field(default=())
     event_time: float | None = None
     """Event time (seconds since the epoch) of the first request of the batch, if known."""
+    rates: RateCounts | None = None
+    """The model's technical rates counted since the worker's previous record (``None``: none)."""
 
     @property
     def key(self) -> bytes:
@@ -213,6 +219,7 @@ def encode_stats(stats: ModelStats) -> bytes:
             "sources": [list(s) for s in stats.sources],
             "event_time": stats.event_time,
             "parts": header_parts,
+            **({} if stats.rates is None else {"rates": stats.rates.to_json()}),
         }
     )
     return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *body])
@@ -237,6 +244,8 @@ def decode_stats(raw: bytes) -> ModelStats:
         sources = _sources(header["sources"]) or ()
         specs: Sequence[dict[str, object]] = header["parts"]
         event_time = header.get("event_time")
+        raw_rates = header.get("rates")
+        rates = None if raw_rates is None else RateCounts.from_json(raw_rates)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"statistics record with a bad header: {e}") from e
     pos = 8 + length
@@ -280,5 +289,11 @@ def decode_stats(raw: bytes) -> ModelStats:
     if pos != len(raw):
         raise ValueError(f"statistics record with {len(raw) - pos} bytes after its last part")
     return ModelStats(
-        model, version, worker, sources, tuple(parts), None if event_time is None else float(event_time)
+        model,
+        version,
+        worker,
+        sources,
+        tuple(parts),
+        None if event_time is None else float(event_time),
+        rates,
     )

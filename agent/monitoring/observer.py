@@ -66,7 +66,7 @@ from agent.monitoring.model_monitor import (
     settled_before,
 )
 from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN
-from agent.monitoring.technical import RateWatch, Transition
+from agent.monitoring.technical import RateCounts, RateWatch, Transition
 from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetterReason, Outcome
@@ -141,6 +141,8 @@ class DriftObserver:
         self._sources: dict[ModelMonitor, tuple[SourceRanges, SourceRanges]] = {}
         """Per monitor, the ranges of the requests and of the outcomes it summarised since it shipped."""
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+        self._rates: dict[ModelMonitor, RateCounts] = {}
+        """A fleet worker's technical-rate counts per monitor, not yet shipped."""
         self._unknown_versions: set[tuple[str, str]] = set()
         self._rebuilt: set[ModelMonitor] = set()
         """Monitors fed a replay and no live record since."""
@@ -193,6 +195,7 @@ class DriftObserver:
             self._monitors.pop(monitor.served, None)
             self._sources.pop(monitor, None)
             self._shipped.pop(monitor, None)
+            self._rates.pop(monitor, None)
             self._rebuilt.discard(monitor)
             self._last_ship.pop(monitor, None)
             self._held_since.pop(monitor, None)
@@ -232,7 +235,11 @@ class DriftObserver:
             alerts.extend(self._reconstruction_alerts(monitor, batch.encoded.matrix, alerts, ctx))
         if monitor.estimated is not None:
             alerts.extend(performance.observe_estimate(self.writer, monitor, batch, ctx))
-        alerts.extend(self._rate_alerts(monitor, batch, ctx))
+        counts = self._batch_rates(monitor, batch)
+        if self.ship_stats:  # the model's monitor watches the rates of every worker together
+            self._pend_rates(monitor, counts)
+        else:
+            alerts.extend(self._rate_alerts(monitor, counts, ctx))
         n = len(batch.records)
         alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
         per_row_us = batch.inference_seconds / max(n, 1) * 1e6
@@ -299,7 +306,8 @@ class DriftObserver:
                 unseen = columns.unseen - before_unseen
                 self._shipped[monitor] = (columns.missing.copy(), columns.unseen.copy())
             parts.append((name, blocks, missing, unseen))
-        if not parts:
+        rates = self._rates.pop(monitor, None)
+        if not parts and not rates:
             return []
         self._last_ship[monitor] = now
         first_event = self._held_since.pop(monitor, event_time)
@@ -323,6 +331,7 @@ class DriftObserver:
                 for name, blocks, missing, unseen, segments in shipped
             ),
             first_event,
+            rates or None,
         )
         return [(stats.key, encode_stats(stats))]
 
@@ -478,6 +487,9 @@ class DriftObserver:
                     monitor.last_error_detection = n
                 alerts.extend(self.writer.concept_alert(monitor, d, here) for d in detections)
         alerts.extend(self._confirmations(monitor, ctx))  # in a replay too: the state, as first run
+        if stats.rates is not None:
+            rated = self._rate_alerts(monitor, stats.rates, ctx, live=not replay)
+            alerts.extend(rated)
         if replay:
             return Observed()
         self._recoveries(monitor)
@@ -749,19 +761,11 @@ class DriftObserver:
             for d in letters:
                 if d.reason is DeadLetterReason.WRONG_TYPE and d.feature:
                     wrong[d.feature] = wrong.get(d.feature, 0) + 1
-            for feature in wrong:
-                if feature not in monitor.wrong_type:
-                    s = self.settings
-                    monitor.wrong_type[feature] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
-            for feature, watch in monitor.wrong_type.items():
-                # Accepted requests count in observe(); these are the model's others.
-                if watch.update(wrong.get(feature, 0), len(letters)) == "fire":
-                    alerts.append(self.writer.type_alert(monitor, feature, watch, ctx))
-            change = monitor.dead_letters.update(len(letters), len(letters))
-            if change == "fire":
-                alerts.append(self.writer.dead_letter_alert(monitor, ctx))
-            elif change == "recover":
-                self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
+            counts = RateCounts(dead_letters=len(letters), wrong_type=wrong)
+            if self.ship_stats:
+                self._pend_rates(monitor, counts)
+            else:
+                alerts.extend(self._rate_alerts(monitor, counts, ctx))
         return Observed(self._gate(alerts), incidents=self.groups.drain())
 
     def _monitor_named(self, name: str) -> ModelMonitor | None:
@@ -926,71 +930,113 @@ class DriftObserver:
         ):
             self.incidents.recover(key)
 
-    def _rate_alerts(self, monitor: ModelMonitor, batch: ModelBatch, ctx: AlertContext) -> list[Alert]:
-        out: list[Alert] = []
+    def _batch_rates(self, monitor: ModelMonitor, batch: ModelBatch) -> RateCounts:
+        """What ``batch`` adds to ``monitor``'s rate watches."""
         enc = batch.encoded
-        n = len(batch.records)
-        manifest = batch.served.manifest
-        for i, watch in enumerate(monitor.missing):
-            change = watch.update(int(enc.missing[i]) if len(enc.missing) else 0, n)
-            name = manifest.features[i].name
-            out.extend(self._rate_change(monitor, change, watch, "missing_rate", name, "missing values", ctx))
-        for i, watch in monitor.out_of_range.items():
-            change = watch.update(int(enc.out_of_range[i]), n)
-            name = manifest.features[i].name
-            out.extend(
-                self._rate_change(
-                    monitor, change, watch, "out_of_range_rate", name, "out-of-range values", ctx
-                )
-            )
+        counts = RateCounts(
+            requests=len(batch.records),
+            missing=[int(v) for v in enc.missing.tolist()],
+            out_of_range={i: int(enc.out_of_range[i]) for i in monitor.out_of_range},
+            unseen_fields=dict(enc.unseen_fields),
+            with_unseen=enc.with_unseen,
+            checked=len(enc.accepted) + len(enc.rejected),
+        )
         if monitor.outside_reference:
             columns, low, high = monitor.reference_bounds
             values = enc.matrix[:, columns]
             # NaN (missing) compares False both ways: not outside.
             outside = ((values < low) | (values > high)).sum(axis=0).tolist()
-            for i, hits in zip(columns.tolist(), outside, strict=True):
-                watch = monitor.outside_reference[i]
-                name = manifest.features[i].name
-                out.extend(
-                    self._rate_change(
-                        monitor,
-                        watch.update(int(hits), n),
-                        watch,
-                        "reference_range_rate",
-                        name,
-                        "values outside the reference range",
-                        ctx,
-                    )
-                )
+            counts.outside_reference = dict(zip(columns.tolist(), outside, strict=True))
+        return counts
+
+    def _pend_rates(self, monitor: ModelMonitor, counts: RateCounts) -> None:
+        """A fleet worker's counts, held for its next statistics record. Unknown field names beyond
+        a few times ``max_watched_fields`` in one record are counted as refused here: a flood of junk
+        names must not swell the record (they still count in ``with_unseen``)."""
+        pending = self._rates.get(monitor)
+        if pending is None:
+            pending = self._rates[monitor] = RateCounts()
+        names = pending.unseen_fields
+        room = 4 * max(self.settings.max_watched_fields, 1)
+        if len(names) + len(counts.unseen_fields) > room:
+            refused = 0
+            kept: dict[str, int] = {}
+            for name, hits in counts.unseen_fields.items():
+                if name in names or len(names) + len(kept) < room:
+                    kept[name] = hits
+                else:
+                    refused += hits
+            counts.unseen_fields = kept
+            if refused:
+                self.metrics.names_refused.labels(what="field").inc(refused)
+        pending.add(counts)
+
+    def _rate_alerts(
+        self, monitor: ModelMonitor, counts: RateCounts, ctx: AlertContext, *, live: bool = True
+    ) -> list[Alert]:
+        """Feeds ``counts`` to ``monitor``'s rate watches: the alerts of the windows they close, and
+        the recoveries (``live=False``, a replay: the watches' state only)."""
+        out: list[Alert] = []
+        n = counts.requests
+        names = monitor.features.names
+
+        def recover(subject: str) -> None:
+            if live:
+                self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, subject))
+
+        def changed(change: Transition, watch: RateWatch, detector: str, subject: str, what: str) -> None:
+            if change == "recover":
+                recover(subject)
+            elif change == "fire" and live:
+                out.append(self.writer.rate_alert(monitor, watch, detector, subject, what, ctx))
+
+        for i, watch in enumerate(monitor.missing):
+            hits = counts.missing[i] if i < len(counts.missing) else 0
+            changed(watch.update(hits, n), watch, "missing_rate", names[i], "missing values")
+        for i, watch in monitor.out_of_range.items():
+            hits = counts.out_of_range.get(i, 0)
+            changed(watch.update(hits, n), watch, "out_of_range_rate", names[i], "out-of-range values")
+        for i, watch in monitor.outside_reference.items():
+            hits = counts.outside_reference.get(i, 0)
+            changed(
+                watch.update(hits, n),
+                watch,
+                "reference_range_rate",
+                names[i],
+                "values outside the reference range",
+            )
         refused = 0
-        for field_name, hits in enc.unseen_fields.items():
+        for field_name, hits in counts.unseen_fields.items():
             if field_name not in monitor.unseen and not self._watch_field(monitor, field_name):
                 refused += hits
-        if refused:
+        if refused and live:
             self.metrics.names_refused.labels(what="field").inc(refused)
         for field_name, watch in monitor.unseen.items():
-            change = watch.update(enc.unseen_fields.get(field_name, 0), n)
-            out.extend(
-                self._rate_change(monitor, change, watch, "unseen_field", field_name, "an unknown field", ctx)
-            )
+            hits = counts.unseen_fields.get(field_name, 0)
+            changed(watch.update(hits, n), watch, "unseen_field", field_name, "an unknown field")
+        s = self.settings
+        for feature in counts.wrong_type:
+            if feature not in monitor.wrong_type:
+                monitor.wrong_type[feature] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         for feature, watch in monitor.wrong_type.items():
-            change = watch.update(0, n)
-            if change == "fire":  # the dead letters with the wrong type came first in this window
+            # Among all the model's requests: served and dead-lettered.
+            change = watch.update(counts.wrong_type.get(feature, 0), counts.events)
+            if change == "fire" and live:
                 out.append(self.writer.type_alert(monitor, feature, watch, ctx))
             elif change == "recover":
-                self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, feature))
+                recover(feature)
         watch = monitor.unknown_fields
-        change = watch.update(enc.with_unseen, len(enc.accepted) + len(enc.rejected))
+        change = watch.update(counts.with_unseen, counts.checked)
         # Whatever the names: one alert, unless a name of its own explains it (and alerts by name).
-        if change == "fire" and not any(w.over for w in monitor.unseen.values()):
+        if change == "fire" and live and not any(w.over for w in monitor.unseen.values()):
             out.append(self.writer.unknown_fields_alert(monitor, watch, ctx))
         elif change == "recover":
-            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNKNOWN_FIELDS))
-        change = monitor.dead_letters.update(0, n)
-        if change == "fire":  # the model's dead letters came first in this window
+            recover(UNKNOWN_FIELDS)
+        change = monitor.dead_letters.update(counts.dead_letters, counts.events)
+        if change == "fire" and live:
             out.append(self.writer.dead_letter_alert(monitor, ctx))
         elif change == "recover":
-            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, "dead_letters"))
+            recover("dead_letters")
         return out
 
     def _watch_field(self, monitor: ModelMonitor, name: str) -> bool:
@@ -1006,23 +1052,6 @@ class DriftObserver:
         s = self.settings
         unseen[name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         return True
-
-    def _rate_change(
-        self,
-        monitor: ModelMonitor,
-        change: Transition,
-        watch: RateWatch,
-        detector: str,
-        subject: str,
-        what: str,
-        ctx: AlertContext,
-    ) -> list[Alert]:
-        if change == "recover":
-            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, subject))
-            return []
-        if change != "fire":
-            return []
-        return [self.writer.rate_alert(monitor, watch, detector, subject, what, ctx)]
 
     def _recoveries(self, monitor: ModelMonitor) -> None:
         # Only a column with an open incident can recover, and most batches have none: the window

@@ -7,13 +7,14 @@ Page-Hinkley).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from agent.monitoring import river_drift
 
-__all__ = ["LatencyWatch", "RateWatch", "Transition"]
+__all__ = ["LatencyWatch", "RateCounts", "RateWatch", "Transition"]
 
 Transition = Literal["fire", "recover"] | None
 """What a window's close says: over the threshold (``fire``), back under it (``recover``), or no change."""
@@ -64,6 +65,108 @@ class RateWatch:
             return None
         self.over = over
         return "fire" if over else "recover"
+
+
+@dataclass
+class RateCounts:
+    """What one model's rate watches count, summed over any number of batches: fed to the watches at
+    once by a worker that runs them, or shipped in its statistics records (fleet monitoring) to the
+    model's one monitor, so that a fleet's workers count toward one window and raise one alert.
+
+    Example:
+        >>> a = RateCounts(requests=500, missing=[3, 0], unseen_fields={"colour": 50}, checked=500)
+        >>> a.add(RateCounts(requests=200, missing=[1, 1], dead_letters=4, wrong_type={"age": 4}))
+        >>> a.requests, a.missing, a.dead_letters, a.events
+        (700, [4, 1], 4, 704)
+        >>> RateCounts.from_json(a.to_json()) == a
+        True
+    """
+
+    requests: int = 0
+    """Accepted requests served."""
+    missing: list[int] = field(default_factory=list)
+    """Per feature, accepted requests whose value was missing (empty: none counted)."""
+    out_of_range: dict[int, int] = field(default_factory=dict)
+    """Feature index -> accepted requests with a value outside the manifest's declared range."""
+    outside_reference: dict[int, int] = field(default_factory=dict)
+    """Feature index -> accepted requests with a value outside the reference's [min, max]."""
+    unseen_fields: dict[str, int] = field(default_factory=dict)
+    """Unknown field name -> requests carrying it."""
+    with_unseen: int = 0
+    """Requests (accepted or rejected) with any unknown field."""
+    checked: int = 0
+    """Requests (accepted or rejected) checked for unknown fields."""
+    dead_letters: int = 0
+    """The model's requests sent to the dead-letter topic."""
+    wrong_type: dict[str, int] = field(default_factory=dict)
+    """Feature -> dead letters for a value of the wrong type there."""
+
+    @property
+    def events(self) -> int:
+        """The model's requests counted: served and dead-lettered."""
+        return self.requests + self.dead_letters
+
+    def __bool__(self) -> bool:
+        return bool(self.requests or self.dead_letters or self.checked)
+
+    def add(self, other: RateCounts) -> None:
+        """Adds ``other``'s counts to these."""
+        self.requests += other.requests
+        if other.missing:
+            if not self.missing:
+                self.missing = [0] * len(other.missing)
+            self.missing = [a + b for a, b in zip(self.missing, other.missing, strict=True)]
+        for mine, theirs in (
+            (self.out_of_range, other.out_of_range),
+            (self.outside_reference, other.outside_reference),
+        ):
+            for i, hits in theirs.items():
+                mine[i] = mine.get(i, 0) + hits
+        for name, hits in other.unseen_fields.items():
+            self.unseen_fields[name] = self.unseen_fields.get(name, 0) + hits
+        for name, hits in other.wrong_type.items():
+            self.wrong_type[name] = self.wrong_type.get(name, 0) + hits
+        self.with_unseen += other.with_unseen
+        self.checked += other.checked
+        self.dead_letters += other.dead_letters
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object (feature indices as strings), as a statistics record's header carries it."""
+        return {
+            "requests": self.requests,
+            "missing": self.missing,
+            "out_of_range": {str(i): n for i, n in self.out_of_range.items()},
+            "outside_reference": {str(i): n for i, n in self.outside_reference.items()},
+            "unseen_fields": self.unseen_fields,
+            "with_unseen": self.with_unseen,
+            "checked": self.checked,
+            "dead_letters": self.dead_letters,
+            "wrong_type": self.wrong_type,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RateCounts:
+        """The counts of :meth:`to_json`'s object; ``ValueError`` if one is not a count."""
+
+        def count(v: Any) -> int:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"rate count {v!r} is not a non-negative integer")
+            return v
+
+        try:
+            return cls(
+                requests=count(raw.get("requests", 0)),
+                missing=[count(v) for v in raw.get("missing", [])],
+                out_of_range={int(i): count(n) for i, n in raw.get("out_of_range", {}).items()},
+                outside_reference={int(i): count(n) for i, n in raw.get("outside_reference", {}).items()},
+                unseen_fields={str(k): count(n) for k, n in raw.get("unseen_fields", {}).items()},
+                with_unseen=count(raw.get("with_unseen", 0)),
+                checked=count(raw.get("checked", 0)),
+                dead_letters=count(raw.get("dead_letters", 0)),
+                wrong_type={str(k): count(n) for k, n in raw.get("wrong_type", {}).items()},
+            )
+        except (AttributeError, TypeError) as e:
+            raise ValueError(f"rate counts of the wrong shape: {e}") from e
 
 
 class LatencyWatch:

@@ -402,3 +402,106 @@ def test_an_alert_from_a_record_of_many_batches_names_only_the_batches_of_its_wi
     named = [index[s.partition, o] for s in alert.source for o in range(s.start, s.end + 1)]
     # The batches since the detector's change point, a batch (250) or two before the step at most.
     assert change - 500 <= min(named) and max(named) >= change, (min(named), max(named))
+
+
+def junk_batches(reference: np.ndarray, n: int, seed: int) -> list[list[Record]]:
+    """Stationary requests in batches of 250 (partitions round robin), every 10th with an unknown
+    field ``colour`` and every 10th (other) one with a string for x05 (a dead letter)."""
+    rows = drifted(reference, n, n, 0.0, seed)
+    out = []
+    offsets = [0, 0, 0, 0]
+    for b, start in enumerate(range(0, n, 250)):
+        partition = b % 4
+        records = []
+        for i, row in enumerate(rows[start : start + 250], start):
+            features: dict[str, object] = dict(zip(NAMES, map(float, row), strict=True))
+            if i % 10 == 0:
+                features["colour"] = "red"
+            elif i % 10 == 5:
+                features["x05"] = "n/a"
+            body = {"request_id": f"j{i}", "model": MODEL, "features": features}
+            records.append(Record("requests", partition, offsets[partition], None, json.dumps(body).encode()))
+            offsets[partition] += 1
+        out.append(records)
+    return out
+
+
+def test_two_workers_count_one_models_technical_rates_together_and_raise_one_alert_each(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # 10 % of the requests carry an unknown field and 10 % have a string for a number: the unknown
+    # field's rates, the wrong type's and the dead letters' are over their margin (5 %). Each worker
+    # counts its share and ships the counts; the model's monitor watches the sum, so each rate
+    # raises one alert for the model, not one per worker (each worker used to watch its own share).
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
+    workers = [handler(registry, [half]) for half in halves]
+    from_workers: list[Alert] = []
+    from_monitor: list[tuple[int, Alert]] = []
+    records: list[bytes] = []
+    served = 0
+    for b, batch in enumerate(junk_batches(reference, 8_000, seed=8)):
+        served += len(batch)
+        for m in workers[by_pair(b)].handle(batch):
+            if m.topic == ALERTS:
+                from_workers.extend(alerts_in([m.value]))
+            elif m.topic == STATS and m.value is not None:
+                records.append(m.value)
+                from_monitor.extend((served, a) for a in monitor.observe_stats(decode_stats(m.value)).alerts)
+    # A batch's dead letters are counted after its record left: the workers' timer ships them.
+    records += [value for half in halves for _, value in half.flush_stats(force=True)]
+    assert [a for a in from_workers if a.kind is AlertKind.TECHNICAL] == []
+    technical = sorted((a.detector, a.subject) for _, a in from_monitor if a.kind is AlertKind.TECHNICAL)
+    # What one process serving the whole stream raises, once each (the unknown fields' rate closes
+    # its first window before the name of its own does, as it does in one process).
+    assert technical == [
+        ("dead_letter_rate", "dead_letters"),
+        ("unseen_field", "colour"),
+        ("unseen_fields_rate", "unknown_fields"),
+        ("wrong_type_rate", "x05"),
+    ], technical
+    # The model's window (2,000 requests) closed on the fleet's requests, not on one worker's.
+    [at] = [at for at, a in from_monitor if a.subject == "colour"]
+    assert at <= 2_250, at
+    # What was shipped adds up to what was served.
+    rates = [r for r in (decode_stats(raw).rates for raw in records) if r is not None]
+    assert sum(r.requests for r in rates) == 7_200 and sum(r.dead_letters for r in rates) == 800
+    assert sum(r.unseen_fields.get("colour", 0) for r in rates) == 800
+    assert sum(r.wrong_type.get("x05", 0) for r in rates) == 800
+
+
+def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
+    from agent.monitoring.technical import RateCounts
+
+    rates = RateCounts(requests=250, missing=[0, 2], out_of_range={1: 3}, unseen_fields={"colour": 25})
+    rates.add(RateCounts(dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25))
+    part = StatsPart("features", empty_blocks(2))
+    raw = encode_stats(ModelStats(MODEL, "1", "w", (("requests", 0, 0, 254),), (part,), None, rates))
+    assert decode_stats(raw).rates == rates
+    assert decode_stats(encode_stats(ModelStats(MODEL, "1", "w", (), (part,)))).rates is None
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[4:8], "little")])
+    header["rates"]["dead_letters"] = -1
+    bad = json.dumps(header).encode()
+    forged = raw[:4] + len(bad).to_bytes(4, "little") + bad + raw[8 + int.from_bytes(raw[4:8], "little") :]
+    with pytest.raises(ValueError, match="rate count -1"):
+        decode_stats(forged)
+
+
+def test_a_replay_rebuilds_the_rate_windows_without_alerting(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    parts = junk_batches(reference, 4_000, seed=9)
+    alerts, records, _ = run_fleet(registry, parts, 2, by_pair)
+    assert any(a.kind is AlertKind.TECHNICAL for a in alerts)
+    successor = observer(registry, incidents, ship=False)
+    for raw in records:
+        assert successor.observe_stats(decode_stats(raw), replay=True).alerts == []
+    [monitor] = successor.monitors()
+    assert monitor.unseen["colour"].over and monitor.dead_letters.over
+    assert incidents.open_incidents() == []  # the watches' state only: nothing opened or closed
