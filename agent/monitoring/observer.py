@@ -807,8 +807,8 @@ class DriftObserver:
                 # detection: a worker reading a partition that lags behind the others sees the stream
                 # step back and forth around a drift's onset. A move away from the reference that is
                 # not clearly beyond the bound (its measured shift less alert_margin_z standard
-                # errors: ADWIN's cut overstates the shift of a short segment) is judged again over
-                # the next full window (_confirmations).
+                # errors: ADWIN's cut overstates the shift of a short segment) is judged again on
+                # the blocks after it (_confirmations).
                 if not toward_reference:
                     monitor.unconfirmed[d.name] = (d, monitor.features.n_events)
                 continue
