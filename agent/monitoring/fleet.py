@@ -23,9 +23,10 @@ The record is bytes in a declared layout, never pickle::
 A part names the column set it summarises (``features``, ``reconstruction``, ``estimated``,
 ``errors``) with its shape, the missing and unseen values counted since the last record, and the
 offset ranges of the records that fed it (``errors``: outcomes; the others: requests), so that an
-alert's source names the records of its own kind. ``rates`` (a
-:class:`~agent.monitoring.technical.RateCounts` as JSON) are the counts behind the model's technical
-rates since the worker's last record: the monitor's rate windows count every worker's requests.
+alert's source names the records of its own kind. ``rates`` (a list of
+:class:`~agent.monitoring.technical.RateCounts` as JSON, each over a batch or a few) are the counts
+behind the model's technical rates since the worker's last record: the monitor's rate windows count
+every worker's requests.
 
 May import: :mod:`agent.monitoring` (its other modules). No transport.
 """
@@ -161,8 +162,10 @@ class ModelStats:
     parts: tuple[StatsPart, ...] = field(default=())
     event_time: float | None = None
     """Event time (seconds since the epoch) of the first request of the batch, if known."""
-    rates: RateCounts | None = None
-    """The model's technical rates counted since the worker's previous record (``None``: none)."""
+    rates: tuple[RateCounts, ...] = ()
+    """The counts behind the model's technical rates since the worker's previous record, in order,
+    each over at most a quarter of a rate window (a batch, or a few): fed one by one, they close the
+    monitor's windows where one process would, however many events the record holds."""
 
     @property
     def key(self) -> bytes:
@@ -219,7 +222,7 @@ def encode_stats(stats: ModelStats) -> bytes:
             "sources": [list(s) for s in stats.sources],
             "event_time": stats.event_time,
             "parts": header_parts,
-            **({} if stats.rates is None else {"rates": stats.rates.to_json()}),
+            **({"rates": [r.to_json() for r in stats.rates]} if stats.rates else {}),
         }
     )
     return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *body])
@@ -244,8 +247,10 @@ def decode_stats(raw: bytes) -> ModelStats:
         sources = _sources(header["sources"]) or ()
         specs: Sequence[dict[str, object]] = header["parts"]
         event_time = header.get("event_time")
-        raw_rates = header.get("rates")
-        rates = None if raw_rates is None else RateCounts.from_json(raw_rates)
+        raw_rates = header.get("rates", [])
+        if not isinstance(raw_rates, list):
+            raise ValueError(f"rates is a {type(raw_rates).__name__}, not a list")
+        rates = tuple(RateCounts.from_json(r) for r in raw_rates)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"statistics record with a bad header: {e}") from e
     pos = 8 + length

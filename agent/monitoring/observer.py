@@ -141,8 +141,8 @@ class DriftObserver:
         self._sources: dict[ModelMonitor, tuple[SourceRanges, SourceRanges]] = {}
         """Per monitor, the ranges of the requests and of the outcomes it summarised since it shipped."""
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-        self._rates: dict[ModelMonitor, RateCounts] = {}
-        """A fleet worker's technical-rate counts per monitor, not yet shipped."""
+        self._rates: dict[ModelMonitor, list[RateCounts]] = {}
+        """A fleet worker's technical-rate counts per monitor, not yet shipped, in order."""
         self._unknown_versions: set[tuple[str, str]] = set()
         self._rebuilt: set[ModelMonitor] = set()
         """Monitors fed a replay and no live record since."""
@@ -306,7 +306,7 @@ class DriftObserver:
                 unseen = columns.unseen - before_unseen
                 self._shipped[monitor] = (columns.missing.copy(), columns.unseen.copy())
             parts.append((name, blocks, missing, unseen))
-        rates = self._rates.pop(monitor, None)
+        rates = tuple(self._rates.pop(monitor, ()))
         if not parts and not rates:
             return []
         self._last_ship[monitor] = now
@@ -331,7 +331,7 @@ class DriftObserver:
                 for name, blocks, missing, unseen, segments in shipped
             ),
             first_event,
-            rates or None,
+            rates,
         )
         return [(stats.key, encode_stats(stats))]
 
@@ -487,9 +487,12 @@ class DriftObserver:
                     monitor.last_error_detection = n
                 alerts.extend(self.writer.concept_alert(monitor, d, here) for d in detections)
         alerts.extend(self._confirmations(monitor, ctx))  # in a replay too: the state, as first run
-        if stats.rates is not None:
-            rated = self._rate_alerts(monitor, stats.rates, ctx, live=not replay)
-            alerts.extend(rated)
+        rated: list[Alert] = []
+        for counts in stats.rates:
+            found = self._rate_alerts(monitor, counts, ctx, live=not replay)
+            # Gated one by one: a rate that rises and falls back within one record opens its
+            # incident before the window that closes it, as in one process.
+            rated.extend(self._gate(found))
         if replay:
             return Observed()
         self._recoveries(monitor)
@@ -499,7 +502,7 @@ class DriftObserver:
             self._estimate_recovery(monitor)
         if monitor.errors is not None:
             self._concept_recovery(monitor)
-        observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
+        observed = Observed(rated + self._gate(performance.attach_drivers(monitor, alerts)))
         observed.incidents.extend(self.groups.drain())
         return observed
 
@@ -935,7 +938,7 @@ class DriftObserver:
         enc = batch.encoded
         counts = RateCounts(
             requests=len(batch.records),
-            missing=[int(v) for v in enc.missing.tolist()],
+            missing={i: v for i, v in enumerate(enc.missing.tolist()) if v},
             out_of_range={i: int(enc.out_of_range[i]) for i in monitor.out_of_range},
             unseen_fields=dict(enc.unseen_fields),
             with_unseen=enc.with_unseen,
@@ -950,13 +953,18 @@ class DriftObserver:
         return counts
 
     def _pend_rates(self, monitor: ModelMonitor, counts: RateCounts) -> None:
-        """A fleet worker's counts, held for its next statistics record. Unknown field names beyond
-        a few times ``max_watched_fields`` in one record are counted as refused here: a flood of junk
-        names must not swell the record (they still count in ``with_unseen``)."""
-        pending = self._rates.get(monitor)
-        if pending is None:
-            pending = self._rates[monitor] = RateCounts()
-        names = pending.unseen_fields
+        """A fleet worker's counts, held for its next statistics record, in order. Consecutive ones
+        are merged up to a quarter of a rate window (the monitor feeds each to its watches: a record
+        of many batches must not close a window over all of them at once), and beyond 256 held
+        regardless. Unknown field names beyond a few times ``max_watched_fields`` in one record are
+        counted as refused here, so that a flood of junk names cannot swell it (they still count in
+        ``with_unseen``)."""
+        held = self._rates.get(monitor)
+        if held is None:
+            held = self._rates[monitor] = []
+        names: set[str] = set()
+        for c in held:
+            names.update(c.unseen_fields)
         room = 4 * max(self.settings.max_watched_fields, 1)
         if len(names) + len(counts.unseen_fields) > room:
             refused = 0
@@ -969,7 +977,11 @@ class DriftObserver:
             counts.unseen_fields = kept
             if refused:
                 self.metrics.names_refused.labels(what="field").inc(refused)
-        pending.add(counts)
+        chunk = max(self.settings.rate_window_events // 4, 1)
+        if held and (held[-1].events + counts.events <= chunk or len(held) >= 256):
+            held[-1].add(counts)
+        else:
+            held.append(counts)
 
     def _rate_alerts(
         self, monitor: ModelMonitor, counts: RateCounts, ctx: AlertContext, *, live: bool = True
@@ -991,7 +1003,7 @@ class DriftObserver:
                 out.append(self.writer.rate_alert(monitor, watch, detector, subject, what, ctx))
 
         for i, watch in enumerate(monitor.missing):
-            hits = counts.missing[i] if i < len(counts.missing) else 0
+            hits = counts.missing.get(i, 0)
             changed(watch.update(hits, n), watch, "missing_rate", names[i], "missing values")
         for i, watch in monitor.out_of_range.items():
             hits = counts.out_of_range.get(i, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -69,23 +69,25 @@ class RateWatch:
 
 @dataclass
 class RateCounts:
-    """What one model's rate watches count, summed over any number of batches: fed to the watches at
-    once by a worker that runs them, or shipped in its statistics records (fleet monitoring) to the
-    model's one monitor, so that a fleet's workers count toward one window and raise one alert.
+    """What one model's rate watches count over some events: fed to the watches at once by a worker
+    that runs them, or shipped in its statistics records (fleet monitoring) to the model's one
+    monitor, so that a fleet's workers count toward one window and raise one alert.
 
     Example:
-        >>> a = RateCounts(requests=500, missing=[3, 0], unseen_fields={"colour": 50}, checked=500)
-        >>> a.add(RateCounts(requests=200, missing=[1, 1], dead_letters=4, wrong_type={"age": 4}))
+        >>> a = RateCounts(requests=500, missing={0: 3}, unseen_fields={"colour": 50}, checked=500)
+        >>> a.add(RateCounts(requests=200, missing={0: 1, 1: 1}, dead_letters=4, wrong_type={"age": 4}))
         >>> a.requests, a.missing, a.dead_letters, a.events
-        (700, [4, 1], 4, 704)
+        (700, {0: 4, 1: 1}, 4, 704)
         >>> RateCounts.from_json(a.to_json()) == a
         True
+        >>> RateCounts(requests=500, checked=500).to_json()  # what is zero is left out
+        {'requests': 500, 'checked': 500}
     """
 
     requests: int = 0
     """Accepted requests served."""
-    missing: list[int] = field(default_factory=list)
-    """Per feature, accepted requests whose value was missing (empty: none counted)."""
+    missing: dict[int, int] = field(default_factory=dict)
+    """Feature index -> accepted requests whose value was missing."""
     out_of_range: dict[int, int] = field(default_factory=dict)
     """Feature index -> accepted requests with a value outside the manifest's declared range."""
     outside_reference: dict[int, int] = field(default_factory=dict)
@@ -101,6 +103,10 @@ class RateCounts:
     wrong_type: dict[str, int] = field(default_factory=dict)
     """Feature -> dead letters for a value of the wrong type there."""
 
+    _COUNTS: ClassVar[tuple[str, ...]] = ("requests", "with_unseen", "checked", "dead_letters")
+    _BY_INDEX: ClassVar[tuple[str, ...]] = ("missing", "out_of_range", "outside_reference")
+    _BY_NAME: ClassVar[tuple[str, ...]] = ("unseen_fields", "wrong_type")
+
     @property
     def events(self) -> int:
         """The model's requests counted: served and dead-lettered."""
@@ -111,38 +117,26 @@ class RateCounts:
 
     def add(self, other: RateCounts) -> None:
         """Adds ``other``'s counts to these."""
-        self.requests += other.requests
-        if other.missing:
-            if not self.missing:
-                self.missing = [0] * len(other.missing)
-            self.missing = [a + b for a, b in zip(self.missing, other.missing, strict=True)]
-        for mine, theirs in (
-            (self.out_of_range, other.out_of_range),
-            (self.outside_reference, other.outside_reference),
-        ):
-            for i, hits in theirs.items():
-                mine[i] = mine.get(i, 0) + hits
-        for name, hits in other.unseen_fields.items():
-            self.unseen_fields[name] = self.unseen_fields.get(name, 0) + hits
-        for name, hits in other.wrong_type.items():
-            self.wrong_type[name] = self.wrong_type.get(name, 0) + hits
-        self.with_unseen += other.with_unseen
-        self.checked += other.checked
-        self.dead_letters += other.dead_letters
+        for name in self._COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in (*self._BY_INDEX, *self._BY_NAME):
+            mine: dict[Any, int] = getattr(self, name)
+            for key, hits in getattr(other, name).items():
+                mine[key] = mine.get(key, 0) + hits
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON object (feature indices as strings), as a statistics record's header carries it."""
-        return {
-            "requests": self.requests,
-            "missing": self.missing,
-            "out_of_range": {str(i): n for i, n in self.out_of_range.items()},
-            "outside_reference": {str(i): n for i, n in self.outside_reference.items()},
-            "unseen_fields": self.unseen_fields,
-            "with_unseen": self.with_unseen,
-            "checked": self.checked,
-            "dead_letters": self.dead_letters,
-            "wrong_type": self.wrong_type,
-        }
+        """A JSON object as a statistics record's header carries it: zero counts and empty maps left
+        out, feature indices as strings."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self._COUNTS if getattr(self, name)}
+        for name in self._BY_INDEX:
+            by_index: dict[int, int] = getattr(self, name)
+            if any(by_index.values()):
+                out[name] = {str(i): n for i, n in by_index.items() if n}
+        for name in self._BY_NAME:
+            by_name: dict[str, int] = getattr(self, name)
+            if any(by_name.values()):
+                out[name] = {k: n for k, n in by_name.items() if n}
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RateCounts:
@@ -154,19 +148,16 @@ class RateCounts:
             return v
 
         try:
-            return cls(
-                requests=count(raw.get("requests", 0)),
-                missing=[count(v) for v in raw.get("missing", [])],
-                out_of_range={int(i): count(n) for i, n in raw.get("out_of_range", {}).items()},
-                outside_reference={int(i): count(n) for i, n in raw.get("outside_reference", {}).items()},
-                unseen_fields={str(k): count(n) for k, n in raw.get("unseen_fields", {}).items()},
-                with_unseen=count(raw.get("with_unseen", 0)),
-                checked=count(raw.get("checked", 0)),
-                dead_letters=count(raw.get("dead_letters", 0)),
-                wrong_type={str(k): count(n) for k, n in raw.get("wrong_type", {}).items()},
-            )
+            out = cls()
+            for name in cls._COUNTS:
+                setattr(out, name, count(raw.get(name, 0)))
+            for name in cls._BY_INDEX:
+                setattr(out, name, {int(i): count(n) for i, n in raw.get(name, {}).items()})
+            for name in cls._BY_NAME:
+                setattr(out, name, {str(k): count(n) for k, n in raw.get(name, {}).items()})
         except (AttributeError, TypeError) as e:
             raise ValueError(f"rate counts of the wrong shape: {e}") from e
+        return out
 
 
 class LatencyWatch:

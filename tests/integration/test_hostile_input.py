@@ -104,10 +104,20 @@ async def test_ten_thousand_junk_model_and_field_names_leave_memory_and_metrics_
             return await asyncio.to_thread(worker.metric, "driftline_events_in_total") >= 6 * N + 5000
 
         await wait_for(broken_handled, 60, "the broken requests handled", worker)
-        alerts = Counter(
-            (a.model, a.kind.value, a.subject)
-            for a in alerts_in(r.value for r in await read_to_end(kafka_bootstrap, topics.alerts))
-        )
+
+        async def all_alerts() -> Counter[tuple[str, str, str]]:
+            return Counter(
+                (a.model, a.kind.value, a.subject)
+                for a in alerts_in(r.value for r in await read_to_end(kafka_bootstrap, topics.alerts))
+            )
+
+        # The model's rates are watched by its fleet monitor: the dead letters' counts reach it with
+        # the worker's next statistics record (at most stats_interval_s later), then its alert.
+        async def dead_letters_alerted() -> bool:
+            return (await all_alerts())[MODEL, "technical", "dead_letters"] > 0
+
+        await wait_for(dead_letters_alerted, 30, "the dead letters' alert", worker)
+        alerts = await all_alerts()
     finally:
         code = worker.stop()
     assert code == 0, worker.log()

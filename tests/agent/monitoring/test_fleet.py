@@ -467,7 +467,7 @@ def test_two_workers_count_one_models_technical_rates_together_and_raise_one_ale
     [at] = [at for at, a in from_monitor if a.subject == "colour"]
     assert at <= 2_250, at
     # What was shipped adds up to what was served.
-    rates = [r for r in (decode_stats(raw).rates for raw in records) if r is not None]
+    rates = [r for raw in records for r in decode_stats(raw).rates]
     assert sum(r.requests for r in rates) == 7_200 and sum(r.dead_letters for r in rates) == 800
     assert sum(r.unseen_fields.get("colour", 0) for r in rates) == 800
     assert sum(r.wrong_type.get("x05", 0) for r in rates) == 800
@@ -476,14 +476,16 @@ def test_two_workers_count_one_models_technical_rates_together_and_raise_one_ale
 def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
     from agent.monitoring.technical import RateCounts
 
-    rates = RateCounts(requests=250, missing=[0, 2], out_of_range={1: 3}, unseen_fields={"colour": 25})
-    rates.add(RateCounts(dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25))
+    first = RateCounts(requests=250, missing={1: 2}, out_of_range={1: 3}, unseen_fields={"colour": 25})
+    second = RateCounts(dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25)
     part = StatsPart("features", empty_blocks(2))
-    raw = encode_stats(ModelStats(MODEL, "1", "w", (("requests", 0, 0, 254),), (part,), None, rates))
-    assert decode_stats(raw).rates == rates
-    assert decode_stats(encode_stats(ModelStats(MODEL, "1", "w", (), (part,)))).rates is None
+    raw = encode_stats(
+        ModelStats(MODEL, "1", "w", (("requests", 0, 0, 254),), (part,), None, (first, second))
+    )
+    assert decode_stats(raw).rates == (first, second)
+    assert decode_stats(encode_stats(ModelStats(MODEL, "1", "w", (), (part,)))).rates == ()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[4:8], "little")])
-    header["rates"]["dead_letters"] = -1
+    header["rates"][1]["dead_letters"] = -1
     bad = json.dumps(header).encode()
     forged = raw[:4] + len(bad).to_bytes(4, "little") + bad + raw[8 + int.from_bytes(raw[4:8], "little") :]
     with pytest.raises(ValueError, match="rate count -1"):
@@ -505,3 +507,41 @@ def test_a_replay_rebuilds_the_rate_windows_without_alerting(
     [monitor] = successor.monitors()
     assert monitor.unseen["colour"].over and monitor.dead_letters.over
     assert incidents.open_incidents() == []  # the watches' state only: nothing opened or closed
+
+
+def test_a_record_of_many_batches_closes_the_rate_windows_where_one_process_would(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # x05 beyond its reference range in 8 % of the requests from 2,000 to 12,000 (a +1.5 sd step),
+    # then back. Shipped in records of 15,000 requests each, a window over a whole record would
+    # measure under 5 % and miss it (seen in CI: a worker fast enough to hold that many in one
+    # interval); the counts travel per quarter window, so the rate is alerted, and recovers, as in
+    # one process.
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    rows = drifted(reference, 30_000, 30_000, 0.0, seed=1)
+    rows[2_000:12_000, 5] += 1.5 * reference[:, 5].std()
+    parts = batches(rows, 500)
+    single = handler(registry, [observer(registry, IncidentManager(InMemoryIncidentStore()), ship=False)])
+    alone = alerts_in(m.value for batch in parts for m in single.handle(batch) if m.topic == ALERTS)
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    half = observer(registry, IncidentManager(InMemoryIncidentStore()), ship=True)
+    half.ship_interval_s = 1e9  # held until flushed: up to 30 batches per record
+    worker = handler(registry, [half])
+    fleet: list[Alert] = []
+    sizes = []
+    for b, batch in enumerate(parts, 1):
+        shipped = [m.value for m in worker.handle(batch) if m.topic == STATS and m.value is not None]
+        if b % 30 == 0:
+            shipped += [value for _, value in half.flush_stats(force=True)]
+        for value in shipped:
+            stats = decode_stats(value)
+            assert all(r.events <= 500 for r in stats.rates)  # a quarter window each
+            sizes.append(sum(r.events for r in stats.rates))
+            fleet.extend(monitor.observe_stats(stats).alerts)
+    assert max(sizes) >= 14_500, sizes
+    x05 = [(a.kind, a.detector, a.subject) for a in alone if a.kind is AlertKind.TECHNICAL]
+    assert x05 == [(AlertKind.TECHNICAL, "reference_range_rate", "x05")]
+    assert [(a.kind, a.detector, a.subject) for a in fleet if a.kind is AlertKind.TECHNICAL] == x05
+    assert [i for i in incidents.open_incidents() if i.key.kind == "technical"] == []  # recovered
