@@ -658,9 +658,10 @@ class DriftObserver:
         assert errors is not None
         window = errors.window_stats()
         key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
+        # Only rises are alerted: an error back under the bound, or well below the reference, is over.
         if (
             window.count
-            and abs(window.shift_sd) < self.settings.recovery_shift_sd
+            and window.shift_sd < self.settings.recovery_shift_sd
             and monitor.last_error_detection <= settled_before(errors.n_events, errors.config)
             and self.incidents.is_open(key)
         ):

@@ -173,3 +173,75 @@ def test_a_drift_reaching_the_worker_from_one_partition_first_is_alerted_once(
         ("prediction", "prediction"),
     ]
     assert observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
+
+
+def test_a_concept_incident_recovers_when_the_error_falls_below_its_reference(
+    model_repository: ModelRepository,
+) -> None:
+    # A regressor's outcomes are off by its reference MAE for 3,000 events, by three times it for the
+    # next 1,500, then by a tenth of it: from event 4,500 on the model does better than on its holdout.
+    # An error far below its reference is good news, yet it used to keep the incident open for good:
+    # the recovery asked for the error back within 0.15 sd of the reference on either side, and by the
+    # time the detection had settled, the window's error was far below it.
+    from agent.packaging.examples import diabetes
+
+    data = diabetes()
+    names = list(data.feature_names)
+    rng = np.random.default_rng(5)
+    holdout = np.asarray(data.X_holdout, dtype=np.float64)
+    rows = holdout[rng.integers(0, len(holdout), 24_000)]
+    handler, observer = worker(model_repository.root, InMemoryIncidentStore())
+    handler.outcomes_topic = "outcomes"
+    predicted = {}
+    for start in range(0, len(rows), 100):
+        records = [
+            Record(
+                "requests",
+                i % 2,
+                i,
+                None,
+                json.dumps(
+                    {
+                        "request_id": f"r{i}",
+                        "model": "diabetes",
+                        "features": dict(zip(names, map(float, row), strict=True)),
+                    }
+                ).encode(),
+            )
+            for i, row in enumerate(rows[start : start + 100], start)
+        ]
+        for m in handler.handle(records):
+            if m.topic == "p":
+                body = json.loads(m.value)
+                predicted[body["request_id"]] = float(body["value"])
+    errors = observer.monitors()[0].errors
+    assert errors is not None and errors.kind == "regression"
+    # |N(0, s)| has mean s * sqrt(2 / pi): s gives errors of the reference MAE on average.
+    scale = errors.reference_mean * np.sqrt(np.pi / 2) * np.repeat([1.0, 3.0, 0.1], [3_000, 1_500, 19_500])
+    noise = rng.normal(size=len(rows)) * scale
+    key = IncidentKey("diabetes", "concept", "error")
+    alerts, open_after = [], []
+    for start in range(0, len(rows), 100):
+        records = [
+            Record(
+                "outcomes",
+                i % 2,
+                i,
+                None,
+                json.dumps(
+                    {"request_id": f"r{i}", "model": "diabetes", "value": predicted[f"r{i}"] + noise[i]}
+                ).encode(),
+            )
+            for i in range(start, start + 100)
+        ]
+        alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
+        open_after.append(observer.incidents.is_open(key))
+    assert [a.subject for a in alerts if a.kind.value == "concept"] == ["error"], alerts
+    opened = open_after.index(True)
+    assert 30 <= opened < 45, open_after  # within the 1,500 events of the tripled error
+    # Closed once a window of outcomes after the last detection is at or under the reference (the
+    # regressor's error blocks are 4 x 32 outcomes, its window 64 of them: 8,192 outcomes).
+    window = errors.config.window_blocks * errors.block_size
+    closed = opened + open_after[opened:].index(False)
+    assert 45 < closed <= 45 + 2 * window // 100 + 1, open_after
+    assert not any(open_after[closed:]), open_after
