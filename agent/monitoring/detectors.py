@@ -137,7 +137,8 @@ alarms are frequent enough to count:
     normal score,  p = 0.25           0.082 (247)      0.0047 (14)      < 0.001 (0)
     normal score,  p = 0.5            0.095 (285)      0.0060 (18)      < 0.001 (0)
 
-ADWIN (the extra streams' only detector, ``features._detectors``) at the default ``delta=1e-6``
+ADWIN (the spread and tails streams' only detector; a share has Page-Hinkley too, whose rates are
+the table above: ``features._detectors``) at the default ``delta=1e-6``
 raised no alarm in 1e8 events of any of them (< 0.03 per 1e6), nor of N(0, 1) blocks. At looser
 deltas, 3e8 events each:
 
@@ -153,7 +154,8 @@ At 2 % ADWIN raises up to twice the Gaussian rate; from 5 % on, no more. Hence s
 of its streams times the per-stream rate: 3 per numeric column (location, spread, tails), 1 + the
 shares per categorical one. A monitor of 71 streams (20 numeric features, a 3-category one, the
 output and a 3-class predicted class) raised no alarm over 1e7 stationary events
-(``bench/calibrate_shares.py --stationary``: 7.1e8 stream-events).
+(``bench/calibrate_shares.py --stationary``: 7.1e8 stream-events), before and after its shares got
+Page-Hinkley beside ADWIN.
 """
 
 from __future__ import annotations

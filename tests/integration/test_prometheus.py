@@ -78,13 +78,14 @@ async def test_drift_gauges_on_metrics(
         if name == "driftline_drift_detector_statistic"
     }
     # Each column's location (two detectors), a numeric one's spread and tails, the share of the
-    # more frequent class (1, benign: its mirror, class 0, has no stream of its own).
+    # more frequent class (1, benign: its mirror, class 0, has no stream of its own; two detectors).
     assert {d for _, d in detectors} == {
         "adwin",
         "page_hinkley",
         "adwin_spread",
         "adwin_tails",
         "adwin_share_1",
+        "page_hinkley_share_1",
     }
     assert {c for c, _ in detectors} == columns
     quiet = samples[

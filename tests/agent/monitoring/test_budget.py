@@ -180,8 +180,9 @@ def test_model_monitor_derives_its_detectors_from_the_budget(model_repository: M
     assert strict.features.config.adwin_delta < default.features.config.adwin_delta
     for monitor in (default, strict):
         ph, adwin = _detectors(monitor)
-        # Page-Hinkley on the locations only (20 features, the output, the predicted class); ADWIN on all.
-        assert (len(ph), len(adwin)) == (22, streams)
+        # Page-Hinkley on the locations (20 features, the output, the predicted class) and the share of
+        # class 0; ADWIN on all.
+        assert (len(ph), len(adwin)) == (23, streams)
         assert {d.threshold for d in ph} == {monitor.budget.config.ph_threshold}
         assert {d.delta for d in adwin} == {monitor.budget.config.adwin_delta}
         # ... and so do river's detectors inside the wrappers.

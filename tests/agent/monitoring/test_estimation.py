@@ -143,12 +143,10 @@ def test_a_shift_toward_the_boundary_raises_a_performance_alert_before_any_label
     predictions = [a for a in alerts if a.kind is AlertKind.PREDICTION]
     assert sorted(a.subject for a in predictions) == ["predicted_class", "prediction"]
     assert all(a.evidence.drivers[0].feature == "x0" for a in predictions)
-    # The classes' mix moved toward the rarer class (its location, in the frequency-ordered mix).
+    # The classes' mix moved toward the rarer class: class 0's share fell.
     [classes] = [a for a in predictions if a.subject == "predicted_class"]
-    assert classes.evidence.extra["measure"] == "location"
-    assert classes.message.startswith(
-        "the mix of the model's predicted classes of edge/1 moved toward its rarer"
-    )
+    assert (classes.evidence.extra["measure"], classes.evidence.extra["category"]) == ("share", "0")
+    assert classes.message.startswith("share of class '0' among the predictions of edge/1 fell from 94%")
     assert {a.subject for a in alerts if a.kind is AlertKind.DATA} == {"x0"}
     assert not [a for a in alerts if a.kind is AlertKind.CONCEPT]
     points = {p.measurement: p for p in observer.metric_points()}

@@ -155,7 +155,7 @@ def test_a_category_mix_change_that_keeps_the_mean_position_is_caught_by_a_share
     colours = np.r_[_colours(rng, CHANGE, [0.4, 0.35, 0.25]), _colours(rng, N - CHANGE, [0.3, 0.55, 0.15])]
     live = np.column_stack([rng.standard_normal(N).astype(object), colours])
     found = _feed(monitor, live)
-    assert _found(found) == [("colour", "share", "adwin", 20191)]
+    assert _found(found) == [("colour", "share", "page_hinkley_up", 20159)]
     (d,) = found
     assert d.category == "green" and d.reference_mean == 0.35
     assert d.window_mean == pytest.approx(0.55, abs=0.1)
@@ -215,7 +215,7 @@ def test_a_shift_in_which_class_is_predicted_at_the_same_confidence_is_predictio
         for lo in range(0, N, 500)
         for d in monitor.update_batch(x[lo : lo + 500, None], outputs[lo : lo + 500], classes[lo : lo + 500])
     ]
-    assert _found(found) == [("predicted_class", "share", "adwin", 20223)]
+    assert _found(found) == [("predicted_class", "share", "page_hinkley_down", 20127)]
     assert found[0].category == "a" and found[0].column == 2
     with pytest.raises(ValueError):
         monitor.update_batch(x[:10, None], outputs[:10])

@@ -100,10 +100,11 @@ def test_step_change_in_one_feature_alerts_on_that_feature_only(
     }
     families = {"adwin", "page_hinkley"}
     x03 = {d for f, d in statistics if f == "x03"}
-    assert x03 == families | {"adwin_spread", "adwin_tails"}  # extra streams have ADWIN alone
-    # The predicted class: its location and the share of class 0 (class 1's is its mirror).
+    assert x03 == families | {"adwin_spread", "adwin_tails"}  # spread and tails have ADWIN alone
+    # The predicted class: its location and the share of class 0 (class 1's is its mirror), each with
+    # both detectors.
     predicted = {d for f, d in statistics if f == "predicted_class"}
-    assert predicted == families | {"adwin_share_0"}
+    assert predicted == families | {"adwin_share_0", "page_hinkley_share_0"}
     assert {f for f, _ in statistics} == set(shifts)
     assert abs(statistics["x03", "adwin"]) > abs(statistics["x00", "adwin"])
 
