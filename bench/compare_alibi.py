@@ -4,8 +4,11 @@ Compares, stream by stream (``bench/_drift_streams.py``):
 
 * **driftline**: a :class:`FeatureDriftMonitor` per replicate, built from the stream's reference
   sample as a package builds it (101 quantiles per numeric feature; the category frequencies for a
-  categorical one, through :class:`CategoricalTransform`), with its default configuration (its
-  calibrated false-alarm rate), fed the live rows in batches of 500 as the serving path feeds it.
+  categorical one, through :class:`CategoricalTransform`), with the library's default configuration
+  (``DriftConfig()``: 0.0007 false alarms per 1e6 events per column), or with ``--budget N`` the
+  parameters serving derives for a model of these columns from its false-alarm budget of ``N`` per
+  1e6 events (``monitoring.false_alarms_per_million``, 1 by default: :mod:`agent.monitoring.budget`),
+  fed the live rows in batches of 500 as the serving path feeds it.
   Whatever statistics the monitor watches by default, it watches here; for the pair of features,
   the reconstruction-error monitor too where this checkout has it (``agent.monitoring.multivariate``).
 * **alibi-detect**: ``CVMDriftOnline`` on numeric features and ``FETDriftOnline`` on one-vs-rest
@@ -39,6 +42,7 @@ Run::
     .venv/bin/python -m bench.compare_alibi --setup  # once: .venv-compare/ (compare-requirements.txt)
     .venv/bin/python -m bench.compare_alibi        # full: 5-6 minutes on 2 shared cores
     .venv/bin/python -m bench.compare_alibi --quick  # 1-2 minutes
+    .venv/bin/python -m bench.compare_alibi --skip-alibi --budget 1  # driftline as served, alone (~1 min)
 
 The first run with a new ``--ert``, ``--n-ref`` or ``--windows`` also runs alibi-detect's threshold
 simulation (minutes); its result is kept in ``bench/results/alibi_thresholds.json``. Results go to
@@ -67,6 +71,7 @@ from agent.monitoring import (
     PercentileTransform,
     ReferenceTransform,
 )
+from agent.monitoring.budget import within_budget
 from bench._drift_streams import STREAMS, Stream, StreamSpec, first_after, make_stream, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +99,22 @@ def reference_transform(spec: StreamSpec, reference: np.ndarray) -> ReferenceTra
     )
 
 
+Setup = DriftConfig | float | None
+"""driftline's detectors: a :class:`DriftConfig`, a false-alarm budget per 10**6 events of the whole
+model (``--budget``: the parameters serving derives for the model, :mod:`agent.monitoring.budget`),
+or ``None`` for the library's defaults."""
+
+
+def feature_monitor(names: list[str], transform: ReferenceTransform, setup: Setup) -> FeatureDriftMonitor:
+    """The model's feature monitor, built as serving builds it when ``setup`` is a budget."""
+    if isinstance(setup, float):
+        monitor, _ = within_budget(lambda c: FeatureDriftMonitor(names, transform, config=c), setup)
+        return monitor
+    return FeatureDriftMonitor(names, transform, config=setup)
+
+
 def reconstruction_monitor(
-    spec: StreamSpec, reference: np.ndarray, names: list[str], config: DriftConfig | None
+    spec: StreamSpec, reference: np.ndarray, names: list[str], config: Setup
 ) -> Any | None:
     """The reconstruction-error monitor of a model with several numeric features (issue 14, item 4),
     fitted on the reference rows alone (no holdout); None where this checkout has none."""
@@ -107,15 +126,17 @@ def reconstruction_monitor(
     except ImportError:
         return None
     r = fit_reconstruction(names, reference)
+    # Under a budget, serving gives the reconstruction column its own calibration (the defaults).
+    config = None if isinstance(config, float) else config
     return None if r is None else ReconstructionMonitor(r, tuple(names), config=config)
 
 
 def driftline_events(
-    spec: StreamSpec, reference: np.ndarray, live: np.ndarray, config: DriftConfig | None = None
+    spec: StreamSpec, reference: np.ndarray, live: np.ndarray, config: Setup = None
 ) -> tuple[list[int], float]:
     """Event indices at which a fresh model's monitors fired (any column), and the seconds it took."""
     names = [f"x{j}" for j in range(live.shape[1])]
-    monitors = [FeatureDriftMonitor(names, reference_transform(spec, reference), config=config)]
+    monitors: list[Any] = [feature_monitor(names, reference_transform(spec, reference), config)]
     multivariate = reconstruction_monitor(spec, reference, names, config)
     if multivariate is not None:
         monitors.append(multivariate)
@@ -127,7 +148,7 @@ def driftline_events(
     return sorted(events), time.perf_counter() - start
 
 
-def run_driftline(stream: Stream, config: DriftConfig | None) -> dict[str, Any]:
+def run_driftline(stream: Stream, config: Setup) -> dict[str, Any]:
     per_rep = [driftline_events(stream.spec, stream.reference, rep, config) for rep in stream.live]
     return {
         "events": [events for events, _ in per_rep],
@@ -137,7 +158,7 @@ def run_driftline(stream: Stream, config: DriftConfig | None) -> dict[str, Any]:
 
 
 def driftline_long_stable(
-    kind: str, reps: int, events: int, n_ref: int, seed: int, config: DriftConfig | None
+    kind: str, reps: int, events: int, n_ref: int, seed: int, config: Setup
 ) -> dict[str, Any]:
     """Alarms on long stable streams, each replicate with a reference sample of its own."""
     spec = STREAMS[{"numeric": "stable", "categorical": "stable mix", "pair": "stable pair"}[kind]]
@@ -149,7 +170,7 @@ def driftline_long_stable(
     return {"kind": kind, "replicates": reps, "events": reps * events, "alarms": alarms}
 
 
-def driftline_cost(n_ref: int, seed: int, events: int, config: DriftConfig | None) -> list[dict[str, Any]]:
+def driftline_cost(n_ref: int, seed: int, events: int, config: Setup) -> list[dict[str, Any]]:
     rng = np.random.default_rng((seed, 77))
     out = []
     for kind, d in (("numeric", 1), ("numeric", 20), ("categorical", 1)):
@@ -160,7 +181,7 @@ def driftline_cost(n_ref: int, seed: int, events: int, config: DriftConfig | Non
             reference = rng.integers(0, CATEGORIES, (n_ref, d)).astype(np.float64)
             live = rng.integers(0, CATEGORIES, (events, d)).astype(np.float64)
         names = [f"x{j}" for j in range(d)]
-        monitor = FeatureDriftMonitor(names, reference_transform(spec, reference), config=config)
+        monitor = feature_monitor(names, reference_transform(spec, reference), config)
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
@@ -323,9 +344,20 @@ def main() -> None:
         type=parse_config,
         help="DriftConfig fields for driftline, e.g. ph_threshold=4,adwin_delta=1e-4 (default: its defaults)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help="driftline's detectors as serving builds them for a false-alarm budget of this many per 1e6 "
+        "events of the whole model (monitoring.false_alarms_per_million; serving's default is 1)",
+    )
     parser.add_argument("--skip-alibi", action="store_true", help="driftline's half only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.budget is not None and args.driftline_config is not None:
+        parser.error("--budget and --driftline-config both set driftline's detectors: give one")
+    if args.budget is not None and not args.budget > 0:
+        parser.error(f"--budget must be > 0 false alarms per 1e6 events, got {args.budget:g}")
+    setup: Setup = args.driftline_config if args.budget is None else float(args.budget)
     if args.setup:
         setup_venv()
         return
@@ -353,7 +385,7 @@ def main() -> None:
     alibi = run_alibi(python, streams, args, lead) if python is not None else None
     rows = []
     for i, s in enumerate(streams):
-        ours = run_driftline(s, args.driftline_config)
+        ours = run_driftline(s, setup)
         row: dict[str, Any] = {
             "stream": s.spec.name,
             "note": s.spec.note,
@@ -377,10 +409,10 @@ def main() -> None:
 
     long_reps, long_events = (20, 50_000) if args.quick else (100, 200_000)
     long_stable = [
-        driftline_long_stable(kind, long_reps, long_events, args.n_ref, args.seed + k, args.driftline_config)
+        driftline_long_stable(kind, long_reps, long_events, args.n_ref, args.seed + k, setup)
         for k, kind in enumerate(("numeric", "categorical", "pair"))
     ]
-    cost = driftline_cost(args.n_ref, args.seed, 100_000 if args.quick else 200_000, args.driftline_config)
+    cost = driftline_cost(args.n_ref, args.seed, 100_000 if args.quick else 200_000, setup)
     if alibi is not None:
         cost += alibi["cost"]
     elapsed = time.perf_counter() - started
@@ -388,7 +420,8 @@ def main() -> None:
     print(f"\n(took {elapsed:.0f} s)")
     record = {
         "args": {k: (str(v) if isinstance(v, Path | DriftConfig) else v) for k, v in vars(args).items()},
-        "driftline_config": str(args.driftline_config or DriftConfig()),
+        "driftline_config": str(args.driftline_config or DriftConfig()) if args.budget is None else None,
+        "driftline_budget_per_million": args.budget,
         "replicates": reps,
         "alibi_lead": lead,
         "alibi_versions": alibi["versions"] if alibi else None,
@@ -414,6 +447,8 @@ def report(
 ) -> None:
     h, ha = args.horizon, args.alibi_horizon
     config = args.driftline_config or "defaults"
+    if args.budget is not None:
+        config = f"a budget of {args.budget:g} false alarms per 1e6 events per model, as served"
     print(
         f"## Drift detection, {reps} replicates per stream: delay in events after the change, "
         f"median / p90 (>N: not detected within N events)"
