@@ -125,3 +125,19 @@ def test_alibi_side_plumbing() -> None:
     a = np.array([[np.nan], [1.5], [np.inf]], dtype=np.float32)
     back = _decode(_encode(a), [3, 1], "float32")
     assert back.dtype == np.float32 and np.isnan(back[0, 0]) and back[1, 0] == 1.5 and np.isinf(back[2, 0])
+
+
+def test_a_budget_builds_the_monitor_serving_builds() -> None:
+    from agent.monitoring.budget import config_for_budget
+
+    spec = STREAMS["location 0.5 sd"]
+    s = make_stream(spec, reps=1, warm=2000, horizon=1500, n_ref=1000, seed=3)
+    transform = reference_transform(spec, s.reference)
+    served = bench.compare_alibi.feature_monitor(["x0"], transform, 1.0)
+    assert served.config == config_for_budget(1.0, served.n_streams)
+    assert served.config.ph_threshold < 6  # looser than the library's default for one column
+    default, _ = driftline_events(spec, s.reference, s.live[0])
+    as_served, _ = driftline_events(spec, s.reference, s.live[0], 1.0)
+    at = int(s.change[0])
+    delay_default, delay_served = first_after(default, at)[0], first_after(as_served, at)[0]
+    assert delay_default is not None and delay_served is not None and delay_served < delay_default
