@@ -20,6 +20,13 @@ demo       12 000   2 000-6 000 +1.5 sd on the primary feature (breast-cancer: a
                     minutes.
 ========== ======== ==================================================================================
 
+Rows are drawn from the example's whole dataset, three quarters of which its model was trained on,
+while a package's output reference comes from its holdout (the model's answers on rows it never saw).
+Where a model answers its training rows differently, ``calm`` shows that too: over 20,000 ``calm``
+requests of seed 0, the ``diabetes`` regressor (its answers on its training rows spread 1.14x as
+wide as on its holdout) raised an output-spread alert at event 543 and ``classification-20`` an
+output alert at event 17,215; ``breast-cancer`` raised none.
+
 Example:
     >>> stream = generate("covariate", model="classification-20", seed=1, count=3)
     >>> [m.kind.value for m in stream]
