@@ -249,7 +249,12 @@ class AlertWriter:
             evidence = detection_evidence(d, **extra)
         else:
             recent_raw = ""
-            if window is not None and not math.isnan(window.raw_mean):
+            # The mean over the events the shift was measured on (the evidence's recent_value), so
+            # that the message's mean and its direction speak of the same events; the monitor's
+            # sliding window where the detection carries none.
+            if math.isfinite(d.raw_mean):
+                recent_raw = f"; recent mean {d.raw_mean:.4g} over {d.window_count:,} events"
+            elif window is not None and not math.isnan(window.raw_mean):
                 recent_raw = f"; recent mean {window.raw_mean:.4g}"
             ref_mean = ""
             if isinstance(ref, NumericStatistics) and ref.mean is not None:

@@ -269,6 +269,11 @@ def test_a_return_to_the_reference_recovers_instead_of_alerting(
     alerts = [a for a in run(handler, live) if a.kind is AlertKind.DATA]
     [alert] = alerts
     assert alert.subject == "x03" and "drifted up" in alert.message
+    # The message's recent mean is the evidence's: the mean over the events the shift was measured
+    # on, above the reference's as the direction says.
+    recent = alert.evidence.extra["recent_value"]
+    assert recent > alert.evidence.extra["reference_value"]
+    assert f"recent mean {recent:.4g} over " in alert.message, alert.message
     # Back to normal: the incident is closed, so a new shift would alert again at once.
     assert not observer.incidents.is_open(IncidentKey(MODEL, "data", "x03"))
 
