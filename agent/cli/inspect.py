@@ -105,6 +105,33 @@ def _summary(model: LoadedModel) -> list[str]:
             f"features kept ({r.variance_kept:.1%} of the variance); reconstruction error mean "
             f"{_fmt(r.error.mean)} ({r.error.count} rows, {r.error_from.replace('_', ' ')})"
         )
+    c = m.calibration
+    if c is not None:
+        curves = ", a curve per predicted class" if c.per_class is not None else ""
+        lines.append(
+            f"calibration {c.method} on {c.rows} rows ({c.fitted_on.replace('+', ' + ').replace('_', ' ')}"
+            f"{curves}); estimated error {c.reference_error:.1%} on the holdout: the reference of the "
+            f"served estimate (performance alerts)"
+        )
+    elif m.task != "regression":
+        lines.append(
+            "calibration none (too few labelled holdout rows, or none wrong): no estimated error, no "
+            "performance alerts"
+        )
+    elif m.error_model is None:
+        lines.append(
+            "error model none (it needs 200 labelled holdout rows with no missing value, and to beat a "
+            "constant on the checked ones): no estimated error, no performance alerts"
+        )
+    imp = m.importance
+    if imp is not None:
+        top = sorted(imp.values.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {value:.3g}" for name, value in top[:5])
+        more = f" (top 5 of {len(top)})" if len(top) > 5 else ""
+        lines.append(
+            f"importance  {imp.method.replace('_', ' ')} on {imp.rows} {imp.fitted_on} rows, "
+            f"{imp.repeats} repeats: {shown}{more}"
+        )
     lines.append(f"features    {len(m.features)}, in input-column order:")
     width = max(len(f.name) for f in m.features)
     for i, feature in enumerate(m.features):

@@ -70,6 +70,13 @@ def test_package_module_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "(output on the holdout rows)" in out
     assert "multivar.   1 of 2 principal components of the numeric features kept" in out
     assert "holdout and cross fit)" in out
+    # The calibration and the importances the package carries (issue 16), not only in --json.
+    built = json.loads((package / "manifest.json").read_text())
+    c = built["calibration"]
+    assert f"calibration {c['method']} on {c['rows']} rows" in out
+    assert f"estimated error {c['reference_error']:.1%} on the holdout" in out
+    top = max(built["importance"]["values"].items(), key=lambda kv: kv[1])
+    assert f"repeats: {top[0]} {top[1]:.3g}" in out
 
     assert main(["inspect", str(package), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out)

@@ -103,6 +103,21 @@ def test_a_small_holdout_gets_no_error_model(example_packages: ExamplePackages) 
     assert not load_package(built.path).has_error_model
 
 
+def test_inspect_says_a_regressor_has_no_error_model_and_why(
+    example_packages: ExamplePackages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    assert main(["inspect", str(example_packages.regressor.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"error model none (it needs {MIN_ROWS} labelled holdout rows" in out
+    assert "no estimated error, no performance alerts" in out
+    importance = example_packages.regressor.manifest.importance
+    assert importance is not None
+    first = max(importance.values, key=importance.values.__getitem__)
+    assert f"importance  permutation output on 111 holdout rows, 3 repeats: {first} " in out
+
+
 def test_an_error_that_does_not_depend_on_the_inputs_gets_no_model() -> None:
     rng = np.random.default_rng(4)
     X = rng.normal(size=(1000, 3))
