@@ -301,7 +301,8 @@ class MonitoringSettings(BaseModel):
     """Events per window of the technical-drift rates (missing, out-of-range, unseen fields, types)."""
 
     rate_margin: float = Field(default=0.05, gt=0, lt=1)
-    """A rate alerts when a window's share exceeds its reference rate by more than this."""
+    """A rate alerts when a window's share exceeds its reference rate by more than this, and recovers
+    once a window is back within half of it (a rate near the threshold does not flap)."""
 
     max_watched_fields: int = Field(default=32, ge=0)
     """Unknown field names watched each on its own rate, per model; a new one takes the place of a

@@ -107,7 +107,8 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
             return any(r.status == "resolved" and r.incident_id in drift_ids(notified()) for r in notified())
 
         # The drift's incident and, apart, the technical incident of x05's values beyond its reference
-        # range (the step carries 8 % of them there): both resolve once the features come back.
+        # range (the step carries 6.6 % of them there, windows of 2,000 read 5.3-7.9 %: over the 5 %
+        # margin, never back under half of it): both resolve once the features come back.
         await wait_until(
             lambda: sum(r.status == "resolved" for r in notified()) >= 2, worker, 180, "resolved"
         )
@@ -130,7 +131,10 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     assert len(drift_ids(every)) == 1, every
     reports = [r for r in every if r.incident_id in drift_ids(every)]
     technical = [r for r in every if r.incident_id not in drift_ids(every)]
-    assert [r.status for r in technical] == ["opened", "resolved"]
+    seen = [
+        (r.status, r.incident_id, sorted({(e.kind.value, e.subject) for e in r.timeline})) for r in technical
+    ]
+    assert [r.status for r in technical] == ["opened", "resolved"], seen
     assert {(e.kind, e.subject) for e in technical[-1].timeline} == {(AlertKind.TECHNICAL, "x05")}
     assert all(r.valid for r in receiver.received)
     statuses = [r.status for r in reports]

@@ -153,6 +153,14 @@ def test_rate_watch_is_independent_of_batching() -> None:
     assert results == [1, 1, 1]
 
 
+def test_a_rate_near_its_threshold_fires_once_and_recovers_once() -> None:
+    # Windows of 2,000 reading 7 %, 4.9 %, 7 %, 2 %: under the 5 % threshold for one window is not
+    # back to normal (under 2.5 %); a plain threshold would have recovered and fired again.
+    w = RateWatch(0.0, 0.05, 2000)
+    assert [w.update(hits, 2000) for hits in (140, 98, 140, 40)] == ["fire", None, None, "recover"]
+    assert w.recover_below == 0.025 and not w.over
+
+
 def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
     model_repository: ModelRepository,
 ) -> None:
