@@ -58,11 +58,20 @@ class AlertKind(StrEnum):
 
 
 class Severity(StrEnum):
-    """How urgent: ``info`` < ``warning`` < ``critical``."""
+    """How urgent: ``info`` < ``warning`` < ``critical``.
+
+    >>> Severity.CRITICAL.rank > Severity.WARNING.rank > Severity.INFO.rank
+    True
+    """
 
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0, 1, 2 for info, warning, critical: severities compare by it."""
+        return ("info", "warning", "critical").index(self.value)
 
 
 class _Frozen(BaseModel):

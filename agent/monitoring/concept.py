@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Literal
 
@@ -105,7 +104,7 @@ class ErrorMonitor:
         self.reference_mean = reference_mean
         self.reference_std = reference_std
         self.error_cap = error_cap
-        self.config = dataclasses.replace(config, block_size=block_size)
+        self.config = config.with_block_size(block_size)
         # Errors going down are good news: only the upward Page-Hinkley, plus two-sided ADWIN.
         detectors = column_detectors(self.config, mean, std, "up")
         self._columns = ColumnSet(

@@ -161,7 +161,7 @@ Page-Hinkley beside ADWIN.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -247,6 +247,28 @@ class DriftConfig:
             raise ValueError("ph_min_instances, adwin_min_window_length, adwin_grace_period >= 1")
         if self.reference_blocks < 0 or self.window_blocks < 1:
             raise ValueError("reference_blocks must be >= 0 and window_blocks >= 1")
+
+    def with_block_size(self, block_size: int) -> DriftConfig:
+        """This configuration for blocks of ``block_size`` events (the larger blocks of a concept or
+        estimated-error monitor), its warm-ups after a restart (``ph_min_instances``,
+        ``adwin_grace_period``) kept at about the events they span here, and at least 2 blocks.
+        Counted in blocks they would last as many times longer as the blocks are: at an error rate of
+        2 % (blocks of 448 events) 7,168 outcomes after a detection, in which a second change, even
+        an error rate going on from 5 % to 50 %, goes unseen.
+
+        >>> c = DriftConfig().with_block_size(448)
+        >>> c.block_size, c.ph_min_instances, c.adwin_grace_period
+        (448, 2, 2)
+        >>> DriftConfig().with_block_size(128).ph_min_instances  # 16 blocks of 32: 512 events
+        4
+        """
+        scale = self.block_size / block_size
+        return replace(
+            self,
+            block_size=block_size,
+            ph_min_instances=max(2, math.ceil(self.ph_min_instances * scale)),
+            adwin_grace_period=max(2, math.ceil(self.adwin_grace_period * scale)),
+        )
 
 
 class BlockDetector:

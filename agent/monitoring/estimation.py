@@ -79,7 +79,7 @@ class _EstimateColumn:
     ) -> None:
         self.reference_mean = reference_mean
         self.reference_std = reference_std
-        self.config = dataclasses.replace(config, block_size=block_size)
+        self.config = config.with_block_size(block_size)
         detectors = column_detectors(self.config, reference_mean, reference_std, "up")
         self._columns = ColumnSet(
             ["estimated_error"],

@@ -62,7 +62,6 @@ __all__ = ["IncidentGroups", "root_cause"]
 
 log = logging.getLogger(__name__)
 
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 _WHAT = {
     AlertKind.DATA: "data drift",
@@ -79,6 +78,10 @@ library version, the worker's restart), for its reports."""
 
 def _time(at: float) -> datetime:
     return datetime.fromtimestamp(at, UTC)
+
+
+def _rank(severity: Severity) -> int:
+    return severity.rank
 
 
 def _severity(text: str) -> Severity:
@@ -140,6 +143,8 @@ class _Group:
     timeline: list[TimelineEntry] = field(default_factory=list)
     members: dict[IncidentKey, str] = field(default_factory=dict)
     """Key -> the alert id that opened it in this group."""
+    member_severity: dict[IncidentKey, Severity] = field(default_factory=dict)
+    """Key -> the highest severity its alerts have had in this group."""
     severity: Severity = Severity.INFO
     notified: bool = False
     """Whether an ``opened`` or ``updated`` report went out for it from this worker."""
@@ -181,8 +186,9 @@ class IncidentGroups:
         severity = _severity(str(alert.severity))
         if key not in group.members or group.members[key] != incident.alert_id:
             group.members[key] = incident.alert_id
+            group.member_severity[key] = severity
             group.timeline.append(entry)
-            group.severity = max(group.severity, severity, key=_RANK.__getitem__)
+            group.severity = max(group.severity, severity, key=_rank)
             if not group.notified and incident.alert_id == group.incident_id:
                 self._report(group, "opened", f"opened: {_WHAT[alert.kind]} on {alert.subject!r}")
             else:
@@ -190,7 +196,9 @@ class IncidentGroups:
                     group, "updated", f"grew: {_WHAT[alert.kind]} on {alert.subject!r}", alert.alert_id
                 )
             return
-        if _RANK[severity] > _RANK[before]:
+        was = group.member_severity.get(key, severity)
+        group.member_severity[key] = max(was, severity, key=_rank)
+        if severity.rank > before.rank:
             group.severity = severity
             group.timeline.append(entry.model_copy(update={"change": "severity", "at": _time(self.clock())}))
             self._report(
@@ -198,6 +206,16 @@ class IncidentGroups:
                 "updated",
                 f"severity {before.value} -> {severity.value}: {_WHAT[alert.kind]} on {alert.subject!r}",
                 f"severity/{severity.value}",
+            )
+        elif severity.rank > was.rank:
+            # The incident was already that severe (another of its alerts), but this alert was not:
+            # an error rate gone on from 5 % to 50 % is news for the receivers even so.
+            group.timeline.append(entry.model_copy(update={"change": "severity", "at": _time(self.clock())}))
+            self._report(
+                group,
+                "updated",
+                f"{_WHAT[alert.kind]} on {alert.subject!r} is now {severity.value} (was {was.value})",
+                f"severity/{key.kind}/{key.subject}/{severity.value}",
             )
 
     def drain(self) -> list[IncidentReport]:
@@ -222,8 +240,9 @@ class IncidentGroups:
             if member.key == exclude:
                 continue
             group.members[member.key] = member.alert_id
+            group.member_severity[member.key] = _severity(member.severity)
             group.timeline.append(self._entry(member, "opened"))
-            group.severity = max(group.severity, _severity(member.severity), key=_RANK.__getitem__)
+            group.severity = max(group.severity, _severity(member.severity), key=_rank)
             group.opened_at = min(group.opened_at, member.opened_at)
         group.notified = bool(group.members)  # another worker announced it
         return group

@@ -8,6 +8,8 @@ first alert for a key opens it and is published; later alerts for the same key a
   so the next alert opens a new one; or
 * ``cooldown_s`` has passed since the incident's last published alert: the drift is still there, and
   one reminder is published (the incident stays open).
+* an alert is more severe than the incident has been (a warning become critical): published at once,
+  as news, whatever the cooldown (the incident stays open, at its new severity).
 
 The state lives in an :class:`IncidentStore`. :class:`~agent.alerting.incident_store.KafkaIncidentStore`
 keeps it in a compacted topic
@@ -36,9 +38,12 @@ Example:
     >>> now[0] = 900.0  # still drifting after the cooldown: one reminder
     >>> gate.admit(alert(3)), gate.admit(alert(4))
     (True, False)
+    >>> worse = alert(5).model_copy(update={"severity": Severity.CRITICAL})
+    >>> gate.admit(worse), gate.admit(worse)  # an escalation is news at once, then gated again
+    (True, False)
     >>> gate.recover(IncidentKey("m", "data", "x"))  # back to normal: the next drift alerts at once
     True
-    >>> gate.admit(alert(5))
+    >>> gate.admit(alert(6))
     True
 """
 
@@ -53,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple, Protocol
 
 from agent.metrics import Metrics
-from schemas import Alert
+from schemas import Alert, Severity
 
 __all__ = [
     "GROUPED_KINDS",
@@ -197,6 +202,15 @@ class InMemoryIncidentStore:
         return None
 
 
+def _escalates(alert: Alert, incident: Incident) -> bool:
+    """Whether ``alert`` is more severe than its open ``incident`` has been so far."""
+    try:
+        before = Severity(incident.severity)
+    except ValueError:
+        return False
+    return Severity(alert.severity).rank > before.rank
+
+
 class IncidentManager:
     """Decides whether an alert is published: one per open incident, reminders after ``cooldown_s``.
 
@@ -266,7 +280,9 @@ class IncidentManager:
                     event=-1 if alert.opened_at_event is None else alert.opened_at_event,
                     drivers=tuple(d.feature for d in alert.evidence.drivers),
                 )
-            elif now - current.last_alerted_at >= self.cooldown_s:
+            elif now - current.last_alerted_at >= self.cooldown_s or _escalates(alert, current):
+                # After the cooldown, a reminder; before it, only an escalation (a warning become
+                # critical: an error rate that went on from 5 % to 50 %) is news worth publishing.
                 incident = replace(
                     current, last_alerted_at=now, alerts=current.alerts + 1, severity=str(alert.severity)
                 )

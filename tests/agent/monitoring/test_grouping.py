@@ -196,6 +196,36 @@ def test_severity_rises_and_technical_alerts_stand_alone() -> None:
     assert reports[1].root_cause == "technical drift on 'onnxruntime' came first"
 
 
+def test_an_alert_escalating_inside_a_critical_incident_is_news_before_its_cooldown() -> None:
+    # A critical data alert opens the incident; the concept alert joins it as a warning (the error
+    # rose from 1.9 % to 5 %); minutes later the labels flip and the error is 50 %: critical. The
+    # incident was critical already, yet that is news: published at once, not after the cooldown.
+    clock = Clock()
+    manager = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    groups = IncidentGroups(manager, clock=clock)
+
+    def admit(alert: Alert) -> bool:
+        admitted = manager.admit(alert)
+        if admitted:
+            groups.admitted(alert)
+        return admitted
+
+    assert admit(make_alert(1, subject="flavanoids", severity=Severity.CRITICAL))
+    assert admit(make_alert(2, kind=AlertKind.CONCEPT, subject="error"))
+    clock.now += 60
+    assert admit(make_alert(3, kind=AlertKind.CONCEPT, subject="error", severity=Severity.CRITICAL))
+    clock.now += 60
+    assert not admit(make_alert(4, kind=AlertKind.CONCEPT, subject="error", severity=Severity.CRITICAL))
+    reports = groups.drain()
+    assert [(r.status, r.severity.value) for r in reports] == [
+        ("opened", "critical"), ("updated", "critical"), ("updated", "critical"),
+    ]  # fmt: skip
+    assert reports[2].change == "a rise of the error on 'error' is now critical (was warning)"
+    assert reports[2].notification_id == f"{reports[0].incident_id}/severity/concept/error/critical"
+    assert [e.change for e in reports[2].timeline] == ["opened", "opened", "severity"]
+    assert manager.incident(IncidentKey("m", "concept", "error")).severity == "critical"
+
+
 def test_the_group_window_bounds_what_joins() -> None:
     clock = Clock()
     manager = IncidentManager(InMemoryIncidentStore(), clock=clock, group_window_s=60)

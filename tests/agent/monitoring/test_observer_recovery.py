@@ -16,7 +16,7 @@ from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
-from schemas.alert import Alert
+from schemas.alert import Alert, Severity
 from tests.support.alerts import alerts_in
 
 MODEL = "classification-20"
@@ -73,6 +73,7 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     first, _ = worker(model_repository.root, store)
     alerts, open_after = run(first, rows[:6_000])
     raised = {f"{a.kind.value}/{a.subject}": a.opened_at_event for a in alerts}
+    severity = {f"{a.kind.value}/{a.subject}": a.severity for a in alerts}
     # The step moves x03 and, a little, the model's output (-0.3 reference sd) and which class it
     # predicts; the rows move to where the model is less sure, so its estimated error rises too.
     assert raised == {
@@ -89,10 +90,14 @@ def test_an_ongoing_drift_keeps_its_incidents_open_across_a_restart_and_they_rec
     assert all(open_now == set(raised) for open_now in open_after[20:]), open_after
 
     # A restart: a new worker whose detectors start from the reference again, on the same incidents.
-    # It sees the drift again; the open incidents keep it from alerting it twice.
+    # It sees the drift again; the open incidents keep it from alerting it twice. Only what is news
+    # passes: x03's step, first measured over a segment that began before it (+0.98 sd, a warning),
+    # is measured whole from the reference this time (+1.28 sd): critical, an escalation.
     second, observer = worker(model_repository.root, store)
     alerts, open_after = run(second, rows[6_000:], first=6_000)
-    assert alerts == [] and observer.incidents.suppressed >= 2
+    assert observer.incidents.suppressed + len(alerts) >= 2
+    assert [(f"{a.kind.value}/{a.subject}", a.severity) for a in alerts] == [("data/x03", Severity.CRITICAL)]
+    assert severity["data/x03"] is Severity.WARNING
     # The drift ends at event 12,000: the drift incidents recover within two windows (2 x 2,048
     # events); the estimated error's within two of its own windows of blocks (2 x 16,384 events: the
     # restarted worker's estimate saw the drift again at its start, and its window must first hold no
@@ -236,7 +241,10 @@ def test_a_concept_incident_recovers_when_the_error_falls_below_its_reference(
         ]
         alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
         open_after.append(observer.incidents.is_open(key))
-    assert [a.subject for a in alerts if a.kind.value == "concept"] == ["error"], alerts
+    # One incident; its first detection measured the rise over a segment that began before it (a
+    # warning), a later one measured it whole (critical): an escalation, published as news.
+    concept = [(a.subject, a.severity) for a in alerts if a.kind.value == "concept"]
+    assert concept == [("error", Severity.WARNING), ("error", Severity.CRITICAL)], concept
     opened = open_after.index(True)
     assert 30 <= opened < 45, open_after  # within the 1,500 events of the tripled error
     # Closed once a window of outcomes after the last detection is at or under the reference (the
