@@ -63,14 +63,16 @@ class ParityReport:
     max_abs_diff: float
     max_rel_diff: float
     passed: bool
+    labels: bool = True
+    """Whether labels were compared (a classifier); a regressor's values have none."""
 
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         ties = f" ({self.label_ties} tied rows decided the other way)" if self.label_ties else ""
+        labels = f"{self.label_mismatches} label mismatches{ties}, " if self.labels else ""
         return (
             f"parity {verdict} on {self.rows} {self.checked_on} rows: "
-            f"{self.label_mismatches} label mismatches{ties}, max abs diff {self.max_abs_diff:.3g}, "
-            f"max rel diff {self.max_rel_diff:.3g}"
+            f"{labels}max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}"
         )
 
 
@@ -152,7 +154,7 @@ max abs diff 0.3, max rel diff 0
         rows = len(want_p)
     if math.isnan(max_abs):
         passed = False
-    return ParityReport(rows, checked_on, mismatches, ties, max_abs, max_rel, passed)
+    return ParityReport(rows, checked_on, mismatches, ties, max_abs, max_rel, passed, task != "regression")
 
 
 def _sklearn_predictions(task: Task, estimator: Any, X: npt.NDArray[np.float64]) -> dict[str, Any]:
