@@ -156,13 +156,16 @@ class Expectation:
 
     def explains(self, seen: SeenAlert) -> bool:
         """Whether this drift accounts for ``seen``: its own alert, or what follows from it (the model's
-        output and its estimated error move with a shifted feature; the shift's end is a change too)."""
+        output and its estimated error move with a shifted feature; the shift's end is a change too;
+        while it lasts the model may err more on the shifted rows, which keep their labels)."""
         if seen.event is None or seen.event < self.start:
             return False
         alert = seen.alert
         if self.kind == "data":
+            during = self.end is None or seen.event < self.end
             return (
                 alert.kind in (AlertKind.PREDICTION, AlertKind.PERFORMANCE)
+                or (alert.kind is AlertKind.CONCEPT and during)
                 or (alert.kind is AlertKind.DATA and alert.subject == self.subject)
                 or (  # a shift that carries values beyond the feature's reference range
                     alert.detector == "reference_range_rate" and alert.subject == self.subject
