@@ -107,7 +107,7 @@ class Incident:
     alerts: int = 1
     """Alerts published for it: the opening one plus reminders."""
     severity: str = "warning"
-    """Severity of its last alert (records written before it was stored read as ``warning``)."""
+    """Severity of its most severe alert so far (records written before it was stored read as ``warning``)."""
     group: str = ""
     """Id of the cross-kind incident it belongs to (:mod:`agent.monitoring.grouping`); empty in records
     written before groups: then it is a group of its own (:attr:`group_id`)."""
@@ -283,9 +283,10 @@ class IncidentManager:
             elif now - current.last_alerted_at >= self.cooldown_s or _escalates(alert, current):
                 # After the cooldown, a reminder; before it, only an escalation (a warning become
                 # critical: an error rate that went on from 5 % to 50 %) is news worth publishing.
-                incident = replace(
-                    current, last_alerted_at=now, alerts=current.alerts + 1, severity=str(alert.severity)
-                )
+                # The incident's severity is the highest its alerts have had: a later, milder
+                # reminder does not lower it (nor make the next critical alert an escalation again).
+                severity = str(alert.severity) if _escalates(alert, current) else current.severity
+                incident = replace(current, last_alerted_at=now, alerts=current.alerts + 1, severity=severity)
             else:
                 self.suppressed += 1
                 if self._metrics is not None:

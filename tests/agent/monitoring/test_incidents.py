@@ -136,13 +136,28 @@ def test_record_json_round_trip() -> None:
     assert Incident.from_json(old).severity == "warning"
 
 
-def test_an_incident_keeps_the_severity_of_its_last_alert(clock: Clock) -> None:
+def test_an_incident_keeps_the_highest_severity_of_its_alerts(clock: Clock) -> None:
     gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
     assert gate.admit(make_alert(1, severity=Severity.INFO))
     assert [i.severity for i in gate.open_incidents()] == ["info"]
     clock.now += 900
     assert gate.admit(make_alert(2, severity=Severity.CRITICAL))  # the reminder is worse
     assert [i.severity for i in gate.open_incidents()] == ["critical"]
+    clock.now += 900
+    assert gate.admit(make_alert(3, severity=Severity.WARNING))  # a milder reminder
+    assert [i.severity for i in gate.open_incidents()] == ["critical"]
+
+
+def test_an_escalation_is_published_before_the_cooldown_and_only_once(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
+    assert gate.admit(make_alert(1, severity=Severity.WARNING))
+    clock.now += 10
+    assert not gate.admit(make_alert(2, severity=Severity.WARNING))  # a storm: held
+    assert gate.admit(make_alert(3, severity=Severity.CRITICAL))  # worse: news at once
+    clock.now += 10
+    assert not gate.admit(make_alert(4, severity=Severity.CRITICAL))  # as bad as before: held
+    assert not gate.admit(make_alert(5, severity=Severity.WARNING))
+    assert gate.suppressed == 3 and gate.admitted == 2
 
 
 def test_close_listeners_hear_each_close_once(clock: Clock) -> None:
