@@ -254,7 +254,8 @@ class IncidentSettings(BaseModel):
     """Compacted topic of open incidents; default ``<app_id>-incidents``. Created (compacted) if missing."""
 
     cooldown_s: float = Field(default=900.0, gt=0)
-    """An incident still open this long after its last alert is alerted again (a reminder)."""
+    """An incident still open this long after its last alert is alerted again (a reminder); an alert
+    more severe than the incident has been (a warning become critical) is published at once."""
 
     restore_timeout_s: float = Field(default=10.0, gt=0)
     """Longest wait at start-up to read the incident topic to its end; after it the worker starts anyway
