@@ -62,11 +62,15 @@ def threshold_for_arl(shift: float, arl: float) -> float:
     return (lo + hi) / 2
 
 
+def cusum_path(increments: np.ndarray) -> np.ndarray:
+    """Page's CUSUM ``S_t = max(0, S_{t-1} + x_t)`` from 0, for a whole stream at once (Lindley)."""
+    c = np.cumsum(increments)
+    return np.asarray(c - np.minimum(np.minimum.accumulate(c), 0.0))
+
+
 def cusum_first_alarm(x: np.ndarray, k: float, h: float) -> int | None:
     """Index of the first event at which the CUSUM of ``x - k`` (from 0) exceeds ``h``, or None."""
-    c = np.cumsum(x - k)
-    s = c - np.minimum(np.minimum.accumulate(c), 0.0)
-    above = np.flatnonzero(s > h)
+    above = np.flatnonzero(cusum_path(x - k) > h)
     return int(above[0]) if above.size else None
 
 
@@ -112,8 +116,7 @@ def mix_arl_curve(thresholds: np.ndarray, runs: int, window: int, seed: int) -> 
     llr = mix_increments(MIX_BEFORE, MIX_AFTER)
     total = np.zeros(thresholds.size)
     for _ in range(runs):
-        c = np.cumsum(llr[_categories(rng, MIX_BEFORE, window)])
-        peak = np.maximum.accumulate(c - np.minimum(np.minimum.accumulate(c), 0.0))
+        peak = np.maximum.accumulate(cusum_path(llr[_categories(rng, MIX_BEFORE, window)]))
         total += np.minimum(np.searchsorted(peak, thresholds, side="right") + 1, window)
     return total / runs
 

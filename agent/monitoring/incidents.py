@@ -263,6 +263,7 @@ class IncidentManager:
         cooldown. False while its incident is open and was alerted less than ``cooldown_s`` ago."""
         key = IncidentKey.of(alert)
         now = self._clock()
+        cooldown = self.cooldown_s
         with self._lock:
             current = self._open.get(key)
             if current is None:
@@ -280,12 +281,12 @@ class IncidentManager:
                     event=-1 if alert.opened_at_event is None else alert.opened_at_event,
                     drivers=tuple(d.feature for d in alert.evidence.drivers),
                 )
-            elif now - current.last_alerted_at >= self.cooldown_s or _escalates(alert, current):
+            elif (escalates := _escalates(alert, current)) or now - current.last_alerted_at >= cooldown:
                 # After the cooldown, a reminder; before it, only an escalation (a warning become
                 # critical: an error rate that went on from 5 % to 50 %) is news worth publishing.
                 # The incident's severity is the highest its alerts have had: a later, milder
                 # reminder does not lower it (nor make the next critical alert an escalation again).
-                severity = str(alert.severity) if _escalates(alert, current) else current.severity
+                severity = str(alert.severity) if escalates else current.severity
                 incident = replace(current, last_alerted_at=now, alerts=current.alerts + 1, severity=severity)
             else:
                 self.suppressed += 1
