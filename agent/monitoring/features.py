@@ -217,6 +217,7 @@ class FeatureDriftMonitor:
                     p = sum(t.shares[c] for c in categories)
                     shares.append((j, np.array([t.positions[c] for c in categories])))
                     streams.append(Stream(j, p, math.sqrt(p * (1 - p)), "share", label, counts=True))
+        self._reference_moments: dict[str, tuple[float, float, float]] | None = None
         self._spread = np.array(spread, dtype=np.int64)
         self._tails = np.array(tails, dtype=np.int64)
         self._shares = shares
@@ -339,6 +340,16 @@ class FeatureDriftMonitor:
     def largest_shifts(self) -> FloatArray:
         """Per column, the largest ``|shift_sd|`` of its streams over the recent window."""
         return self._columns.largest_shifts()
+
+    def reference_moments(self) -> dict[str, tuple[float, float, float]]:
+        """Per feature, the ``(mean, std, kurtosis)`` of its standardised stream under the reference
+        (what attribution measures a window's spread and noise against)."""
+        if self._reference_moments is None:
+            self._reference_moments = {
+                name: column.location_moments()
+                for name, column in zip(self._columns.names, self.reference.columns, strict=False)
+            }
+        return self._reference_moments
 
     def window_stats(self, last: int | None = None) -> list[WindowStats]:
         """Per-column statistics over the last ``config.window_blocks`` complete blocks (or the

@@ -130,8 +130,9 @@ def estimate_recovered(monitor: ModelMonitor, threshold_sd: float) -> bool:
 
 
 MIN_DRIVER_BLOCKS = 8
-"""The features' shifts are read over at least this many recent blocks (256 events by default), so
-that a window's sampling noise (0.06 sd over 256 events) stays under the attribution's noise floor."""
+"""The features' shifts are read over at least this many recent blocks (256 events by default): a
+shorter window's sampling noise (0.06 sd over 256 events) would hide all but large shifts under the
+attribution's noise floor (:data:`~agent.monitoring.attribution.NOISE_Z` sampling sds)."""
 
 
 def drivers(monitor: ModelMonitor, events: int | None = None, *, top: int = 3) -> list[Driver]:
@@ -140,11 +141,12 @@ def drivers(monitor: ModelMonitor, events: int | None = None, *, top: int = 3) -
     recent window when not given)."""
     manifest = monitor.served.manifest
     importance = manifest.importance.values if manifest.importance is not None else None
-    config = monitor.features.config
+    features = monitor.features
+    config = features.config
     last = None
     if events is not None:
         last = min(max(math.ceil(events / config.block_size), MIN_DRIVER_BLOCKS), config.window_blocks)
-    shifts = column_shifts(monitor.features.window_stats(last), manifest.feature_names)
+    shifts = column_shifts(features.window_stats(last), manifest.feature_names, features.reference_moments())
     return rank_drivers(shifts, importance, top=top)
 
 

@@ -67,6 +67,48 @@ def test_percentile_transform_is_uniform_under_the_reference(name: str) -> None:
         assert np.abs(deciles - 0.1).max() < 0.005
 
 
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_percentile_transform_knows_its_moments_under_the_reference(name: str) -> None:
+    # What attribution measures a window against: a discrete reference spreads less, with heavier
+    # tails, than Uniform(0, 1); a sparse one (95 % zeros) much less.
+    rng = np.random.default_rng(5)
+    draw = REFERENCES[name]
+    transform = PercentileTransform(np.quantile(draw(rng, 100_000), PROBS))
+    u = transform.transform(draw(rng, 400_000))
+    mean, std, kurtosis = transform.location_moments()
+    assert mean == pytest.approx(u.mean(), abs=0.005)
+    assert std == pytest.approx(u.std(), rel=0.01)
+    assert kurtosis == pytest.approx(((u - u.mean()) ** 4).mean() / u.var() ** 2, rel=0.02)
+
+
+def test_a_sparse_features_moments_are_known_to_the_quantile_grid() -> None:
+    # 95 % zeros, then 1-16: the 101 quantiles know the zeros' share to a point of the grid (95 or
+    # 94 %), so the spread is within about 10 % (the spread of a 5 % vs a 6 % share of values away
+    # from the atom), and the kurtosis (about 1 / that share) within about 20 %.
+    rng = np.random.default_rng(7)
+
+    def pixel(n: int) -> np.ndarray:
+        return np.where(rng.random(n) < 0.05, rng.integers(1, 17, n), 0).astype(float)
+
+    transform = PercentileTransform(np.quantile(pixel(100_000), PROBS))
+    u = transform.transform(pixel(400_000))
+    _, std, kurtosis = transform.location_moments()
+    assert std == pytest.approx(u.std(), rel=0.1) and std < REFERENCE_STD / 2
+    assert kurtosis == pytest.approx(((u - u.mean()) ** 4).mean() / u.var() ** 2, rel=0.25)
+    assert kurtosis > 10
+
+
+def test_categorical_transform_knows_its_moments_under_the_reference() -> None:
+    rng = np.random.default_rng(6)
+    transform = CategoricalTransform({"a": 0.7, "b": 0.2, "c": 0.1})
+    u = transform.transform(rng.choice(np.array(["a", "b", "c"], dtype=object), 200_000, p=[0.7, 0.2, 0.1]))
+    mean, std, kurtosis = transform.location_moments()
+    assert mean == pytest.approx(0.5)
+    assert std == pytest.approx(u.std(), rel=0.01)
+    assert kurtosis == pytest.approx(((u - u.mean()) ** 4).mean() / u.var() ** 2, rel=0.02)
+    assert CategoricalTransform({"only": 1.0}).location_moments() == (0.5, 0.0, 1.0)
+
+
 def test_percentile_transform_is_monotone_clipped_and_keeps_nan() -> None:
     rng = np.random.default_rng(2)
     quantiles = np.quantile(np.r_[np.zeros(40_000), rng.exponential(1.0, 60_000)], PROBS)
