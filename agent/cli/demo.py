@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feature", help="with --package: the feature the covariate drift shifts (default: first numeric)"
     )
+    parser.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="with --package: replay the CSV's rows in an order drawn from --seed, not file order (a "
+        "file sorted or grouped by time, class or source drifts by itself in file order)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the stream (default: 0)")
     parser.add_argument(
         "--dir",
@@ -98,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     from agent.cli.extras import require
 
     require("demo", "driftline demo")
-    given = [f"--{a.replace('_', '-')}" for a in ("data", "label_column", "feature") if getattr(args, a)]
+    given = [
+        f"--{a.replace('_', '-')}" for a in ("data", "label_column", "feature", "shuffle") if getattr(args, a)
+    ]
     if args.package is None and given:
         raise ConfigurationError(f"{', '.join(given)}: only with --package")
     if args.package is not None and args.data is None:

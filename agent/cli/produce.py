@@ -104,6 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     replay.add_argument("--label-column", help="column with the true label or value, sent as outcomes")
     replay.add_argument("--schedule", type=Path, help="a drift schedule to apply, a .toml or .json file")
+    replay.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="replay the rows in an order drawn from --seed instead of file order (a file sorted or "
+        "grouped by time, class or source drifts by itself in file order)",
+    )
     _common(replay)
 
 
@@ -155,7 +161,14 @@ def _stream(args: argparse.Namespace) -> EventStream:
     if args.source == "replay":
         from producers.replay import replay
 
-        return replay(args.file, args.package, label_column=args.label_column, scenario=schedule, **options)
+        return replay(
+            args.file,
+            args.package,
+            label_column=args.label_column,
+            scenario=schedule,
+            shuffle=args.shuffle,
+            **options,
+        )
 
     from agent.cli.extras import require
 

@@ -493,6 +493,8 @@ class DemoSummary:
     rate: float = 0.0
     plot: Path | None = None
     report: Path | None = None
+    file_order: bool = False
+    """The stream replayed a CSV file's rows in file order (``--data`` without ``--shuffle``)."""
     """The drift report page (``driftline report``'s)."""
 
     @property
@@ -602,6 +604,12 @@ class DemoSummary:
             for s in others:
                 where = f"event {s.event:,}" if s.event is not None else "event unknown"
                 lines.append(f"    {s.alert.kind.value} {s.alert.subject!r} ({s.alert.detector}) at {where}")
+            if self.file_order:
+                lines.append(
+                    "  the rows were replayed in file order: a file sorted or grouped (by time, class or "
+                    "source) drifts by itself, and these may be real changes in it; --shuffle replays "
+                    "them in a seeded random order"
+                )
         if self.plot is not None:
             lines.append("")
             lines.append(f"  plot          {self.plot}")

@@ -396,6 +396,7 @@ class Demo:
                     count=plan.count,
                     run_id=plan.names.request_prefix,
                     start_time=datetime.now(UTC),
+                    shuffle=self.args.shuffle,
                 )
             except ProducerError as exc:
                 raise ConfigurationError(f"--data: {exc}") from exc
@@ -587,6 +588,7 @@ class Demo:
             rate=plan.rate,
             plot=_relative(plot),
             report=_relative(report),
+            file_order=self._given_manifest() is not None and not self.args.shuffle,
         )
         self.say(summary.format())
         if not self.args.keep_topics:

@@ -42,6 +42,27 @@ def test_rows_replay_in_file_order_as_requests_and_outcomes(tmp_path: Path, pack
     assert stream.count == 3 and first.request_id == "rows-s0-0"
 
 
+def test_shuffle_replays_every_row_once_per_pass_in_a_seeded_order(tmp_path: Path, package: Path) -> None:
+    path = write(tmp_path, "income,age,plan,churned\n" + "".join(f"1,{i},pro,{i % 2}\n" for i in range(50)))
+
+    def ages_and_labels(**options: object) -> list[tuple[float, int]]:
+        messages = list(replay(path, package, label_column="churned", count=100, **options))  # type: ignore[arg-type]
+        ages = [body(m)["features"]["age"] for m in requests_of(messages)]
+        labels = [
+            Outcome.model_validate_json(m.value).label for m in messages if m.kind is MessageKind.OUTCOME
+        ]
+        return list(zip(ages, labels, strict=True))
+
+    in_order = ages_and_labels()
+    shuffled = ages_and_labels(shuffle=True)
+    assert [a for a, _ in in_order[:50]] == [float(i) for i in range(50)]
+    assert shuffled[:50] != in_order[:50] and sorted(shuffled[:50]) == in_order[:50]
+    assert shuffled[50:] == shuffled[:50]  # the same order on the next pass
+    assert all(label == int(age) % 2 for age, label in shuffled)  # each row keeps its label
+    assert ages_and_labels(shuffle=True) == shuffled
+    assert ages_and_labels(shuffle=True, seed=1) != shuffled
+
+
 def test_columns_may_come_in_any_order_and_count_cycles(tmp_path: Path, package: Path) -> None:
     path = write(tmp_path, "income,age,plan\n1,2,pro\n3,4,basic\n")
     requests = requests_of(replay(path, package, count=5))

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_compress_scales_every_position_of_the_schedule() -> None:
 
 def demo_args(**overrides: object) -> argparse.Namespace:
     args = {"scenario": "demo", "model": "breast-cancer", "count": None, "rate": None, "seed": 0}
-    args |= {"package": None, "data": None, "label_column": None, "feature": None}
+    args |= {"package": None, "data": None, "label_column": None, "feature": None, "shuffle": False}
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -261,11 +262,21 @@ def test_summary_exits_0_when_everything_was_detected_and_names_what_was_missed(
     assert "data alert on 'x' (page_hinkley_up) at event 243 (+43 events, 0.5 s)" in text
     assert "[MISSED] concept: 50% of labels changed" in text
     assert "1 unscripted alert(s)" in text and "data 'z' (page_hinkley_up) at event 100" in text
+    assert "file order" not in text  # a scenario's rows, not a file's
     assert text.endswith("MISSED: concept: 50% of labels changed")
     assert "finished in 2 min 30 s" in text
 
     summary = summary_of(evaluate(expected[:1], [data], log), [data])
     assert summary.exit_code == 0 and summary.format().endswith("every scripted drift was detected")
+
+
+def test_unscripted_alerts_of_a_file_replayed_in_file_order_suggest_shuffling_it() -> None:
+    log = sent_log()
+    noise = log.place(make_alert(AlertKind.DATA, "z", source=(at(100),)))
+    summary = replace(summary_of(evaluate([], [noise], log), [noise]), file_order=True)
+    assert "replayed in file order" in summary.format() and "--shuffle" in summary.format()
+    quiet = replace(summary_of(evaluate([], [], log), []), file_order=True)
+    assert "file order" not in quiet.format()  # nothing to explain
 
 
 def test_alert_table_rows_fit_the_terminal() -> None:

@@ -32,7 +32,14 @@ def credit_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def demo_args(**overrides: object) -> argparse.Namespace:
     args: dict[str, object] = {"scenario": "demo", "model": "breast-cancer", "count": None, "rate": None}
-    args |= {"seed": 0, "package": None, "data": None, "label_column": None, "feature": None}
+    args |= {
+        "seed": 0,
+        "package": None,
+        "data": None,
+        "label_column": None,
+        "feature": None,
+        "shuffle": False,
+    }
     return argparse.Namespace(**(args | overrides))
 
 
