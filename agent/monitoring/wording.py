@@ -36,6 +36,7 @@ __all__ = [
     "WorkerSubject",
     "detection_evidence",
     "offset_ranges",
+    "times",
 ]
 
 FINDING_SEVERITY = {
@@ -106,6 +107,15 @@ def detection_evidence(d: Detection, **extra: float | str) -> Evidence:
         window_events=d.window_count,
         extra={"event_index": d.event_index, **extra},
     )
+
+
+def times(ratio: float) -> str:
+    """A ratio as alerts write it: two significant digits, three where two would read "1x".
+
+    >>> times(2.43), times(0.5), times(1.045), times(0.962), times(1.0)
+    ('2.4x', '0.5x', '1.04x', '0.962x', '1x')
+    """
+    return f"{ratio:.3g}x" if round(ratio, 1) == 1.0 else f"{ratio:.2g}x"
 
 
 def _blocks(events: int, block_size: int) -> int:
@@ -218,7 +228,7 @@ class AlertWriter:
             grew = "grew" if d.shift_sd > 0 else "thinned"
             ref_std = ref.std if isinstance(ref, NumericStatistics) else None
             ratio = d.raw_std / ref_std if ref_std and math.isfinite(d.raw_std) else math.nan
-            spread = f"; recent sd {ratio:.2g}x the reference's" if math.isfinite(ratio) else ""
+            spread = f"; recent sd {times(ratio)} the reference's" if math.isfinite(ratio) else ""
             message = (
                 f"tails of {what} of {model} {grew}: {d.window_mean:.1%} of recent values beyond the "
                 f"reference's {TAIL * 100:g}th and {100 - TAIL * 100:g}th percentiles vs "
@@ -236,7 +246,7 @@ class AlertWriter:
             grew = "grew" if d.shift_sd > 0 else "shrank"
             ref_std = ref.std if isinstance(ref, NumericStatistics) else None
             ratio = d.raw_std / ref_std if ref_std and math.isfinite(d.raw_std) else math.nan
-            size = f" {ratio:.2g}x" if math.isfinite(ratio) else ""
+            size = f" {times(ratio)}" if math.isfinite(ratio) else ""
             detail = f"recent sd {d.raw_std:.4g} vs reference {ref_std:.4g}; " if math.isfinite(ratio) else ""
             message = (
                 f"spread of {what} of {model} {grew}{size} ({detail}distance from the reference median "
