@@ -79,25 +79,25 @@ def test_two_features_drifting_at_once_are_one_incident(
         ("data", "x03"), ("data", "x05"), ("performance", "estimated_error"),
         ("prediction", "predicted_class"), ("prediction", "prediction"), ("technical", "x05"),
     ]  # fmt: skip
-    # One drift incident: opened by the first alert, updated as the others join, resolved once all
-    # recover. The range rate is a technical incident of its own, opened and resolved.
+    # One drift incident: opened by the first alerts, updated as the others join, resolved once all
+    # recover; the alerts of one batch (events 2,000-2,499: x03, x05 and the estimated error) are one
+    # notification. The range rate is a technical incident of its own, opened and resolved.
     drift = [r for r in reports if r.incident_id == reports[0].incident_id]
-    assert [r.status for r in drift] == ["opened", "updated", "updated", "updated", "updated", "resolved"]
+    assert [r.status for r in drift] == ["opened", "updated", "resolved"]
     technical = [r for r in reports if r.incident_id != reports[0].incident_id]
     assert [r.status for r in technical] == ["opened", "resolved"]
     assert [e.subject for e in technical[0].timeline] == ["x05"]
-    opened, *_, resolved = drift
+    opened, updated, resolved = drift
     drift_alerts = [a for a in alerts if a.kind is not AlertKind.TECHNICAL]
-    assert opened.incident_id == drift_alerts[0].alert_id and opened.alerts == 1
-    assert [r.alerts for r in drift] == [1, 2, 3, 4, 5, 5] and [r.open_alerts for r in drift] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        0,
-    ]
-    assert len({r.notification_id for r in reports}) == 8
+    assert opened.incident_id == drift_alerts[0].alert_id
+    assert opened.notification_id == f"{opened.incident_id}/opened"
+    assert opened.change == (
+        "opened: data drift on 'x03'; grew by 2 alerts: data drift on 'x05', "
+        "a rise of the estimated error on 'estimated_error'"
+    )
+    assert updated.change.startswith("grew: prediction drift on ")
+    assert [r.alerts for r in drift] == [3, 5, 5] and [r.open_alerts for r in drift] == [3, 5, 0]
+    assert len({r.notification_id for r in reports}) == 5
     assert resolved.resolved_at is not None and resolved.severity is Severity.CRITICAL
     # Its timeline: the five alerts opening (x03 first), then each recovering, in time order.
     timeline = [(e.change, e.kind.value, e.subject) for e in resolved.timeline]
@@ -197,8 +197,8 @@ def test_severity_rises_and_technical_alerts_stand_alone() -> None:
 
 
 def test_an_alert_escalating_inside_a_critical_incident_is_news_before_its_cooldown() -> None:
-    # A critical data alert opens the incident; the concept alert joins it as a warning (the error
-    # rose from 1.9 % to 5 %); minutes later the labels flip and the error is 50 %: critical. The
+    # A critical data alert opens the incident; a minute later the concept alert joins it as a warning
+    # (the error rose from 1.9 % to 5 %); minutes later the labels flip and the error is 50 %: critical. The
     # incident was critical already, yet that is news: published at once, not after the cooldown.
     clock = Clock()
     manager = IncidentManager(InMemoryIncidentStore(), cooldown_s=900, clock=clock)
@@ -211,6 +211,7 @@ def test_an_alert_escalating_inside_a_critical_incident_is_news_before_its_coold
         return admitted
 
     assert admit(make_alert(1, subject="flavanoids", severity=Severity.CRITICAL))
+    clock.now += 60
     assert admit(make_alert(2, kind=AlertKind.CONCEPT, subject="error"))
     clock.now += 60
     assert admit(make_alert(3, kind=AlertKind.CONCEPT, subject="error", severity=Severity.CRITICAL))
@@ -236,3 +237,46 @@ def test_the_group_window_bounds_what_joins() -> None:
         groups.admitted(alert)
         clock.now += 61  # the next one opens after the window: an incident of its own
     assert [r.status for r in groups.drain()] == ["opened", "opened"]
+
+
+def test_the_alerts_of_one_batch_are_one_notification_and_the_next_batch_another() -> None:
+    # A noisy sensor moves every pixel of a digits model: dozens of alerts within seconds. Each drain
+    # (a batch, in a worker) sends one notification per incident, naming every change it holds.
+    clock = Clock()
+    manager = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    groups = IncidentGroups(manager, clock=clock)
+    for j in range(12):
+        alert = make_alert(j, subject=f"px{j:02d}")
+        assert manager.admit(alert)
+        groups.admitted(alert)
+    [opened] = groups.drain()
+    assert (opened.status, opened.alerts, opened.notification_id) == (
+        "opened",
+        12,
+        f"{opened.incident_id}/opened",
+    )
+    assert opened.change == (
+        "opened: data drift on 'px00'; grew by 11 alerts: data drift on 'px01', data drift on 'px02', "
+        "data drift on 'px03' and 8 more"
+    )
+    assert opened.root_cause == (
+        "data drift on 'px00', 'px01', 'px02', 'px03', 'px04' and 7 more features came first"
+    )
+    clock.now += 0.5
+    critical = make_alert(20, kind=AlertKind.PREDICTION, subject="prediction", severity=Severity.CRITICAL)
+    assert manager.admit(critical)
+    groups.admitted(critical)
+    more = make_alert(21, subject="px20")
+    assert manager.admit(more)
+    groups.admitted(more)
+    [updated] = groups.drain()
+    assert (updated.status, updated.alerts, updated.severity) == ("updated", 14, Severity.CRITICAL)
+    assert updated.change == "grew: prediction drift on 'prediction'; grew by 1 alert: data drift on 'px20'"
+    # Reports more than COALESCE_S apart between two drains stay apart.
+    clock.now += 10
+    for j, dt in ((30, 0.0), (31, 2.0)):
+        clock.now += dt
+        alert = make_alert(j, subject=f"px{j}")
+        assert manager.admit(alert)
+        groups.admitted(alert)
+    assert [r.alerts for r in groups.drain()] == [15, 16]
