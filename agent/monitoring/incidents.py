@@ -68,6 +68,7 @@ __all__ = [
     "IncidentListener",
     "IncidentManager",
     "IncidentStore",
+    "group_family",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,29 @@ log = logging.getLogger(__name__)
 
 GROUPED_KINDS = frozenset({"data", "prediction", "performance", "concept"})
 """Kinds whose incidents of one model are grouped when they open close together: drifts, which all
-close when their column is back near its reference. Technical incidents are each a group of their
-own: some never close (a dependency version that differs stays different), and would hold a group
-open forever; what they say is context (:mod:`agent.monitoring.context`)."""
+close when their column is back near its reference. Technical incidents stay apart from them: some
+never close (a dependency version that differs stays different), and would hold a group open
+forever; what they say is context (:mod:`agent.monitoring.context`)."""
+
+
+def group_family(kind: str, detector: str) -> str | None:
+    """Which incidents of a model an incident may share a group with: ``"drift"`` (the
+    :data:`GROUPED_KINDS`), ``"rates"`` (technical rates, which close once the rate is back: missing,
+    out-of-range and outside-reference values, wrong types, unseen fields, dead letters), or none (a
+    dependency finding, latency). A noisy sensor put 11 pixels of a digits model outside their
+    reference range at once: 11 incidents, each opened with a notification of its own, before rates
+    grouped.
+
+    >>> group_family("data", "adwin"), group_family("technical", "reference_range_rate")
+    ('drift', 'rates')
+    >>> group_family("technical", "dependency_versions") is None
+    True
+    """
+    if kind in GROUPED_KINDS:
+        return "drift"
+    if kind == "technical" and detector.endswith("_rate"):
+        return "rates"
+    return None
 
 
 class IncidentKey(NamedTuple):
@@ -223,8 +244,9 @@ class IncidentManager:
         cooldown_s: An incident still open this long after its last alert is alerted again.
         clock: Wall-clock seconds; injected by tests.
         metrics: Counts suppressed alerts (``driftline_alerts_suppressed``), if given.
-        group_window_s: An alert that opens an incident joins the cross-kind group of the same model's
-            open incidents if one of them opened at most this long before; else it starts a group.
+        group_window_s: An alert that opens an incident joins the group of the same model's open
+            incidents of its family (:func:`group_family`: drifts of every kind, or technical rates) if
+            one of them opened at most this long before; else it starts a group.
     """
 
     def __init__(
@@ -273,7 +295,7 @@ class IncidentManager:
                     opened_at=now,
                     last_alerted_at=now,
                     severity=str(alert.severity),
-                    group=(self._group_for(key.model, now) if key.kind in GROUPED_KINDS else None)
+                    group=self._group_for(key.model, group_family(key.kind, alert.detector), now)
                     or alert.alert_id,
                     version=alert.model_version,
                     detector=alert.detector,
@@ -320,11 +342,14 @@ class IncidentManager:
                 log.exception("incident closed: a listener failed")  # never the serving loop's problem
         return True
 
-    def _group_for(self, model: str, now: float) -> str | None:
-        # Under the lock. The group of the model's most recently opened incident, if that was recent.
+    def _group_for(self, model: str, family: str | None, now: float) -> str | None:
+        # Under the lock. The group of the model's most recently opened incident of the same family,
+        # if that was recent.
+        if family is None:
+            return None
         latest: Incident | None = None
         for key, incident in self._open.items():
-            if key.model != model or key.kind not in GROUPED_KINDS:
+            if key.model != model or group_family(key.kind, incident.detector) != family:
                 continue
             if latest is None or incident.opened_at > latest.opened_at:
                 latest = incident

@@ -26,12 +26,13 @@ def make_alert(
     severity: Severity = Severity.WARNING,
     detected_at: datetime | None = None,
     message: str | None = None,
+    detector: str = "adwin",
 ) -> Alert:
     return Alert.create(
         model=model,
         model_version=version,
         kind=kind,
-        detector="adwin",
+        detector=detector,
         subject=subject,
         severity=severity,
         message=message or f"{subject} drifted up by 0.8 reference std",

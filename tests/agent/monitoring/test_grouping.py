@@ -280,3 +280,41 @@ def test_the_alerts_of_one_batch_are_one_notification_and_the_next_batch_another
         assert manager.admit(alert)
         groups.admitted(alert)
     assert [r.alerts for r in groups.drain()] == [15, 16]
+
+
+def test_technical_rates_opening_together_are_one_incident_apart_from_the_drift() -> None:
+    clock = Clock()
+    manager = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    groups = IncidentGroups(manager, clock=clock)
+
+    def admit(alert: Alert) -> str:
+        assert manager.admit(alert)
+        groups.admitted(alert)
+        incident = manager.incident(IncidentKey.of(alert))
+        assert incident is not None
+        return incident.group_id
+
+    drift = admit(make_alert(1, subject="px43"))
+    ranges = {
+        admit(
+            make_alert(2 + j, kind=AlertKind.TECHNICAL, subject=f"px{j:02d}", detector="reference_range_rate")
+        )
+        for j in range(11)
+    }
+    clock.now += 5
+    missing = admit(make_alert(20, kind=AlertKind.TECHNICAL, subject="px50", detector="missing_rate"))
+    dependency = admit(
+        make_alert(21, kind=AlertKind.TECHNICAL, subject="onnxruntime", detector="dependency_versions")
+    )
+    assert (
+        len(ranges) == 1
+        and ranges == {missing}
+        and drift not in ranges
+        and dependency not in ranges | {drift}
+    )
+    reports = groups.drain()
+    rates = [r for r in reports if r.incident_id in ranges]
+    assert [(r.status, r.alerts) for r in rates] == [("opened", 11), ("updated", 12)]
+    assert rates[0].root_cause == (
+        "technical drift on 'px00', 'px01', 'px02', 'px03', 'px04' and 6 more subjects came first"
+    )
