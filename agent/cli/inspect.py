@@ -155,7 +155,8 @@ def _summary(model: LoadedModel) -> list[str]:
     else:
         assert p.labels is not None and p.probabilities is not None
         rounded = [round(float(x), 4) for x in p.probabilities[0]]
-        smoke = f"label {p.labels[0].item()!r}, probabilities {rounded}"
+        label = p.labels[0]  # a numpy integer, or a str for string class labels
+        smoke = f"label {label.item() if isinstance(label, np.generic) else label!r}, probabilities {rounded}"
     e = m.error_model
     if e is not None and p.values is not None:
         # The second graph is verified like the first when the package loads; run it too.

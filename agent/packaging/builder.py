@@ -38,7 +38,13 @@ from pydantic import ValidationError
 from agent.errors import ConfigurationError, PackageError, describe_validation_error
 from agent.models.repository import ModelRepository
 from agent.packaging import boosting
-from agent.packaging.calibration import MAX_HOLDOUT_FOR_OUT_OF_FOLD, OutOfFold, calibrate, out_of_fold
+from agent.packaging.calibration import (
+    MAX_HOLDOUT_FOR_OUT_OF_FOLD,
+    OutOfFold,
+    calibrate,
+    constant_confidence_warning,
+    out_of_fold,
+)
 from agent.packaging.convert import (
     convert,
     hyperparameters,
@@ -226,6 +232,8 @@ def build_package(
                 f"the manifest does not validate: {describe_validation_error(exc, 5, whole='(top level)')}"
             ) from exc
 
+    if (warning := constant_confidence_warning(manifest)) is not None:
+        progress.warn(warning)
     with progress.step("write"):
         path = write_package(
             repository,

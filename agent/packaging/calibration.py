@@ -42,15 +42,17 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from schemas.manifest import Calibration, CalibrationCurve
+from schemas.manifest import Calibration, CalibrationCurve, Manifest
 
 __all__ = [
     "CONFIDENCE_DECIMALS",
     "MAX_HOLDOUT_FOR_OUT_OF_FOLD",
     "MIN_CLASS_ERRORS",
     "MIN_ROWS",
+    "SURE_SHARE",
     "OutOfFold",
     "calibrate",
+    "constant_confidence_warning",
     "correct_predictions",
     "out_of_fold",
 ]
@@ -98,6 +100,39 @@ def _isotonic(
     # np.maximum.accumulate guards the last bit of rounding in the correctness.
     yk = np.maximum.accumulate(yk)
     return CalibrationCurve(confidence=tuple(float(v) for v in x), correctness=tuple(float(v) for v in yk))
+
+
+SURE_SHARE = 0.95
+"""A model counts as equally sure of every prediction when at least this share of its holdout outputs
+sit at one confidence (see :func:`constant_confidence_warning`)."""
+
+
+def constant_confidence_warning(manifest: Manifest) -> str | None:
+    """What ``driftline package`` warns when a calibrated classifier is equally sure of (almost) every
+    holdout prediction, as a decision tree with pure leaves is (its highest class probability is always
+    1): the estimated error then moves only with the mix of the classes predicted, and a covariate
+    shift that keeps the mix raises no performance alert. ``None`` otherwise.
+
+    Read from the manifest's output reference (101 quantiles of the holdout's outputs): for a
+    multiclass model its highest class probability, for a binary one the positive class's (all at 0
+    or 1 means a confidence of 1)."""
+    output = manifest.reference.output
+    if manifest.calibration is None or output is None or output.quantity == "value":
+        return None
+    q = np.asarray(output.statistics.quantiles, dtype=np.float64)
+    if output.quantity == "positive_probability":
+        q = np.maximum(q, 1.0 - q)
+    values, counts = np.unique(q.round(CONFIDENCE_DECIMALS), return_counts=True)
+    if counts.max() < SURE_SHARE * q.size:
+        return None
+    confidence = float(values[counts.argmax()])
+    return (
+        f"the model is equally sure of {SURE_SHARE:.0%} or more of its holdout predictions (highest "
+        f"class probability {confidence:g}, as a tree with pure leaves is): its estimated error moves "
+        "only with the mix of the classes it predicts, and a shift of its inputs that keeps that mix "
+        "raises no performance alert. A model whose confidence varies (a forest, leaves of several "
+        "rows, a calibrated classifier) gives the estimate something to read."
+    )
 
 
 def calibrate(

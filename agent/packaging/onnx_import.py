@@ -66,7 +66,7 @@ from agent.models.package import (
 )
 from agent.models.repository import ModelRepository
 from agent.packaging.builder import BuiltPackage
-from agent.packaging.calibration import calibrate
+from agent.packaging.calibration import calibrate, constant_confidence_warning
 from agent.packaging.csv_reference import CsvRows, parse_labels, read_rows
 from agent.packaging.error_model import FittedErrorModel, fit_error_model
 from agent.packaging.importance import permutation_importance
@@ -843,6 +843,8 @@ def build_from_onnx(
                 f"the manifest does not validate: {describe_validation_error(exc, 5, whole='(top level)')}"
             ) from exc
 
+    if (warning := constant_confidence_warning(manifest)) is not None:
+        progress.warn(warning)
     with progress.step("write"):
         path = write_package(
             repository,

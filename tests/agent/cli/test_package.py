@@ -83,6 +83,40 @@ def test_package_module_then_inspect(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [f["name"] for f in manifest["features"]] == ["age", "monthly_spend", "plan"]
 
 
+STRING_CLASSES = """
+import numpy as np
+from sklearn.tree import DecisionTreeClassifier
+
+from agent.packaging.training import TrainingResult
+
+
+def train():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 2))
+    noisy = X[:, 0] + 0.3 * rng.normal(size=400)  # some wrong answers: a calibration to fit
+    y = np.array(["setosa", "versicolor", "virginica"])[np.digitize(noisy, [-0.4, 0.4])]
+    tree = DecisionTreeClassifier(random_state=0).fit(X[:300], y[:300])
+    return TrainingResult(tree, X[:300], y[:300], ["a", "b"], X[300:], y[300:])
+"""
+
+
+def test_a_tree_with_string_classes_packages_with_a_warning_and_inspects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An iris-like decision tree: its labels are strings (inspect's smoke test read them as numpy
+    # scalars and crashed), and its pure leaves are always sure (packaging warns what that means).
+    module = tmp_path / "train_species.py"
+    module.write_text(STRING_CLASSES)
+    repo = tmp_path / "models"
+    assert main(["package", "--module", str(module), "--name", "species", "--repository", str(repo)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the model is equally sure of 95% or more of its holdout predictions" in err
+    assert main(["inspect", str(repo / "species")]) == 0
+    out = capsys.readouterr().out
+    assert "classes=['setosa', 'versicolor', 'virginica']" in out
+    assert "smoke test  reference medians -> label 'versicolor', probabilities [0.0, 1.0, 0.0]" in out
+
+
 def test_inspect_lists_technical_drift(
     example_packages: ExamplePackages, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 
 from agent.models.package import load_package
-from agent.packaging.calibration import CONFIDENCE_DECIMALS, calibrate, correct_predictions, out_of_fold
+from agent.models.repository import ModelRepository
+from agent.packaging.builder import build_package
+from agent.packaging.calibration import (
+    CONFIDENCE_DECIMALS,
+    calibrate,
+    constant_confidence_warning,
+    correct_predictions,
+    out_of_fold,
+)
+from agent.packaging.progress import Progress
+from agent.packaging.training import TrainingResult
 from schemas.manifest import Calibration, Manifest
 from tests.agent.conftest import ExamplePackages
 
@@ -149,3 +163,29 @@ def test_a_manifest_refuses_a_calibration_that_is_not_a_monotone_map(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         _calibration(**changes)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_model_equally_sure_of_every_prediction_is_warned_about(tmp_path: Path, classes: int) -> None:
+    # A decision tree grown to pure leaves answers every row with probability 1: its calibrated
+    # estimate can only follow the mix of the classes it predicts. A logistic model's confidence varies.
+    rng = np.random.default_rng(classes)
+    X = rng.normal(size=(3000, 3))
+    y = np.digitize(X[:, 0] + 0.8 * rng.normal(size=3000), np.linspace(-0.5, 0.5, classes - 1))
+    warned = []
+    for name, estimator in (
+        ("tree", DecisionTreeClassifier(random_state=0)),
+        ("logistic", LogisticRegression()),
+    ):
+        fitted = estimator.fit(X[:2000], y[:2000])
+        result = TrainingResult(fitted, X[:2000], y[:2000], ["a", "b", "c"], X[2000:], y[2000:])
+        progress = Progress(None)
+        built = build_package(
+            result, name=name, version="1", repository=ModelRepository(tmp_path), progress=progress
+        )
+        assert built.manifest.calibration is not None
+        assert constant_confidence_warning(built.manifest) == (progress.warnings or [None])[0]
+        warned += progress.warnings
+    [warning] = warned
+    assert warning.startswith("the model is equally sure of 95% or more of its holdout predictions")
+    assert "(highest class probability 1," in warning
