@@ -213,6 +213,7 @@ class ColumnSet:
             or [np.zeros((block_size + 1, block_size + 1))]
         )
         self.n_events = 0
+        self._n_blocks = 0
         self.missing = np.zeros(d, dtype=np.int64)
         self.unseen = np.zeros(d, dtype=np.int64)
         self.block_size = block_size
@@ -290,16 +291,40 @@ class ColumnSet:
                     if det._step(zj):
                         end = base + int(blocks.ends[i])
                         detection = self._detection(j, det, end, blocks, i + 1)
-                        if self.rises_only and detection.shift_sd <= 0:
+                        if self.rises_only and (detection.shift_sd <= 0 or self._fell(j, det, blocks, i + 1)):
                             det.restart()
+                            det.fresh_block = self._n_blocks + i + 1
                             continue
                         found.append(detection)
                         # One shift, one detection: the whole column starts afresh.
                         for other in self._column_detectors[column_of[j]]:
                             other.restart()
+                            other.fresh_block = self._n_blocks + i + 1
                         break
+        self._n_blocks += len(z)
         self._window.add(blocks)
         return found
+
+    def _fell(self, j: int, det: BlockDetector, blocks: Blocks, upto: int) -> bool:
+        """Whether a two-sided detector that fired on stream ``j`` found a fall: the blocks it kept
+        (after the change) have a lower mean than the ones it dropped (since it started afresh), as
+        far as the window reaches. An error back at its reference after a rise is such a fall, and
+        its window since the change point may still hold the rise: judged by that window alone
+        (``shift_sd``), an estimated error back from 9.1 % to its holdout's 8.5 % read as a rise."""
+        kept = det.kept_blocks
+        if kept is None:
+            return False
+        dropped = self._n_blocks + upto - det.fresh_block - kept
+        ints, _ = self._window.with_blocks(blocks, upto)
+        counts, sums = ints[:, 0, j], ints[:, 1, j]
+        cut = counts.size - kept
+        if kept < 1 or dropped < 1 or cut < 1:
+            return False
+        lo = max(0, cut - dropped)
+        n_before, n_after = int(counts[lo:cut].sum()), int(counts[cut:].sum())
+        if not n_before or not n_after:
+            return False
+        return float(sums[cut:].sum()) / n_after < float(sums[lo:cut].sum()) / n_before
 
     def _detection(self, j: int, det: BlockDetector, end: int, blocks: Blocks, upto: int) -> Detection:
         ints, raw = self._window.with_blocks(blocks, upto)

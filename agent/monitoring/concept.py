@@ -165,7 +165,7 @@ class ErrorMonitor:
         self._columns.missing += np.isnan(values).sum(axis=0)
         return self._columns.push(values, raw)
 
-    def window_stats(self) -> WindowStats:
-        """Statistics over the last ``config.window_blocks`` blocks; ``raw_mean`` (and ``mean``
-        for classification) is the windowed error rate or MAE."""
-        return self._columns.window_stats()[0]
+    def window_stats(self, last: int | None = None) -> WindowStats:
+        """Statistics over the last ``config.window_blocks`` blocks (or the ``last`` ones);
+        ``raw_mean`` (and ``mean`` for classification) is the windowed error rate or MAE."""
+        return self._columns.window_stats(last)[0]

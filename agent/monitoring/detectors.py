@@ -297,6 +297,16 @@ class BlockDetector:
             self._step(1.0 if i % 2 == 0 else -1.0)
         self._restart_pending = False
 
+    fresh_block = 0
+    """The index (blocks counted by the :class:`~agent.monitoring.columns.ColumnSet` feeding it) of the
+    block after which it last started afresh: 0 for one that never restarted."""
+
+    @property
+    def kept_blocks(self) -> int | None:
+        """After a two-sided detector fired: the blocks it keeps as the stream's new level (the ones
+        after the change it found); ``None`` for a one-sided one."""
+        return None
+
     def _new_detector(self) -> Any:
         raise NotImplementedError
 
@@ -544,6 +554,12 @@ class AdwinDetector(BlockDetector):
         self._detector._drift_detected = True  # what river's update would have recorded
         self._restart_pending = True
         return True
+
+    @property
+    def kept_blocks(self) -> int | None:
+        """ADWIN's window after it fired: the blocks after the change it found (it dropped the
+        older ones)."""
+        return int(self._detector._helper.get_width())
 
     @property
     def statistic(self) -> float:

@@ -33,10 +33,12 @@ from schemas.alert import AlertKind
 from schemas.manifest import CategoricalStatistics, Manifest, NumericStatistics
 
 __all__ = [
+    "RECOVERY_EVENTS",
     "ModelMonitor",
     "MonitorSettingsView",
     "class_indices",
     "output_quantity",
+    "recovery_blocks",
     "reference_range",
     "settled_before",
 ]
@@ -162,13 +164,34 @@ def _estimate_monitor(served: ServedModel) -> EstimatedErrorMonitor | EstimatedA
     return None
 
 
-def settled_before(n_events: int, config: DriftConfig) -> int:
+RECOVERY_EVENTS = 512
+"""About how many events a rises-only column (the error, the estimated error) judges its recovery
+over. Its blocks are large (a block holds about 8 expected errors: 320 outcomes at a 2.6 % error
+rate), and its whole window of 64 of them (20,480 outcomes there) kept an incident open through a
+1,000-event lull, so that the next rise, from a new cause, was a reminder the gate held: on an iris
+tree, the demo's label flip after a covariate shift went unreported. 512 events measure the mean
+within 0.05 of its reference sd, a third of the recovery bound (0.15)."""
+
+
+def recovery_blocks(config: DriftConfig) -> int:
+    """Blocks over which a rises-only column judges its recovery: about :data:`RECOVERY_EVENTS`, at
+    least 2, at most its window.
+
+    >>> from agent.monitoring.detectors import DriftConfig
+    >>> recovery_blocks(DriftConfig().with_block_size(320)), recovery_blocks(DriftConfig())
+    (2, 16)
+    """
+    return min(config.window_blocks, max(2, math.ceil(RECOVERY_EVENTS / config.block_size)))
+
+
+def settled_before(n_events: int, config: DriftConfig, blocks: int | None = None) -> int:
     """The latest event count of a column's last detection for which its window of recent blocks may
     judge a recovery: the window must hold no event from before that detection (nor from before the
     monitor started). Right after a detection the window still holds mostly events from before the
     change and looks back to normal: the incident just opened would close at once, and the same
-    ongoing drift be alerted again (by a restarted worker, whose detectors start from the reference)."""
-    return n_events - config.window_blocks * config.block_size
+    ongoing drift be alerted again (by a restarted worker, whose detectors start from the reference).
+    ``blocks``: the window's length when it is not the whole window (:func:`recovery_blocks`)."""
+    return n_events - (config.window_blocks if blocks is None else blocks) * config.block_size
 
 
 @dataclass(eq=False)

@@ -63,6 +63,7 @@ from agent.monitoring.model_monitor import (
     MonitorSettingsView,
     class_indices,
     output_quantity,
+    recovery_blocks,
     settled_before,
 )
 from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN
@@ -656,13 +657,16 @@ class DriftObserver:
     def _concept_recovery(self, monitor: ModelMonitor) -> None:
         errors = monitor.errors
         assert errors is not None
-        window = errors.window_stats()
+        # Over about 512 outcomes since the last detection, not the whole window: its large blocks
+        # would hold the incident open for 20,000 outcomes of a normal error (recovery_blocks).
+        blocks = recovery_blocks(errors.config)
+        window = errors.window_stats(blocks)
         key = IncidentKey(monitor.name, AlertKind.CONCEPT.value, "error")
         # Only rises are alerted: an error back under the bound, or well below the reference, is over.
         if (
             window.count
             and window.shift_sd < self.settings.recovery_shift_sd
-            and monitor.last_error_detection <= settled_before(errors.n_events, errors.config)
+            and monitor.last_error_detection <= settled_before(errors.n_events, errors.config, blocks)
             and self.incidents.is_open(key)
         ):
             self.incidents.recover(key)

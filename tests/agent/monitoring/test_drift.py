@@ -458,6 +458,21 @@ def test_error_monitor_checks_its_input_and_accepts_empty_batches() -> None:
         ErrorMonitor.for_classification(1.5)
 
 
+def test_an_error_back_at_its_reference_after_a_rise_is_no_rise() -> None:
+    # 2.6 % errors, 41 % over 4,000 outcomes (a covariate shift), then 2.6 % again. ADWIN finds the
+    # fall back; its window since the change point still holds the rise, and judged by that alone it
+    # read as a rise in 25 of these 40 streams: a false concept alert once the first incident closed.
+    late = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        monitor = ErrorMonitor.for_classification(0.026)
+        errors = np.r_[rng.random(3000) < 0.026, rng.random(4000) < 0.41, rng.random(8000) < 0.026]
+        found = [d.event_index for d in monitor.update_many(errors.astype(float))]
+        assert any(3000 <= i < 4000 for i in found), found  # the rise itself
+        late += sum(i >= 7000 for i in found)
+    assert late == 0
+
+
 def test_error_monitor_keeps_watching_rises_after_the_error_fell() -> None:
     # Live error below the reference first (a falling error is good news and must not restart the
     # upward detector), then a jump: detected within the usual delay of the jump.
