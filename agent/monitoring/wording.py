@@ -36,6 +36,7 @@ __all__ = [
     "WorkerSubject",
     "detection_evidence",
     "offset_ranges",
+    "share_moves",
     "times",
 ]
 
@@ -120,6 +121,22 @@ def times(ratio: float) -> str:
 
 def _blocks(events: int, block_size: int) -> int:
     return max(-(-events // block_size), 1)
+
+
+def share_moves(monitor: ModelMonitor, d: Detection, prefix: str = "", top: int = 2) -> str:
+    """The ``top`` categories of a categorical column whose shares moved most over detection ``d``'s
+    events (``'8' 9% -> 21%``), from its share streams; empty when it has none. A mix's location
+    says only that mass moved toward rarer or more frequent categories, which on ten classes of
+    about 10 % each names none of them."""
+    features = monitor.features
+    stats = [
+        s
+        for s in features.stream_stats(_blocks(d.window_count, features.config.block_size))
+        if s.stream.column == d.column and s.stream.measure == "share" and s.count
+    ]
+    stats.sort(key=lambda s: -abs(s.mean - s.stream.mean))
+    moved = [f"{prefix}{s.stream.category!r} {s.stream.mean:.0%} -> {s.mean:.0%}" for s in stats[:top]]
+    return ", ".join(moved)
 
 
 class AlertWriter:
@@ -246,7 +263,10 @@ class AlertWriter:
             grew = "grew" if d.shift_sd > 0 else "shrank"
             ref_std = ref.std if isinstance(ref, NumericStatistics) else None
             ratio = d.raw_std / ref_std if ref_std and math.isfinite(d.raw_std) else math.nan
-            size = f" {times(ratio)}" if math.isfinite(ratio) else ""
+            # The direction is the standardised stream's (the distance from the reference median);
+            # the raw sd, pulled by clipped or tied values, can disagree: then no "shrank 1.1x".
+            agrees = math.isfinite(ratio) and (ratio > 1) == (d.shift_sd > 0)
+            size = f" {times(ratio)}" if agrees else ""
             detail = f"recent sd {d.raw_std:.4g} vs reference {ref_std:.4g}; " if math.isfinite(ratio) else ""
             message = (
                 f"spread of {what} of {model} {grew}{size} ({detail}distance from the reference median "
@@ -258,7 +278,7 @@ class AlertWriter:
                 extra.update(reference_value=ref_std, recent_value=d.raw_std, spread_ratio=ratio)
             evidence = detection_evidence(d, **extra)
         else:
-            recent_raw = ""
+            recent_raw = moves = ""
             # The mean over the events the shift was measured on (the evidence's recent_value), so
             # that the message's mean and its direction speak of the same events; the monitor's
             # sliding window where the detection carries none.
@@ -276,8 +296,14 @@ class AlertWriter:
                 toward = "rarer" if d.shift_sd > 0 else "more frequent"
                 mix = "the model's predicted classes" if prediction else f"feature {d.name!r}"
                 kinds = "classes" if prediction else "categories"
-                message = f"the mix of {mix} of {model} moved toward its {toward} {kinds} ({size}); {fired}"
+                moves = share_moves(monitor, d, "class " if prediction else "")
+                message = (
+                    f"the mix of {mix} of {model} moved toward its {toward} {kinds} "
+                    f"({size}{'; ' + moves if moves else ''}); {fired}"
+                )
             location: dict[str, float | str] = {"measure": "location", "standardised_shift": d.shift_sd}
+            if moves:
+                location["share_moves"] = moves
             if isinstance(ref, NumericStatistics) and ref.mean is not None and math.isfinite(d.raw_mean):
                 location.update(reference_value=ref.mean, recent_value=d.raw_mean)
             evidence = detection_evidence(d, **location)

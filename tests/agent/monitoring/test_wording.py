@@ -123,3 +123,28 @@ def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn
         f"tails of feature 'monthly_spend' of churn/1 grew: {extra['recent_value']:.1%} of recent values "
         "beyond the reference's 2.5th and 97.5th percentiles vs 5.0%"
     )
+
+
+def test_a_mix_that_moved_names_the_categories_whose_shares_moved_most() -> None:
+    # Ten categories of 10 % each (a 10-class model's predictions): where the mix's location fires,
+    # "toward its rarer classes" names none of them; the shares that moved most say which.
+    from types import SimpleNamespace
+
+    from agent.monitoring import CategoricalTransform, FeatureDriftMonitor, ReferenceTransform
+    from agent.monitoring.wording import share_moves
+
+    monitor = FeatureDriftMonitor(
+        ["digit"], ReferenceTransform([CategoricalTransform({float(k): 0.1 for k in range(10)})])
+    )
+    rng = np.random.default_rng(8)
+    calm = rng.integers(0, 10, 20_000).astype(float)
+    shares = [0.0625] * 10
+    shares[3] = shares[7] = 0.25  # '3' and '7' from 10 % to 25 %, the others from 10 % to 6 %
+    moved = rng.choice(10, 20_000, p=shares).astype(float)
+    stream = np.r_[calm, moved][:, None]
+    found = [d for lo in range(0, 40_000, 500) for d in monitor.update_batch(stream[lo : lo + 500])]
+    assert found and found[0].event_index >= 20_000
+    text = share_moves(SimpleNamespace(features=monitor), found[0], "class ")  # type: ignore[arg-type]
+    first, second = text.split(", ")
+    assert sorted([first.split()[1], second.split()[1]]) == ["'3.0'", "'7.0'"], text
+    assert first.split()[2] == "10%" and int(first.split()[4].rstrip("%")) >= 18, text
