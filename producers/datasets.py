@@ -80,6 +80,11 @@ class Dataset:
         return "value" if self.task == "regression" else "label"
 
     @property
+    def lenient(self) -> frozenset[str]:
+        """None: the example models reject a request that lacks a feature."""
+        return frozenset()
+
+    @property
     def has_labels(self) -> bool:
         return True
 

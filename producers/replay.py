@@ -64,6 +64,8 @@ class CsvSource:
         has_labels: Whether the file has a label column.
         classes: The classifier's class labels, in order (concept drift moves a label to the next).
         target_mean: A regressor's mean label in the file (concept drift mirrors values around it).
+        lenient: Features whose missing-value policy lets a request without them through (``allow``
+            or ``impute``): a request that lacks one is no broken request.
     """
 
     model: str
@@ -75,6 +77,7 @@ class CsvSource:
     has_labels: bool
     classes: tuple[Label, ...]
     target_mean: float
+    lenient: frozenset[str] = frozenset()
 
     def take(self, start: int, n: int, rng: np.random.Generator) -> tuple[list[list[Any]], list[Any]]:
         size = len(self.rows)
@@ -151,6 +154,7 @@ def load_csv(path: Path, manifest: Manifest, label_column: str | None = None) ->
         has_labels=label_column is not None,
         classes=tuple(manifest.outputs.class_labels or ()),
         target_mean=math.fsum(known) / len(known) if known else 0.0,
+        lenient=frozenset(f.name for f in manifest.features if f.missing.action != "reject"),
     )
 
 

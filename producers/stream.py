@@ -135,6 +135,12 @@ class RowSource(Protocol):
         ...
 
     @property
+    def lenient(self) -> frozenset[str]:
+        """Features the model lets through when missing (its missing-value policy allows or imputes
+        them): a request that lacks one is no broken request."""
+        ...
+
+    @property
     def outcome_field(self) -> Literal["label", "value"]:
         """The ``Outcome`` field a label goes to."""
         ...
@@ -350,7 +356,7 @@ class EventStream:
                         payload = _garbage(dumps(body, option=options), bad.detail)
                         yield Message(key, payload, MessageKind.GARBAGE)
                     else:
-                        _break(body, names, bad.drift.feature, bad.detail)
+                        _break(body, names, bad.drift.feature, bad.detail, source.lenient)
                         stats.broken += 1
                         yield Message(key, dumps(body, option=options), MessageKind.BROKEN)
                     continue
@@ -384,12 +390,22 @@ def _garbage(payload: bytes, rnd: random.Random) -> bytes:
     return payload[: rnd.randint(1, len(payload) - 1)]
 
 
-def _break(body: dict[str, Any], names: Sequence[str], feature: str | None, rnd: random.Random) -> None:
+def _break(
+    body: dict[str, Any],
+    names: Sequence[str],
+    feature: str | None,
+    rnd: random.Random,
+    lenient: frozenset[str] = frozenset(),
+) -> None:
     how = rnd.choice(_SCHEMA_BREAKS)
     if how == "missing_field":
         del body[rnd.choice(_REQUIRED_FIELDS)]
         return
     name = feature if feature is not None else rnd.choice(names)
+    if name in lenient and how in ("renamed", "missing"):
+        # The model takes this feature missing (and an unknown field is counted, not refused): only
+        # a wrong type breaks the request. No extra draw: other models' streams stay as they were.
+        how = "wrong_type"
     features = body["features"]
     if how == "renamed":
         # How upstream renames tend to look: a changed separator or a version suffix.

@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--label-column", metavar="NAME", help="with --onnx: the CSVs' label column (not a feature)"
     )
     parser.add_argument(
+        "--missing",
+        choices=("reject", "allow"),
+        help="with --onnx: what serving does with a request that lacks a feature (an empty cell, null): "
+        "reject it to the dead-letter topic (the default), or allow it through to the graph as NaN, "
+        "for a graph that handles NaN itself (an imputer in it, trees that route NaN)",
+    )
+    parser.add_argument(
         "--function",
         default="train",
         help="function of --module that returns a TrainingResult (default: %(default)s)",
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             progress=progress,
             split_holdout=args.holdout_split,
+            missing=args.missing or "reject",
         )
         built, changes = imported, imported.changes
     else:
@@ -179,7 +187,7 @@ def _check_paths(args: argparse.Namespace) -> None:
             "and the statistics drift is measured against"
         )
     if args.onnx is None:
-        given = ("reference", "holdout", "label_column")
+        given = ("reference", "holdout", "label_column", "missing")
         extra = [f"--{a.replace('_', '-')}" for a in given if getattr(args, a) is not None]
         if not args.holdout_split:
             extra.append("--no-holdout-split")

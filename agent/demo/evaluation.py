@@ -493,8 +493,10 @@ class DemoSummary:
     rate: float = 0.0
     plot: Path | None = None
     report: Path | None = None
+    from_file: bool = False
+    """The stream replayed a CSV file's rows (``--data``)."""
     file_order: bool = False
-    """The stream replayed a CSV file's rows in file order (``--data`` without ``--shuffle``)."""
+    """In file order (``--data`` without ``--shuffle``)."""
     """The drift report page (``driftline report``'s)."""
 
     @property
@@ -609,6 +611,11 @@ class DemoSummary:
                     "  the rows were replayed in file order: a file sorted or grouped (by time, class or "
                     "source) drifts by itself, and these may be real changes in it; --shuffle replays "
                     "them in a seeded random order"
+                )
+            if self.from_file:
+                lines.append(
+                    "  if the file holds rows the model was trained on, its outputs on them can be more "
+                    "extreme than on the holdout its output reference comes from (an output alert)"
                 )
         if self.plot is not None:
             lines.append("")

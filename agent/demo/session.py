@@ -588,6 +588,7 @@ class Demo:
             rate=plan.rate,
             plot=_relative(plot),
             report=_relative(report),
+            from_file=self._given_manifest() is not None,
             file_order=self._given_manifest() is not None and not self.args.shuffle,
         )
         self.say(summary.format())

@@ -75,7 +75,7 @@ from agent.packaging.progress import Progress
 from agent.packaging.reconstruction import HOLDOUT_SHARE, MIN_ROWS, fit_reconstruction, split_rows
 from agent.packaging.reference import holdout_scores, prepared_mask, reference_statistics
 from agent.packaging.write import build_versions, write_package
-from schemas.manifest import Calibration, Feature, Manifest, Outputs, Task, TrainingSummary
+from schemas.manifest import Calibration, Feature, Manifest, MissingPolicy, Outputs, Task, TrainingSummary
 
 if TYPE_CHECKING:
     import onnx
@@ -111,6 +111,21 @@ NO_HOLDOUT_WARNING = (
     "them"
 )
 """What :func:`build_from_onnx` warns when it has no holdout at all."""
+
+MISSING_WARNING = (
+    "{rows} of the {total} reference rows have a missing value (empty cells; {features}), and "
+    "--missing reject (the default) dead-letters a request with one: {answer}"
+)
+"""What :func:`build_from_onnx` warns when the reference rows have missing values it will reject."""
+
+MISSING_ANSWERED = (
+    "the graph answers such rows with finite outputs (an imputer in it, or trees that route NaN), "
+    "so if that is what it was built for, package with --missing allow"
+)
+MISSING_UNANSWERED = (
+    "the graph answers such rows with NaN, so fill them before they reach it (or in the graph) "
+    "rather than --missing allow"
+)
 
 MIN_SPLIT_ROWS = 5 * MIN_ROWS
 """Fewer reference rows than this are not split: the holdout would be too small to summarise."""
@@ -638,6 +653,24 @@ def _labelled(
     return keep & has_label, y
 
 
+def _missing_warning(
+    ref: CsvRows, rejected: npt.NDArray[np.bool_], session: Any, plan: GraphPlan, source: str
+) -> str:
+    """:data:`MISSING_WARNING` for the ``rejected`` reference rows, having run the graph on some."""
+    counts = np.isnan(ref.X).sum(axis=0).tolist()
+    named = [f"{f} {c / len(ref.X):.0%}" for f, c in zip(ref.feature_names, counts, strict=True) if c]
+    features = ", ".join(named[:5]) + (f" and {len(named) - 5} more features" if len(named) > 5 else "")
+    outputs = _run(session, INPUT_NAME, plan.packaged_outputs, ref.X[rejected][:200], source)
+    floats = [np.asarray(v) for v in outputs.values() if np.asarray(v).dtype.kind == "f"]
+    answered = all(np.isfinite(v).all() for v in floats)
+    return MISSING_WARNING.format(
+        rows=int(rejected.sum()),
+        total=len(ref.X),
+        features=features,
+        answer=MISSING_ANSWERED if answered else MISSING_UNANSWERED,
+    )
+
+
 def build_from_onnx(
     onnx_path: Path,
     reference: Path,
@@ -651,6 +684,7 @@ def build_from_onnx(
     progress: Progress | None = None,
     created_at: datetime | None = None,
     split_holdout: bool = True,
+    missing: Literal["reject", "allow"] = "reject",
 ) -> ImportedPackage:
     """Checks, rewrites, verifies, summarises and writes the model at ``onnx_path`` as package
     ``name``/``version``, with its features and reference statistics from the ``reference`` CSV.
@@ -659,7 +693,10 @@ def build_from_onnx(
     features of ``reference`` when it is there. Scores are computed on the labelled holdout rows,
     else on the labelled reference rows, else not at all (``evaluated_on == "none"``). Without
     ``holdout``, ``split_holdout`` splits a seeded 20 % of the reference rows off as the holdout
-    (when there are at least :data:`MIN_SPLIT_ROWS`), with a warning on ``progress``.
+    (when there are at least :data:`MIN_SPLIT_ROWS`), with a warning on ``progress``. ``missing`` is
+    every feature's missing-value policy: ``reject`` a request with a missing value (dead letter), or
+    ``allow`` it through to the graph as NaN; rejecting, the build warns when reference rows have
+    missing values, and says whether the graph answers them.
     """
     progress = progress or Progress(None)
     for path in (onnx_path, reference, holdout):
@@ -696,7 +733,8 @@ def build_from_onnx(
         rows = len(ref.X) + len(held.X)
         progress.warn(HOLDOUT_SPLIT_WARNING.format(held=len(held.X), rows=rows, share=HOLDOUT_SHARE))
     try:
-        features = tuple(Feature(name=n, type="numeric") for n in ref.feature_names)
+        policy = MissingPolicy(action=missing)
+        features = tuple(Feature(name=n, type="numeric", missing=policy) for n in ref.feature_names)
     except ValidationError as exc:
         raise ConfigurationError(
             f"{reference}: {describe_validation_error(exc, 5, whole='(top level)')}"
@@ -713,6 +751,7 @@ def build_from_onnx(
         if not keep_ref.any():
             raise ConfigurationError(f"{reference}: every row has a missing value, which the model rejects")
         X_served = X_ref[keep_ref]
+        missing_note = None if keep_ref.all() else _missing_warning(ref, ~keep_ref, session, plan, source)
         raw = _run(session, INPUT_NAME, plan.packaged_outputs, X_served, source)
         ref_out = _predictions(plan, raw, len(X_served), source)
         task: Task
@@ -785,6 +824,8 @@ def build_from_onnx(
             task, class_labels, features, held, ref, session, plan, source
         )
 
+    if missing_note is not None:
+        progress.warn(missing_note)
     with progress.step("explain"):
         fitted = _error_model(task, features, held, session, plan, source)
         importance = permutation_importance(

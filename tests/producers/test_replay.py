@@ -9,6 +9,7 @@ from producers.replay import load_csv, read_manifest, replay
 from producers.schedule import Scenario, ScheduledDrift
 from producers.stream import MessageKind
 from schemas.events import Outcome, PredictionRequest
+from schemas.manifest import MissingPolicy
 from tests.producers.conftest import body, make_manifest, manifest_for_example, requests_of
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast-cancer-sample.csv"
@@ -61,6 +62,32 @@ def test_shuffle_replays_every_row_once_per_pass_in_a_seeded_order(tmp_path: Pat
     assert all(label == int(age) % 2 for age, label in shuffled)  # each row keeps its label
     assert ages_and_labels(shuffle=True) == shuffled
     assert ages_and_labels(shuffle=True, seed=1) != shuffled
+
+
+def test_a_broken_request_stays_broken_for_a_model_that_takes_missing_features(tmp_path: Path) -> None:
+    # A package whose 'age' may be missing (its graph imputes it): a request without 'age', or with
+    # it renamed, is a valid one there. Its broken requests break it another way: a wrong type.
+    manifest = make_manifest()
+    features = [
+        f.model_copy(update={"missing": MissingPolicy(action="allow")}) if f.name == "age" else f
+        for f in manifest.features
+    ]
+    lenient = manifest.model_copy(update={"features": features})
+    path = write(tmp_path, "age,plan,income\n" + "41,pro,2500\n" * 10)
+    schedule = Scenario(name="s", drifts=[ScheduledDrift(kind="schema", start=0, size=1.0, feature="age")])
+    for package, allowed in ((lenient, True), (manifest, False)):
+        broken = [
+            body(m)
+            for m in replay(path, package, scenario=schedule, count=400)
+            if m.kind is MessageKind.BROKEN
+        ]
+        assert len(broken) == 400
+        without_age = [b for b in broken if "features" in b and "age" not in b["features"]]
+        wrong_type = [b for b in broken if isinstance(b.get("features", {}).get("age"), str)]
+        if allowed:
+            assert not without_age and len(wrong_type) > 250, (len(without_age), len(wrong_type))
+        else:
+            assert len(without_age) > 150 and len(wrong_type) > 50, (len(without_age), len(wrong_type))
 
 
 def test_columns_may_come_in_any_order_and_count_cycles(tmp_path: Path, package: Path) -> None:

@@ -273,10 +273,13 @@ def test_summary_exits_0_when_everything_was_detected_and_names_what_was_missed(
 def test_unscripted_alerts_of_a_file_replayed_in_file_order_suggest_shuffling_it() -> None:
     log = sent_log()
     noise = log.place(make_alert(AlertKind.DATA, "z", source=(at(100),)))
-    summary = replace(summary_of(evaluate([], [noise], log), [noise]), file_order=True)
+    summary = replace(summary_of(evaluate([], [noise], log), [noise]), from_file=True, file_order=True)
     assert "replayed in file order" in summary.format() and "--shuffle" in summary.format()
-    quiet = replace(summary_of(evaluate([], [], log), []), file_order=True)
-    assert "file order" not in quiet.format()  # nothing to explain
+    assert "rows the model was trained on" in summary.format()
+    shuffled = replace(summary, file_order=False)
+    assert "file order" not in shuffled.format() and "rows the model was trained on" in shuffled.format()
+    quiet = replace(summary_of(evaluate([], [], log), []), from_file=True, file_order=True)
+    assert "file order" not in quiet.format() and "trained on" not in quiet.format()  # nothing to explain
 
 
 def test_alert_table_rows_fit_the_terminal() -> None:

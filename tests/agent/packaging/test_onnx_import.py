@@ -494,3 +494,56 @@ def test_unknown_classes_in_the_holdout_are_named(tmp_path: Path) -> None:
             version="1",
             repository=ModelRepository(tmp_path / "models"),
         )
+
+
+def _with_gaps(path: Path, X: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> Path:
+    lines = ["a,b,c,y"] + [
+        ",".join("" if np.isnan(v) else repr(float(v)) for v in row) + f",{float(t)!r}"
+        for row, t in zip(X, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_missing_values_are_rejected_with_a_warning_or_allowed_through_to_a_graph_that_imputes(
+    tmp_path: Path,
+) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(600, 3))
+    y = X @ np.array([1.0, 2.0, -1.0]) + rng.normal(size=600) * 0.1
+    X[rng.random(X.shape) < 0.1] = np.nan  # 10 % of each column empty: about 30 % of the rows
+    imputing = make_pipeline(SimpleImputer(), LinearRegression()).fit(X[:400], y[:400])
+    plain = LinearRegression().fit(np.nan_to_num(X[:400]), y[:400])
+    reference, holdout = (
+        _with_gaps(tmp_path / "ref.csv", X[:400], y[:400]),
+        _with_gaps(tmp_path / "hold.csv", X[400:], y[400:]),
+    )
+    repository = ModelRepository(tmp_path / "models")
+    for name, model in (("imputing", imputing), ("plain", plain)):
+        (tmp_path / f"{name}.onnx").write_bytes(to_onnx(model, X[:1].astype(np.float32)).SerializeToString())
+
+    def build(name: str, **options: Any) -> tuple[Any, list[str]]:
+        progress = Progress(None)
+        built = build_from_onnx(
+            tmp_path / f"{name}.onnx", reference, holdout=holdout, label_column="y", name=name,
+            version=str(len(list(repository.root.glob(f"{name}/*"))) + 1), repository=repository,
+            progress=progress, **options,
+        )  # fmt: skip
+        return built, progress.warnings
+
+    rejecting, warnings = build("imputing")
+    [warning] = warnings
+    assert warning.startswith("125 of the 400 reference rows have a missing value (empty cells; a 10%, b 15%")
+    assert "the graph answers such rows with finite outputs" in warning and "--missing allow" in warning
+    assert all(f.missing.action == "reject" for f in rejecting.manifest.features)
+    assert rejecting.parity.rows < 200
+    allowing, warnings = build("imputing", missing="allow")
+    assert warnings == [] and all(f.missing.action == "allow" for f in allowing.manifest.features)
+    assert allowing.parity.rows == 200 and allowing.manifest.training.holdout_rows == 200
+    _, [warning] = build("plain")
+    assert "the graph answers such rows with NaN, so fill them before they reach it" in warning
