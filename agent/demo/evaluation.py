@@ -495,6 +495,8 @@ class DemoSummary:
     report: Path | None = None
     from_file: bool = False
     """The stream replayed a CSV file's rows (``--data``)."""
+    file_rows: int = 0
+    """How many rows that file has."""
     file_order: bool = False
     """In file order (``--data`` without ``--shuffle``)."""
     """The drift report page (``driftline report``'s)."""
@@ -612,10 +614,17 @@ class DemoSummary:
                     "source) drifts by itself, and these may be real changes in it; --shuffle replays "
                     "them in a seeded random order"
                 )
-            if self.from_file:
+            outputs = (AlertKind.PREDICTION, AlertKind.PERFORMANCE)
+            if self.from_file and any(s.alert.kind in outputs for s in others):
                 lines.append(
                     "  if the file holds rows the model was trained on, its outputs on them can be more "
                     "extreme than on the holdout its output reference comes from (an output alert)"
+                )
+            if self.from_file and 0 < self.file_rows * 10 <= self.events:
+                lines.append(
+                    f"  the file's {self.file_rows:,} rows were replayed {self.events / self.file_rows:.0f} "
+                    f"times over: a sample that small differs from the reference by chance (feature "
+                    f"means by about {1 / self.file_rows**0.5:.2f} reference sd), and the detectors see it"
                 )
         if self.plot is not None:
             lines.append("")

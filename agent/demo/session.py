@@ -589,6 +589,7 @@ class Demo:
             plot=_relative(plot),
             report=_relative(report),
             from_file=self._given_manifest() is not None,
+            file_rows=len(getattr(stream.source, "rows", ())),
             file_order=self._given_manifest() is not None and not self.args.shuffle,
         )
         self.say(summary.format())
