@@ -26,6 +26,7 @@ __all__ = [
     "cpu_model",
     "export_tree",
     "free_port",
+    "in_process_serving",
     "jvm_gc_pauses",
     "latency_parts",
     "latency_summary",
@@ -532,3 +533,33 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def in_process_serving(root: Path, *, outcomes: bool = False) -> tuple[Any, Any]:
+    """A ``RequestHandler`` over the packages in ``root`` and its ``DriftObserver``, as one worker runs
+    them (its detectors in process), alerts to the topic ``alerts`` and, with ``outcomes``, outcomes
+    joined from the topic ``outcomes``. An in-process timing is no serving latency: the latency watch
+    is left out of the count."""
+    from agent.models.registry import ModelRegistry
+    from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
+    from agent.monitoring.model_monitor import MonitorSettingsView
+    from agent.monitoring.observer import DriftObserver
+    from agent.serving.handler import RequestHandler
+
+    registry = ModelRegistry(root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600.0),
+        settings=MonitorSettingsView(latency_threshold=1e12),
+        resolve=registry.resolve,
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="predictions",
+        dead_letters_topic="dead",
+        max_event_bytes=65536,
+        observers=[observer],
+        alerts_topic="alerts",
+        outcomes_topic="outcomes" if outcomes else None,
+    )
+    return handler, observer

@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench._harness import in_process_serving
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "calibrate_alerts.json"
 MODEL = "calib-20"
@@ -103,28 +105,7 @@ class Serving:
     design, whose detections the fleet's monitor reproduces block for block)."""
 
     def __init__(self, root: Path) -> None:
-        from agent.models.registry import ModelRegistry
-        from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
-        from agent.monitoring.model_monitor import MonitorSettingsView
-        from agent.monitoring.observer import DriftObserver
-        from agent.serving.handler import RequestHandler
-
-        registry = ModelRegistry(root)
-        registry.refresh()
-        # In-process timings are not a serving latency: keep the latency watch out of the count.
-        self.observer = DriftObserver(
-            IncidentManager(InMemoryIncidentStore(), cooldown_s=3600.0),
-            settings=MonitorSettingsView(latency_threshold=1e12),
-            resolve=registry.resolve,
-        )
-        self.handler = RequestHandler(
-            registry,
-            predictions_topic="predictions",
-            dead_letters_topic="dead",
-            max_event_bytes=65536,
-            observers=[self.observer],
-            alerts_topic="alerts",
-        )
+        self.handler, self.observer = in_process_serving(root)
         self.offsets = [0, 0, 0, 0]
         self.n = 0
         self.batches = 0

@@ -28,12 +28,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
-from agent.monitoring.model_monitor import MonitorSettingsView
-from agent.monitoring.observer import DriftObserver
-from agent.serving.handler import Record, RequestHandler
+from agent.serving.handler import Record
+from bench._harness import in_process_serving
 from schemas.alert import AlertKind
 from schemas.incident import decode_record
 
@@ -83,16 +80,7 @@ def run(root: Path, noise: float, events: int) -> Run:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    registry = ModelRegistry(root)
-    registry.refresh()
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
-        settings=MonitorSettingsView(latency_threshold=1e12),  # the machine's latency is not under test
-    )
-    handler = RequestHandler(
-        registry, predictions_topic="p", dead_letters_topic="d", max_event_bytes=65536,
-        observers=[observer], alerts_topic="alerts", outcomes_topic="outcomes",
-    )  # fmt: skip
+    handler, observer = in_process_serving(root, outcomes=True)
     rng = np.random.default_rng(0)
     change = events // 2
     pick = rng.integers(0, len(digits.data), events)

@@ -65,16 +65,8 @@ def test_percentile_transform_is_uniform_under_the_reference(name: str) -> None:
     else:
         deciles = np.histogram(u, bins=10, range=(0.0, 1.0))[0] / u.size
         assert np.abs(deciles - 0.1).max() < 0.005
-
-
-@pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_percentile_transform_knows_its_moments_under_the_reference(name: str) -> None:
-    # What attribution measures a window against: a discrete reference spreads less, with heavier
-    # tails, than Uniform(0, 1); a sparse one (95 % zeros) much less.
-    rng = np.random.default_rng(5)
-    draw = REFERENCES[name]
-    transform = PercentileTransform(np.quantile(draw(rng, 100_000), PROBS))
-    u = transform.transform(draw(rng, 400_000))
+    # What attribution measures a window against: the stream's moments under the reference, a
+    # discrete one's spread narrower and its tails heavier than Uniform(0, 1)'s.
     mean, std, kurtosis = transform.location_moments()
     assert mean == pytest.approx(u.mean(), abs=0.005)
     assert std == pytest.approx(u.std(), rel=0.01)
