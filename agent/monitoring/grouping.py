@@ -13,11 +13,11 @@ groups into :class:`~schemas.incident.IncidentReport` notifications:
 * ``resolved`` when the last of its incidents recovers.
 
 A reminder of an alert already in it (the gate's cooldown) and the recovery of one of several of its
-incidents go into its timeline without a notification of their own. Reports of one group made within
-:data:`COALESCE_S` of each other between two drains (in a worker: the alerts of one batch) go out as
-one, its ``change`` naming them all (:func:`coalesce`): a noisy sensor that moved every pixel of a
-digits model raised 60 alerts in 3,000 events, and its drift incident 49 notifications, 7 once
-coalesced.
+incidents go into its timeline without a notification of their own. The updates of one group made
+within :data:`COALESCE_S` of each other between two drains (in a worker: the alerts of one batch) go
+out as one, its ``change`` naming them all (:func:`coalesce`): a noisy sensor that moved every pixel
+of a digits model raised 60 alerts in 3,000 events, and its drift incident 49 notifications, 8 once
+coalesced (its opening, then one update per batch that brought news).
 
 Every report carries the group's timeline, its root-cause line (:func:`root_cause`) and the serving
 context around it (:mod:`agent.monitoring.context`, when given). The group's state is kept per
@@ -38,18 +38,19 @@ Example:
     ...                          opened_at_event=100, detected_at=datetime(2026, 1, 1, tzinfo=UTC))
     ...     if gate.admit(alert):
     ...         groups.admitted(alert)
-    >>> admit(AlertKind.DATA, "x05"); admit(AlertKind.DATA, "x11")
-    >>> [(r.status, r.alerts, r.severity.value) for r in groups.drain()]
-    [('opened', 2, 'warning')]
+    >>> admit(AlertKind.DATA, "x05"); admit(AlertKind.DATA, "x11"); admit(AlertKind.DATA, "x12")
+    >>> [(r.status, r.alerts, r.change) for r in groups.drain()]  # doctest: +NORMALIZE_WHITESPACE
+    [('opened', 1, "opened: data drift on 'x05'"),
+     ('updated', 3, "grew: data drift on 'x11'; grew by 1 alert: data drift on 'x12'")]
     >>> now[0] += 5.0  # the next batch
     >>> admit(AlertKind.PREDICTION, "prediction", Severity.CRITICAL)
-    >>> [(r.status, r.alerts, r.severity.value, r.change) for r in groups.drain()]
-    [('updated', 3, 'critical', "grew: prediction drift on 'prediction'")]
+    >>> [(r.status, r.alerts, r.severity.value) for r in groups.drain()]
+    [('updated', 4, 'critical')]
     >>> for member in gate.group_members(gate.open_incidents()[0].group_id):
     ...     _ = gate.recover(member.key)
     >>> [report] = groups.drain()
     >>> report.status, report.open_alerts, report.root_cause
-    ('resolved', 0, "data drift on 'x05' and 'x11' came first, followed by prediction drift")
+    ('resolved', 0, "data drift on 'x05', 'x11' and 'x12' came first, followed by prediction drift")
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ _WHAT = {
 }
 
 COALESCE_S = 1.0
-"""Reports of one incident made within this many seconds of its first, between two drains, are one."""
+"""Updates of one incident made within this many seconds of its first, between two drains, are one."""
 
 ContextSource = Callable[[str, Sequence[TimelineEntry]], tuple[str, ...]]
 """``(model, timeline) -> lines``: what else changed around an incident (a new version swapped in, a
@@ -158,9 +159,10 @@ def root_cause(timeline: Sequence[TimelineEntry]) -> str:
 
 
 def coalesce(reports: Sequence[IncidentReport], within_s: float = COALESCE_S) -> list[IncidentReport]:
-    """``reports`` with each incident's run of reports made within ``within_s`` of the run's first
-    merged into one: the latest state, ``opened`` (and its notification id) if the run began with
-    it, and a ``change`` that names every change. A ``resolved`` report ends a run and is kept.
+    """``reports`` with each incident's run of ``updated`` reports made within ``within_s`` of the
+    run's first merged into one: the latest state (and notification id), and a ``change`` that names
+    every change. ``opened`` and ``resolved`` stand alone: receivers hear of an incident as soon as
+    its first alert opens it, then of what joined it, then that it is over.
 
     Example:
         >>> from datetime import timedelta
@@ -171,11 +173,11 @@ def coalesce(reports: Sequence[IncidentReport], within_s: float = COALESCE_S) ->
         ...         root_cause="", opened_at=at, updated_at=at + timedelta(seconds=seconds),
         ...         alerts=alerts, open_alerts=alerts, timeline=())
         >>> grew = [report("updated", f"grew: drift on 'x{j}'", 0.1, j + 2) for j in range(5)]
-        >>> [merged] = coalesce([report("opened", "opened"), *grew])
-        >>> merged.status, merged.notification_id, merged.alerts
-        ('opened', 'i/opened', 6)
+        >>> opened, merged = coalesce([report("opened", "opened"), *grew])
+        >>> opened.alerts, merged.status, merged.notification_id, merged.alerts
+        (1, 'updated', "i/grew: drift on 'x4'", 6)
         >>> print(merged.change)
-        opened; grew by 5 alerts: drift on 'x0', drift on 'x1', drift on 'x2' and 2 more
+        grew: drift on 'x0'; grew by 4 alerts: drift on 'x1', drift on 'x2', drift on 'x3' and 1 more
         >>> later = [report("updated", "grew: y", 5.0), report("resolved", "r", 5.0)]
         >>> [r.status for r in coalesce([*grew, *later])]
         ['updated', 'updated', 'resolved']
@@ -184,22 +186,15 @@ def coalesce(reports: Sequence[IncidentReport], within_s: float = COALESCE_S) ->
     runs: dict[str, tuple[int, datetime, list[str]]] = {}
     for r in reports:
         run = runs.get(r.incident_id)
-        if r.status != "resolved" and run is not None and (r.updated_at - run[1]).total_seconds() <= within_s:
+        if r.status == "updated" and run is not None and (r.updated_at - run[1]).total_seconds() <= within_s:
             i, _, changes = run
             changes.append(r.change)
-            opened = out[i].status == "opened"
-            out[i] = r.model_copy(
-                update={
-                    "status": "opened" if opened else r.status,
-                    "notification_id": out[i].notification_id if opened else r.notification_id,
-                    "change": _merged(changes),
-                }
-            )
+            out[i] = r.model_copy(update={"change": _merged(changes)})
             continue
-        if r.status == "resolved":
-            runs.pop(r.incident_id, None)
-        else:
+        if r.status == "updated":
             runs[r.incident_id] = (len(out), r.updated_at, [r.change])
+        else:
+            runs.pop(r.incident_id, None)
         out.append(r)
     return out
 

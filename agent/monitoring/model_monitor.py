@@ -165,16 +165,16 @@ def _estimate_monitor(served: ServedModel) -> EstimatedErrorMonitor | EstimatedA
 
 
 RECOVERY_EVENTS = 512
-"""About how many events a rises-only column (the error, the estimated error) judges its recovery
-over. Its blocks are large (a block holds about 8 expected errors: 320 outcomes at a 2.6 % error
-rate), and its whole window of 64 of them (20,480 outcomes there) kept an incident open through a
-1,000-event lull, so that the next rise, from a new cause, was a reminder the gate held: on an iris
-tree, the demo's label flip after a covariate shift went unreported. 512 events measure the mean
-within 0.05 of its reference sd, a third of the recovery bound (0.15)."""
+"""About how many outcomes the joined error judges its recovery over. Its blocks are large (a block
+holds about 8 expected errors: 320 outcomes at a 2.6 % error rate), and its whole window of 64 of
+them (20,480 outcomes there) kept an incident open through a 1,000-event lull, so that the next
+rise, from a new cause, was a reminder the gate held: on an iris tree, the demo's label flip after a
+covariate shift went unreported. 512 events measure the mean within 0.05 of its reference sd, a
+third of the recovery bound (0.15)."""
 
 
 def recovery_blocks(config: DriftConfig) -> int:
-    """Blocks over which a rises-only column judges its recovery: about :data:`RECOVERY_EVENTS`, at
+    """Blocks over which the joined error judges its recovery: about :data:`RECOVERY_EVENTS`, at
     least 2, at most its window.
 
     >>> from agent.monitoring.detectors import DriftConfig

@@ -25,7 +25,7 @@ from agent.monitoring.batch import ModelBatch
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import EstimatedErrorMonitor
 from agent.monitoring.incidents import IncidentKey
-from agent.monitoring.model_monitor import ModelMonitor, recovery_blocks, settled_before
+from agent.monitoring.model_monitor import ModelMonitor, settled_before
 from agent.monitoring.wording import AlertContext, AlertWriter, detection_evidence
 from schemas.alert import Alert, AlertKind, Driver, Severity
 
@@ -121,12 +121,14 @@ def estimate_recovered(monitor: ModelMonitor, threshold_sd: float) -> bool:
     estimated = monitor.estimated
     if estimated is None or not estimated.n_events:
         return False
-    blocks = recovery_blocks(estimated.config)  # as the error's (see recovery_blocks)
-    window = estimated.window_stats(blocks)
+    # Over its whole window, unlike the joined error's recovery (recovery_blocks): an estimate follows
+    # the inputs, and an incident it holds open keeps a drift's late alerts (a prediction column
+    # seeing the inputs come back) in the drift's incident instead of opening another.
+    window = estimated.window_stats()
     return (
         window.count > 0
         and window.shift_sd < threshold_sd
-        and monitor.last_estimate_detection <= settled_before(estimated.n_events, estimated.config, blocks)
+        and monitor.last_estimate_detection <= settled_before(estimated.n_events, estimated.config)
     )
 
 

@@ -79,25 +79,25 @@ def test_two_features_drifting_at_once_are_one_incident(
         ("data", "x03"), ("data", "x05"), ("performance", "estimated_error"),
         ("prediction", "predicted_class"), ("prediction", "prediction"), ("technical", "x05"),
     ]  # fmt: skip
-    # One drift incident: opened by the first alerts, updated as the others join, resolved once all
-    # recover; the alerts of one batch (events 2,000-2,499: x03, x05 and the estimated error) are one
-    # notification. The range rate is a technical incident of its own, opened and resolved.
+    # One drift incident: opened by the first alert, updated as the others join, resolved once all
+    # recover; the updates of one batch are one notification (events 2,000-2,499: x05 and the
+    # estimated error joined x03). The range rate is a technical incident of its own.
     drift = [r for r in reports if r.incident_id == reports[0].incident_id]
-    assert [r.status for r in drift] == ["opened", "updated", "resolved"]
+    assert [r.status for r in drift] == ["opened", "updated", "updated", "resolved"]
     technical = [r for r in reports if r.incident_id != reports[0].incident_id]
     assert [r.status for r in technical] == ["opened", "resolved"]
     assert [e.subject for e in technical[0].timeline] == ["x05"]
-    opened, updated, resolved = drift
+    opened, joined, updated, resolved = drift
     drift_alerts = [a for a in alerts if a.kind is not AlertKind.TECHNICAL]
     assert opened.incident_id == drift_alerts[0].alert_id
     assert opened.notification_id == f"{opened.incident_id}/opened"
-    assert opened.change == (
-        "opened: data drift on 'x03'; grew by 2 alerts: data drift on 'x05', "
-        "a rise of the estimated error on 'estimated_error'"
+    assert opened.change == "opened: data drift on 'x03'"
+    assert joined.change == (
+        "grew: data drift on 'x05'; grew by 1 alert: a rise of the estimated error on 'estimated_error'"
     )
     assert updated.change.startswith("grew: prediction drift on ")
-    assert [r.alerts for r in drift] == [3, 5, 5] and [r.open_alerts for r in drift] == [3, 5, 0]
-    assert len({r.notification_id for r in reports}) == 5
+    assert [r.alerts for r in drift] == [1, 3, 5, 5] and [r.open_alerts for r in drift] == [1, 3, 5, 0]
+    assert len({r.notification_id for r in reports}) == 6
     assert resolved.resolved_at is not None and resolved.severity is Severity.CRITICAL
     # Its timeline: the five alerts opening (x03 first), then each recovering, in time order.
     timeline = [(e.change, e.kind.value, e.subject) for e in resolved.timeline]
@@ -240,8 +240,9 @@ def test_the_group_window_bounds_what_joins() -> None:
 
 
 def test_the_alerts_of_one_batch_are_one_notification_and_the_next_batch_another() -> None:
-    # A noisy sensor moves every pixel of a digits model: dozens of alerts within seconds. Each drain
-    # (a batch, in a worker) sends one notification per incident, naming every change it holds.
+    # A noisy sensor moves every pixel of a digits model: dozens of alerts within seconds. The first
+    # opens the incident at once; then each drain (a batch, in a worker) sends one update per
+    # incident, naming every change it holds.
     clock = Clock()
     manager = IncidentManager(InMemoryIncidentStore(), clock=clock)
     groups = IncidentGroups(manager, clock=clock)
@@ -249,17 +250,18 @@ def test_the_alerts_of_one_batch_are_one_notification_and_the_next_batch_another
         alert = make_alert(j, subject=f"px{j:02d}")
         assert manager.admit(alert)
         groups.admitted(alert)
-    [opened] = groups.drain()
+    opened, grown = groups.drain()
     assert (opened.status, opened.alerts, opened.notification_id) == (
         "opened",
-        12,
+        1,
         f"{opened.incident_id}/opened",
     )
-    assert opened.change == (
-        "opened: data drift on 'px00'; grew by 11 alerts: data drift on 'px01', data drift on 'px02', "
-        "data drift on 'px03' and 8 more"
+    assert (grown.status, grown.alerts) == ("updated", 12)
+    assert grown.change == (
+        "grew: data drift on 'px01'; grew by 10 alerts: data drift on 'px02', data drift on 'px03', "
+        "data drift on 'px04' and 7 more"
     )
-    assert opened.root_cause == (
+    assert grown.root_cause == (
         "data drift on 'px00', 'px01', 'px02', 'px03', 'px04' and 7 more features came first"
     )
     clock.now += 0.5
@@ -314,7 +316,7 @@ def test_technical_rates_opening_together_are_one_incident_apart_from_the_drift(
     )
     reports = groups.drain()
     rates = [r for r in reports if r.incident_id in ranges]
-    assert [(r.status, r.alerts) for r in rates] == [("opened", 11), ("updated", 12)]
-    assert rates[0].root_cause == (
+    assert [(r.status, r.alerts) for r in rates] == [("opened", 1), ("updated", 11), ("updated", 12)]
+    assert rates[1].root_cause == (
         "technical drift on 'px00', 'px01', 'px02', 'px03', 'px04' and 6 more subjects came first"
     )
