@@ -214,6 +214,10 @@ class ColumnSet:
         )
         self.n_events = 0
         self._n_blocks = 0
+        self.last_fall = 0
+        """For rises only: the events up to the block where a detector last found a fall. No alert,
+        but the stream had not settled there: a recovery waits a window after it, as after a
+        detection (a drift read from one partition first steps up, back and up again)."""
         self.missing = np.zeros(d, dtype=np.int64)
         self.unseen = np.zeros(d, dtype=np.int64)
         self.block_size = block_size
@@ -294,6 +298,7 @@ class ColumnSet:
                         if self.rises_only and (detection.shift_sd <= 0 or self._fell(j, det, blocks, i + 1)):
                             det.restart()
                             det.fresh_block = self._n_blocks + i + 1
+                            self.last_fall = end + 1
                             continue
                         found.append(detection)
                         # One shift, one detection: the whole column starts afresh.

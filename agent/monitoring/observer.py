@@ -666,7 +666,8 @@ class DriftObserver:
         if (
             window.count
             and window.shift_sd < self.settings.recovery_shift_sd
-            and monitor.last_error_detection <= settled_before(errors.n_events, errors.config, blocks)
+            and max(monitor.last_error_detection, errors.columns.last_fall)
+            <= settled_before(errors.n_events, errors.config, blocks)
             and self.incidents.is_open(key)
         ):
             self.incidents.recover(key)
@@ -934,7 +935,8 @@ class DriftObserver:
         if (
             w.count
             and w.shift_sd < self.settings.recovery_shift_sd
-            and monitor.last_detection.get(RECONSTRUCTION_COLUMN, 0) <= settled
+            and max(monitor.last_detection.get(RECONSTRUCTION_COLUMN, 0), reconstruction.columns.last_fall)
+            <= settled
         ):
             self.incidents.recover(key)
 

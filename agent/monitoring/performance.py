@@ -128,7 +128,8 @@ def estimate_recovered(monitor: ModelMonitor, threshold_sd: float) -> bool:
     return (
         window.count > 0
         and window.shift_sd < threshold_sd
-        and monitor.last_estimate_detection <= settled_before(estimated.n_events, estimated.config)
+        and max(monitor.last_estimate_detection, estimated.columns.last_fall)
+        <= settled_before(estimated.n_events, estimated.config)
     )
 
 

@@ -465,6 +465,21 @@ def test_an_error_back_at_its_reference_after_a_rise_is_no_rise() -> None:
     assert late == 0
 
 
+def test_a_fall_back_is_no_alert_but_unsettles_the_recovery() -> None:
+    # The fall back that ADWIN finds raises nothing, but marks where the stream had not settled: a
+    # recovery waits a window after it, as after a detection. Without that, a rise read from one
+    # partition first (up, back while the other partition catches up, up again) closed its incident
+    # in the dip and alerted the same change twice (CI: the reconstruction error of a decorrelation).
+    rng = np.random.default_rng(4)
+    monitor = ErrorMonitor.for_classification(0.026)
+    errors = np.r_[rng.random(3000) < 0.026, rng.random(4000) < 0.41, rng.random(8000) < 0.026]
+    found = monitor.update_many(errors.astype(float))
+    assert [d.event_index < 4000 for d in found] == [True]
+    # (ADWIN finds this fall late, 14,400 here: its window mixes blocks 30 sds apart, and a variance
+    # that large needs many calm blocks before a cut is significant.)
+    assert monitor.columns.last_fall > 7000
+
+
 def test_error_monitor_keeps_watching_rises_after_the_error_fell() -> None:
     # Live error below the reference first (a falling error is good news and must not restart the
     # upward detector), then a jump: detected within the usual delay of the jump.
