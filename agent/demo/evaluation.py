@@ -493,13 +493,11 @@ class DemoSummary:
     rate: float = 0.0
     plot: Path | None = None
     report: Path | None = None
-    from_file: bool = False
-    """The stream replayed a CSV file's rows (``--data``)."""
-    file_rows: int = 0
-    """How many rows that file has."""
-    file_order: bool = False
-    """In file order (``--data`` without ``--shuffle``)."""
     """The drift report page (``driftline report``'s)."""
+    file_rows: int = 0
+    """The rows of the CSV file the stream replayed (``--data``); 0 for an example's scenario."""
+    shuffled: bool = False
+    """Whether those rows went out in an order drawn from the seed (``--shuffle``), not file order."""
 
     @property
     def missed(self) -> list[str]:
@@ -608,19 +606,20 @@ class DemoSummary:
             for s in others:
                 where = f"event {s.event:,}" if s.event is not None else "event unknown"
                 lines.append(f"    {s.alert.kind.value} {s.alert.subject!r} ({s.alert.detector}) at {where}")
-            if self.file_order:
+            from_file = self.file_rows > 0
+            if from_file and not self.shuffled:
                 lines.append(
                     "  the rows were replayed in file order: a file sorted or grouped (by time, class or "
                     "source) drifts by itself, and these may be real changes in it; --shuffle replays "
                     "them in a seeded random order"
                 )
             outputs = (AlertKind.PREDICTION, AlertKind.PERFORMANCE)
-            if self.from_file and any(s.alert.kind in outputs for s in others):
+            if from_file and any(s.alert.kind in outputs for s in others):
                 lines.append(
                     "  if the file holds rows the model was trained on, its outputs on them can be more "
                     "extreme than on the holdout its output reference comes from (an output alert)"
                 )
-            if self.from_file and 0 < self.file_rows * 10 <= self.events:
+            if from_file and self.file_rows * 10 <= self.events:
                 lines.append(
                     f"  the file's {self.file_rows:,} rows were replayed {self.events / self.file_rows:.0f} "
                     f"times over: a sample that small differs from the reference by chance (feature "

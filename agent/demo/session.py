@@ -588,9 +588,8 @@ class Demo:
             rate=plan.rate,
             plot=_relative(plot),
             report=_relative(report),
-            from_file=self._given_manifest() is not None,
-            file_rows=len(getattr(stream.source, "rows", ())),
-            file_order=self._given_manifest() is not None and not self.args.shuffle,
+            file_rows=len(getattr(stream.source, "rows", ())),  # an example's dataset has none
+            shuffled=self.args.shuffle,
         )
         self.say(summary.format())
         if not self.args.keep_topics:

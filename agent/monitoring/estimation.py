@@ -114,10 +114,9 @@ class _EstimateColumn:
         self.last_expected = values
         return self._columns.push(values.reshape(-1, 1), values.reshape(-1, 1))
 
-    def window_stats(self, last: int | None = None) -> WindowStats:
-        """The last ``config.window_blocks`` blocks (or the ``last`` ones); ``mean`` is the recent
-        estimated error."""
-        return self._columns.window_stats(last)[0]
+    def window_stats(self) -> WindowStats:
+        """The last ``config.window_blocks`` blocks; ``mean`` is the recent estimated error."""
+        return self._columns.window_stats()[0]
 
     def detector_statistics(self) -> list[tuple[str, str, float]]:
         """``(column, detector family, statistic)``, as the feature monitor reports them."""

@@ -273,18 +273,18 @@ def test_summary_exits_0_when_everything_was_detected_and_names_what_was_missed(
 def test_unscripted_alerts_of_a_file_replayed_in_file_order_suggest_shuffling_it() -> None:
     log = sent_log()
     noise = log.place(make_alert(AlertKind.DATA, "z", source=(at(100),)))
-    summary = replace(summary_of(evaluate([], [noise], log), [noise]), from_file=True, file_order=True)
+    summary = replace(summary_of(evaluate([], [noise], log), [noise]), file_rows=500)
     assert "replayed in file order" in summary.format() and "--shuffle" in summary.format()
     assert "rows the model was trained on" not in summary.format()  # a data alert
     output = log.place(make_alert(AlertKind.PREDICTION, "prediction", source=(at(300),)))
     with_output = replace(summary, alerts=[noise, output])
     assert "rows the model was trained on" in with_output.format()
-    shuffled = replace(summary, file_order=False)
+    shuffled = replace(summary, shuffled=True)
     assert "file order" not in shuffled.format()
     assert "replayed" not in replace(shuffled, file_rows=101).format()  # 1,000 events: under 10 times over
     small = replace(shuffled, file_rows=100).format()
     assert "the file's 100 rows were replayed 10 times over" in small and "about 0.10 reference sd" in small
-    quiet = replace(summary_of(evaluate([], [], log), []), from_file=True, file_order=True)
+    quiet = replace(summary_of(evaluate([], [], log), []), file_rows=500)
     assert "file order" not in quiet.format() and "trained on" not in quiet.format()  # nothing to explain
 
 
