@@ -492,7 +492,12 @@ async def test_a_long_stationary_stream_through_two_workers_raises_no_drift_aler
     unique: str,
 ) -> None:
     app_id = f"fleetcalm-{unique}"
-    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path)
+    # At the default budget (1 false alarm per 10**6 events for the model) 200,000 events hold one
+    # chance alarm in about 18 % of runs: a test of "none" would fail that often while the fleet
+    # works. At 0.1 per 10**6 about 2 % of runs hold one and 0.02 % two. So one alarm is allowed,
+    # and two, which a fleet that doubled its monitors or misread merged blocks would raise, are not.
+    env = {"DRIFTLINE_MONITORING__FALSE_ALARMS_PER_MILLION": "0.1"}
+    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path, env)
     n = 200_000
     rows = resampled(reference, n, seed=17)
     started = time.monotonic()
@@ -509,14 +514,15 @@ async def test_a_long_stationary_stream_through_two_workers_raises_no_drift_aler
     assert codes == [0, 0], [log[-3000:] for log in logs]
     print(f"stationary: {n} events in {time.monotonic() - started:.0f} s; alerts {kinds(alerts)}")
     # The model's one monitor saw the blocks of both workers, every event but the last partial
-    # block of each, and raised nothing: no drift alert, nor any other (the rows are the reference's).
+    # block of each, and raised at most one chance drift alarm and nothing else (the rows are the
+    # reference's).
     assert len({s.worker for s in shipped}) == 2
     assert n - 2 * BLOCK < events(shipped) <= n, events(shipped)
     assert len(hosts(logs, model_partition())) == 1, hosts(logs, model_partition())
     seen = [(a.kind.value, a.subject, a.message, a.source) for a in alerts]
     moves = [line for log in logs for line in log.splitlines() if "assigned" in line or "revoked" in line]
-    assert not [a for a in alerts if a.kind in DRIFT_KINDS], (seen, moves[-20:])
-    assert alerts == [], (seen, moves[-20:])
+    assert len([a for a in alerts if a.kind in DRIFT_KINDS]) <= 1, (seen, moves[-20:])
+    assert not [a for a in alerts if a.kind not in DRIFT_KINDS], (seen, moves[-20:])
     assert_clean(logs)
 
 
