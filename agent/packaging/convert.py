@@ -7,6 +7,7 @@ slower than a plain probabilities tensor), opsets capped at what the installed o
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ __all__ = [
     "target_opsets",
     "task_of",
 ]
+
+
+MAX_ERROR_CHARS = 600
+"""Longest converter message a :class:`PackageError` quotes: skl2onnx puts every attribute of the
+node it could not build in its message (650 KB for a 150-tree HistGradientBoostingClassifier)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,46 @@ def task_of(estimator: Any) -> Task:
     )
 
 
+def quoted_error(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """``Type: message`` of a converter's exception, cut to ``limit`` characters.
+
+    >>> quoted_error(ValueError("x" * 1000), limit=10)
+    'ValueError: xxxxxxxxxx ... (990 more characters)'
+    """
+    text = str(exc)
+    if len(text) > limit:
+        text = f"{text[:limit]} ... ({len(text) - limit:,} more characters)"
+    return f"{type(exc).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def _bools_as_ints() -> Iterator[None]:
+    """Integer-list attributes with Python bools in them, as ints, while skl2onnx builds nodes.
+
+    skl2onnx 1.20 gives the leaves of a HistGradientBoosting* tree
+    ``nodes_missing_value_tracks_true=False`` (a bool) among its branches' integers, and
+    protobuf >= 5 refuses a bool in ``AttributeProto.ints``: without this, no
+    HistGradientBoostingClassifier or Regressor converts ("Expected an int, got a boolean"). Only
+    lists that mix bools and integers change; the graph means the same (ONNX has no bool attribute
+    lists), and the builder's parity check compares its answers with the estimator's.
+    """
+    from skl2onnx.common import _container
+
+    original = _container.make_node
+
+    def make_node(*args: Any, **attrs: Any) -> Any:
+        for key, value in attrs.items():
+            if isinstance(value, list) and any(type(v) is bool for v in value):
+                attrs[key] = [int(v) if type(v) is bool else v for v in value]
+        return original(*args, **attrs)
+
+    _container.make_node = make_node
+    try:
+        yield
+    finally:
+        _container.make_node = original
+
+
 def convert(estimator: Any, n_features: int, opsets: Mapping[str, int] | None = None) -> ConvertedModel:
     """Converts a fitted estimator to ONNX under driftline's input/output contract."""
     from onnx import TensorProto
@@ -106,15 +152,17 @@ def convert(estimator: Any, n_features: int, opsets: Mapping[str, int] | None = 
     task = task_of(estimator)
     options: dict[int, dict[str, Any]] = {id(c): {"zipmap": False} for c in _classifiers(estimator)}
     try:
-        model = convert_sklearn(
-            estimator,
-            initial_types=[("input", FloatTensorType([None, n_features]))],
-            options=options or None,
-            target_opset=dict(opsets or target_opsets()),
-        )
+        with _bools_as_ints():
+            model = convert_sklearn(
+                estimator,
+                initial_types=[("input", FloatTensorType([None, n_features]))],
+                options=options or None,
+                target_opset=dict(opsets or target_opsets()),
+            )
     except Exception as exc:  # skl2onnx raises bare RuntimeError/TypeError/... for unsupported models
         raise PackageError(
-            f"skl2onnx cannot convert {type(estimator).__name__} to ONNX: {type(exc).__name__}: {exc}"
+            f"skl2onnx cannot convert {type(estimator).__name__} to ONNX: {quoted_error(exc)}. Export "
+            "it to ONNX with another converter and package the file with --onnx"
         ) from exc
     outputs = list(model.graph.output)
     names = [o.name for o in outputs]
