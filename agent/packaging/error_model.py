@@ -12,8 +12,9 @@ and watches the estimated absolute error against its reference on the checked ro
 (:class:`agent.monitoring.estimation.EstimatedErrorMonitor`).
 
 It is skipped, with a note saying why, when the holdout has fewer than :data:`MIN_ROWS` rows, when a
-holdout row has a missing value, or when on the checked rows it does not beat the constant estimate
-(the error then does not depend on where the inputs are, as far as these rows can tell).
+holdout row has no label, or when on the checked rows it does not beat the constant estimate (the
+error then does not depend on where the inputs are, as far as these rows can tell). A missing value
+of a feature the model lets through (``allow``) counts as the fitted rows' median there.
 
 What it can see: inputs moving into a region where the regressor erred more on the holdout (a noisier
 region, or one near the edge of its training data that the holdout covers). What it cannot: a change of
@@ -116,13 +117,28 @@ def fit_error_model(
             f"no error model: the holdout has {n} rows, fewer than the {MIN_ROWS} needed to fit one "
             f"on {FIT_SHARE:.0%} and check it on the rest",
         )
-    if np.isnan(X).any() or not np.isfinite(target).all():
-        return FittedErrorModel(None, None, "no error model: a holdout row has a missing value or label")
+    if not np.isfinite(target).all():
+        unlabelled = int((~np.isfinite(target)).sum())
+        return FittedErrorModel(
+            None,
+            None,
+            f"no error model: {unlabelled} holdout rows have no finite label or prediction to "
+            "measure an error by",
+        )
     rows = np.c_[X, values]
     order = np.random.default_rng(seed).permutation(n)
     cut = round(n * FIT_SHARE)
     fit, check = np.sort(order[:cut]), np.sort(order[cut:])
-    estimator = _estimator(seed, len(fit)).fit(rows[fit], target[fit])
+    estimator = _estimator(seed, len(fit))
+    if np.isnan(X).any():
+        # Features the model lets through missing (``allow``): scikit-learn's gradient boosting takes
+        # no NaN, so the error model reads a missing value as the fitted rows' median (skl2onnx
+        # converts the imputer; it drops a missing-value indicator, so there is none).
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+
+        estimator = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), estimator)
+    estimator.fit(rows[fit], target[fit])
     converted = convert(estimator, rows.shape[1], opsets)
     session = onnx_session(converted.onnx_bytes)
     (onnx_out,) = session.run(None, {"input": np.ascontiguousarray(rows, dtype=np.float32)})

@@ -200,3 +200,34 @@ def test_inspect_verifies_and_runs_the_error_model(
     assert f"error model error_model.onnx sha256 {e.sha256} (verified), reads features+prediction" in out
     assert "fitted on 600 holdout rows, checked on 400" in out
     assert "estimated absolute error " in out
+
+
+def test_a_feature_let_through_missing_still_gets_an_error_model(tmp_path: Path) -> None:
+    """8 % of x2 missing (``allow``: the trees route NaN) used to mean no error model at all."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from schemas.manifest import MissingPolicy
+
+    rng = np.random.default_rng(8)
+    X, y = noisy(rng, 4000)
+    X_holdout, y_holdout = noisy(rng, 1000)
+    for matrix in (X, X_holdout):
+        matrix[rng.random(len(matrix)) < 0.08, 2] = np.nan
+    model = HistGradientBoostingRegressor(max_iter=50, random_state=0).fit(X, y)
+    result = TrainingResult(
+        model, X, y, list(NAMES), X_holdout, y_holdout, missing={"x2": MissingPolicy(action="allow")}
+    )
+    built = build_package(result, name="gappy", version="1", repository=ModelRepository(tmp_path))
+    entry = built.manifest.error_model
+    assert entry is not None, built.notes
+    assert entry.check_mae < entry.constant_mae
+    with load_package(built.path) as served:
+        rows = X_holdout[:200].astype(np.float32)
+        values = served.predict(rows).values
+        assert values is not None
+        errors = served.estimate_errors(rows, values)
+    gaps = np.isnan(rows[:, 2])
+    assert gaps.any() and np.isfinite(errors).all()
+    # Still an estimate of where the model errs: larger where |x0| is.
+    wide = np.abs(X_holdout[:200, 0]) > 1
+    assert errors[wide].mean() > 1.5 * errors[~wide].mean()
