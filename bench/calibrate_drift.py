@@ -357,7 +357,7 @@ def drifted_from_start(config: DriftConfig, reps: int, seed: int) -> Delays:
 def error_section(quick: bool) -> None:
     events = 4e6 if quick else 20e6
     reps = 60 if quick else 300
-    print("\n## ErrorMonitor (block sizes from the reference; PH up + ADWIN)")
+    print("\n## ErrorMonitor (block sizes from the reference; PH and ADWIN two-sided, rises counted)")
     print(f"{'stream':<44}{'block':>6}{'alarms':>8}{'events':>8}{'per 1e6':>9}")
     stationary: list[tuple[str, ErrorMonitor, Callable[[np.random.Generator, int], np.ndarray], float]] = [
         (f"classification, {p:.1%} error", ErrorMonitor.for_classification(p), _bernoulli(p), events)

@@ -201,6 +201,8 @@ class ColumnSet:
         self._stream_column = [s.column for s in self.streams]
         # For error streams: a fall is good news, so it neither reports nor restarts the column (a
         # restart would blind the upward detector for its whole warm-up, right when the error rises).
+        # It restarts the detector that found it, though: Page-Hinkley's downward side exists for
+        # that (column_detectors), so that a rise after the fall is measured from where it fell to.
         self.rises_only = rises_only
         self.mean = self.streams[0].mean
         self.std = self.streams[0].std
@@ -295,7 +297,11 @@ class ColumnSet:
                     if det._step(zj):
                         end = base + int(blocks.ends[i])
                         detection = self._detection(j, det, end, blocks, i + 1)
-                        if self.rises_only and (detection.shift_sd <= 0 or self._fell(j, det, blocks, i + 1)):
+                        if self.rises_only and (
+                            det.name == "page_hinkley_down"
+                            or detection.shift_sd <= 0
+                            or self._fell(j, det, blocks, i + 1)
+                        ):
                             det.restart()
                             det.fresh_block = self._n_blocks + i + 1
                             self.last_fall = end + 1
@@ -336,7 +342,14 @@ class ColumnSet:
         stream = self.streams[j]
         col = stream.column
         counts, sums, sumsqs = ints[:, 0, j], ints[:, 1, j], ints[:, 2, j]
-        start = recent_segment(counts, sums)
+        if self.rises_only and self.last_fall > end + 1 - counts.size * self.block_size:
+            # The stream fell back within the window: the rise is found among the blocks since, not
+            # over the earlier rise (an error that was high, fell back, and rose again for another
+            # cause; the attribution reads the features over the same events).
+            cut = counts.size - max((end + 1 - self.last_fall) // self.block_size, 1)
+            start = cut + recent_segment(counts[cut:], sums[cut:])
+        else:
+            start = recent_segment(counts, sums)
         count = int(counts[start:].sum())
         mean, std = moments(count, sums[start:].sum() / FIXED_POINT, sumsqs[start:].sum() / FIXED_POINT)
         # The column's raw values over the same blocks (counted by its location stream).
@@ -414,6 +427,17 @@ class ColumnSet:
 def column_detectors(
     config: DriftConfig, mean: float, std: float, ph_direction: Literal["up", "both"]
 ) -> list[BlockDetector]:
+    """A column's Page-Hinkley (``ph_direction``) and two-sided ADWIN.
+
+    The error, estimated-error and reconstruction columns alert on rises only, but watch both ways
+    (``"both"``): Page-Hinkley's mean is that of every block since it last (re)started, so after a
+    detection it settles on the high level, and once the stream falls back its upward side stays
+    blind to a new rise until the high blocks average out. Its downward side finds the fall, which
+    raises nothing and restarts it (:class:`ColumnSet`). Seen on a house-price regressor: the error
+    rose with a covariate shift (events 2,000-6,000), fell back, and a label change at 7,000 was
+    found at 10,623; ADWIN, whose bound grows with the window's variance, needs more blocks of the
+    low level than the 8 it had.
+    """
     return [
         PageHinkleyDetector(
             ph_direction,

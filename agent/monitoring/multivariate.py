@@ -8,7 +8,8 @@ sign that flips, a sensor stuck while its partner moves) leaves more unexplained
 error (:class:`ReconstructionErrors`, one vectorised pass over the batch matrix) is monitored as one
 more column (:class:`ReconstructionMonitor`), named :data:`RECONSTRUCTION_COLUMN`: its reference
 percentile, against the error's quantiles on rows the components were not fitted on, in blocks, with
-an upward Page-Hinkley and ADWIN as every other column. Only rises are reported: an error below the
+Page-Hinkley and ADWIN as every other column. Only rises are reported (a fall restarts the detector
+that found it): an error below the
 reference means the rows are *more* typical than the reference, and any feature that collapsed to a
 constant shows in its own column.
 
@@ -119,7 +120,7 @@ class ReconstructionMonitor:
         self._transform = PercentileTransform(reconstruction.error.quantiles)
         self._columns = ColumnSet(
             [RECONSTRUCTION_COLUMN],
-            [column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "up")],
+            [column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "both")],
             self.config.block_size,
             self.config.window_blocks,
             REFERENCE_MEAN,
