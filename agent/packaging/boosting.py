@@ -27,6 +27,7 @@ __all__ = [
     "compares_in_float64",
     "framework_versions",
     "frameworks_of",
+    "native_categorical",
     "prepare",
 ]
 
@@ -51,6 +52,19 @@ def _components(estimator: Any) -> Iterator[Any]:
         except Exception:  # a broken third-party get_params: only the estimator itself counts
             return
         yield from params.values()
+
+
+def native_categorical(estimator: Any) -> list[str]:
+    """The scikit-learn ``HistGradientBoosting*`` models in ``estimator`` that split some feature
+    by category (``categorical_features``): skl2onnx 1.20 converts those splits as numeric
+    thresholds, so their graph answers otherwise (probabilities 0.87 apart on a 2-feature test)."""
+    return [
+        type(c).__name__
+        for c in _components(estimator)
+        if type(c).__name__.startswith("HistGradientBoosting")
+        and getattr(c, "is_categorical_", None) is not None
+        and bool(c.is_categorical_.any())
+    ]
 
 
 def frameworks_of(estimator: Any) -> tuple[str, ...]:

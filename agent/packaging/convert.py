@@ -21,6 +21,7 @@ from agent.models.package import (
     DEFAULT_DOMAIN,
     onnxruntime_max_opset,
 )
+from agent.packaging.boosting import native_categorical
 from schemas.manifest import (
     Outputs,
     Task,
@@ -150,6 +151,13 @@ def convert(estimator: Any, n_features: int, opsets: Mapping[str, int] | None = 
     from skl2onnx.common.data_types import FloatTensorType
 
     task = task_of(estimator)
+    if categorical := native_categorical(estimator):
+        raise PackageError(
+            f"{categorical[0]} splits features by category (categorical_features), which skl2onnx "
+            "converts as numeric thresholds: its ONNX graph would answer otherwise. Leave "
+            "categorical_features unset (driftline feeds a category as its index, a number the trees "
+            "split like any other) or one-hot encode those features in a Pipeline"
+        )
     options: dict[int, dict[str, Any]] = {id(c): {"zipmap": False} for c in _classifiers(estimator)}
     try:
         with _bools_as_ints():

@@ -141,3 +141,16 @@ def test_a_failed_conversion_names_the_estimator_in_a_bounded_message() -> None:
     assert message.startswith("skl2onnx cannot convert _Unconvertible to ONNX: ")
     assert "--onnx" in message
     assert len(message) < MAX_ERROR_CHARS + 300, len(message)
+
+
+def test_native_categorical_splits_are_refused_before_conversion() -> None:
+    """skl2onnx converts them as numeric thresholds: the graph answered 0.87 apart from the model."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=2000), rng.integers(0, 6, 2000).astype(np.float64)])
+    y = ((X[:, 1] == 3) | (X[:, 0] > 1)).astype(np.int64)
+    model = HistGradientBoostingClassifier(max_iter=20, categorical_features=[1]).fit(X, y)
+    with pytest.raises(PackageError, match=r"splits features by category.*one-hot encode"):
+        convert(model, 2)
+    # The same model without categorical_features converts (category indexes split as numbers).
+    plain = HistGradientBoostingClassifier(max_iter=20).fit(X, y)
+    assert convert(plain, 2).outputs.probabilities == "probabilities"
