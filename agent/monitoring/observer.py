@@ -68,7 +68,13 @@ from agent.monitoring.model_monitor import (
 )
 from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN
 from agent.monitoring.technical import RateCounts, RateWatch, Transition
-from agent.monitoring.wording import UNKNOWN_FIELDS, UNKNOWN_MODELS, AlertContext, AlertWriter
+from agent.monitoring.wording import (
+    UNJOINED_OUTCOMES,
+    UNKNOWN_FIELDS,
+    UNKNOWN_MODELS,
+    AlertContext,
+    AlertWriter,
+)
 from schemas.alert import Alert, AlertKind
 from schemas.events import DeadLetterReason, Outcome
 
@@ -171,6 +177,8 @@ class DriftObserver:
         self._batches = 0
         self.unknown_models = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         """Requests that no served model can answer, among all the worker's requests."""
+        self.unjoined: dict[str, RateWatch] = {}
+        """Per model name: outcomes that matched no prediction, among the outcomes this worker joins."""
         self.raised: list[Alert] = []
         """Alerts that passed the gate, newest last (bounded), for tools and tests."""
 
@@ -637,7 +645,7 @@ class DriftObserver:
             bucket[1].append(record)
         for monitor, (realised, estimated) in estimates.items():
             monitor.estimate_check.add(realised, estimated)
-        alerts: list[Alert] = []
+        alerts: list[Alert] = self._unjoined_alerts(matched)
         for monitor, (values, records) in errors.items():
             assert monitor.errors is not None
             detections = monitor.errors.update_many(values)
@@ -653,6 +661,35 @@ class DriftObserver:
         out.alerts.extend(self._gate(alerts))
         out.incidents.extend(self.groups.drain())
         return out
+
+    def _unjoined_alerts(
+        self, matched: Sequence[tuple[RecordLike, Outcome, JoinEntry | None]]
+    ) -> list[Alert]:
+        """Outcomes that match no prediction (later than the join keeps its predictions, or with
+        request ids that are not the requests'), per model, over windows of outcomes: past the rate
+        margin the model's concept monitor is mostly blind, and says so."""
+        by_model: dict[str, list[tuple[RecordLike, bool]]] = {}
+        for record, outcome, entry in matched:
+            by_model.setdefault(outcome.model, []).append((record, entry is None))
+        alerts: list[Alert] = []
+        s = self.settings
+        for name, seen in by_model.items():
+            watch = self.unjoined.get(name)
+            if watch is None:
+                watch = self.unjoined[name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+            change = watch.update(sum(missed for _, missed in seen), len(seen))
+            if change is None:
+                continue
+            monitor = self._monitor_named(name)
+            if monitor is None:
+                continue
+            key = IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNJOINED_OUTCOMES)
+            if change == "recover":
+                self.incidents.recover(key)
+                continue
+            ctx = AlertContext([record for record, _ in seen])
+            alerts.append(self.writer.unjoined_outcomes_alert(monitor, watch, self.join, s.join_ttl_s, ctx))
+        return alerts
 
     def _concept_recovery(self, monitor: ModelMonitor) -> None:
         errors = monitor.errors

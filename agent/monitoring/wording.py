@@ -22,6 +22,7 @@ from agent.monitoring.batch import RecordLike
 from agent.monitoring.columns import WindowStats
 from agent.monitoring.detectors import Detection
 from agent.monitoring.features import TAIL
+from agent.monitoring.join import OutcomeJoin
 from agent.monitoring.model_monitor import ModelMonitor
 from agent.monitoring.technical import RateWatch
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
@@ -29,6 +30,7 @@ from schemas.manifest import CategoricalStatistics, NumericStatistics
 
 __all__ = [
     "FINDING_SEVERITY",
+    "UNJOINED_OUTCOMES",
     "UNKNOWN_FIELDS",
     "UNKNOWN_MODELS",
     "AlertContext",
@@ -58,6 +60,9 @@ class WorkerSubject(NamedTuple):
     model: str
     subject: str
 
+
+UNJOINED_OUTCOMES = "unjoined_outcomes"
+"""Subject of a model's alert on outcomes that match no prediction (the concept monitor is blind)."""
 
 UNKNOWN_MODELS = WorkerSubject("*", "unknown_models")
 """A surge of requests that no model of the worker can answer."""
@@ -465,6 +470,35 @@ class AlertWriter:
             first_event_time=ctx.first_event_time,
             detected_at=datetime.fromtimestamp(self.clock(), UTC),
             source=ctx.source,
+        )
+
+    def unjoined_outcomes_alert(
+        self, monitor: ModelMonitor, watch: RateWatch, join: OutcomeJoin, ttl_s: float, ctx: AlertContext
+    ) -> Alert:
+        share = watch.last_share
+        return self.alert(
+            monitor,
+            AlertKind.TECHNICAL,
+            "unjoined_outcome_rate",
+            UNJOINED_OUTCOMES,
+            Severity.WARNING,
+            f"{share:.1%} of the last {watch.window:,} outcomes of {monitor.name} matched no prediction "
+            f"(alert above {watch.threshold:.1%}): the concept monitor sees only the rest. A prediction "
+            f"waits {ttl_s:,.0f} s for its outcome (DRIFTLINE_MONITORING__JOIN_TTL_S) among at most "
+            f"{join.max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES); so far {join.expired:,} "
+            f"expired and {join.evicted:,} were evicted unmatched. Outcomes later than that, or whose "
+            "request ids are not the requests', are not joined",
+            Evidence(
+                recent_mean=share,
+                window_events=watch.window,
+                extra={
+                    "threshold": watch.threshold,
+                    "expired": float(join.expired),
+                    "evicted": float(join.evicted),
+                    "join_ttl_s": ttl_s,
+                },
+            ),
+            ctx,
         )
 
     def latency_alert(self, monitor: ModelMonitor, per_row_us: float, ctx: AlertContext) -> Alert:

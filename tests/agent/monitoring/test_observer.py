@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +358,66 @@ def test_a_detection_not_clearly_beyond_the_bound_is_judged_on_the_blocks_after_
     count, shift = alert.evidence.window_events, alert.evidence.shift_in_std
     assert count is not None and shift is not None and count < window
     assert shift - settings.alert_margin_z / count**0.5 >= settings.recovery_shift_sd
+
+
+def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_monitor_is_blind(
+    model_repository: ModelRepository,
+) -> None:
+    """Labels an hour late, against a 15-minute join: every outcome went unmatched, counted in a metric
+    and nowhere else, and the concept monitor watched nothing while the team thought it was on."""
+    trained = classification_20(n_estimators=10, n_samples=2000)
+    X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
+    now = [1_000_000.0]
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
+        settings=NO_LATENCY_WATCH,
+        clock=lambda: now[0],
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        outcomes_topic="outcomes",
+        alerts_topic=ALERTS,
+    )
+    names = [f"x{i:02d}" for i in range(20)]
+
+    def send(topic: str, ids: range, body: Callable[[int], dict[str, object]]) -> list[Alert]:
+        records = [
+            Record(topic, 0, i, None, json.dumps({"request_id": f"r{i}", "model": MODEL, **body(i)}).encode())
+            for i in ids
+        ]
+        return [a for m in handler.handle(records) if m.topic == ALERTS for a in alerts_in([m.value])]
+
+    def features(i: int) -> dict[str, object]:
+        return {"features": dict(zip(names, map(float, X[i % len(X)]), strict=True))}
+
+    def label(i: int) -> dict[str, object]:
+        return {"label": int(y[i % len(X)])}
+
+    alerts: list[Alert] = []
+    for start in range(0, 4_000, 500):  # predictions now, their labels an hour later
+        alerts += send("requests", range(start, start + 500), features)
+    now[0] += 3_600
+    assert observer.join.expire() == 4_000  # as the worker does every 100 batches
+    for start in range(0, 4_000, 500):
+        alerts += send("outcomes", range(start, start + 500), label)
+    unjoined = [a for a in alerts if a.subject == "unjoined_outcomes"]
+    assert len(unjoined) == 1, [(a.kind.value, a.subject) for a in alerts]
+    alert = unjoined[0]
+    assert alert.kind is AlertKind.TECHNICAL and alert.model == MODEL
+    assert alert.message.startswith(f"100.0% of the last 2,000 outcomes of {MODEL} matched no prediction")
+    assert "900 s" in alert.message and "JOIN_TTL_S" in alert.message
+    assert alert.evidence.extra["expired"] == 4_000.0  # every prediction expired unmatched
+    key = IncidentKey(MODEL, AlertKind.TECHNICAL.value, "unjoined_outcomes")
+    assert observer.incidents.is_open(key)
+    # Labels within the join's time: they join, and the next window recovers the incident.
+    for start in range(4_000, 8_000, 500):
+        alerts += send("requests", range(start, start + 500), features)
+        alerts += send("outcomes", range(start, start + 500), label)
+    assert not observer.incidents.is_open(key)
+    assert len([a for a in alerts if a.subject == "unjoined_outcomes"]) == 1
