@@ -9,9 +9,8 @@ error (:class:`ReconstructionErrors`, one vectorised pass over the batch matrix)
 more column (:class:`ReconstructionMonitor`), named :data:`RECONSTRUCTION_COLUMN`: its reference
 percentile, against the error's quantiles on rows the components were not fitted on, in blocks, with
 Page-Hinkley and ADWIN as every other column. Only rises are reported (a fall restarts the detector
-that found it): an error below the
-reference means the rows are *more* typical than the reference, and any feature that collapsed to a
-constant shows in its own column.
+that found it): an error below the reference means the rows are *more* typical than the reference,
+and any feature that collapsed to a constant shows in its own column.
 
 What it catches that no single column shows: a change in the correlation structure with every
 marginal unchanged. What it cannot: a change inside the kept components (features that keep moving

@@ -674,14 +674,14 @@ class DriftObserver:
         alerts: list[Alert] = []
         s = self.settings
         for name, seen in by_model.items():
+            monitor = self._monitor_named(name)
+            if monitor is None:
+                continue  # no model of that name here: no watch (outcomes naming junk cost no memory)
             watch = self.unjoined.get(name)
             if watch is None:
                 watch = self.unjoined[name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
             change = watch.update(sum(missed for _, missed in seen), len(seen))
             if change is None:
-                continue
-            monitor = self._monitor_named(name)
-            if monitor is None:
                 continue
             key = IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNJOINED_OUTCOMES)
             if change == "recover":

@@ -421,3 +421,18 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
         alerts += send("outcomes", range(start, start + 500), label)
     assert not observer.incidents.is_open(key)
     assert len([a for a in alerts if a.subject == "unjoined_outcomes"]) == 1
+    # Outcomes naming models nobody serves keep no watch: junk names cost no memory.
+    ghosts = [
+        Record(
+            "outcomes",
+            0,
+            i,
+            None,
+            json.dumps({"request_id": f"g{i}", "model": f"ghost-{i}", "label": 0}).encode(),
+        )
+        for i in range(500)
+    ]
+    before = observer.join.unmatched_outcomes
+    handler.handle(ghosts)
+    assert observer.join.unmatched_outcomes == before + 500  # they reached the join, unmatched
+    assert set(observer.unjoined) == {MODEL}
