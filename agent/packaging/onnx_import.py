@@ -11,14 +11,14 @@ split off as the holdout (:data:`HOLDOUT_SPLIT_WARNING` says so on the progress 
 
 What the graph must look like, checked by :func:`plan_graph` (each refusal names the mismatch):
 
-- **One input**, a float32 tensor ``[batch, n_features]`` whose width is the number of feature
-  columns and whose batch dimension is free. Several inputs (one per column, as skl2onnx makes from a
+- **One input**, a float32 (or float64) tensor ``[batch, n_features]`` whose width is the number of
+  feature columns and whose batch dimension is free. Several inputs (one per column, as skl2onnx makes from a
   DataFrame), string inputs, other dtypes, another width or a fixed batch size are refused. If the
   model's ``metadata_props`` has a ``feature_names`` entry (comma-separated, a common convention, as
   ONNX itself has no place for column names), it must list the feature columns in order.
-- **Outputs**: a classifier has a label tensor (int64 or string, ``[batch]``) and a float32
-  probabilities tensor ``[batch, n_classes]``; a regressor has one float32 output, ``[batch]`` or
-  ``[batch, 1]``. Anything else (one ``[batch, 3]`` output: logits, probabilities or three
+- **Outputs**: a classifier has a label tensor (int64 or string, ``[batch]``) and a float32 (or
+  float64) probabilities tensor ``[batch, n_classes]``; a regressor has one float32 (or float64)
+  output, ``[batch]`` or ``[batch, 1]``. Anything else (one ``[batch, 3]`` output: logits, probabilities or three
   targets?) is refused.
 - **Class labels** come from the graph's own ``classlabels_*`` attributes (a ZipMap, a tree
   ensemble or linear classifier node) when it declares exactly one list; otherwise they are read off
@@ -34,6 +34,13 @@ What :func:`rewrite` changes, and the package records (``hyperparameters["rewrit
   default) is **removed**, and the probabilities tensor it consumed becomes the output: the map
   carries the same numbers, is several times slower to build, and is not a tensor.
 
+- A **float64** graph (skl2onnx's ``DoubleTensorType``, a network exported in double precision)
+  gets a ``Cast`` from driftline's float32 input to the float64 it reads, and one from each float64
+  output to float32. It then computes what the file computes on the rows rounded to float32, which
+  the parity check compares; the rows whose answer the rounding itself moves are counted
+  (``rounding_rows``), and more than 1 % of them stop the build: a feature needs more precision
+  than float32 holds (seconds since 1970 are 128 s apart in float32).
+
 Nothing else changes. Before the package is written, the rewritten graph is checked against the
 graph as given on the holdout rows (parity: labels identical, probabilities and values equal), so
 the package serves exactly what the file computed.
@@ -43,7 +50,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,7 +77,13 @@ from agent.packaging.calibration import calibrate, constant_confidence_warning
 from agent.packaging.csv_reference import CsvRows, parse_labels, read_rows
 from agent.packaging.error_model import FittedErrorModel, fit_error_model
 from agent.packaging.importance import permutation_importance
-from agent.packaging.parity import MAX_REFERENCE_PARITY_ROWS, PROBABILITY_TOLERANCE, compare_predictions
+from agent.packaging.parity import (
+    MAX_REFERENCE_PARITY_ROWS,
+    MAX_ROUNDING_SHARE,
+    PROBABILITY_TOLERANCE,
+    compare_predictions,
+    rows_within,
+)
 from agent.packaging.progress import Progress
 from agent.packaging.reconstruction import HOLDOUT_SHARE, MIN_ROWS, fit_reconstruction, split_rows
 from agent.packaging.reference import holdout_scores, prepared_mask, reference_statistics
@@ -234,6 +247,10 @@ class GraphPlan:
         value: Name of the regressor's output.
         zipmap_output: The ZipMap output that :func:`rewrite` replaces with ``probabilities``.
         declared_classes: The class labels the graph declares, if it declares exactly one list.
+        input_double: Whether the graph's input is float64 (:func:`rewrite` casts driftline's
+            float32 matrix to it).
+        double_outputs: Served outputs the graph computes in float64 (:func:`rewrite` casts them to
+            float32).
     """
 
     input_name: str
@@ -244,6 +261,8 @@ class GraphPlan:
     zipmap_output: str | None = None
     declared_classes: tuple[int, ...] | tuple[str, ...] | None = None
     changes: tuple[str, ...] = field(default=())
+    input_double: bool = False
+    double_outputs: tuple[str, ...] = ()
 
     @property
     def packaged_outputs(self) -> tuple[str, ...]:
@@ -285,7 +304,7 @@ def _check_input(model: onnx.ModelProto, feature_names: Sequence[str], source: s
             f"only (one float32 tensor [batch, {n}]): encode text and categories as numbers before "
             "the model and export it with a float32 input"
         )
-    if elem_type != TensorProto.FLOAT:
+    if elem_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
         raise GraphMismatchError(
             f"{source}: the graph's input {graph_input.name!r} has dtype {_dtype_name(elem_type)}, "
             f"but driftline feeds float32: export the model with a float32 input [batch, {n}]"
@@ -335,6 +354,14 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
     changes: list[str] = []
     if input_name != INPUT_NAME:
         changes.append(f"input {input_name!r} renamed {INPUT_NAME!r}")
+    input_double = any(
+        i.name == input_name and i.type.tensor_type.elem_type == TensorProto.DOUBLE for i in model.graph.input
+    )
+    if input_double:
+        changes.append(
+            f"a Cast to float64 of driftline's float32 {INPUT_NAME!r} feeds the graph's float64 input"
+        )
+    zipmap_double = False
     producers = {output: node for node in model.graph.node for output in node.output}
     tensors: list[onnx.ValueInfoProto] = []
     zipmap_output: str | None = None
@@ -349,6 +376,8 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
         if node is not None and node.op_type == "ZipMap" and node.domain == "ai.onnx.ml":
             zipmap_output = output.name
             probabilities_from_zipmap = node.input[0]
+            values = output.type.sequence_type.elem_type.map_type.value_type.tensor_type.elem_type
+            zipmap_double = values == TensorProto.DOUBLE
             zipmap_classes = _declared_classes([node])
             declared = zipmap_classes or declared
             changes.append(
@@ -360,9 +389,14 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
             f"{source}: output {_describe(output)} is not a tensor (and not a ZipMap's output, which "
             "driftline would remove); driftline serves tensors only"
         )
-    floats = [t for t in tensors if t.type.tensor_type.elem_type == TensorProto.FLOAT]
+    floats = [t for t in tensors if t.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE)]
     labels = [t for t in tensors if t.type.tensor_type.elem_type in (TensorProto.INT64, TensorProto.STRING)]
     others = [t for t in tensors if t not in floats and t not in labels]
+    doubled = [t.name for t in floats if t.type.tensor_type.elem_type == TensorProto.DOUBLE]
+    if zipmap_double and probabilities_from_zipmap is not None:
+        doubled.append(probabilities_from_zipmap)
+    changes.extend(f"output {name!r} cast from float64 to float32" for name in doubled)
+    double_outputs = tuple(doubled)
     if others:
         raise GraphMismatchError(
             f"{source}: output {_describe(others[0])} has a dtype driftline does not serve: a regressor "
@@ -382,6 +416,8 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
             zipmap_output=zipmap_output,
             declared_classes=declared,
             changes=tuple(changes),
+            input_double=input_double,
+            double_outputs=double_outputs,
         )
     if len(floats) == 1 and len(labels) == 1:
         return GraphPlan(
@@ -391,6 +427,8 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
             probabilities=floats[0].name,
             declared_classes=declared,
             changes=tuple(changes),
+            input_double=input_double,
+            double_outputs=double_outputs,
         )
     if len(floats) == 1 and not labels:
         dims = _dims(floats[0])
@@ -401,7 +439,14 @@ def plan_graph(model: onnx.ModelProto, feature_names: Sequence[str], source: str
                 "could be logits, probabilities or several targets. A classifier needs a label output "
                 "(ArgMax) beside its probabilities (Softmax); a regressor one value per row"
             )
-        return GraphPlan(input_name, "regressor", value=floats[0].name, changes=tuple(changes))
+        return GraphPlan(
+            input_name,
+            "regressor",
+            value=floats[0].name,
+            changes=tuple(changes),
+            input_double=input_double,
+            double_outputs=double_outputs,
+        )
     raise GraphMismatchError(
         f"{source}: the graph's outputs are {described}; driftline serves a classifier (an int64 or "
         "string label [batch] and float32 probabilities [batch, n_classes]) or a regressor (one "
@@ -453,9 +498,16 @@ def rewrite(model: onnx.ModelProto, plan: GraphPlan, n_features: int) -> onnx.Mo
         names = _names(graph)
         if INPUT_NAME in names:
             # Another value is already called "input": it gets a fresh name first.
-            fresh = next(c for i in range(len(names) + 1) if (c := f"{INPUT_NAME}_{i}") not in names)
-            _rename(graph, INPUT_NAME, fresh)
+            _rename(graph, INPUT_NAME, _fresh(names, INPUT_NAME))
         _rename(graph, plan.input_name, INPUT_NAME)
+    if plan.input_double:
+        # The graph reads a float64 value cast from driftline's float32 input.
+        inner = _fresh(_names(graph), f"{INPUT_NAME}_float64")
+        _rename(graph, INPUT_NAME, inner)
+        for graph_input in graph.input:
+            if graph_input.name == inner:
+                graph_input.name = INPUT_NAME
+        graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [inner], to=TensorProto.DOUBLE))
     for graph_input in graph.input:
         if graph_input.name == INPUT_NAME:
             contract = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])
@@ -472,7 +524,28 @@ def rewrite(model: onnx.ModelProto, plan: GraphPlan, n_features: int) -> onnx.Mo
         stale = [v for v in graph.value_info if v.name in (plan.zipmap_output, plan.probabilities)]
         for value_info in stale:
             graph.value_info.remove(value_info)
+    if (plan.input_double or plan.double_outputs) and not any(
+        o.domain in ("", "ai.onnx") for o in packaged.opset_import
+    ):
+        # The Casts are of the default domain, which a graph of ai.onnx.ml nodes alone may not import.
+        packaged.opset_import.append(helper.make_opsetid("", 13))
+    for name in plan.double_outputs:
+        # Computed in float64, served as float32: the graph's value renamed, cast under its name.
+        inner = _fresh(_names(graph), f"{name}_float64")
+        _rename(graph, name, inner)
+        for output in graph.output:
+            if output.name == inner:
+                output.name = name
+                output.type.tensor_type.elem_type = TensorProto.FLOAT
+        graph.node.append(helper.make_node("Cast", [inner], [name], to=TensorProto.FLOAT))
     return packaged
+
+
+def _fresh(names: set[str], stem: str) -> str:
+    """``stem``, or ``stem_0``, ``stem_1``, ... : the first that no value of the graph is called."""
+    if stem not in names:
+        return stem
+    return next(c for i in range(len(names) + 1) if (c := f"{stem}_{i}") not in names)
 
 
 # --- running it --------------------------------------------------------------------------------
@@ -495,9 +568,10 @@ def _run(
     outputs: Sequence[str],
     X: npt.NDArray[np.float64],
     source: str,
+    dtype: type[np.floating[Any]] = np.float32,
 ) -> dict[str, Any]:
     try:
-        results = session.run(list(outputs), {input_name: np.ascontiguousarray(X, dtype=np.float32)})
+        results = session.run(list(outputs), {input_name: np.ascontiguousarray(X, dtype=dtype)})
     except Exception as exc:  # ORT's pybind exception types share no useful base class
         raise GraphMismatchError(
             f"{source}: onnxruntime fails on {len(X)} rows of {X.shape[1]} float32 features: "
@@ -589,7 +663,7 @@ def _original_predictions(
     """The graph as given, on ``X``: a ZipMap's list of dicts turned back into a matrix."""
     probabilities = plan.zipmap_output or plan.probabilities
     names = [n for n in (plan.label, probabilities, plan.value) if n is not None]
-    raw = _run(session, plan.input_name, names, X, source)
+    raw = _run(session, plan.input_name, names, X, source, np.float64 if plan.input_double else np.float32)
     if plan.zipmap_output is not None:
         maps = raw.pop(plan.zipmap_output)
         raw[plan.probabilities or ""] = np.asarray(
@@ -807,13 +881,25 @@ def build_from_onnx(
             plan, _run(session, INPUT_NAME, plan.packaged_outputs, X_rows, source), len(X_rows), source
         )
         original_session = _session(bytes(original.SerializeToString()), source)
-        parity = compare_predictions(
-            task,
-            _original_predictions(plan, original_session, X_rows, class_labels, source),
-            packaged_out,
-            checked_on,
-            class_labels,
-        )
+        # A float64 graph is served float32 rows (cast back to float64): it must compute what the
+        # file computes on the rows rounded to float32, and rounding may move only a few answers.
+        X_fed = X_rows.astype(np.float32).astype(np.float64) if plan.input_double else X_rows
+        as_fed = _original_predictions(plan, original_session, X_fed, class_labels, source)
+        parity = compare_predictions(task, as_fed, packaged_out, checked_on, class_labels)
+        if parity.passed and plan.input_double:
+            as_given = _original_predictions(plan, original_session, X_rows, class_labels, source)
+            moved = ~rows_within(task, as_given, as_fed)
+            if task != "regression":
+                moved |= np.asarray(as_given["labels"]) != np.asarray(as_fed["labels"])
+            parity = replace(parity, rounding_rows=int(moved.sum()))
+            if parity.rounding_rows > MAX_ROUNDING_SHARE * parity.rows:
+                raise ParityError(
+                    f"{source}: the graph takes float64 and driftline serves float32: rounded to "
+                    f"float32, {parity.rounding_rows} of the {parity.rows} {checked_on} rows get "
+                    f"another answer (at most {MAX_ROUNDING_SHARE:.0%} may): a feature needs more "
+                    "precision than float32 holds (a timestamp in seconds, an id?); refusing to "
+                    "write the package"
+                )
         del original_session
         if not parity.passed:
             raise ParityError(

@@ -34,6 +34,7 @@ __all__ = [
     "check_parity",
     "compare_predictions",
     "float32_uncertain",
+    "rows_within",
 ]
 
 
@@ -147,7 +148,7 @@ max abs diff 0.3, max rel diff 0
         plain = compare_predictions(task, expected, actual, checked_on, class_labels)
         if plain.passed:
             return plain
-        disagree = ~_rows_within(task, expected, actual)
+        disagree = ~rows_within(task, expected, actual)
         if task != "regression":
             disagree |= np.asarray(expected["labels"]) != np.asarray(actual["labels"])
         skipped = disagree & uncertain
@@ -197,7 +198,7 @@ def _relative(diff: npt.NDArray[np.float64], want: npt.NDArray[np.float64]) -> n
     return diff / np.maximum(np.abs(want), floor)
 
 
-def _rows_within(
+def rows_within(
     task: Task, expected: Mapping[str, npt.NDArray[Any]], actual: Mapping[str, npt.NDArray[Any]]
 ) -> npt.NDArray[np.bool_]:
     """Per row: whether ``actual`` agrees with ``expected`` within the tolerances (labels aside)."""
@@ -228,7 +229,7 @@ def float32_uncertain(task: Task, estimator: Any, X: npt.NDArray[np.float64]) ->
     out = np.zeros(len(X), dtype=bool)
     for moved in (center - 0.24 * ulp, center + 0.49 * ulp):
         there = _sklearn_predictions(task, estimator, moved.astype(np.float64), as_given=True)
-        out |= ~_rows_within(task, as_given, there)
+        out |= ~rows_within(task, as_given, there)
         if task != "regression":
             out |= np.asarray(as_given["labels"]) != np.asarray(there["labels"])
     return out

@@ -16,7 +16,13 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.errors import ConfigurationError, CorruptModelError, GraphMismatchError, PickleRefusedError
+from agent.errors import (
+    ConfigurationError,
+    CorruptModelError,
+    GraphMismatchError,
+    ParityError,
+    PickleRefusedError,
+)
 from agent.models.package import load_package
 from agent.models.repository import ModelRepository
 from agent.packaging.onnx_import import (
@@ -338,8 +344,8 @@ def test_class_labels_read_off_the_answers() -> None:
             "columns (a, b, c)",
         ),
         (
-            classifier_graph(input_type=TensorProto.DOUBLE),
-            "the graph's input 'features' has dtype float64, but driftline feeds float32",
+            classifier_graph(input_type=TensorProto.INT64),
+            "the graph's input 'features' has dtype int64, but driftline feeds float32",
         ),
         (
             classifier_graph(input_type=TensorProto.STRING),
@@ -547,3 +553,67 @@ def test_missing_values_are_rejected_with_a_warning_or_allowed_through_to_a_grap
     assert allowing.parity.rows == 200 and allowing.manifest.training.holdout_rows == 200
     _, [warning] = build("plain")
     assert "the graph answers such rows with NaN, so fill them before they reach it" in warning
+
+
+# --- float64 graphs -------------------------------------------------------------------------------
+
+
+def test_a_float64_graph_is_served_through_casts(tmp_path: Path) -> None:
+    """skl2onnx with DoubleTensorType (and other exporters in double precision) make graphs that take
+    and give float64; they were refused. driftline feeds float32: a Cast in front, one behind each
+    float64 output, and the graph must compute what the file computes on the rows rounded to float32."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    X = rows(600, seed=3)
+    y = (X[:, 0] - 0.5 * X[:, 2] > 0).astype(np.int64)
+    model = LogisticRegression().fit(X[:400], y[:400])
+    onx = to_onnx(
+        model, initial_types=[("x", DoubleTensorType([None, 3]))], options={id(model): {"zipmap": False}}
+    )
+    assert [o.type.tensor_type.elem_type for o in onx.graph.output] == [TensorProto.INT64, TensorProto.DOUBLE]
+    built = build_from_onnx(
+        save(onx, tmp_path / "model.onnx"),
+        write_csv(tmp_path / "reference.csv", X[:400], y[:400]),
+        holdout=write_csv(tmp_path / "holdout.csv", X[400:], y[400:]),
+        label_column="y",
+        name="double",
+        version="1",
+        repository=ModelRepository(tmp_path / "models"),
+    )
+    assert built.parity.passed and built.parity.rounding_rows == 0
+    assert "a Cast to float64 of driftline's float32 'input' feeds the graph's float64 input" in built.changes
+    assert "output 'probabilities' cast from float64 to float32" in built.changes
+    with load_package(built.path) as served:
+        answers = served.predict(X[400:].astype(np.float32))
+    assert answers.probabilities is not None and answers.probabilities.dtype == np.float32
+    assert np.abs(answers.probabilities - model.predict_proba(X[400:])).max() < 1e-5
+
+
+def test_a_float64_graph_that_needs_more_than_float32_is_refused(tmp_path: Path) -> None:
+    """A signal of seconds since 1970 with a 21 s period: float32 holds those seconds 128 s apart."""
+    rng = np.random.default_rng(4)
+    X = np.column_stack([1.7e9 + rng.integers(0, 86_400, 600), rng.normal(size=600), rng.normal(size=600)])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["phase"]), helper.make_node("Sin", ["phase"], ["y"])],
+        "clock",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 1])],
+        [numpy_helper.from_array(np.array([[0.3], [0.0], [0.0]]), "w")],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    y = np.sin(0.3 * X[:, 0])
+    with pytest.raises(
+        ParityError, match=r"rounded to float32, \d+ of the 200 holdout rows get another answer"
+    ):
+        build_from_onnx(
+            save(onx, tmp_path / "model.onnx"),
+            write_csv(tmp_path / "reference.csv", X[:400], y[:400]),
+            holdout=write_csv(tmp_path / "holdout.csv", X[400:], y[400:]),
+            label_column="y",
+            name="clock",
+            version="1",
+            repository=ModelRepository(tmp_path / "models"),
+        )
+    assert not (tmp_path / "models").exists()
