@@ -12,14 +12,15 @@ split off as the holdout (:data:`HOLDOUT_SPLIT_WARNING` says so on the progress 
 What the graph must look like, checked by :func:`plan_graph` (each refusal names the mismatch):
 
 - **One input**, a float32 (or float64) tensor ``[batch, n_features]`` whose width is the number of
-  feature columns and whose batch dimension is free. Several inputs (one per column, as skl2onnx makes from a
-  DataFrame), string inputs, other dtypes, another width or a fixed batch size are refused. If the
-  model's ``metadata_props`` has a ``feature_names`` entry (comma-separated, a common convention, as
-  ONNX itself has no place for column names), it must list the feature columns in order.
+  feature columns and whose batch dimension is free. Several inputs (one per column, as skl2onnx
+  makes from a DataFrame), string inputs, other dtypes, another width or a fixed batch size are
+  refused. If the model's ``metadata_props`` has a ``feature_names`` entry (comma-separated, a
+  common convention, as ONNX itself has no place for column names), it must list the feature
+  columns in order.
 - **Outputs**: a classifier has a label tensor (int64 or string, ``[batch]``) and a float32 (or
   float64) probabilities tensor ``[batch, n_classes]``; a regressor has one float32 (or float64)
-  output, ``[batch]`` or ``[batch, 1]``. Anything else (one ``[batch, 3]`` output: logits, probabilities or three
-  targets?) is refused.
+  output, ``[batch]`` or ``[batch, 1]``. Anything else (one ``[batch, 3]`` output: logits,
+  probabilities or three targets?) is refused.
 - **Class labels** come from the graph's own ``classlabels_*`` attributes (a ZipMap, a tree
   ensemble or linear classifier node) when it declares exactly one list; otherwise they are read off
   the model's answers on the reference rows: the label of the rows where each column is the most
