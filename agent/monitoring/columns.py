@@ -200,9 +200,8 @@ class ColumnSet:
         self._column_detectors = by_column
         self._stream_column = [s.column for s in self.streams]
         # For error streams: a fall is good news, so it neither reports nor restarts the column (a
-        # restart would blind the upward detector for its whole warm-up, right when the error rises).
-        # It restarts the detector that found it, though: Page-Hinkley's downward side exists for
-        # that (column_detectors), so that a rise after the fall is measured from where it fell to.
+        # restart would blind the upward detector for its whole warm-up, right when the error rises);
+        # the column's recovery restarts it (restart).
         self.rises_only = rises_only
         self.mean = self.streams[0].mean
         self.std = self.streams[0].std
@@ -216,6 +215,8 @@ class ColumnSet:
         )
         self.n_events = 0
         self._n_blocks = 0
+        self.restarted_at = 0
+        """Events up to the last :meth:`restart`: a rise found after it is measured after it."""
         self.last_fall = 0
         """For rises only: the events up to the block where a detector last found a fall. No alert,
         but the stream had not settled there: a recovery waits a window after it, as after a
@@ -230,6 +231,20 @@ class ColumnSet:
         self.outbox: list[Blocks] | None = None
         """When set (:meth:`ship`), the blocks :meth:`push` completes go here instead of to the
         detectors: another process runs them (:meth:`consume`)."""
+
+    def restart(self) -> None:
+        """Every detector starts afresh on the next block, as after a detection. For a rises-only
+        column once its incident recovered: Page-Hinkley's mean is that of every block since it
+        last started, so after a rise it sits on the high level, and once the stream is back its
+        upward side would see a new rise only when the high blocks averaged out (a house-price
+        regressor's error rose with a covariate shift, came back, and a label change 1,000 outcomes
+        later was found 3,623 outcomes late). A recovery is judged over a settled window, so a dip
+        while the partitions of one drift catch up with each other restarts nothing."""
+        for group in self.detectors:
+            for det in group:
+                det.restart()
+                det.fresh_block = self._n_blocks
+        self.restarted_at = self.n_events
 
     def ship(self) -> None:
         """Summarise only: from now on :meth:`push` cuts blocks into :attr:`outbox` and runs no
@@ -297,11 +312,7 @@ class ColumnSet:
                     if det._step(zj):
                         end = base + int(blocks.ends[i])
                         detection = self._detection(j, det, end, blocks, i + 1)
-                        if self.rises_only and (
-                            det.name == "page_hinkley_down"
-                            or detection.shift_sd <= 0
-                            or self._fell(j, det, blocks, i + 1)
-                        ):
+                        if self.rises_only and (detection.shift_sd <= 0 or self._fell(j, det, blocks, i + 1)):
                             det.restart()
                             det.fresh_block = self._n_blocks + i + 1
                             self.last_fall = end + 1
@@ -342,11 +353,12 @@ class ColumnSet:
         stream = self.streams[j]
         col = stream.column
         counts, sums, sumsqs = ints[:, 0, j], ints[:, 1, j], ints[:, 2, j]
-        if self.rises_only and self.last_fall > end + 1 - counts.size * self.block_size:
-            # The stream fell back within the window: the rise is found among the blocks since, not
-            # over the earlier rise (an error that was high, fell back, and rose again for another
-            # cause; the attribution reads the features over the same events).
-            cut = counts.size - max((end + 1 - self.last_fall) // self.block_size, 1)
+        settled = max(self.last_fall, self.restarted_at)
+        if self.rises_only and settled > end + 1 - counts.size * self.block_size:
+            # The stream fell back (or recovered) within the window: the rise is found among the
+            # blocks since, not over the earlier rise (an error that was high, came back, and rose
+            # again for another cause; the attribution reads the features over the same events).
+            cut = counts.size - max((end + 1 - settled) // self.block_size, 1)
             start = cut + recent_segment(counts[cut:], sums[cut:])
         else:
             start = recent_segment(counts, sums)
@@ -427,17 +439,7 @@ class ColumnSet:
 def column_detectors(
     config: DriftConfig, mean: float, std: float, ph_direction: Literal["up", "both"]
 ) -> list[BlockDetector]:
-    """A column's Page-Hinkley (``ph_direction``) and two-sided ADWIN.
-
-    The error, estimated-error and reconstruction columns alert on rises only, but watch both ways
-    (``"both"``): Page-Hinkley's mean is that of every block since it last (re)started, so after a
-    detection it settles on the high level, and once the stream falls back its upward side stays
-    blind to a new rise until the high blocks average out. Its downward side finds the fall, which
-    raises nothing and restarts it (:class:`ColumnSet`). Seen on a house-price regressor: the error
-    rose with a covariate shift (events 2,000-6,000), fell back, and a label change at 7,000 was
-    found at 10,623; ADWIN, whose bound grows with the window's variance, needs more blocks of the
-    low level than the 8 it had.
-    """
+    """A column's Page-Hinkley (``ph_direction``) and two-sided ADWIN."""
     return [
         PageHinkleyDetector(
             ph_direction,

@@ -24,8 +24,8 @@ class ErrorMonitor:
     ``p`` (mean ``p``, standard deviation ``sqrt(p(1-p))``). Regression: fed absolute errors,
     monitored as ``|error| / reference MAE`` capped at ``error_cap`` (so that one wild outlier is
     not a concept drift), against mean 1 and the reference spread. The stream is cut into blocks
-    and fed to a Page-Hinkley and an ADWIN, both two-sided: a rise alerts, a fall restarts the
-    detector that found it (:func:`~agent.monitoring.columns.column_detectors`). Blocks are larger
+    and fed to an upward Page-Hinkley (errors rising) and a two-sided ADWIN; once its incident
+    recovers, both start afresh (:meth:`~agent.monitoring.columns.ColumnSet.restart`). Blocks are larger
     than for features so that a block's error count is not too skewed: at least 8 expected errors
     (and non-errors) per block for classification (a multiple of ``block_size``), and
     ``4 * block_size`` events for regression.
@@ -106,8 +106,8 @@ class ErrorMonitor:
         self.reference_std = reference_std
         self.error_cap = error_cap
         self.config = config.with_block_size(block_size)
-        # Errors going down are good news: a fall only restarts the detector that found it.
-        detectors = column_detectors(self.config, mean, std, "both")
+        # Errors going down are good news: only the upward Page-Hinkley, plus two-sided ADWIN.
+        detectors = column_detectors(self.config, mean, std, "up")
         self._columns = ColumnSet(
             ["error"], [detectors], block_size, self.config.window_blocks, mean, std, rises_only=True
         )

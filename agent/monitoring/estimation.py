@@ -80,7 +80,7 @@ class _EstimateColumn:
         self.reference_mean = reference_mean
         self.reference_std = reference_std
         self.config = config.with_block_size(block_size)
-        detectors = column_detectors(self.config, reference_mean, reference_std, "both")
+        detectors = column_detectors(self.config, reference_mean, reference_std, "up")
         self._columns = ColumnSet(
             ["estimated_error"],
             [detectors],
@@ -130,11 +130,11 @@ class EstimatedErrorMonitor(_EstimateColumn):
     """A classifier's estimated error per prediction, monitored against its estimate on the holdout.
 
     Each prediction's highest class probability goes through the package's calibration; the expected
-    error (``1 - correctness``) is cut into blocks and fed to a Page-Hinkley and an ADWIN, both
-    two-sided, standardised by the holdout's mean and per-row spread of the estimated error, exactly
-    as the real error is (:class:`~agent.monitoring.concept.ErrorMonitor`): blocks hold at least 8
-    expected errors, and a fall of the estimate is good news, so it reports nothing and restarts only
-    the detector that found it.
+    error (``1 - correctness``) is cut into blocks and fed to an upward Page-Hinkley and a two-sided
+    ADWIN, standardised by the holdout's mean and per-row spread of the estimated error, exactly as
+    the real error is (:class:`~agent.monitoring.concept.ErrorMonitor`): blocks hold at least 8
+    expected errors, and a fall of the estimate is good news, so it neither reports nor restarts the
+    column (its recovery does).
 
     Parameters
     ----------
@@ -193,9 +193,8 @@ class EstimatedAbsErrorMonitor(_EstimateColumn):
     monitored against its mean on the holdout rows the error model was checked on.
 
     The expected absolute errors (in the target's units) are cut into blocks of
-    ``4 * config.block_size`` (as the realised absolute errors are) and fed to a two-sided
-    Page-Hinkley and ADWIN (rises alert, falls restart), standardised by the checked rows' mean and
-    per-row spread of the estimate.
+    ``4 * config.block_size`` (as the realised absolute errors are) and fed to an upward Page-Hinkley
+    and a two-sided ADWIN, standardised by the checked rows' mean and per-row spread of the estimate.
     The spread is floored at a tenth of the mean: an error model that gives every row about the same
     estimate would otherwise make any change infinitely significant.
 

@@ -8,9 +8,9 @@ sign that flips, a sensor stuck while its partner moves) leaves more unexplained
 error (:class:`ReconstructionErrors`, one vectorised pass over the batch matrix) is monitored as one
 more column (:class:`ReconstructionMonitor`), named :data:`RECONSTRUCTION_COLUMN`: its reference
 percentile, against the error's quantiles on rows the components were not fitted on, in blocks, with
-Page-Hinkley and ADWIN as every other column. Only rises are reported (a fall restarts the detector
-that found it): an error below the reference means the rows are *more* typical than the reference,
-and any feature that collapsed to a constant shows in its own column.
+an upward Page-Hinkley and ADWIN as every other column. Only rises are reported: an error below the
+reference means the rows are *more* typical than the reference, and any feature that collapsed to a
+constant shows in its own column.
 
 What it catches that no single column shows: a change in the correlation structure with every
 marginal unchanged. What it cannot: a change inside the kept components (features that keep moving
@@ -119,7 +119,7 @@ class ReconstructionMonitor:
         self._transform = PercentileTransform(reconstruction.error.quantiles)
         self._columns = ColumnSet(
             [RECONSTRUCTION_COLUMN],
-            [column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "both")],
+            [column_detectors(self.config, REFERENCE_MEAN, REFERENCE_STD, "up")],
             self.config.block_size,
             self.config.window_blocks,
             REFERENCE_MEAN,

@@ -708,6 +708,7 @@ class DriftObserver:
             and self.incidents.is_open(key)
         ):
             self.incidents.recover(key)
+            errors.columns.restart()  # a new rise is measured from the recovered level
 
     def metric_points(self, *, join: bool = True) -> list[MetricPoint]:
         """Windowed statistics for the metrics sinks: per feature and output, and the joined error
@@ -1132,6 +1133,8 @@ class DriftObserver:
             monitor, self.settings.recovery_shift_sd
         ):
             self.incidents.recover(key)
+            assert monitor.estimated is not None
+            monitor.estimated.columns.restart()  # a new rise is measured from the recovered level
 
     def _gate(self, alerts: list[Alert]) -> list[Alert]:
         out = []

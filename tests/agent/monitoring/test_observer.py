@@ -436,3 +436,75 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     handler.handle(ghosts)
     assert observer.join.unmatched_outcomes == before + 500  # they reached the join, unmatched
     assert set(observer.unjoined) == {MODEL}
+
+
+def test_a_second_label_change_after_the_error_recovered_alerts_at_once(
+    model_repository: ModelRepository,
+) -> None:
+    """Every label wrong over outcomes 1,500-5,500, right again, every other one wrong from 9,000:
+    the concept incident recovers in between and restarts the error's detectors, so the second
+    change is alerted at its first block. Without the restart, Page-Hinkley's mean sat on the first
+    change's level, above the second's, and nothing was alerted in the 3,000 outcomes after it."""
+    trained = classification_20(n_estimators=10, n_samples=2000)
+    X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), settings=NO_LATENCY_WATCH
+    )
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[observer],
+        outcomes_topic="outcomes",
+        alerts_topic=ALERTS,
+    )
+    names = [f"x{i:02d}" for i in range(20)]
+
+    def flipped(i: int) -> bool:
+        # Every label wrong over 1,500-5,500; from 9,000 every other one (a milder change).
+        return 1_500 <= i < 5_500 or (i >= 9_000 and i % 2 == 0)
+
+    alerts: list[Alert] = []
+    recovered_between = False
+    key = IncidentKey(MODEL, AlertKind.CONCEPT.value, "error")
+    for start in range(0, 12_000, 250):
+        ids = range(start, start + 250)
+        requests = [
+            Record(
+                "requests",
+                0,
+                i,
+                None,
+                json.dumps(
+                    {
+                        "request_id": f"r{i}",
+                        "model": MODEL,
+                        "features": dict(zip(names, map(float, X[i % len(X)]), strict=True)),
+                    }
+                ).encode(),
+            )
+            for i in ids
+        ]
+        outcomes = [
+            Record(
+                "outcomes",
+                0,
+                i,
+                None,
+                json.dumps(
+                    {"request_id": f"r{i}", "model": MODEL, "label": int(y[i % len(X)]) ^ flipped(i)}
+                ).encode(),
+            )
+            for i in ids
+        ]
+        for batch in (requests, outcomes):
+            alerts += [a for m in handler.handle(batch) if m.topic == ALERTS for a in alerts_in([m.value])]
+        if 5_500 <= start < 9_000 and not observer.incidents.is_open(key):
+            recovered_between = True
+    concept = [int(a.evidence.extra["event_index"]) for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert recovered_between
+    assert len(concept) == 2, concept
+    assert 1_500 <= concept[0] < 2_500 and 9_000 <= concept[1] < 10_000, concept
