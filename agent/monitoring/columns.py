@@ -233,16 +233,19 @@ class ColumnSet:
         detectors: another process runs them (:meth:`consume`)."""
 
     def restart(self) -> None:
-        """Every detector starts afresh on the next block, as after a detection. For a rises-only
-        column once its incident recovered: Page-Hinkley's mean is that of every block since it
-        last started, so after a rise it sits on the high level, and once the stream is back its
-        upward side would see a new rise only when the high blocks averaged out (a house-price
-        regressor's error rose with a covariate shift, came back, and a label change 1,000 outcomes
-        later was found 3,623 outcomes late). A recovery is judged over a settled window, so a dip
-        while the partitions of one drift catch up with each other restarts nothing."""
+        """Every detector starts afresh, anchored on the reference as at construction
+        (:meth:`~agent.monitoring.detectors.BlockDetector.reanchor`). For a rises-only column once
+        its incident recovered: Page-Hinkley's mean is that of every block since it last started,
+        so after a rise it sits on the high level, and once the stream is back its upward side
+        would see a new rise only when the high blocks averaged out (a house-price regressor's
+        error rose with a covariate shift, came back, and a label change 1,000 outcomes later was
+        found 3,623 outcomes late). Anchored on the reference rather than on the blocks after the
+        restart, a new rise that began just before the recovery was declared is still a rise. A
+        recovery is judged over a settled window, so a dip while the partitions of one drift catch
+        up with each other restarts nothing."""
         for group in self.detectors:
             for det in group:
-                det.restart()
+                det.reanchor()
                 det.fresh_block = self._n_blocks
         self.restarted_at = self.n_events
 

@@ -290,10 +290,15 @@ class BlockDetector:
         self._drift_detected = False
         self._restart_pending = False
         self._detector: Any = None
+        self.reanchor()
+
+    def reanchor(self) -> None:
+        """Start afresh at once, on a synthetic stretch that matches the reference exactly (mean 0,
+        variance 1), as at construction: a stream drifted from its next event is a change (see the
+        module docstring). Unlike :meth:`restart`, whose fresh detector takes the next blocks as
+        its normal, this one measures them against the reference."""
         self._fresh()
-        # A synthetic stretch that matches the reference exactly (mean 0, variance 1), so that a
-        # stream drifted from its first event is a change; see the module docstring.
-        for i in range(reference_blocks):
+        for i in range(self.reference_blocks):
             self._step(1.0 if i % 2 == 0 else -1.0)
         self._restart_pending = False
 

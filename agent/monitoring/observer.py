@@ -977,6 +977,7 @@ class DriftObserver:
             <= settled
         ):
             self.incidents.recover(key)
+            reconstruction.columns.restart()  # a new rise is measured against the reference
 
     def _batch_rates(self, monitor: ModelMonitor, batch: ModelBatch) -> RateCounts:
         """What ``batch`` adds to ``monitor``'s rate watches."""

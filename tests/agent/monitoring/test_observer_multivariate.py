@@ -131,3 +131,23 @@ def repository_manifest_reconstruction(repository: ModelRepository) -> Reconstru
         reconstruction = model.manifest.reference.reconstruction
     assert reconstruction is not None and reconstruction.features == NAMES
     return reconstruction
+
+
+def test_a_second_milder_decorrelation_after_the_recovery_is_alerted(repository: ModelRepository) -> None:
+    """Independent over 6,000-16,000, correlated again, then correlated 0.6 from 19,000. The first
+    incident recovers only at 19,000 (ADWIN found the fall late, and a recovery waits a window after
+    it), as the second change begins: the column restarts anchored on the reference, so that change
+    is still a rise. A restart that took the blocks after it as the normal never alerted it."""
+    handler, observer = worker(repository.root)
+    rng = np.random.default_rng(5)
+    stream = np.r_[
+        correlated(rng, 6_000, 0.9),
+        correlated(rng, 10_000, 0.0),
+        correlated(rng, 3_000, 0.9),
+        correlated(rng, 6_000, 0.6),
+    ]
+    alerts = [a for a in run(handler, stream) if a.subject == "reconstruction_error"]
+    fired = [int(a.evidence.extra["event_index"]) for a in alerts]
+    assert len(fired) == 2, fired
+    assert 6_000 <= fired[0] < 6_500 and 19_000 <= fired[1] < 20_000, fired
+    assert observer.incidents.is_open(IncidentKey(MODEL, "data", "reconstruction_error"))  # the second
