@@ -201,7 +201,7 @@ class ColumnSet:
         self._stream_column = [s.column for s in self.streams]
         # For error streams: a fall is good news, so it neither reports nor restarts the column (a
         # restart would blind the upward detector for its whole warm-up, right when the error rises);
-        # the column's recovery restarts it (restart).
+        # the column's recovery starts it afresh (reanchor).
         self.rises_only = rises_only
         self.mean = self.streams[0].mean
         self.std = self.streams[0].std
@@ -215,8 +215,8 @@ class ColumnSet:
         )
         self.n_events = 0
         self._n_blocks = 0
-        self.restarted_at = 0
-        """Events up to the last :meth:`restart`: a rise found after it is measured after it."""
+        self.reanchored_at = 0
+        """Events up to the last :meth:`reanchor`: a rise found after it is measured after it."""
         self.last_fall = 0
         """For rises only: the events up to the block where a detector last found a fall. No alert,
         but the stream had not settled there: a recovery waits a window after it, as after a
@@ -232,7 +232,7 @@ class ColumnSet:
         """When set (:meth:`ship`), the blocks :meth:`push` completes go here instead of to the
         detectors: another process runs them (:meth:`consume`)."""
 
-    def restart(self) -> None:
+    def reanchor(self) -> None:
         """Every detector starts afresh, anchored on the reference as at construction
         (:meth:`~agent.monitoring.detectors.BlockDetector.reanchor`). For a rises-only column once
         its incident recovered: Page-Hinkley's mean is that of every block since it last started,
@@ -247,7 +247,7 @@ class ColumnSet:
             for det in group:
                 det.reanchor()
                 det.fresh_block = self._n_blocks
-        self.restarted_at = self.n_events
+        self.reanchored_at = self.n_events
 
     def ship(self) -> None:
         """Summarise only: from now on :meth:`push` cuts blocks into :attr:`outbox` and runs no
@@ -356,7 +356,7 @@ class ColumnSet:
         stream = self.streams[j]
         col = stream.column
         counts, sums, sumsqs = ints[:, 0, j], ints[:, 1, j], ints[:, 2, j]
-        settled = max(self.last_fall, self.restarted_at)
+        settled = max(self.last_fall, self.reanchored_at)
         if self.rises_only and settled > end + 1 - counts.size * self.block_size:
             # The stream fell back (or recovered) within the window: the rise is found among the
             # blocks since, not over the earlier rise (an error that was high, came back, and rose

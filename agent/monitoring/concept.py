@@ -25,7 +25,7 @@ class ErrorMonitor:
     monitored as ``|error| / reference MAE`` capped at ``error_cap`` (so that one wild outlier is
     not a concept drift), against mean 1 and the reference spread. The stream is cut into blocks
     and fed to an upward Page-Hinkley (errors rising) and a two-sided ADWIN; once its incident
-    recovers, both start afresh (:meth:`~agent.monitoring.columns.ColumnSet.restart`). Blocks are larger
+    recovers, both start afresh (:meth:`~agent.monitoring.columns.ColumnSet.reanchor`). Blocks are larger
     than for features so that a block's error count is not too skewed: at least 8 expected errors
     (and non-errors) per block for classification (a multiple of ``block_size``), and
     ``4 * block_size`` events for regression.

@@ -691,6 +691,12 @@ class DriftObserver:
             alerts.append(self.writer.unjoined_outcomes_alert(monitor, watch, self.join, s.join_ttl_s, ctx))
         return alerts
 
+    def _recover_rises(self, key: IncidentKey, columns: ColumnSet) -> None:
+        """Closes the incident of a rises-only column back at its reference, and starts its
+        detectors afresh against the reference (ColumnSet.reanchor): a new rise is a rise again."""
+        self.incidents.recover(key)
+        columns.reanchor()
+
     def _concept_recovery(self, monitor: ModelMonitor) -> None:
         errors = monitor.errors
         assert errors is not None
@@ -707,8 +713,7 @@ class DriftObserver:
             <= settled_before(errors.n_events, errors.config, blocks)
             and self.incidents.is_open(key)
         ):
-            self.incidents.recover(key)
-            errors.columns.restart()  # a new rise is measured from the recovered level
+            self._recover_rises(key, errors.columns)
 
     def metric_points(self, *, join: bool = True) -> list[MetricPoint]:
         """Windowed statistics for the metrics sinks: per feature and output, and the joined error
@@ -976,8 +981,7 @@ class DriftObserver:
             and max(monitor.last_detection.get(RECONSTRUCTION_COLUMN, 0), reconstruction.columns.last_fall)
             <= settled
         ):
-            self.incidents.recover(key)
-            reconstruction.columns.restart()  # a new rise is measured against the reference
+            self._recover_rises(key, reconstruction.columns)
 
     def _batch_rates(self, monitor: ModelMonitor, batch: ModelBatch) -> RateCounts:
         """What ``batch`` adds to ``monitor``'s rate watches."""
@@ -1133,9 +1137,8 @@ class DriftObserver:
         if self.incidents.is_open(key) and performance.estimate_recovered(
             monitor, self.settings.recovery_shift_sd
         ):
-            self.incidents.recover(key)
             assert monitor.estimated is not None
-            monitor.estimated.columns.restart()  # a new rise is measured from the recovered level
+            self._recover_rises(key, monitor.estimated.columns)
 
     def _gate(self, alerts: list[Alert]) -> list[Alert]:
         out = []

@@ -501,7 +501,7 @@ def test_after_a_restart_a_new_rise_is_seen_at_once_and_measured_from_there() ->
         found: list[Detection] = []
         for lo in range(0, errors.size, 128):
             if lo == restart_at:
-                monitor.columns.restart()
+                monitor.columns.reanchor()
             found += monitor.update_many(errors[lo : lo + 128])
         return found
 
