@@ -33,22 +33,46 @@ def reference() -> np.ndarray:
     return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
 
 
-def make_handler(root: Path) -> tuple[RequestHandler, DriftObserver]:
+def make_handler(
+    root: Path, observer: DriftObserver | None = None, *, outcomes: bool = False
+) -> tuple[RequestHandler, DriftObserver]:
+    """The handler of ``root``'s models with ``observer`` (by default, one with the usual settings);
+    with ``outcomes``, outcomes are read from the topic ``outcomes`` and joined at once."""
     registry = ModelRegistry(root)
     registry.refresh()
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
-        settings=MonitorSettingsView(),
-    )
+    if observer is None:
+        observer = DriftObserver(
+            IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+            settings=MonitorSettingsView(),
+        )
     handler = RequestHandler(
         registry,
         predictions_topic="p",
         dead_letters_topic="d",
         max_event_bytes=65536,
         observers=[observer],
+        outcomes_topic="outcomes" if outcomes else None,
         alerts_topic=ALERTS,
     )
     return handler, observer
+
+
+def send(
+    handler: RequestHandler, topic: str, ids: range, body: Callable[[int], dict[str, object]]
+) -> list[Alert]:
+    """Events ``ids`` of ``MODEL`` on ``topic`` (request ids ``r<i>``, ``body(i)`` the rest), handled
+    as one batch; the alerts they raised."""
+    records = [
+        Record(topic, 0, i, None, json.dumps({"request_id": f"r{i}", "model": MODEL, **body(i)}).encode())
+        for i in ids
+    ]
+    return [a for m in handler.handle(records) if m.topic == ALERTS for a in alerts_in([m.value])]
+
+
+def features_of(X: np.ndarray) -> Callable[[int], dict[str, object]]:
+    """Request ``i``'s body: row ``i`` of ``X`` (cyclically) as ``MODEL``'s 20 features."""
+    names = [f"x{i:02d}" for i in range(X.shape[1])]
+    return lambda i: {"features": dict(zip(names, map(float, X[i % len(X)]), strict=True))}
 
 
 def run(
@@ -368,44 +392,24 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     trained = classification_20(n_estimators=10, n_samples=2000)
     X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
     now = [1_000_000.0]
-    registry = ModelRegistry(model_repository.root)
-    registry.refresh()
     observer = DriftObserver(
         IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
         settings=NO_LATENCY_WATCH,
         clock=lambda: now[0],
     )
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        outcomes_topic="outcomes",
-        alerts_topic=ALERTS,
-    )
-    names = [f"x{i:02d}" for i in range(20)]
-
-    def send(topic: str, ids: range, body: Callable[[int], dict[str, object]]) -> list[Alert]:
-        records = [
-            Record(topic, 0, i, None, json.dumps({"request_id": f"r{i}", "model": MODEL, **body(i)}).encode())
-            for i in ids
-        ]
-        return [a for m in handler.handle(records) if m.topic == ALERTS for a in alerts_in([m.value])]
-
-    def features(i: int) -> dict[str, object]:
-        return {"features": dict(zip(names, map(float, X[i % len(X)]), strict=True))}
+    handler, _ = make_handler(model_repository.root, observer, outcomes=True)
+    features = features_of(X)
 
     def label(i: int) -> dict[str, object]:
         return {"label": int(y[i % len(X)])}
 
     alerts: list[Alert] = []
     for start in range(0, 4_000, 500):  # predictions now, their labels an hour later
-        alerts += send("requests", range(start, start + 500), features)
+        alerts += send(handler, "requests", range(start, start + 500), features)
     now[0] += 3_600
     assert observer.join.expire() == 4_000  # as the worker does every 100 batches
     for start in range(0, 4_000, 500):
-        alerts += send("outcomes", range(start, start + 500), label)
+        alerts += send(handler, "outcomes", range(start, start + 500), label)
     unjoined = [a for a in alerts if a.subject == "unjoined_outcomes"]
     assert len(unjoined) == 1, [(a.kind.value, a.subject) for a in alerts]
     alert = unjoined[0]
@@ -417,8 +421,8 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     assert observer.incidents.is_open(key)
     # Labels within the join's time: they join, and the next window recovers the incident.
     for start in range(4_000, 8_000, 500):
-        alerts += send("requests", range(start, start + 500), features)
-        alerts += send("outcomes", range(start, start + 500), label)
+        alerts += send(handler, "requests", range(start, start + 500), features)
+        alerts += send(handler, "outcomes", range(start, start + 500), label)
     assert not observer.incidents.is_open(key)
     assert len([a for a in alerts if a.subject == "unjoined_outcomes"]) == 1
     # Outcomes naming models nobody serves keep no watch: junk names cost no memory.
@@ -447,61 +451,24 @@ def test_a_second_label_change_after_the_error_recovered_alerts_at_once(
     change's level, above the second's, and nothing was alerted in the 3,000 outcomes after it."""
     trained = classification_20(n_estimators=10, n_samples=2000)
     X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
-    registry = ModelRegistry(model_repository.root)
-    registry.refresh()
     observer = DriftObserver(
         IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), settings=NO_LATENCY_WATCH
     )
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        outcomes_topic="outcomes",
-        alerts_topic=ALERTS,
-    )
-    names = [f"x{i:02d}" for i in range(20)]
+    handler, _ = make_handler(model_repository.root, observer, outcomes=True)
+    features = features_of(X)
 
-    def flipped(i: int) -> bool:
+    def label(i: int) -> dict[str, object]:
         # Every label wrong over 1,500-5,500; from 9,000 every other one (a milder change).
-        return 1_500 <= i < 5_500 or (i >= 9_000 and i % 2 == 0)
+        flipped = 1_500 <= i < 5_500 or (i >= 9_000 and i % 2 == 0)
+        return {"label": int(y[i % len(X)]) ^ flipped}
 
     alerts: list[Alert] = []
     recovered_between = False
     key = IncidentKey(MODEL, AlertKind.CONCEPT.value, "error")
     for start in range(0, 12_000, 250):
         ids = range(start, start + 250)
-        requests = [
-            Record(
-                "requests",
-                0,
-                i,
-                None,
-                json.dumps(
-                    {
-                        "request_id": f"r{i}",
-                        "model": MODEL,
-                        "features": dict(zip(names, map(float, X[i % len(X)]), strict=True)),
-                    }
-                ).encode(),
-            )
-            for i in ids
-        ]
-        outcomes = [
-            Record(
-                "outcomes",
-                0,
-                i,
-                None,
-                json.dumps(
-                    {"request_id": f"r{i}", "model": MODEL, "label": int(y[i % len(X)]) ^ flipped(i)}
-                ).encode(),
-            )
-            for i in ids
-        ]
-        for batch in (requests, outcomes):
-            alerts += [a for m in handler.handle(batch) if m.topic == ALERTS for a in alerts_in([m.value])]
+        alerts += send(handler, "requests", ids, features)
+        alerts += send(handler, "outcomes", ids, label)
         if 5_500 <= start < 9_000 and not observer.incidents.is_open(key):
             recovered_between = True
     concept = [int(a.evidence.extra["event_index"]) for a in alerts if a.kind is AlertKind.CONCEPT]

@@ -558,6 +558,19 @@ def test_missing_values_are_rejected_with_a_warning_or_allowed_through_to_a_grap
 # --- float64 graphs -------------------------------------------------------------------------------
 
 
+def build_with_holdout(tmp_path: Path, model: onnx.ModelProto, X: np.ndarray, y: np.ndarray) -> Any:
+    """``model`` packaged with the first 400 rows as the reference and the rest as the holdout."""
+    return build_from_onnx(
+        save(model, tmp_path / "model.onnx"),
+        write_csv(tmp_path / "reference.csv", X[:400], y[:400]),
+        holdout=write_csv(tmp_path / "holdout.csv", X[400:], y[400:]),
+        label_column="y",
+        name="double",
+        version="1",
+        repository=ModelRepository(tmp_path / "models"),
+    )
+
+
 def test_a_float64_graph_is_served_through_casts(tmp_path: Path) -> None:
     """skl2onnx with DoubleTensorType (and other exporters in double precision) make graphs that take
     and give float64; they were refused. driftline feeds float32: a Cast in front, one behind each
@@ -573,15 +586,7 @@ def test_a_float64_graph_is_served_through_casts(tmp_path: Path) -> None:
         model, initial_types=[("x", DoubleTensorType([None, 3]))], options={id(model): {"zipmap": False}}
     )
     assert [o.type.tensor_type.elem_type for o in onx.graph.output] == [TensorProto.INT64, TensorProto.DOUBLE]
-    built = build_from_onnx(
-        save(onx, tmp_path / "model.onnx"),
-        write_csv(tmp_path / "reference.csv", X[:400], y[:400]),
-        holdout=write_csv(tmp_path / "holdout.csv", X[400:], y[400:]),
-        label_column="y",
-        name="double",
-        version="1",
-        repository=ModelRepository(tmp_path / "models"),
-    )
+    built = build_with_holdout(tmp_path, onx, X, y)
     assert built.parity.passed and built.parity.rounding_rows == 0
     assert "a Cast to float64 of driftline's float32 'input' feeds the graph's float64 input" in built.changes
     assert "output 'probabilities' cast from float64 to float32" in built.changes
@@ -607,13 +612,5 @@ def test_a_float64_graph_that_needs_more_than_float32_is_refused(tmp_path: Path)
     with pytest.raises(
         ParityError, match=r"rounded to float32, \d+ of the 200 holdout rows get another answer"
     ):
-        build_from_onnx(
-            save(onx, tmp_path / "model.onnx"),
-            write_csv(tmp_path / "reference.csv", X[:400], y[:400]),
-            holdout=write_csv(tmp_path / "holdout.csv", X[400:], y[400:]),
-            label_column="y",
-            name="clock",
-            version="1",
-            repository=ModelRepository(tmp_path / "models"),
-        )
+        build_with_holdout(tmp_path, onx, X, y)
     assert not (tmp_path / "models").exists()
