@@ -667,29 +667,54 @@ class DriftObserver:
     ) -> list[Alert]:
         """Outcomes that match no prediction (later than the join keeps its predictions, or with
         request ids that are not the requests'), per model, over windows of outcomes: past the rate
-        margin the model's concept monitor is mostly blind, and says so."""
+        margin the model's concept monitor is mostly blind, and says so. A fleet worker only counts
+        them, for the model's one monitor (:meth:`_unjoined_change` there): each worker joins the
+        outcomes of its own join partitions, and would otherwise raise the alert once per worker."""
         by_model: dict[str, list[tuple[RecordLike, bool]]] = {}
         for record, outcome, entry in matched:
             by_model.setdefault(outcome.model, []).append((record, entry is None))
         alerts: list[Alert] = []
-        s = self.settings
         for name, seen in by_model.items():
             monitor = self._monitor_named(name)
             if monitor is None:
                 continue  # no model of that name here: no watch (outcomes naming junk cost no memory)
-            watch = self.unjoined.get(name)
-            if watch is None:
-                watch = self.unjoined[name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
-            change = watch.update(sum(missed for _, missed in seen), len(seen))
-            if change is None:
-                continue
-            key = IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNJOINED_OUTCOMES)
-            if change == "recover":
-                self.incidents.recover(key)
+            missed = sum(missed for _, missed in seen)
+            if self.ship_stats:
+                self._pend_rates(monitor, RateCounts(outcomes=len(seen), unjoined=missed))
                 continue
             ctx = AlertContext([record for record, _ in seen])
-            alerts.append(self.writer.unjoined_outcomes_alert(monitor, watch, self.join, s.join_ttl_s, ctx))
+            alerts.extend(self._unjoined_change(monitor, missed, len(seen), ctx, self.join))
         return alerts
+
+    def _unjoined_change(
+        self,
+        monitor: ModelMonitor,
+        missed: int,
+        outcomes: int,
+        ctx: AlertContext,
+        join: OutcomeJoin | None,
+        *,
+        live: bool = True,
+    ) -> list[Alert]:
+        """Feeds ``missed`` of ``outcomes`` to the model's unjoined-outcome watch: its alert, if a
+        window closes over the margin; its recovery, if one closes back under (``live=False``, a
+        replay: the watch's state only). ``join``: the join that counted them, quoted by the alert;
+        ``None`` for counts shipped by a fleet's workers, each of which joined its own share."""
+        s = self.settings
+        watch = self.unjoined.get(monitor.name)
+        if watch is None:
+            watch = self.unjoined[monitor.name] = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+        change = watch.update(missed, outcomes)
+        if change is None or not live:
+            return []
+        if change == "recover":
+            self.incidents.recover(IncidentKey(monitor.name, AlertKind.TECHNICAL.value, UNJOINED_OUTCOMES))
+            return []
+        return [
+            self.writer.unjoined_outcomes_alert(
+                monitor, watch, join, s.join_ttl_s, ctx, max_entries=self.join.max_entries
+            )
+        ]
 
     def _recover_rises(self, key: IncidentKey, columns: ColumnSet) -> None:
         """Closes the incident of a rises-only column back at its reference, and starts its
@@ -1028,8 +1053,12 @@ class DriftObserver:
             if refused:
                 self.metrics.names_refused.labels(what="field").inc(refused)
         chunk = max(self.settings.rate_window_events // 4, 1)
-        if held and (held[-1].events + counts.events <= chunk or len(held) >= 256):
-            held[-1].add(counts)
+        last = held[-1] if held else None
+        if last is not None and (
+            (last.events + counts.events <= chunk and last.outcomes + counts.outcomes <= chunk)
+            or len(held) >= 256
+        ):
+            last.add(counts)
         else:
             held.append(counts)
 
@@ -1099,6 +1128,8 @@ class DriftObserver:
             out.append(self.writer.dead_letter_alert(monitor, ctx))
         elif change == "recover":
             recover("dead_letters")
+        if counts.outcomes:
+            out.extend(self._unjoined_change(monitor, counts.unjoined, counts.outcomes, ctx, None, live=live))
         return out
 
     def _watch_field(self, monitor: ModelMonitor, name: str) -> bool:

@@ -109,8 +109,19 @@ class RateCounts:
     """The model's requests sent to the dead-letter topic."""
     wrong_type: dict[str, int] = field(default_factory=dict)
     """Feature -> dead letters for a value of the wrong type there."""
+    outcomes: int = 0
+    """The model's outcomes read at the join (by the worker that owns their join partition)."""
+    unjoined: int = 0
+    """Of those, the ones that matched no prediction."""
 
-    _COUNTS: ClassVar[tuple[str, ...]] = ("requests", "with_unseen", "checked", "dead_letters")
+    _COUNTS: ClassVar[tuple[str, ...]] = (
+        "requests",
+        "with_unseen",
+        "checked",
+        "dead_letters",
+        "outcomes",
+        "unjoined",
+    )
     _BY_INDEX: ClassVar[tuple[str, ...]] = ("missing", "out_of_range", "outside_reference")
     _BY_NAME: ClassVar[tuple[str, ...]] = ("unseen_fields", "wrong_type")
 
@@ -120,7 +131,7 @@ class RateCounts:
         return self.requests + self.dead_letters
 
     def __bool__(self) -> bool:
-        return bool(self.requests or self.dead_letters or self.checked)
+        return bool(self.requests or self.dead_letters or self.checked or self.outcomes)
 
     def add(self, other: RateCounts) -> None:
         """Adds ``other``'s counts to these."""

@@ -473,9 +473,24 @@ class AlertWriter:
         )
 
     def unjoined_outcomes_alert(
-        self, monitor: ModelMonitor, watch: RateWatch, join: OutcomeJoin, ttl_s: float, ctx: AlertContext
+        self,
+        monitor: ModelMonitor,
+        watch: RateWatch,
+        join: OutcomeJoin | None,
+        ttl_s: float,
+        ctx: AlertContext,
+        *,
+        max_entries: int,
     ) -> Alert:
+        """``join``: the join that missed them, whose counts the alert quotes; ``None`` for a fleet's
+        monitor, whose outcomes were joined by every worker."""
         share = watch.last_share
+        extra = {"threshold": watch.threshold, "join_ttl_s": ttl_s}
+        # A fleet's workers each count their own join's expired and evicted predictions.
+        counted = "; each worker's join counts those that expired or were evicted (driftline_join)"
+        if join is not None:
+            counted = f"; so far {join.expired:,} expired and {join.evicted:,} were evicted unmatched"
+            extra |= {"expired": float(join.expired), "evicted": float(join.evicted)}
         return self.alert(
             monitor,
             AlertKind.TECHNICAL,
@@ -485,19 +500,9 @@ class AlertWriter:
             f"{share:.1%} of the last {watch.window:,} outcomes of {monitor.name} matched no prediction "
             f"(alert above {watch.threshold:.1%}): the concept monitor sees only the rest. A prediction "
             f"waits {ttl_s:,.0f} s for its outcome (DRIFTLINE_MONITORING__JOIN_TTL_S) among at most "
-            f"{join.max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES); so far {join.expired:,} "
-            f"expired and {join.evicted:,} were evicted unmatched. Outcomes later than that, or whose "
-            "request ids are not the requests', are not joined",
-            Evidence(
-                recent_mean=share,
-                window_events=watch.window,
-                extra={
-                    "threshold": watch.threshold,
-                    "expired": float(join.expired),
-                    "evicted": float(join.evicted),
-                    "join_ttl_s": ttl_s,
-                },
-            ),
+            f"{max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES){counted}. Outcomes later than "
+            "that, or whose request ids are not the requests', are not joined",
+            Evidence(recent_mean=share, window_events=watch.window, extra=extra),
             ctx,
         )
 

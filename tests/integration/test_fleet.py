@@ -13,7 +13,8 @@ over every worker's blocks. So:
   the record that fired), the survivor must neither close the open incident nor raise it again;
 * a long stationary stream (200,000 events) through two workers raises no alert at all;
 * an unknown field in 10 % of the requests, spread over two workers, raises one alert for the model,
-  from the rates both workers counted, not one per worker.
+  from the rates both workers counted, not one per worker; so do outcomes that match no prediction,
+  which each worker joins for its own join partitions.
 
 Workers progress side by side (requests paced below their rate): the merged order of the blocks, and
 so where a detection lands, depends on it.
@@ -603,5 +604,56 @@ async def test_two_workers_raise_one_alert_for_an_unknown_field_in_their_request
     assert ("unseen_field", "colour") in technical, kinds(alerts)
     assert len(technical) == len(set(technical)), technical
     assert set(technical) <= {("unseen_field", "colour"), ("unseen_fields_rate", "unknown_fields")}
+    assert not [a for a in alerts if a.kind in DRIFT_KINDS], kinds(alerts)
+    assert_clean(logs)
+
+
+async def test_two_workers_raise_one_alert_for_outcomes_that_join_no_prediction(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    # Each worker joins the outcomes of the join partitions it owns. 6,000 outcomes whose request ids
+    # nobody sent, about 3,000 per worker: each worker's own window of 2,000 used to close over the
+    # margin and raise the alert, twice for one cause. Now each counts and ships, and the model's
+    # monitor raises it once.
+    app_id = f"fleetlate-{unique}"
+    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path)
+    n_requests, n_outcomes = 2_000, 6_000
+    try:
+        await fleet.start(2)
+        await fleet.send(resampled(reference, n_requests, seed=31), 0, chunk=500)
+        await fleet.processed(n_requests, 120)
+        outcomes = [
+            (rid.encode(), json.dumps({"request_id": rid, "model": MODEL, "label": 0}).encode())
+            for rid in (f"{app_id}-ghost-{i}" for i in range(n_outcomes))
+        ]
+        await produce_batched(kafka_bootstrap, fleet.topics.outcomes, outcomes)
+        workers = fleet.alive()
+
+        def unmatched() -> float:
+            return sum(w.metric("driftline_outcomes_total", result="unmatched") for w in workers)
+
+        async def all_read() -> bool:
+            return await asyncio.to_thread(unmatched) >= n_outcomes
+
+        await wait_for(all_read, 120, f"{n_outcomes} outcomes read at the join", *workers)
+        per_worker = [w.metric("driftline_outcomes_total", result="unmatched") for w in workers]
+        await fleet.processed(n_requests, 60)  # and every statistics record shipped since
+        alerts = await fleet.alerts()
+        shipped = await fleet.shipped()
+    finally:
+        codes = fleet.stop()
+    logs = fleet.logs()
+    assert codes == [0, 0], [log[-3000:] for log in logs]
+    # Both workers joined a share of the outcomes, each more than a window's worth.
+    assert all(n > 2_000 for n in per_worker), per_worker
+    rates = [r for s in shipped for r in s.rates]
+    assert sum(r.outcomes for r in rates) == n_outcomes and sum(r.unjoined for r in rates) == n_outcomes
+    unjoined = [a for a in alerts if a.subject == "unjoined_outcomes"]
+    assert len(unjoined) == 1, kinds(alerts)
+    assert unjoined[0].message.startswith(f"100.0% of the last 2,000 outcomes of {MODEL} matched no")
     assert not [a for a in alerts if a.kind in DRIFT_KINDS], kinds(alerts)
     assert_clean(logs)

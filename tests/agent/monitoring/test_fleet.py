@@ -473,11 +473,50 @@ def test_two_workers_count_one_models_technical_rates_together_and_raise_one_ale
     assert sum(r.wrong_type.get("x05", 0) for r in rates) == 800
 
 
+def test_outcomes_two_workers_could_not_join_raise_one_alert_for_the_model(
+    model_repository: ModelRepository,
+) -> None:
+    # Each worker joins the outcomes of its own join partitions. 3,000 unjoinable outcomes each (request
+    # ids nobody sent): alone, each worker's window of 2,000 closed over the margin and each raised
+    # the alert, two for one cause. Counted and shipped, the model's monitor raises it once.
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
+    from_workers: list[Alert] = []
+    from_monitor: list[Alert] = []
+    for b in range(24):
+        half = halves[b % 2]
+        outcomes = [
+            (
+                Record("outcomes", b % 2, 250 * b + i, None, b""),
+                Outcome(request_id=f"late-{b}-{i}", model=MODEL, label=0),
+            )
+            for i in range(250)
+        ]
+        observed = half.observe_outcomes(outcomes)
+        from_workers.extend(observed.alerts)
+        for _, value in [*observed.stats, *half.flush_stats(force=True)]:
+            from_monitor.extend(monitor.observe_stats(decode_stats(value)).alerts)
+    assert from_workers == []
+    unjoined = [a for a in from_monitor if a.subject == "unjoined_outcomes"]
+    assert len(unjoined) == 1, [(a.detector, a.subject) for a in from_monitor]
+    [alert] = unjoined
+    assert alert.kind is AlertKind.TECHNICAL and alert.evidence.recent_mean == 1.0
+    # The monitor quotes no join's counts: the outcomes were joined by both workers, not by it.
+    assert "expired" not in alert.evidence.extra and "so far" not in alert.message
+    assert "each worker's join counts those that expired or were evicted" in alert.message
+    assert monitor.unjoined[MODEL].windows == 3  # 6,000 outcomes, in windows of 2,000
+
+
 def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
     from agent.monitoring.technical import RateCounts
 
     first = RateCounts(requests=250, missing={1: 2}, out_of_range={1: 3}, unseen_fields={"colour": 25})
-    second = RateCounts(dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25)
+    second = RateCounts(
+        dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25, outcomes=9, unjoined=4
+    )
     part = StatsPart("features", empty_blocks(2))
     raw = encode_stats(
         ModelStats(MODEL, "1", "w", (("requests", 0, 0, 254),), (part,), None, (first, second))
