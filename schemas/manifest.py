@@ -133,6 +133,29 @@ class Feature(_Frozen):
             categorical features, not allowed for numeric ones.
         range: Optional allowed ``[min, max]`` of a numeric feature.
         missing: What to do with a missing value.
+        unknown_category: What to do with a category not in ``categories`` (categorical features
+            only): ``reject`` the request to the dead-letter topic (the default), or serve it as
+            a ``missing`` value, which ``missing`` then says what to do with (``impute`` or
+            ``allow``, not ``reject``). Served, such values are counted and watched as a technical
+            rate per feature.
+
+    Example:
+        >>> city = Feature(
+        ...     name="city",
+        ...     type="categorical",
+        ...     categories=("Paris", "Lyon"),
+        ...     missing=MissingPolicy(action="allow"),
+        ...     unknown_category="missing",
+        ... )
+        >>> city.unknown_category
+        'missing'
+        >>> from pydantic import ValidationError
+        >>> try:
+        ...     Feature(name="city", type="categorical", categories=("Paris",), unknown_category="missing")
+        ... except ValidationError as exc:
+        ...     print(exc.errors()[0]["msg"])  # doctest: +NORMALIZE_WHITESPACE
+        Value error, feature 'city' serves unknown categories as missing values, but rejects missing
+        values: give it a missing policy of impute or allow
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -140,6 +163,11 @@ class Feature(_Frozen):
     categories: tuple[str, ...] | None = None
     range: tuple[float, float] | None = None
     missing: MissingPolicy = MissingPolicy()
+    # Left out of the JSON when "reject", like BuildVersions.frameworks: such a package stays readable
+    # by a worker of the previous release, which refuses unknown fields.
+    unknown_category: Literal["reject", "missing"] = Field(
+        default="reject", exclude_if=lambda value: value == "reject"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -154,9 +182,16 @@ class Feature(_Frozen):
                 raise ValueError(
                     f"feature {self.name!r} imputes {self.missing.value!r}, not one of its categories"
                 )
+            if self.unknown_category == "missing" and self.missing.action == "reject":
+                raise ValueError(
+                    f"feature {self.name!r} serves unknown categories as missing values, but rejects "
+                    "missing values: give it a missing policy of impute or allow"
+                )
         else:
             if self.categories is not None:
                 raise ValueError(f"numeric feature {self.name!r} cannot have categories")
+            if self.unknown_category != "reject":
+                raise ValueError(f"numeric feature {self.name!r} has no categories to be unknown")
             if self.range is not None and self.range[0] > self.range[1]:
                 raise ValueError(f"feature {self.name!r}: range minimum is above its maximum")
             if self.missing.action == "impute" and not isinstance(self.missing.value, float):

@@ -140,6 +140,8 @@ def _summary(model: LoadedModel) -> list[str]:
         value = feature.missing.value
         if value is not None:
             policy += f"({value:.6g})" if isinstance(value, float) else f"({value})"
+        if feature.unknown_category == "missing":
+            policy += ", unknown as missing"
         if isinstance(stats, CategoricalStatistics):
             ref = ", ".join(f"{c} {share:.0%}" for c, share in stats.frequencies.items())
         else:

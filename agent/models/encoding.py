@@ -24,10 +24,20 @@ Example:
     >>> [(i, r.reason.value, r.detail) for i, r in out.rejected]  # doctest: +NORMALIZE_WHITESPACE
     [(1, 'unknown_category', "feature 'c': category 'green' is not one of the model's 2 categories"),
      (2, 'missing_feature', "feature 'x' is missing and the model requires it")]
+
+    A category the model was not built with is served as a missing value where the manifest says
+    so (``unknown_category="missing"``), and counted apart from the missing ones:
+
+    >>> enc = FeatureEncoder([Feature(name="c", type="categorical", categories=("red", "blue"),
+    ...     missing=MissingPolicy(action="impute", value="red"), unknown_category="missing")])
+    >>> out = enc.encode([{"c": "green"}, {"c": "blue"}, {}])
+    >>> out.matrix.tolist(), out.unknown_categories.tolist(), out.missing.tolist()
+    ([[0.0], [1.0], [0.0]], [1], [1])
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +51,8 @@ from schemas.events import DeadLetterReason, FeatureValue
 from schemas.manifest import Feature
 
 __all__ = ["EncodedBatch", "FeatureEncoder", "Rejection"]
+
+log = logging.getLogger(__name__)
 
 _ABSENT: Final = object()
 
@@ -76,6 +88,10 @@ class EncodedBatch:
     """Per feature: accepted requests whose value was missing (imputed or passed on as NaN)."""
     out_of_range: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Per feature: accepted requests whose value lies outside the manifest's range."""
+    unknown_categories: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per feature: accepted requests with a category the model was not built with, served as a
+    missing value (the feature's ``unknown_category`` policy ``missing``; not counted in
+    :attr:`missing`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,7 @@ class _Rule:
     policy: int
     impute: float
     n_categories: int
+    unknown_missing: bool
 
 
 class FeatureEncoder:
@@ -93,9 +110,13 @@ class FeatureEncoder:
 
     Parameters:
         features: The manifest's features, in input-column order.
+        label: The model it encodes for (``name/version``), in its log lines.
     """
 
-    def __init__(self, features: Sequence[Feature]) -> None:
+    def __init__(self, features: Sequence[Feature], label: str = "the model") -> None:
+        self.label = label
+        self._told_unknown: set[int] = set()
+        """Features whose first unknown category, served as missing, has been logged."""
         self.names: tuple[str, ...] = tuple(f.name for f in features)
         self._name_set = frozenset(self.names)
         rules = []
@@ -114,6 +135,7 @@ class FeatureEncoder:
                     policy=_POLICY[f.missing.action],
                     impute=impute_value,
                     n_categories=len(categories),
+                    unknown_missing=f.unknown_category == "missing",
                 )
             )
         self._rules: tuple[_Rule, ...] = tuple(rules)
@@ -171,10 +193,11 @@ class FeatureEncoder:
         accepted = fast_index
         rejected: list[tuple[int, Rejection]] = []
         missing_counts = [0] * n
+        unknown_counts = [0] * n
         slow_index: list[int] = []
         slow_rows: list[list[float]] = []
         for index in slow:
-            values, missing_at, problem = self._row(rows[index])
+            values, missing_at, unknown_at, problem = self._row(rows[index])
             if problem is not None:
                 rejected.append((index, problem))
                 continue
@@ -182,6 +205,8 @@ class FeatureEncoder:
             slow_rows.append(values)
             for i in missing_at:
                 missing_counts[i] += 1
+            for i in unknown_at:
+                unknown_counts[i] += 1
         if slow_rows:
             accepted = fast_index + slow_index
             matrix64 = np.concatenate([fast, np.array(slow_rows, dtype=np.float64).reshape(-1, n)])
@@ -198,11 +223,17 @@ class FeatureEncoder:
             with np.errstate(invalid="ignore"):
                 outside = (matrix < self._low) | (matrix > self._high)
             out_of_range = outside.sum(axis=0, dtype=np.int64)
-        return EncodedBatch(matrix, accepted, rejected, unseen, with_unseen, missing, out_of_range)
+        unknown = np.array(unknown_counts, dtype=np.int64)
+        return EncodedBatch(matrix, accepted, rejected, unseen, with_unseen, missing, out_of_range, unknown)
 
-    def _row(self, features: Mapping[str, FeatureValue]) -> tuple[list[float], list[int], Rejection | None]:
+    def _row(
+        self, features: Mapping[str, FeatureValue]
+    ) -> tuple[list[float], list[int], list[int], Rejection | None]:
+        """The request's row, the features it lacked, those whose category was unknown (served as
+        missing), or why it cannot be served."""
         row: list[float] = []
         missing_at: list[int] = []
+        unknown_at: list[int] = []
         get = features.get
         for i, rule in enumerate(self._rules):
             value = get(rule.name, _ABSENT)
@@ -225,6 +256,7 @@ class FeatureEncoder:
                     return (
                         row,
                         missing_at,
+                        unknown_at,
                         Rejection(
                             DeadLetterReason.NON_FINITE,
                             f"feature {rule.name!r} is {what}; the model accepts finite numbers only",
@@ -236,9 +268,24 @@ class FeatureEncoder:
                 if code is not None:
                     row.append(code)
                     continue
+                if rule.unknown_missing:  # served as missing: imputed or NaN (never "reject")
+                    unknown_at.append(i)
+                    if i not in self._told_unknown:  # once per feature: the rest are counted
+                        self._told_unknown.add(i)
+                        log.warning(
+                            "%s, feature %r: %s is not one of the model's %d categories; served as a "
+                            "missing value, as its manifest says (further ones are counted, not logged)",
+                            self.label,
+                            rule.name,
+                            _describe(value),
+                            rule.n_categories,
+                        )
+                    row.append(rule.impute if rule.policy == _IMPUTE else math.nan)
+                    continue
                 return (
                     row,
                     missing_at,
+                    unknown_at,
                     Rejection(
                         DeadLetterReason.UNKNOWN_CATEGORY,
                         f"feature {rule.name!r}: category {value!r} is not one of the model's "
@@ -254,7 +301,7 @@ class FeatureEncoder:
                         detail = f"feature {rule.name!r} is NaN and the model requires a value"
                     else:
                         detail = f"feature {rule.name!r} is missing and the model requires it"
-                    return row, missing_at, Rejection(reason, detail, rule.name)
+                    return row, missing_at, unknown_at, Rejection(reason, detail, rule.name)
                 missing_at.append(i)
                 row.append(rule.impute if rule.policy == _IMPUTE else math.nan)
                 continue
@@ -262,13 +309,14 @@ class FeatureEncoder:
             return (
                 row,
                 missing_at,
+                unknown_at,
                 Rejection(
                     DeadLetterReason.WRONG_TYPE,
                     f"feature {rule.name!r} is {_describe(value)}; expected {expected}",
                     rule.name,
                 ),
             )
-        return row, missing_at, None
+        return row, missing_at, unknown_at, None
 
 
 _NUMBERS: Final = frozenset({float, int})

@@ -61,7 +61,7 @@ class ServedModel:
         manifest = model.manifest
         labels = manifest.outputs.class_labels
         keys = tuple(str(label) for label in labels) if labels is not None else None
-        return cls(model, FeatureEncoder(manifest.features), keys)
+        return cls(model, FeatureEncoder(manifest.features, f"{manifest.name}/{manifest.version}"), keys)
 
 
 @dataclass

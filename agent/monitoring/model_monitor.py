@@ -208,6 +208,9 @@ class ModelMonitor:
     """Features whose training module declared a range: values outside it (counted by the encoder)."""
     outside_reference: dict[int, RateWatch] = field(init=False)
     """Every other numeric feature: values strictly outside its reference ``[min, max]``."""
+    unknown_categories: dict[int, RateWatch] = field(init=False)
+    """Categorical features that serve an unknown category as missing: such values (counted by the
+    encoder), which the model was not built with."""
     reference_bounds: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] = field(
         init=False
     )
@@ -271,6 +274,11 @@ class ModelMonitor:
             i: RateWatch(0.0, s.rate_margin, s.rate_window_events)
             for i, f in enumerate(m.features)
             if f.range
+        }
+        self.unknown_categories = {
+            i: RateWatch(0.0, s.rate_margin, s.rate_window_events)
+            for i, f in enumerate(m.features)
+            if f.unknown_category == "missing"
         }
         bounds = {
             i: reference_range(stats)

@@ -1015,6 +1015,7 @@ class DriftObserver:
             requests=len(batch.records),
             missing={i: v for i, v in enumerate(enc.missing.tolist()) if v},
             out_of_range={i: int(enc.out_of_range[i]) for i in monitor.out_of_range},
+            unknown_categories={i: int(enc.unknown_categories[i]) for i in monitor.unknown_categories},
             unseen_fields=dict(enc.unseen_fields),
             with_unseen=enc.with_unseen,
             checked=len(enc.accepted) + len(enc.rejected),
@@ -1087,6 +1088,17 @@ class DriftObserver:
         for i, watch in monitor.out_of_range.items():
             hits = counts.out_of_range.get(i, 0)
             changed(watch.update(hits, n), watch, "out_of_range_rate", names[i], "out-of-range values")
+        for i, watch in monitor.unknown_categories.items():
+            hits = counts.unknown_categories.get(i, 0)
+            policy = monitor.served.manifest.features[i].missing
+            served_as = f"imputed {policy.value!r}" if policy.action == "impute" else "NaN"
+            changed(
+                watch.update(hits, n),
+                watch,
+                "unknown_category_rate",
+                names[i],
+                f"a category the model was not built with (served as missing: {served_as})",
+            )
         for i, watch in monitor.outside_reference.items():
             hits = counts.outside_reference.get(i, 0)
             changed(

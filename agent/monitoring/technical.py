@@ -99,6 +99,8 @@ class RateCounts:
     """Feature index -> accepted requests with a value outside the manifest's declared range."""
     outside_reference: dict[int, int] = field(default_factory=dict)
     """Feature index -> accepted requests with a value outside the reference's [min, max]."""
+    unknown_categories: dict[int, int] = field(default_factory=dict)
+    """Feature index -> accepted requests with a category the model was not built with."""
     unseen_fields: dict[str, int] = field(default_factory=dict)
     """Unknown field name -> requests carrying it."""
     with_unseen: int = 0
@@ -122,7 +124,12 @@ class RateCounts:
         "outcomes",
         "unjoined",
     )
-    _BY_INDEX: ClassVar[tuple[str, ...]] = ("missing", "out_of_range", "outside_reference")
+    _BY_INDEX: ClassVar[tuple[str, ...]] = (
+        "missing",
+        "out_of_range",
+        "outside_reference",
+        "unknown_categories",
+    )
     _BY_NAME: ClassVar[tuple[str, ...]] = ("unseen_fields", "wrong_type")
 
     @property

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy.typing as npt
 from pydantic import ValidationError
@@ -60,6 +60,10 @@ class TrainingResult:
             here are numeric.
         missing: Feature name -> missing-value policy; the default is to reject.
         ranges: Numeric feature name -> allowed ``(min, max)``.
+        unknown_categories: Categorical feature name -> what serving does with a category not in
+            its list: ``reject`` the request (the default), or serve it as ``missing`` (then the
+            feature's missing policy, ``impute`` or ``allow``, applies), for a model that handles
+            one (a ``OneHotEncoder(handle_unknown="ignore")``, trees that route NaN).
 
     Example:
         >>> import numpy as np
@@ -83,12 +87,18 @@ class TrainingResult:
     categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
     missing: Mapping[str, MissingPolicy] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    unknown_categories: Mapping[str, Literal["reject", "missing"]] = field(default_factory=dict)
 
     def features(self) -> tuple[Feature, ...]:
         """The manifest's feature list; :class:`~agent.errors.ConfigurationError` if inconsistent."""
         names = list(self.feature_names)
-        for mapping, what in ((self.categories, "categories"), (self.missing, "missing"),
-                              (self.ranges, "ranges")):  # fmt: skip
+        given: tuple[tuple[Mapping[str, Any], str], ...] = (
+            (self.categories, "categories"),
+            (self.missing, "missing"),
+            (self.ranges, "ranges"),
+            (self.unknown_categories, "unknown_categories"),
+        )
+        for mapping, what in given:
             unknown = sorted(set(mapping) - set(names))
             if unknown:
                 raise ConfigurationError(f"TrainingResult.{what} names unknown features {unknown}")
@@ -103,6 +113,7 @@ class TrainingResult:
                         categories=None if categories is None else tuple(categories),
                         range=self.ranges.get(name),
                         missing=self.missing.get(name, MissingPolicy()),
+                        unknown_category=self.unknown_categories.get(name, "reject"),
                     )
                 )
             except ValidationError as exc:

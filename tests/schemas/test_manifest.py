@@ -156,6 +156,34 @@ def test_a_manifest_without_frameworks_is_written_as_the_previous_release_reads_
     assert Manifest.model_validate_json(manifest.model_dump_json()) == manifest
 
 
+def test_an_unknown_category_policy_is_written_only_when_it_serves_them() -> None:
+    # The default (reject) is left out, so that a worker of the previous release still reads it.
+    manifest = Manifest.model_validate(manifest_data())
+    assert manifest.features[1].unknown_category == "reject"
+    assert "unknown_category" not in manifest.model_dump_json()
+    data = mutated("features.1.missing", {"action": "allow"})
+    data["features"][1]["unknown_category"] = "missing"
+    served = Manifest.model_validate(data)
+    assert '"unknown_category":"missing"' in served.model_dump_json()
+    assert Manifest.model_validate_json(served.model_dump_json()) == served
+
+
+@pytest.mark.parametrize(
+    ("index", "missing", "message"),
+    [
+        (1, {"action": "reject"}, "serves unknown categories as missing values, but rejects missing"),
+        (0, {"action": "allow"}, "numeric feature 'age' has no categories to be unknown"),
+    ],
+)
+def test_an_unknown_category_policy_must_make_sense(
+    index: int, missing: dict[str, str], message: str
+) -> None:
+    data = mutated(f"features.{index}.missing", missing)
+    data["features"][index]["unknown_category"] = "missing"
+    with pytest.raises(ValidationError, match=message):
+        Manifest.model_validate(data)
+
+
 def test_reference_must_follow_feature_order() -> None:
     data = manifest_data()
     data["reference"]["features"] = dict(reversed(data["reference"]["features"].items()))

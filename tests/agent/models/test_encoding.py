@@ -84,3 +84,58 @@ def test_counts_unseen_fields_and_out_of_range_values(encoder: FeatureEncoder) -
 def test_empty_batch_has_the_models_width(encoder: FeatureEncoder) -> None:
     out = encoder.encode([])
     assert out.matrix.shape == (0, 4) and out.accepted == []
+
+
+def test_an_unknown_category_is_served_as_missing_where_the_manifest_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plan = ("basic", "plus")
+    encoder = FeatureEncoder(
+        [
+            Feature(name="a", type="numeric"),
+            Feature(
+                name="imputed",
+                type="categorical",
+                categories=plan,
+                missing=MissingPolicy(action="impute", value="plus"),
+                unknown_category="missing",
+            ),
+            Feature(
+                name="allowed",
+                type="categorical",
+                categories=plan,
+                missing=MissingPolicy(action="allow"),
+                unknown_category="missing",
+            ),
+            Feature(
+                name="strict", type="categorical", categories=plan, missing=MissingPolicy(action="allow")
+            ),
+        ],
+        "churn/3",
+    )
+    rows = [
+        {"a": 1.0, "imputed": "gold", "allowed": "gold", "strict": "basic"},
+        {"a": 2.0, "imputed": "basic", "allowed": None, "strict": "plus"},
+        {"a": 3.0, "imputed": "silver", "allowed": "plus", "strict": "gold"},  # strict still rejects
+        {"a": 4.0, "imputed": "x" * 100, "allowed": "basic", "strict": "basic"},
+    ]
+    with caplog.at_level("WARNING", logger="agent.models.encoding"):
+        out = encoder.encode(rows)
+    assert out.accepted == [0, 1, 3]
+    [(index, rejection)] = out.rejected
+    assert index == 2 and rejection.reason is DeadLetterReason.UNKNOWN_CATEGORY
+    first, second, fourth = out.matrix.tolist()
+    assert first[:2] == [1.0, 1.0] and math.isnan(first[2])  # imputed 'plus'; NaN
+    assert second[:2] == [2.0, 0.0] and math.isnan(second[2])  # a missing value, as before
+    assert fourth[:3] == [4.0, 1.0, 0.0]
+    # Counted apart: the rejected row's unknown category counts nowhere, its missing nothing either.
+    assert out.unknown_categories.tolist() == [0, 2, 1, 0]
+    assert out.missing.tolist() == [0, 0, 1, 0]
+    # Said once per feature, with the value (shortened), then only counted.
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 2, told
+    assert told[0].startswith("churn/3, feature 'imputed': str 'gold' is not one of the model's 2 categories")
+    assert told[1].startswith("churn/3, feature 'allowed': str 'gold'")
+    caplog.clear()
+    encoder.encode(rows)
+    assert caplog.records == []

@@ -513,7 +513,13 @@ def test_outcomes_two_workers_could_not_join_raise_one_alert_for_the_model(
 def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
     from agent.monitoring.technical import RateCounts
 
-    first = RateCounts(requests=250, missing={1: 2}, out_of_range={1: 3}, unseen_fields={"colour": 25})
+    first = RateCounts(
+        requests=250,
+        missing={1: 2},
+        out_of_range={1: 3},
+        unseen_fields={"colour": 25},
+        unknown_categories={2: 7},
+    )
     second = RateCounts(
         dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25, outcomes=9, unjoined=4
     )

@@ -22,6 +22,11 @@ def test_inconsistent_training_results_are_configuration_errors(tmp_path: Path) 
     repo = ModelRepository(tmp_path)
     cases = [
         ({"categories": {"nope": ["a"]}}, r"categories names unknown features \['nope'\]"),
+        (
+            {"unknown_categories": {"nope": "missing"}},
+            r"unknown_categories names unknown features \['nope'\]",
+        ),
+        ({"unknown_categories": {"sl": "missing"}}, "feature 'sl': .*no categories to be unknown"),
         ({"feature_names": ["a", "b", "c"]}, r"X_reference has shape \(150, 4\), expected \(n >= 1, 3\)"),
         ({"y_reference": np.zeros(3)}, "y_reference has 3 rows"),
         ({"categories": {"sl": ["a", "b"]}}, "feature 'sl': category indexes must be integers"),
