@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from agent.monitoring.batch import Observed
-from agent.monitoring.fleet import decode_stats
+from agent.monitoring.fleet import WORKER_STATS, decode_stats
 from agent.monitoring.observer import DriftObserver
 from agent.retry import Backoff
 from agent.serving.messages import OutgoingMessage
@@ -222,7 +222,9 @@ class FleetMonitor:
         handled live and read back, and the seconds spent on live records."""
         return {
             "hosting": sorted(self._ready),
-            "models": sorted(f"{m}/{v}" for models in self._models.values() for m, v in models),
+            "models": sorted(
+                f"{m}/{v}" for models in self._models.values() for m, v in models if m != WORKER_STATS
+            ),
             "records": self.records,
             "replayed": self.replayed,
             "busy_s": round(self.busy_s, 3),

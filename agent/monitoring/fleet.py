@@ -26,7 +26,8 @@ offset ranges of the records that fed it (``errors``: outcomes; the others: requ
 alert's source names the records of its own kind. ``rates`` (a list of
 :class:`~agent.monitoring.technical.RateCounts` as JSON, each over a batch or a few) are the counts
 behind the model's technical rates since the worker's last record: the monitor's rate windows count
-every worker's requests.
+every worker's requests. A worker's own counts (its requests for models nobody serves, among all its
+requests) travel the same way, in a record without parts keyed :data:`WORKER_STATS`.
 
 May import: :mod:`agent.monitoring` (its other modules). No transport.
 """
@@ -45,12 +46,16 @@ from agent.monitoring.blocks import Blocks
 from agent.monitoring.technical import RateCounts
 from agent.monitoring.transforms import IntArray
 
-__all__ = ["MAGIC", "ModelStats", "SourceRanges", "StatsPart", "decode_stats", "encode_stats"]
+__all__ = ["MAGIC", "WORKER_STATS", "ModelStats", "SourceRanges", "StatsPart", "decode_stats", "encode_stats"]
 
 MAGIC = b"DLS1"
 _LENGTH = struct.Struct("<I")
 PARTS = ("features", "reconstruction", "estimated", "errors")
 """The column sets of a model's monitor that a worker ships, by name."""
+WORKER_STATS = "*"
+"""The model (and version) of a record that carries a worker's own rates rather than a model's: its
+requests for models nobody serves, among all its requests. One monitor, wherever this key's
+partition is, judges them for the fleet, as a model's monitor judges the model's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from agent.monitoring.columns import ColumnSet, StreamStats
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
-from agent.monitoring.fleet import ModelStats, SourceRanges, StatsPart, encode_stats
+from agent.monitoring.fleet import WORKER_STATS, ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
@@ -115,7 +115,9 @@ class DriftObserver:
             a fresh one (naming no worker) when not given.
         ship_stats: A fleet worker: the detectors' column sets only summarise, and their blocks are
             answered as statistics records (:attr:`Observed.stats`) for the model's one monitor, which
-            runs :meth:`observe_stats`. Technical watches stay here.
+            runs :meth:`observe_stats`; so are the counts behind the technical rates (the model's, and
+            the worker's requests for models nobody serves). Latency and dependency findings, the
+            worker's own, are judged here.
         worker: This worker's name, in its statistics records.
         ship_interval_s: A fleet worker ships a model's blocks at most this often (the blocks of the
             batches between wait for the next record, or for :meth:`flush_stats`): fewer, larger
@@ -150,6 +152,11 @@ class DriftObserver:
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._rates: dict[ModelMonitor, list[RateCounts]] = {}
         """A fleet worker's technical-rate counts per monitor, not yet shipped, in order."""
+        self._own_rates: list[RateCounts] = []
+        """A fleet worker's own counts (requests for models nobody serves), not yet shipped."""
+        self._own_sources = SourceRanges()
+        """Where the requests for models nobody serves among them were read."""
+        self._own_last_ship = -math.inf
         self._unknown_versions: set[tuple[str, str]] = set()
         self._rebuilt: set[ModelMonitor] = set()
         """Monitors fed a replay and no live record since."""
@@ -198,7 +205,13 @@ class DriftObserver:
         return list(self._monitors.values())
 
     def forget(self, model: str, version: str) -> None:
-        """Drops the monitor of ``model``/``version`` (a fleet monitor whose partition moved away)."""
+        """Drops the monitor of ``model``/``version`` (a fleet monitor whose partition moved away);
+        :data:`~agent.monitoring.fleet.WORKER_STATS`: the fleet's watch of requests for models nobody
+        serves starts afresh (its new host rebuilds it by reading the partition back)."""
+        if (model, version) == (WORKER_STATS, WORKER_STATS):
+            s = self.settings
+            self.unknown_models = RateWatch(0.0, s.rate_margin, s.rate_window_events)
+            return
         monitor = self._by_version.pop((model, version), None)
         if monitor is not None:
             self._monitors.pop(monitor.served, None)
@@ -250,7 +263,10 @@ class DriftObserver:
         else:
             alerts.extend(self._rate_alerts(monitor, counts, ctx))
         n = len(batch.records)
-        alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
+        if self.ship_stats:
+            self._pend_own(RateCounts(requests=n))
+        else:
+            alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
         per_row_us = batch.inference_seconds / max(n, 1) * 1e6
         if monitor.latency.update(per_row_us):
             alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
@@ -277,7 +293,43 @@ class DriftObserver:
         out: list[tuple[bytes, bytes]] = []
         for monitor in list(self._monitors.values()):
             out.extend(self._ship(monitor, (), force=force))
+        out.extend(self._ship_own(force=force))
         return out
+
+    def _pend_own(self, counts: RateCounts) -> None:
+        """The worker's own counts, held for its next record of them; merged up to a quarter of a
+        rate window, as a model's are (:meth:`_pend_rates`)."""
+        held = self._own_rates
+        chunk = max(self.settings.rate_window_events // 4, 1)
+        if held and (held[-1].events + counts.events <= chunk or len(held) >= 256):
+            held[-1].add(counts)
+        else:
+            held.append(counts)
+
+    def _ship_own(self, *, force: bool = False) -> list[tuple[bytes, bytes]]:
+        """The worker's own counts since its last record of them, as one statistics record keyed
+        :data:`~agent.monitoring.fleet.WORKER_STATS` (none if none, or if the last one left less than
+        :attr:`ship_interval_s` ago, unless ``force``)."""
+        now = time.monotonic()
+        if not self._own_rates or (not force and now - self._own_last_ship < self.ship_interval_s):
+            return []
+        self._own_last_ship = now
+        rates, self._own_rates = tuple(self._own_rates), []
+        stats = ModelStats(WORKER_STATS, WORKER_STATS, self.worker, self._own_sources.take(), (), None, rates)
+        return [(stats.key, encode_stats(stats))]
+
+    def _observe_own(self, stats: ModelStats, *, replay: bool) -> Observed:
+        """A worker's own counts: the fleet's window of requests for models nobody serves."""
+        records = [_Source(t, p, o) for t, p, first, last in stats.sources for o in (first, last)]
+        ctx = AlertContext(records)
+        alerts: list[Alert] = []
+        for counts in stats.rates:
+            change = self.unknown_models.update(counts.unknown_model, counts.events)
+            if not replay:
+                alerts.extend(self._gate(self._unknown_model_change(change, ctx)))
+        if replay:
+            return Observed()
+        return Observed(alerts, incidents=self.groups.drain())
 
     def _ship(
         self,
@@ -410,7 +462,11 @@ class DriftObserver:
         own, and the alerts that pass the gate are answered (``replay``: the state only, as when the
         record was first consumed; no alert, no recovery, nothing answered).
 
-        A version no model repository here knows is skipped (logged once)."""
+        A version no model repository here knows is skipped (logged once). A worker's own counts
+        (:data:`~agent.monitoring.fleet.WORKER_STATS`) feed this monitor's watch of requests for models
+        nobody serves."""
+        if stats.model == WORKER_STATS:
+            return self._observe_own(stats, replay=replay)
         monitor = self._by_version.get((stats.model, stats.version))
         if monitor is None:
             served = self.resolve(stats.model, stats.version) if self.resolve is not None else None
@@ -828,7 +884,12 @@ class DriftObserver:
             if d.model is not None:
                 by_model.setdefault(d.model, []).append(d)
         ctx = AlertContext([d.record for d in dead])
-        alerts.extend(self._unknown_model_change(self.unknown_models.update(unknown, len(dead)), ctx))
+        if self.ship_stats:
+            # Judged for the fleet by one monitor (observe_stats): each worker would raise its own.
+            self._own_sources.add(d.record for d in dead if d.reason is DeadLetterReason.UNKNOWN_MODEL)
+            self._pend_own(RateCounts(dead_letters=len(dead), unknown_model=unknown))
+        else:
+            alerts.extend(self._unknown_model_change(self.unknown_models.update(unknown, len(dead)), ctx))
         for name, letters in by_model.items():
             monitor = self._monitor_named(name)
             if monitor is None:

@@ -115,6 +115,9 @@ class RateCounts:
     """The model's outcomes read at the join (by the worker that owns their join partition)."""
     unjoined: int = 0
     """Of those, the ones that matched no prediction."""
+    unknown_model: int = 0
+    """Requests for a model the worker does not serve (among its dead letters; a worker's own
+    counts, shipped under :data:`~agent.monitoring.fleet.WORKER_STATS`, not a model's)."""
 
     _COUNTS: ClassVar[tuple[str, ...]] = (
         "requests",
@@ -123,6 +126,7 @@ class RateCounts:
         "dead_letters",
         "outcomes",
         "unjoined",
+        "unknown_model",
     )
     _BY_INDEX: ClassVar[tuple[str, ...]] = (
         "missing",

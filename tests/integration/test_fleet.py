@@ -14,7 +14,7 @@ over every worker's blocks. So:
 * a long stationary stream (200,000 events) through two workers raises no alert at all;
 * an unknown field in 10 % of the requests, spread over two workers, raises one alert for the model,
   from the rates both workers counted, not one per worker; so do outcomes that match no prediction,
-  which each worker joins for its own join partitions.
+  which each worker joins for its own join partitions, and requests for a model nobody serves.
 
 Workers progress side by side (requests paced below their rate): the merged order of the blocks, and
 so where a detection lands, depends on it.
@@ -656,4 +656,41 @@ async def test_two_workers_raise_one_alert_for_outcomes_that_join_no_prediction(
     assert len(unjoined) == 1, kinds(alerts)
     assert unjoined[0].message.startswith(f"100.0% of the last 2,000 outcomes of {MODEL} matched no")
     assert not [a for a in alerts if a.kind in DRIFT_KINDS], kinds(alerts)
+    assert_clean(logs)
+
+
+async def test_two_workers_raise_one_alert_for_requests_to_a_model_nobody_serves(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    # Every 10th request names a model nobody serves. Each worker judged its own share, and when
+    # their windows closed together (one run in three here) both raised the alert before either
+    # saw the other's incident. Now each counts and ships, and one monitor judges the fleet's.
+    app_id = f"fleetghost-{unique}"
+    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, model_repository.root, tmp_path)
+    n = 8_000
+    messages = requests(resampled(reference, n, seed=41), 0, prefix=app_id)
+    for j in range(0, n, 10):
+        body = json.loads(messages[j][1])
+        body["model"] = "ghost"
+        messages[j] = (messages[j][0], json.dumps(body).encode())
+    try:
+        await fleet.start(2)
+        await produce_batched(kafka_bootstrap, fleet.topics.requests, messages)
+        await fleet.processed(n, 120)
+        alerts = await fleet.alerts()
+        records = await read_to_end(kafka_bootstrap, fleet.stats_topic)
+    finally:
+        codes = fleet.stop()
+    logs = fleet.logs()
+    assert codes == [0, 0], [log[-3000:] for log in logs]
+    own = [decode_stats(r.value) for r in records if r.key == b"*" and r.value]
+    assert len({s.worker for s in own}) == 2  # both workers counted and shipped
+    assert sum(c.unknown_model for s in own for c in s.rates) == n // 10
+    assert sum(c.events for s in own for c in s.rates) == n
+    technical = [(a.model, a.subject) for a in alerts if a.kind is AlertKind.TECHNICAL]
+    assert technical == [("*", "unknown_models")], kinds(alerts)
     assert_clean(logs)

@@ -103,6 +103,11 @@ def run_fleet(
     return alerts, records, monitor
 
 
+def of_model(records: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The model's statistics records among a worker's, without its own (WORKER_STATS)."""
+    return [(key, value) for key, value in records if key == MODEL.encode()]
+
+
 def by_pair(b: int) -> int:
     """Two workers of a group: partitions 0 and 1 to one, 2 and 3 to the other."""
     return (b % 4) // 2
@@ -320,8 +325,8 @@ def test_a_worker_ships_at_most_once_per_interval_and_flushes_what_it_held(
     parts = batches(drifted(reference, 10_000, 0, 0.0, seed=9))
     shipped = [m.value for batch in parts for m in h.handle(batch) if m.topic == STATS and m.value]
     assert len(shipped) == 1  # the first batch's; the rest are held for an hour
-    assert worker.flush_stats() == []  # not an hour yet
-    [held] = worker.flush_stats(force=True)
+    assert of_model(worker.flush_stats()) == []  # not an hour yet
+    [held] = of_model(worker.flush_stats(force=True))
     stats = [decode_stats(v) for v in [*shipped, held[1]]]
     blocks = sum(p.blocks.counts.shape[0] for s in stats if (p := s.part("features")) is not None)
     assert blocks == 10_000 // 32
@@ -394,7 +399,7 @@ def test_an_alert_from_a_record_of_many_batches_names_only_the_batches_of_its_wi
     parts = batches(drifted(reference, 10_000, change, 1.0, seed=13))
     index = {(r.partition, r.offset): i for i, r in enumerate(r for batch in parts for r in batch)}
     shipped = [m.value for batch in parts for m in h.handle(batch) if m.topic == STATS and m.value]
-    shipped += [value for _, value in worker.flush_stats(force=True)]
+    shipped += [value for _, value in of_model(worker.flush_stats(force=True))]
     assert len(shipped) == 2  # the first batch's record, then the 39 others' at once
     alerts = [a for value in shipped for a in monitor.observe_stats(decode_stats(value)).alerts]
     [alert] = data_alerts(alerts)
@@ -452,7 +457,7 @@ def test_two_workers_count_one_models_technical_rates_together_and_raise_one_ale
                 records.append(m.value)
                 from_monitor.extend((served, a) for a in monitor.observe_stats(decode_stats(m.value)).alerts)
     # A batch's dead letters are counted after its record left: the workers' timer ships them.
-    records += [value for half in halves for _, value in half.flush_stats(force=True)]
+    records += [value for half in halves for _, value in of_model(half.flush_stats(force=True))]
     assert [a for a in from_workers if a.kind is AlertKind.TECHNICAL] == []
     technical = sorted((a.detector, a.subject) for _, a in from_monitor if a.kind is AlertKind.TECHNICAL)
     # What one process serving the whole stream raises, once each (the unknown fields' rate closes
@@ -508,6 +513,53 @@ def test_outcomes_two_workers_could_not_join_raise_one_alert_for_the_model(
     assert "expired" not in alert.evidence.extra and "so far" not in alert.message
     assert "each worker's join counts those that expired or were evicted" in alert.message
     assert monitor.unjoined[MODEL].windows == 3  # 6,000 outcomes, in windows of 2,000
+
+
+def test_requests_for_a_model_nobody_serves_raise_one_alert_for_the_fleet(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # Every 10th request names a model nobody serves. Each worker used to judge its own share, and
+    # two workers whose windows closed together raised the alert twice (one run in three, through
+    # real workers). Each now counts and ships; one monitor judges the fleet's requests.
+    registry = ModelRegistry(model_repository.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
+    workers = [handler(registry, [half]) for half in halves]
+    from_workers: list[Alert] = []
+    from_monitor: list[Alert] = []
+    shipped: list[tuple[int, bytes]] = []
+    for b, batch in enumerate(batches(drifted(reference, 8_000, 8_000, 0.0, seed=15))):
+        ghost = [
+            Record(r.topic, r.partition, r.offset, r.key, r.value.replace(MODEL.encode(), b"ghost"))
+            if i % 10 == 0 and r.value is not None
+            else r
+            for i, r in enumerate(batch)
+        ]
+        half = by_pair(b)
+        for m in workers[half].handle(ghost):
+            if m.topic == ALERTS:
+                from_workers.extend(alerts_in([m.value]))
+        for key, value in halves[half].flush_stats(force=True):
+            if key == b"*":
+                shipped.append((half, value))
+            from_monitor.extend(monitor.observe_stats(decode_stats(value)).alerts)
+    assert [a for a in from_workers if a.kind is AlertKind.TECHNICAL] == []
+    technical = [(a.model, a.subject) for a in from_monitor if a.kind is AlertKind.TECHNICAL]
+    assert technical == [("*", "unknown_models")], technical
+    # Both workers' counts, all of them: 800 of 8,000 requests.
+    assert {half for half, _ in shipped} == {0, 1}
+    own = [decode_stats(v) for _, v in shipped]
+    assert sum(r.unknown_model for s in own for r in s.rates) == 800
+    assert sum(r.events for s in own for r in s.rates) == 8_000
+    [alert] = [a for a in from_monitor if a.subject == "unknown_models"]
+    assert alert.source and {s.topic for s in alert.source} == {"requests"}
+    # A new host rebuilds the window by reading the records back, without alerting.
+    monitor.forget("*", "*")
+    assert not monitor.unknown_models.over
+    assert all(monitor.observe_stats(decode_stats(v), replay=True).alerts == [] for _, v in shipped)
+    assert monitor.unknown_models.over
 
 
 def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
@@ -579,7 +631,7 @@ def test_a_record_of_many_batches_closes_the_rate_windows_where_one_process_woul
     for b, batch in enumerate(parts, 1):
         shipped = [m.value for m in worker.handle(batch) if m.topic == STATS and m.value is not None]
         if b % 30 == 0:
-            shipped += [value for _, value in half.flush_stats(force=True)]
+            shipped += [value for _, value in of_model(half.flush_stats(force=True))]
         for value in shipped:
             stats = decode_stats(value)
             assert all(r.events <= 500 for r in stats.rates)  # a quarter window each
