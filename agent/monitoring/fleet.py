@@ -15,7 +15,8 @@ The record is bytes in a declared layout, never pickle::
     b"DLS1"                       magic and version
     uint32 little-endian          length of the header
     header                        UTF-8 JSON: model, version, worker, sources, event_time, parts,
-                                  rates (the technical rates' counts, where any)
+                                  rates (the technical rates' counts, where any), findings (the
+                                  package's dependency findings, in a worker's first record)
     body                          per part, in the header's order: counts (int32), sums (int64),
                                   sums of squares (int64), each blocks x streams; raw sums and raw
                                   sums of squares (float64), each blocks x raw; row-major, little-endian
@@ -46,7 +47,20 @@ from agent.monitoring.blocks import Blocks
 from agent.monitoring.technical import RateCounts
 from agent.monitoring.transforms import IntArray
 
-__all__ = ["MAGIC", "WORKER_STATS", "ModelStats", "SourceRanges", "StatsPart", "decode_stats", "encode_stats"]
+__all__ = [
+    "MAGIC",
+    "WORKER_STATS",
+    "Finding",
+    "ModelStats",
+    "SourceRanges",
+    "StatsPart",
+    "decode_stats",
+    "encode_stats",
+]
+
+Finding = tuple[str, str, str | None, str]
+"""A dependency finding as a record carries it: package, built with, installed (``None``: not
+installed), level (:class:`~agent.models.versions.DependencyFinding`'s fields)."""
 
 MAGIC = b"DLS1"
 _LENGTH = struct.Struct("<I")
@@ -171,6 +185,9 @@ class ModelStats:
     """The counts behind the model's technical rates since the worker's previous record, in order,
     each over at most a quarter of a rate window (a batch, or a few): fed one by one, they close the
     monitor's windows where one process would, however many events the record holds."""
+    findings: tuple[Finding, ...] = ()
+    """The package's dependency findings as this worker loaded it, ``(package, built, installed,
+    level)``, in the worker's first record of the version: the monitor alerts each once for the fleet."""
 
     @property
     def key(self) -> bytes:
@@ -228,9 +245,19 @@ def encode_stats(stats: ModelStats) -> bytes:
             "event_time": stats.event_time,
             "parts": header_parts,
             **({"rates": [r.to_json() for r in stats.rates]} if stats.rates else {}),
+            **({"findings": [list(f) for f in stats.findings]} if stats.findings else {}),
         }
     )
     return b"".join([MAGIC, _LENGTH.pack(len(header)), header, *body])
+
+
+def _finding(raw: object) -> Finding:
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise ValueError(f"a finding is {raw!r}, not [package, built, installed, level]")
+    package, built, installed, level = raw
+    if not all(isinstance(v, str) for v in (package, built, level)) or not isinstance(installed, str | None):
+        raise ValueError(f"a finding is {raw!r}, not [package, built, installed, level] of strings")
+    return (package, built, installed, level)
 
 
 def _sources(raw: object) -> tuple[tuple[str, int, int, int], ...] | None:
@@ -256,6 +283,7 @@ def decode_stats(raw: bytes) -> ModelStats:
         if not isinstance(raw_rates, list):
             raise ValueError(f"rates is a {type(raw_rates).__name__}, not a list")
         rates = tuple(RateCounts.from_json(r) for r in raw_rates)
+        findings = tuple(_finding(f) for f in header.get("findings", []))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"statistics record with a bad header: {e}") from e
     pos = 8 + length
@@ -306,4 +334,5 @@ def decode_stats(raw: bytes) -> ModelStats:
         tuple(parts),
         None if event_time is None else float(event_time),
         rates,
+        findings,
     )

@@ -226,6 +226,8 @@ class ModelMonitor:
     label_index: dict[str, int] = field(init=False)
     """A classifier's class label (as text) -> its index in ``manifest.outputs.class_labels``."""
     findings_alerted: bool = False
+    findings_heard: set[tuple[str, str | None]] = field(default_factory=set)
+    """A fleet monitor's: the (package, installed version) findings workers shipped, alerted once."""
     last_detection: dict[str, int] = field(default_factory=dict)
     """Column -> the feature monitor's event count when a detector last fired on it."""
     unconfirmed: dict[str, tuple[Detection, int]] = field(default_factory=dict)

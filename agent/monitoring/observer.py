@@ -47,6 +47,7 @@ import orjson
 
 from agent.metrics import MetricPoint, Metrics
 from agent.models.registry import ServedModel
+from agent.models.versions import DependencyFinding
 from agent.monitoring import performance
 from agent.monitoring.batch import ChangelogRecord, DeadLetterInfo, ModelBatch, Observed, RecordLike
 from agent.monitoring.blocks import Blocks
@@ -54,7 +55,7 @@ from agent.monitoring.columns import ColumnSet, StreamStats
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
 from agent.monitoring.estimation import quantise_expected
-from agent.monitoring.fleet import WORKER_STATS, ModelStats, SourceRanges, StatsPart, encode_stats
+from agent.monitoring.fleet import WORKER_STATS, Finding, ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
 from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
@@ -116,8 +117,8 @@ class DriftObserver:
         ship_stats: A fleet worker: the detectors' column sets only summarise, and their blocks are
             answered as statistics records (:attr:`Observed.stats`) for the model's one monitor, which
             runs :meth:`observe_stats`; so are the counts behind the technical rates (the model's, and
-            the worker's requests for models nobody serves). Latency and dependency findings, the
-            worker's own, are judged here.
+            the worker's requests for models nobody serves) and the package's dependency findings.
+            Latency, the worker's machine's own, is judged here.
         worker: This worker's name, in its statistics records.
         ship_interval_s: A fleet worker ships a model's blocks at most this often (the blocks of the
             batches between wait for the next record, or for :meth:`flush_stats`): fewer, larger
@@ -152,6 +153,8 @@ class DriftObserver:
         self._shipped: dict[ModelMonitor, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._rates: dict[ModelMonitor, list[RateCounts]] = {}
         """A fleet worker's technical-rate counts per monitor, not yet shipped, in order."""
+        self._findings: dict[ModelMonitor, tuple[Finding, ...]] = {}
+        """A fleet worker's dependency findings per monitor, for its next record."""
         self._own_rates: list[RateCounts] = []
         """A fleet worker's own counts (requests for models nobody serves), not yet shipped."""
         self._own_sources = SourceRanges()
@@ -218,6 +221,7 @@ class DriftObserver:
             self._sources.pop(monitor, None)
             self._shipped.pop(monitor, None)
             self._rates.pop(monitor, None)
+            self._findings.pop(monitor, None)
             self._rebuilt.discard(monitor)
             self._last_ship.pop(monitor, None)
             self._held_since.pop(monitor, None)
@@ -233,7 +237,10 @@ class DriftObserver:
         if not monitor.findings_alerted:
             monitor.findings_alerted = True
             findings = batch.served.model.findings
-            alerts.extend(self.writer.dependency_alerts(monitor, findings, ctx))
+            if self.ship_stats:  # alerted once for the fleet by the model's monitor (observe_stats)
+                self._findings[monitor] = tuple((f.package, f.built, f.installed, f.level) for f in findings)
+            else:
+                alerts.extend(self.writer.dependency_alerts(monitor, findings, ctx))
             # This version's first request here: the moment incidents are told against.
             manifest = batch.served.manifest
             self.context.served(
@@ -368,7 +375,8 @@ class DriftObserver:
                 self._shipped[monitor] = (columns.missing.copy(), columns.unseen.copy())
             parts.append((name, blocks, missing, unseen))
         rates = tuple(self._rates.pop(monitor, ()))
-        if not parts and not rates:
+        findings = self._findings.pop(monitor, ())
+        if not parts and not rates and not findings:
             return []
         self._last_ship[monitor] = now
         first_event = self._held_since.pop(monitor, event_time)
@@ -393,6 +401,7 @@ class DriftObserver:
             ),
             first_event,
             rates,
+            findings,
         )
         return [(stats.key, encode_stats(stats))]
 
@@ -489,6 +498,12 @@ class DriftObserver:
         sets = monitor.column_sets()
         least = self.settings.recovery_shift_sd
         alerts: list[Alert] = []
+        # Every worker ships the findings of the package as it loaded it: each alerted once.
+        heard = [f for f in stats.findings if (f[0], f[2]) not in monitor.findings_heard]
+        monitor.findings_heard.update((f[0], f[2]) for f in heard)
+        if heard and not replay:
+            shipped = [DependencyFinding(p, b, i, level) for p, b, i, level in heard]  # type: ignore[arg-type]
+            alerts.extend(self.writer.dependency_alerts(monitor, shipped, ctx))
         for part in stats.parts:
             columns = sets.get(part.name)
             if columns is None:

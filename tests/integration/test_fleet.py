@@ -694,3 +694,39 @@ async def test_two_workers_raise_one_alert_for_requests_to_a_model_nobody_serves
     technical = [(a.model, a.subject) for a in alerts if a.kind is AlertKind.TECHNICAL]
     assert technical == [("*", "unknown_models")], kinds(alerts)
     assert_clean(logs)
+
+
+async def test_two_workers_raise_one_alert_for_a_package_built_with_other_versions(
+    kafka_bootstrap: str,
+    repository_copy: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    # Both workers load a package built with onnxruntime 0.9.0. Each alerted it as it loaded it, and
+    # starting together neither saw the other's incident in time: two alerts in three runs of three.
+    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["versions"]["onnxruntime"] = "0.9.0"
+    manifest_path.write_text(json.dumps(manifest))
+    app_id = f"fleetdep-{unique}"
+    fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, repository_copy.root, tmp_path)
+    n = 4_000
+    try:
+        await fleet.start(2)
+        await fleet.send(resampled(reference, n, seed=43), 0, chunk=1_000)
+        await fleet.processed(n, 120)
+        alerts = await fleet.alerts()
+        shipped = await fleet.shipped()
+    finally:
+        codes = fleet.stop()
+    logs = fleet.logs()
+    assert codes == [0, 0], [log[-3000:] for log in logs]
+    # Each worker shipped what it found, and the model's monitor alerted it once.
+    assert sorted((s.worker, f[0]) for s in shipped for f in s.findings) == sorted(
+        {(s.worker, "onnxruntime") for s in shipped}
+    )
+    assert len({s.worker for s in shipped}) == 2
+    dependency = [a for a in alerts if a.detector == "dependency_versions"]
+    assert [(a.subject, a.evidence.extra["built"]) for a in dependency] == [("onnxruntime", "0.9.0")]
+    assert_clean(logs)

@@ -562,6 +562,44 @@ def test_requests_for_a_model_nobody_serves_raise_one_alert_for_the_fleet(
     assert monitor.unknown_models.over
 
 
+def test_a_package_built_with_other_versions_is_alerted_once_for_the_fleet(
+    repository_copy: ModelRepository, reference: np.ndarray
+) -> None:
+    # Both workers load the package with the same mismatch; each alerted it (with real workers, in
+    # three runs of three, since both start together). Each now ships its findings in its first
+    # record, and the model's monitor alerts each (package, installed version) once.
+    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["versions"]["onnxruntime"] = "0.9.0"
+    manifest_path.write_text(json.dumps(manifest))
+    registry = ModelRegistry(repository_copy.root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    monitor = observer(registry, incidents, ship=False)
+    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
+    workers = [handler(registry, [half]) for half in halves]
+    from_workers: list[Alert] = []
+    from_monitor: list[Alert] = []
+    records: list[bytes] = []
+    for b, batch in enumerate(batches(drifted(reference, 2_000, 2_000, 0.0, seed=16))):
+        for m in workers[by_pair(b)].handle(batch):
+            if m.topic == ALERTS:
+                from_workers.extend(alerts_in([m.value]))
+            elif m.topic == STATS and m.value is not None:
+                records.append(m.value)
+                from_monitor.extend(monitor.observe_stats(decode_stats(m.value)).alerts)
+    assert from_workers == []
+    shipped = [f for raw in records for f in decode_stats(raw).findings]
+    assert [f[0] for f in shipped] == ["onnxruntime", "onnxruntime"]  # one per worker, in its first
+    [alert] = [a for a in from_monitor if a.detector == "dependency_versions"]
+    assert alert.subject == "onnxruntime" and "built with onnxruntime 0.9.0" in alert.message
+    # A new host reads the records back: it knows them, and alerts nothing.
+    successor = observer(registry, incidents, ship=False)
+    assert all(successor.observe_stats(decode_stats(raw), replay=True).alerts == [] for raw in records)
+    [rebuilt] = successor.monitors()
+    assert {package for package, _ in rebuilt.findings_heard} == {"onnxruntime"}
+
+
 def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
     from agent.monitoring.technical import RateCounts
 
@@ -580,6 +618,8 @@ def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
         ModelStats(MODEL, "1", "w", (("requests", 0, 0, 254),), (part,), None, (first, second))
     )
     assert decode_stats(raw).rates == (first, second)
+    found = ModelStats(MODEL, "1", "w", (), (part,), findings=(("numpy", "1.26.4", None, "missing"),))
+    assert decode_stats(encode_stats(found)).findings == (("numpy", "1.26.4", None, "missing"),)
     assert decode_stats(encode_stats(ModelStats(MODEL, "1", "w", (), (part,)))).rates == ()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[4:8], "little")])
     header["rates"][1]["dead_letters"] = -1
