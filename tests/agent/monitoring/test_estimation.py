@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 
 from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.builder import build_package
@@ -29,6 +29,7 @@ from producers.scenarios import generate
 from producers.stream import MessageKind
 from schemas.alert import Alert, AlertKind
 from tests.support.alerts import alerts_in
+from tests.support.handlers import observed_handler
 
 NAMES = ("x0", "x1", "x2")
 ALERTS = "alerts"
@@ -61,19 +62,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
 
 
 def make_handler(root: Path) -> tuple[RequestHandler, DriftObserver]:
-    registry = ModelRegistry(root)
-    registry.refresh()
-    observer = DriftObserver(IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), settings=SETTINGS)
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        alerts_topic=ALERTS,
-        outcomes_topic=OUTCOMES,
-    )
-    return handler, observer
+    return observed_handler(root, settings=SETTINGS, outcomes=True)
 
 
 def requests(model: str, rows: np.ndarray, first: int = 0) -> Iterator[Record]:

@@ -19,6 +19,7 @@ from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
 from tests.support.alerts import alerts_in
+from tests.support.handlers import observed_handler
 
 MODEL = "classification-20"
 # Inference latency is the machine's, not the stream's: these tests watch the drift detectors, and the
@@ -38,23 +39,7 @@ def make_handler(
 ) -> tuple[RequestHandler, DriftObserver]:
     """The handler of ``root``'s models with ``observer`` (by default, one with the usual settings);
     with ``outcomes``, outcomes are read from the topic ``outcomes`` and joined at once."""
-    registry = ModelRegistry(root)
-    registry.refresh()
-    if observer is None:
-        observer = DriftObserver(
-            IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
-            settings=MonitorSettingsView(),
-        )
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        outcomes_topic="outcomes" if outcomes else None,
-        alerts_topic=ALERTS,
-    )
-    return handler, observer
+    return observed_handler(root, observer, outcomes=outcomes)
 
 
 def send(
@@ -191,24 +176,13 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
 ) -> None:
     trained = classification_20(n_estimators=10, n_samples=2000)
     X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
-    registry = ModelRegistry(model_repository.root)
-    registry.refresh()
     observer = DriftObserver(
         IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
         persist_join=True,
         settings=NO_LATENCY_WATCH,
     )
     observer.join.n_partitions = 4  # the join topic's partitions (set on assignment in a worker)
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        outcomes_topic="outcomes",
-        alerts_topic=ALERTS,
-        changelog_topic="log",
-    )
+    handler, _ = observed_handler(model_repository.root, observer, outcomes=True, changelog=True)
     names = [f"x{i:02d}" for i in range(20)]
     n, flip = 12_000, 6_000
     rows = np.arange(n) % len(X)

@@ -12,9 +12,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from agent.models.package import load_package
-from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.builder import build_package
@@ -23,6 +22,7 @@ from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind, Severity
 from schemas.manifest import Reconstruction
 from tests.support.alerts import alerts_in
+from tests.support.handlers import observed_handler
 
 MODEL = "pair"
 NAMES = ("a", "b", "c")
@@ -63,18 +63,7 @@ def run(handler: RequestHandler, rows: npt.NDArray[np.float64]) -> list[Alert]:
 
 
 def worker(root: Path) -> tuple[RequestHandler, DriftObserver]:
-    registry = ModelRegistry(root)
-    registry.refresh()
-    observer = DriftObserver(IncidentManager(InMemoryIncidentStore(), cooldown_s=3600), settings=SETTINGS)
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        alerts_topic="alerts",
-    )
-    return handler, observer
+    return observed_handler(root, settings=SETTINGS)
 
 
 def test_features_that_stop_moving_together_are_alerted_as_such_and_recover(

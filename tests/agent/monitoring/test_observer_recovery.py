@@ -5,19 +5,20 @@ again from the reference, does not alert it a second time)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
+from agent.monitoring.incidents import IncidentKey, InMemoryIncidentStore
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.examples import classification_20
 from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, Severity
 from tests.support.alerts import alerts_in
+from tests.support.handlers import observed_handler
 
 MODEL = "classification-20"
 NAMES = [f"x{i:02d}" for i in range(20)]
@@ -29,21 +30,10 @@ def reference() -> np.ndarray:
     return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
 
 
-def worker(root: object, store: InMemoryIncidentStore) -> tuple[RequestHandler, DriftObserver]:
+def worker(root: Path, store: InMemoryIncidentStore) -> tuple[RequestHandler, DriftObserver]:
     """A worker's handler and monitor; workers built on one store share their incidents (as they do
     through the incidents topic, and as a restarted worker finds them)."""
-    registry = ModelRegistry(root)  # type: ignore[arg-type]
-    registry.refresh()
-    observer = DriftObserver(IncidentManager(store, cooldown_s=3600), settings=SETTINGS)
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        alerts_topic="alerts",
-    )
-    return handler, observer
+    return observed_handler(root, settings=SETTINGS, store=store)
 
 
 def request(i: int, row: np.ndarray) -> Record:

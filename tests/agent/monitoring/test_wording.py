@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
 from agent.monitoring.model_monitor import MonitorSettingsView
-from agent.monitoring.observer import DriftObserver
 from agent.packaging.builder import build_package
 from agent.packaging.training import load_training_function
-from agent.serving.handler import Record, RequestHandler
+from agent.serving.handler import Record
 from schemas.alert import Alert, AlertKind
 from tests.support.alerts import alerts_in
+from tests.support.handlers import observed_handler
 
 EXAMPLE_TRAINING = Path(__file__).resolve().parents[3] / "examples" / "train_example.py"
 PLANS = ["basic", "plus", "pro"]
@@ -37,20 +35,8 @@ def churn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(root: Path, age: np.ndarray, spend: np.ndarray, plan: np.ndarray) -> list[Alert]:
-    registry = ModelRegistry(root)
-    registry.refresh()
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
-        settings=MonitorSettingsView(latency_threshold=1e12),  # the machine's latency is not under test
-    )
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[observer],
-        alerts_topic="alerts",
-    )
+    # The machine's latency is not under test.
+    handler, _ = observed_handler(root, settings=MonitorSettingsView(latency_threshold=1e12))
     alerts: list[Alert] = []
     for start in range(0, len(age), 500):
         records = []
