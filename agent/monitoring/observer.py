@@ -276,7 +276,7 @@ class DriftObserver:
             alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
         per_row_us = batch.inference_seconds / max(n, 1) * 1e6
         if monitor.latency.update(per_row_us):
-            alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx))
+            alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx, self.worker))
         self._recoveries(monitor)
         if monitor.reconstruction is not None:
             self._reconstruction_recovery(monitor)

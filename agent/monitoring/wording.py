@@ -506,14 +506,23 @@ class AlertWriter:
             ctx,
         )
 
-    def latency_alert(self, monitor: ModelMonitor, per_row_us: float, ctx: AlertContext) -> Alert:
+    def latency_alert(
+        self, monitor: ModelMonitor, per_row_us: float, ctx: AlertContext, worker: str = ""
+    ) -> Alert:
+        """Inference on ``worker`` (its name, if it has one) got slower: a property of its machine, so
+        the alert says which one."""
+        where = f" on worker {worker}" if worker else ""
+        extra: dict[str, float | str] = {"unit": "us_per_row"}
+        if worker:
+            extra["worker"] = worker
         return self.alert(
             monitor,
             AlertKind.TECHNICAL,
             "page_hinkley_up",
             "inference_latency",
             Severity.WARNING,
-            f"inference latency of {monitor.name}/{monitor.version} rose to {per_row_us:.1f} us per row",
-            Evidence(recent_mean=per_row_us, extra={"unit": "us_per_row"}),
+            f"inference latency of {monitor.name}/{monitor.version} rose to {per_row_us:.1f} us per "
+            f"row{where}",
+            Evidence(recent_mean=per_row_us, extra=extra),
             ctx,
         )

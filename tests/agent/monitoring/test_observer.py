@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
+from agent.monitoring.batch import ModelBatch, Observed
 from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
@@ -449,3 +451,39 @@ def test_a_second_label_change_after_the_error_recovered_alerts_at_once(
     assert recovered_between
     assert len(concept) == 2, concept
     assert 1_500 <= concept[0] < 2_500 and 9_000 <= concept[1] < 10_000, concept
+
+
+class _Timed:
+    """The observer with each batch's inference time set to ``per_row_s`` per row: the machine's own
+    latency is not under test, the alert that says which worker got slower is."""
+
+    def __init__(self, inner: DriftObserver) -> None:
+        self.inner = inner
+        self.per_row_s = 10e-6
+
+    def observe(self, batch: ModelBatch) -> Observed:
+        timed = dataclasses.replace(batch, inference_seconds=self.per_row_s * len(batch.records))
+        return self.inner.observe(timed)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_latency_alert_names_the_worker_whose_inference_got_slower(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+        settings=MonitorSettingsView(latency_threshold=20.0),
+        worker="host-7/4242",
+    )
+    timed = _Timed(observer)
+    handler, _ = observed_handler(model_repository.root, timed)  # type: ignore[arg-type]
+    rows = reference[np.random.default_rng(17).integers(0, len(reference), 40_000)]
+    alerts = run(handler, rows[:20_000], batch=250)  # 80 batches at 10 us per row
+    timed.per_row_s = 40e-6  # 4x slower from here
+    alerts += run(handler, rows[20_000:], batch=250)
+    [latency] = [a for a in alerts if a.subject == "inference_latency"]
+    assert latency.message.startswith(f"inference latency of {MODEL}/1 rose to 40.0 us per row")
+    assert latency.message.endswith("on worker host-7/4242")
+    assert latency.evidence.extra["worker"] == "host-7/4242"
