@@ -94,6 +94,12 @@ class _Source(NamedTuple):
     value: bytes | None = None
 
 
+def _range_ends(sources: Iterable[tuple[str, int, int, int]]) -> list[RecordLike]:
+    """Records standing for ``(topic, partition, first offset, last offset)`` ranges: the first and
+    the last of each, as an alert's source names them."""
+    return [_Source(t, p, o) for t, p, first, last in sources for o in (first, last)]
+
+
 def _source(record: RecordLike) -> RecordLike:
     try:
         topic, partition, offset = (record.key or b"").decode().rsplit(":", 2)
@@ -304,12 +310,21 @@ class DriftObserver:
         return out
 
     def _pend_own(self, counts: RateCounts) -> None:
-        """The worker's own counts, held for its next record of them; merged up to a quarter of a
-        rate window, as a model's are (:meth:`_pend_rates`)."""
-        held = self._own_rates
+        """The worker's own counts, held for its next record of them, as a model's are
+        (:meth:`_pend_rates`)."""
+        self._hold(self._own_rates, counts)
+
+    def _hold(self, held: list[RateCounts], counts: RateCounts) -> None:
+        """Appends ``counts`` to ``held``, merged into the last counts up to a quarter of a rate window
+        of requests and of outcomes (the monitor feeds each to its watches: a record of many batches
+        must not close a window over all of them at once), and beyond 256 held regardless."""
         chunk = max(self.settings.rate_window_events // 4, 1)
-        if held and (held[-1].events + counts.events <= chunk or len(held) >= 256):
-            held[-1].add(counts)
+        last = held[-1] if held else None
+        if last is not None and (
+            (last.events + counts.events <= chunk and last.outcomes + counts.outcomes <= chunk)
+            or len(held) >= 256
+        ):
+            last.add(counts)
         else:
             held.append(counts)
 
@@ -327,7 +342,7 @@ class DriftObserver:
 
     def _observe_own(self, stats: ModelStats, *, replay: bool) -> Observed:
         """A worker's own counts: the fleet's window of requests for models nobody serves."""
-        records = [_Source(t, p, o) for t, p, first, last in stats.sources for o in (first, last)]
+        records = _range_ends(stats.sources)
         ctx = AlertContext(records)
         alerts: list[Alert] = []
         for counts in stats.rates:
@@ -459,7 +474,7 @@ class DriftObserver:
             for start, end, sources, origin in spans:
                 if end > first and start <= d.event_index:
                     if origin is None:
-                        out.extend(_Source(t, p, o) for t, p, a, b in sources for o in (a, b))
+                        out.extend(_range_ends(sources))
                     else:  # one offset per event: only those of the window
                         [(t, p, a, _)] = sources
                         lo, hi = max(first, start), min(d.event_index + 1, end)
@@ -492,7 +507,7 @@ class DriftObserver:
         elif monitor in self._rebuilt:
             self._rebuilt.discard(monitor)
             self._settle_after_replay(monitor)
-        records = [_Source(t, p, o) for t, p, first, last in stats.sources for o in (first, last)]
+        records = _range_ends(stats.sources)
         started = None if stats.event_time is None else datetime.fromtimestamp(stats.event_time, UTC)
         ctx = AlertContext(records, started)
         sets = monitor.column_sets()
@@ -1105,10 +1120,8 @@ class DriftObserver:
         return counts
 
     def _pend_rates(self, monitor: ModelMonitor, counts: RateCounts) -> None:
-        """A fleet worker's counts, held for its next statistics record, in order. Consecutive ones
-        are merged up to a quarter of a rate window (the monitor feeds each to its watches: a record
-        of many batches must not close a window over all of them at once), and beyond 256 held
-        regardless. Unknown field names beyond a few times ``max_watched_fields`` in one record are
+        """A fleet worker's counts, held for its next statistics record, in order (merged as
+        :meth:`_hold` says). Unknown field names beyond a few times ``max_watched_fields`` in one record are
         counted as refused here, so that a flood of junk names cannot swell it (they still count in
         ``with_unseen``)."""
         held = self._rates.get(monitor)
@@ -1129,15 +1142,7 @@ class DriftObserver:
             counts.unseen_fields = kept
             if refused:
                 self.metrics.names_refused.labels(what="field").inc(refused)
-        chunk = max(self.settings.rate_window_events // 4, 1)
-        last = held[-1] if held else None
-        if last is not None and (
-            (last.events + counts.events <= chunk and last.outcomes + counts.outcomes <= chunk)
-            or len(held) >= 256
-        ):
-            last.add(counts)
-        else:
-            held.append(counts)
+        self._hold(held, counts)
 
     def _rate_alerts(
         self, monitor: ModelMonitor, counts: RateCounts, ctx: AlertContext, *, live: bool = True
