@@ -46,6 +46,7 @@ from schemas.alert import Alert, AlertKind
 from tests.integration.test_reliability import FEATURES, MODEL, QUIET, requests, wait_for
 from tests.support.alerts import alerts_in
 from tests.support.kafka import batch_producer, committed, create_topics, produce_batched, read_to_end
+from tests.support.models import recorded_as_built_with
 from tests.support.worker import Topics, Worker
 
 pytestmark = pytest.mark.integration
@@ -705,10 +706,7 @@ async def test_two_workers_raise_one_alert_for_a_package_built_with_other_versio
 ) -> None:
     # Both workers load a package built with onnxruntime 0.9.0. Each alerted it as it loaded it, and
     # starting together neither saw the other's incident in time: two alerts in three runs of three.
-    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["versions"]["onnxruntime"] = "0.9.0"
-    manifest_path.write_text(json.dumps(manifest))
+    recorded_as_built_with(repository_copy.root / MODEL / "1", onnxruntime="0.9.0")
     app_id = f"fleetdep-{unique}"
     fleet = Fleet(kafka_bootstrap, Topics.unique(app_id), app_id, repository_copy.root, tmp_path)
     n = 4_000

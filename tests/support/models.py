@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,15 @@ def classification_20_replayed() -> TrainingResult:
         result.X_reference,
         result.y_reference,
     )
+
+
+def recorded_as_built_with(package: Path, **versions: str) -> None:
+    """Rewrites the library versions the manifest of ``package`` (``NAME/VERSION/``) says it was
+    built with, as an older build would have recorded them: what its dependency findings are made of."""
+    path = package / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["versions"].update(versions)
+    path.write_text(json.dumps(manifest))
 
 
 def leftovers(root: Path) -> list[Path]:

@@ -28,6 +28,7 @@ from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
 from schemas.events import Outcome
 from tests.support.alerts import alerts_in
+from tests.support.models import recorded_as_built_with
 
 MODEL = "classification-20"
 SETTINGS = MonitorSettingsView(latency_threshold=1e12)
@@ -40,8 +41,12 @@ def reference() -> np.ndarray:
     return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
 
 
-def observer(registry: ModelRegistry, incidents: IncidentManager, *, ship: bool) -> DriftObserver:
-    return DriftObserver(incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=ship, worker="w")
+def observer(
+    registry: ModelRegistry, incidents: IncidentManager, *, ship: bool, worker: str = "w"
+) -> DriftObserver:
+    return DriftObserver(
+        incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=ship, worker=worker
+    )
 
 
 def handler(registry: ModelRegistry, observers: list[DriftObserver]) -> RequestHandler:
@@ -83,23 +88,38 @@ def drifted(reference: np.ndarray, n: int, change: int, shift_sd: float, seed: i
 
 
 def run_fleet(
-    registry: ModelRegistry, parts: list[list[Record]], n_workers: int, route: Callable[[int], int]
+    registry: ModelRegistry,
+    parts: list[list[Record]],
+    n_workers: int,
+    route: Callable[[int], int],
+    *,
+    flush: bool = False,
 ) -> tuple[list[Alert], list[bytes], DriftObserver]:
-    """``n_workers`` shipping observers (batch ``b`` to worker ``route(b)``) and one monitor observer that
-    is fed every statistics record as it is published, in publication order."""
+    """``n_workers`` shipping observers (``w0``, ``w1``...; batch ``b`` to worker ``route(b)``) and one
+    monitor observer that is fed every statistics record as it is published, in publication order.
+    With ``flush``, a worker's timer runs after each of its batches (``flush_stats``): the records it
+    ships apart from its batches, its own counts among them (``WORKER_STATS``), are fed too."""
     incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
     monitor = observer(registry, incidents, ship=False)
-    workers = [handler(registry, [observer(registry, incidents, ship=True)]) for _ in range(n_workers)]
+    halves = [observer(registry, incidents, ship=True, worker=f"w{i}") for i in range(n_workers)]
+    workers = [handler(registry, [half]) for half in halves]
     alerts: list[Alert] = []
     records: list[bytes] = []
+
+    def judge(value: bytes) -> None:
+        records.append(value)
+        alerts.extend(monitor.observe_stats(decode_stats(value)).alerts)
+
     for b, batch in enumerate(parts):
         for m in workers[route(b)].handle(batch):
             if m.topic == ALERTS:
                 alerts.extend(alerts_in([m.value]))
             elif m.topic == STATS:
                 assert m.key == MODEL.encode() and m.value is not None
-                records.append(m.value)
-                alerts.extend(monitor.observe_stats(decode_stats(m.value)).alerts)
+                judge(m.value)
+        if flush:
+            for _, value in halves[route(b)].flush_stats(force=True):
+                judge(value)
     return alerts, records, monitor
 
 
@@ -523,42 +543,30 @@ def test_requests_for_a_model_nobody_serves_raise_one_alert_for_the_fleet(
     # real workers). Each now counts and ships; one monitor judges the fleet's requests.
     registry = ModelRegistry(model_repository.root)
     registry.refresh()
-    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
-    monitor = observer(registry, incidents, ship=False)
-    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
-    workers = [handler(registry, [half]) for half in halves]
-    from_workers: list[Alert] = []
-    from_monitor: list[Alert] = []
-    shipped: list[tuple[int, bytes]] = []
-    for b, batch in enumerate(batches(drifted(reference, 8_000, 8_000, 0.0, seed=15))):
-        ghost = [
+    parts = [
+        [
             Record(r.topic, r.partition, r.offset, r.key, r.value.replace(MODEL.encode(), b"ghost"))
             if i % 10 == 0 and r.value is not None
             else r
             for i, r in enumerate(batch)
         ]
-        half = by_pair(b)
-        for m in workers[half].handle(ghost):
-            if m.topic == ALERTS:
-                from_workers.extend(alerts_in([m.value]))
-        for key, value in halves[half].flush_stats(force=True):
-            if key == b"*":
-                shipped.append((half, value))
-            from_monitor.extend(monitor.observe_stats(decode_stats(value)).alerts)
-    assert [a for a in from_workers if a.kind is AlertKind.TECHNICAL] == []
-    technical = [(a.model, a.subject) for a in from_monitor if a.kind is AlertKind.TECHNICAL]
+        for batch in batches(drifted(reference, 8_000, 8_000, 0.0, seed=15))
+    ]
+    alerts, records, monitor = run_fleet(registry, parts, 2, by_pair, flush=True)
+    assert alerts == monitor.raised  # every alert the monitor's, none a worker's
+    technical = [(a.model, a.subject) for a in alerts if a.kind is AlertKind.TECHNICAL]
     assert technical == [("*", "unknown_models")], technical
     # Both workers' counts, all of them: 800 of 8,000 requests.
-    assert {half for half, _ in shipped} == {0, 1}
-    own = [decode_stats(v) for _, v in shipped]
+    own = [stats for stats in map(decode_stats, records) if stats.model == "*"]
+    assert {s.worker for s in own} == {"w0", "w1"}
     assert sum(r.unknown_model for s in own for r in s.rates) == 800
     assert sum(r.events for s in own for r in s.rates) == 8_000
-    [alert] = [a for a in from_monitor if a.subject == "unknown_models"]
+    [alert] = [a for a in alerts if a.subject == "unknown_models"]
     assert alert.source and {s.topic for s in alert.source} == {"requests"}
     # A new host rebuilds the window by reading the records back, without alerting.
     monitor.forget("*", "*")
     assert not monitor.unknown_models.over
-    assert all(monitor.observe_stats(decode_stats(v), replay=True).alerts == [] for _, v in shipped)
+    assert all(monitor.observe_stats(s, replay=True).alerts == [] for s in own)
     assert monitor.unknown_models.over
 
 
@@ -568,33 +576,18 @@ def test_a_package_built_with_other_versions_is_alerted_once_for_the_fleet(
     # Both workers load the package with the same mismatch; each alerted it (with real workers, in
     # three runs of three, since both start together). Each now ships its findings in its first
     # record, and the model's monitor alerts each (package, installed version) once.
-    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["versions"]["onnxruntime"] = "0.9.0"
-    manifest_path.write_text(json.dumps(manifest))
+    recorded_as_built_with(repository_copy.root / MODEL / "1", onnxruntime="0.9.0")
     registry = ModelRegistry(repository_copy.root)
     registry.refresh()
-    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
-    monitor = observer(registry, incidents, ship=False)
-    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
-    workers = [handler(registry, [half]) for half in halves]
-    from_workers: list[Alert] = []
-    from_monitor: list[Alert] = []
-    records: list[bytes] = []
-    for b, batch in enumerate(batches(drifted(reference, 2_000, 2_000, 0.0, seed=16))):
-        for m in workers[by_pair(b)].handle(batch):
-            if m.topic == ALERTS:
-                from_workers.extend(alerts_in([m.value]))
-            elif m.topic == STATS and m.value is not None:
-                records.append(m.value)
-                from_monitor.extend(monitor.observe_stats(decode_stats(m.value)).alerts)
-    assert from_workers == []
-    shipped = [f for raw in records for f in decode_stats(raw).findings]
-    assert [f[0] for f in shipped] == ["onnxruntime", "onnxruntime"]  # one per worker, in its first
-    [alert] = [a for a in from_monitor if a.detector == "dependency_versions"]
+    parts = batches(drifted(reference, 2_000, 2_000, 0.0, seed=16))
+    alerts, records, monitor = run_fleet(registry, parts, 2, by_pair)
+    assert alerts == monitor.raised  # every alert the monitor's, none a worker's
+    shipped = [(s.worker, f[0]) for s in map(decode_stats, records) for f in s.findings]
+    assert shipped == [("w0", "onnxruntime"), ("w1", "onnxruntime")]  # each in its first record
+    [alert] = [a for a in alerts if a.detector == "dependency_versions"]
     assert alert.subject == "onnxruntime" and "built with onnxruntime 0.9.0" in alert.message
     # A new host reads the records back: it knows them, and alerts nothing.
-    successor = observer(registry, incidents, ship=False)
+    successor = observer(registry, IncidentManager(InMemoryIncidentStore()), ship=False)
     assert all(successor.observe_stats(decode_stats(raw), replay=True).alerts == [] for raw in records)
     [rebuilt] = successor.monitors()
     assert {package for package, _ in rebuilt.findings_heard} == {"onnxruntime"}

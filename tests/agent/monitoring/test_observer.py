@@ -22,6 +22,7 @@ from agent.serving.handler import Record, RequestHandler
 from schemas.alert import Alert, AlertKind
 from tests.support.alerts import alerts_in
 from tests.support.handlers import observed_handler
+from tests.support.models import recorded_as_built_with
 
 MODEL = "classification-20"
 # Inference latency is the machine's, not the stream's: these tests watch the drift detectors, and the
@@ -131,11 +132,7 @@ def test_no_alert_on_a_long_no_drift_stream(model_repository: ModelRepository, r
 def test_dependency_findings_alert_once_at_load(
     repository_copy: ModelRepository, reference: np.ndarray
 ) -> None:
-    manifest_path = repository_copy.root / MODEL / "1" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["versions"]["onnxruntime"] = "0.9.0"
-    manifest["versions"]["scikit_learn"] = "0.1.0"
-    manifest_path.write_text(json.dumps(manifest))
+    recorded_as_built_with(repository_copy.root / MODEL / "1", onnxruntime="0.9.0", scikit_learn="0.1.0")
     handler, _ = make_handler(repository_copy.root)
     alerts = run(handler, reference[:1500])
     technical = sorted((a.subject, a.severity.value) for a in alerts if a.detector == "dependency_versions")
