@@ -33,6 +33,8 @@ Example:
     >>> out = enc.encode([{"c": "green"}, {"c": "blue"}, {}])
     >>> out.matrix.tolist(), out.unknown_categories.tolist(), out.missing.tolist()
     ([[0.0], [1.0], [0.0]], [1], [1])
+    >>> out.unknown_values  # which ones, for the alert
+    {0: {'green': 1}}
 """
 
 from __future__ import annotations
@@ -50,11 +52,15 @@ import numpy.typing as npt
 from schemas.events import DeadLetterReason, FeatureValue
 from schemas.manifest import Feature
 
-__all__ = ["EncodedBatch", "FeatureEncoder", "Rejection"]
+__all__ = ["UNKNOWN_EXAMPLES", "EncodedBatch", "FeatureEncoder", "Rejection", "shorten_category", "tally"]
 
 log = logging.getLogger(__name__)
 
 _ABSENT: Final = object()
+
+UNKNOWN_EXAMPLES: Final = 8
+"""Distinct unknown categories per feature that a batch (and a rate window) names, with their counts,
+for the technical alert (:func:`tally`)."""
 
 _REJECT, _IMPUTE, _ALLOW = 0, 1, 2
 _POLICY = {"reject": _REJECT, "impute": _IMPUTE, "allow": _ALLOW}
@@ -92,6 +98,9 @@ class EncodedBatch:
     """Per feature: accepted requests with a category the model was not built with, served as a
     missing value (the feature's ``unknown_category`` policy ``missing``; not counted in
     :attr:`missing`)."""
+    unknown_values: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per feature index: those categories (:func:`shorten_category`) and how many accepted requests
+    carried each, at most :data:`UNKNOWN_EXAMPLES` distinct ones per feature (:func:`tally`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +203,7 @@ class FeatureEncoder:
         rejected: list[tuple[int, Rejection]] = []
         missing_counts = [0] * n
         unknown_counts = [0] * n
+        unknown_values: dict[int, dict[str, int]] = {}
         slow_index: list[int] = []
         slow_rows: list[list[float]] = []
         for index in slow:
@@ -205,8 +215,9 @@ class FeatureEncoder:
             slow_rows.append(values)
             for i in missing_at:
                 missing_counts[i] += 1
-            for i in unknown_at:
+            for i, category in unknown_at:
                 unknown_counts[i] += 1
+                tally(unknown_values.setdefault(i, {}), {category: 1})
         if slow_rows:
             accepted = fast_index + slow_index
             matrix64 = np.concatenate([fast, np.array(slow_rows, dtype=np.float64).reshape(-1, n)])
@@ -224,16 +235,18 @@ class FeatureEncoder:
                 outside = (matrix < self._low) | (matrix > self._high)
             out_of_range = outside.sum(axis=0, dtype=np.int64)
         unknown = np.array(unknown_counts, dtype=np.int64)
-        return EncodedBatch(matrix, accepted, rejected, unseen, with_unseen, missing, out_of_range, unknown)
+        return EncodedBatch(
+            matrix, accepted, rejected, unseen, with_unseen, missing, out_of_range, unknown, unknown_values
+        )
 
     def _row(
         self, features: Mapping[str, FeatureValue]
-    ) -> tuple[list[float], list[int], list[int], Rejection | None]:
+    ) -> tuple[list[float], list[int], list[tuple[int, str]], Rejection | None]:
         """The request's row, the features it lacked, those whose category was unknown (served as
-        missing), or why it cannot be served."""
+        missing; with the category, shortened), or why it cannot be served."""
         row: list[float] = []
         missing_at: list[int] = []
-        unknown_at: list[int] = []
+        unknown_at: list[tuple[int, str]] = []
         get = features.get
         for i, rule in enumerate(self._rules):
             value = get(rule.name, _ABSENT)
@@ -269,7 +282,7 @@ class FeatureEncoder:
                     row.append(code)
                     continue
                 if rule.unknown_missing:  # served as missing: imputed or NaN (never "reject")
-                    unknown_at.append(i)
+                    unknown_at.append((i, shorten_category(value)))  # type: ignore[arg-type]
                     if i not in self._told_unknown:  # once per feature: the rest are counted
                         self._told_unknown.add(i)
                         log.warning(
@@ -331,6 +344,38 @@ def _float_matrix(rows: list[tuple[FeatureValue, ...]], n: int) -> npt.NDArray[n
         return np.array(rows, dtype=np.float64).reshape(len(rows), n)
     except OverflowError:
         return None
+
+
+def tally(into: dict[str, int], more: Mapping[str, int]) -> None:
+    """Adds ``more``'s counts of categories to ``into``, which keeps at most :data:`UNKNOWN_EXAMPLES`
+    of them: the Space-Saving summary (Metwally, Agrawal and El Abbadi, 2005). A category met when
+    ``into`` is full takes the place of the least counted one, and its count over. So the counts are
+    exact while no more distinct categories are met, and upper bounds after; every category with more
+    than 1/:data:`UNKNOWN_EXAMPLES` of the total is kept, however many others pass.
+
+    >>> kept = {}
+    >>> for i in range(20):  # a flood of distinct junk between the ones that matter
+    ...     tally(kept, {"enterprise": 3, f"junk-{i}": 1})
+    >>> kept["enterprise"], len(kept)
+    (60, 8)
+    """
+    for value, hits in more.items():
+        if value in into:
+            into[value] += hits
+        elif len(into) < UNKNOWN_EXAMPLES:
+            into[value] = hits
+        else:
+            least = min(into, key=into.__getitem__)
+            into[value] = into.pop(least) + hits
+
+
+def shorten_category(value: str) -> str:
+    """A category as alerts and statistics records carry it: at most 40 characters.
+
+    >>> shorten_category("enterprise"), shorten_category("x" * 50)
+    ('enterprise', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...')
+    """
+    return value if len(value) <= 40 else value[:37] + "..."
 
 
 def _describe(value: object) -> str:

@@ -211,6 +211,9 @@ class ModelMonitor:
     unknown_categories: dict[int, RateWatch] = field(init=False)
     """Categorical features that serve an unknown category as missing: such values (counted by the
     encoder), which the model was not built with."""
+    unknown_seen: dict[int, dict[str, int]] = field(init=False)
+    """Per such feature, the categories met since its watch's last window closed (a bounded tally:
+    :func:`~agent.monitoring.technical.tally`), which its alert names."""
     reference_bounds: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] = field(
         init=False
     )
@@ -282,6 +285,7 @@ class ModelMonitor:
             for i, f in enumerate(m.features)
             if f.unknown_category == "missing"
         }
+        self.unknown_seen = {i: {} for i in self.unknown_categories}
         bounds = {
             i: reference_range(stats)
             for i, f in enumerate(m.features)

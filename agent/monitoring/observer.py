@@ -46,6 +46,7 @@ import numpy.typing as npt
 import orjson
 
 from agent.metrics import MetricPoint, Metrics
+from agent.models.encoding import tally
 from agent.models.registry import ServedModel
 from agent.models.versions import DependencyFinding
 from agent.monitoring import performance
@@ -1107,6 +1108,7 @@ class DriftObserver:
             missing={i: v for i, v in enumerate(enc.missing.tolist()) if v},
             out_of_range={i: int(enc.out_of_range[i]) for i in monitor.out_of_range},
             unknown_categories={i: int(enc.unknown_categories[i]) for i in monitor.unknown_categories},
+            unknown_values={i: v for i, v in enc.unknown_values.items() if i in monitor.unknown_categories},
             unseen_fields=dict(enc.unseen_fields),
             with_unseen=enc.with_unseen,
             checked=len(enc.accepted) + len(enc.rejected),
@@ -1171,15 +1173,16 @@ class DriftObserver:
             changed(watch.update(hits, n), watch, "out_of_range_rate", names[i], "out-of-range values")
         for i, watch in monitor.unknown_categories.items():
             hits = counts.unknown_categories.get(i, 0)
-            policy = monitor.served.manifest.features[i].missing
-            served_as = f"imputed {policy.value!r}" if policy.action == "impute" else "NaN"
-            changed(
-                watch.update(hits, n),
-                watch,
-                "unknown_category_rate",
-                names[i],
-                f"a category the model was not built with (served as missing: {served_as})",
-            )
+            seen = monitor.unknown_seen[i]
+            tally(seen, counts.unknown_values.get(i, {}))
+            closed = watch.windows
+            change = watch.update(hits, n)
+            if change == "fire" and live:
+                out.append(self.writer.unknown_category_alert(monitor, i, watch, seen, ctx))
+            elif change == "recover":
+                recover(names[i])
+            if watch.windows != closed:
+                seen.clear()  # the next window names its own
         for i, watch in monitor.outside_reference.items():
             hits = counts.outside_reference.get(i, 0)
             changed(

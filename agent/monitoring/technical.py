@@ -12,9 +12,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from agent.models.encoding import shorten_category, tally
 from agent.monitoring import river_drift
 
-__all__ = ["LatencyWatch", "RateCounts", "RateWatch", "Transition"]
+__all__ = ["LatencyWatch", "RateCounts", "RateWatch", "Transition", "most_often"]
 
 Transition = Literal["fire", "recover"] | None
 """What a window's close says: over the threshold (``fire``), back under it (``recover``), or no change."""
@@ -101,6 +102,10 @@ class RateCounts:
     """Feature index -> accepted requests with a value outside the reference's [min, max]."""
     unknown_categories: dict[int, int] = field(default_factory=dict)
     """Feature index -> accepted requests with a category the model was not built with."""
+    unknown_values: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Feature index -> which of those categories, with their counts: at most
+    :data:`~agent.models.encoding.UNKNOWN_EXAMPLES` distinct ones per feature
+    (:func:`~agent.models.encoding.tally`)."""
     unseen_fields: dict[str, int] = field(default_factory=dict)
     """Unknown field name -> requests carrying it."""
     with_unseen: int = 0
@@ -152,6 +157,8 @@ class RateCounts:
             mine: dict[Any, int] = getattr(self, name)
             for key, hits in getattr(other, name).items():
                 mine[key] = mine.get(key, 0) + hits
+        for i, values in other.unknown_values.items():
+            tally(self.unknown_values.setdefault(i, {}), values)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object as a statistics record's header carries it: zero counts and empty maps left
@@ -165,6 +172,9 @@ class RateCounts:
             by_name: dict[str, int] = getattr(self, name)
             if any(by_name.values()):
                 out[name] = {k: n for k, n in by_name.items() if n}
+        values = {str(i): dict(v) for i, v in self.unknown_values.items() if v}
+        if values:
+            out["unknown_values"] = values
         return out
 
     @classmethod
@@ -184,9 +194,24 @@ class RateCounts:
                 setattr(out, name, {int(i): count(n) for i, n in raw.get(name, {}).items()})
             for name in cls._BY_NAME:
                 setattr(out, name, {str(k): count(n) for k, n in raw.get(name, {}).items()})
+            # Written by another process: held to the same bounds as the encoder's own.
+            for i, values in raw.get("unknown_values", {}).items():
+                tally(
+                    out.unknown_values.setdefault(int(i), {}),
+                    {shorten_category(str(k)): count(n) for k, n in values.items()},
+                )
         except (AttributeError, TypeError) as e:
             raise ValueError(f"rate counts of the wrong shape: {e}") from e
         return out
+
+
+def most_often(values: dict[str, int], top: int = 3) -> list[tuple[str, int]]:
+    """The ``top`` categories of a tally, most requests first (ties in the order met).
+
+    >>> most_often({"trial": 38, "enterprise": 312, "gold": 38, "x": 1})
+    [('enterprise', 312), ('trial', 38), ('gold', 38)]
+    """
+    return sorted(values.items(), key=lambda item: -item[1])[:top]
 
 
 class LatencyWatch:

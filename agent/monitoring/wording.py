@@ -24,7 +24,7 @@ from agent.monitoring.detectors import Detection
 from agent.monitoring.features import TAIL
 from agent.monitoring.join import OutcomeJoin
 from agent.monitoring.model_monitor import ModelMonitor
-from agent.monitoring.technical import RateWatch
+from agent.monitoring.technical import RateWatch, most_often
 from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
 from schemas.manifest import CategoricalStatistics, NumericStatistics
 
@@ -390,8 +390,12 @@ class AlertWriter:
         subject: str,
         what: str,
         ctx: AlertContext,
+        *,
+        detail: str = "",
+        extra: dict[str, float | int | str] | None = None,
     ) -> Alert:
-        """A windowed rate (missing, out-of-range values, unknown fields) over its threshold."""
+        """A windowed rate (missing, out-of-range values, unknown fields) over its threshold;
+        ``detail`` ends the message, ``extra`` adds to the evidence."""
         share = watch.last_share
         return self.alert(
             monitor,
@@ -400,14 +404,40 @@ class AlertWriter:
             subject,
             Severity.WARNING,
             f"{share:.1%} of {monitor.name}/{monitor.version} requests carry {what} in {subject!r} "
-            f"(reference {watch.baseline:.1%}, alert above {watch.threshold:.1%})",
+            f"(reference {watch.baseline:.1%}, alert above {watch.threshold:.1%}){detail}",
             Evidence(
                 reference_mean=watch.baseline,
                 recent_mean=share,
                 window_events=watch.window,
-                extra={"threshold": watch.threshold},
+                extra={"threshold": watch.threshold, **(extra or {})},
             ),
             ctx,
+        )
+
+    def unknown_category_alert(
+        self, monitor: ModelMonitor, index: int, watch: RateWatch, seen: dict[str, int], ctx: AlertContext
+    ) -> Alert:
+        """Feature ``index`` carries categories the model was not built with past the rate margin;
+        names the ones met most often in the window (``seen``: a bounded tally, so "at least")."""
+        feature = monitor.served.manifest.features[index]
+        policy = feature.missing
+        served_as = f"imputed {policy.value!r}" if policy.action == "impute" else "NaN"
+        top = most_often(seen)
+        detail = ""
+        extra: dict[str, float | int | str] = {}
+        if top:
+            listed = ", ".join(f"{value!r} ({hits:,})" for value, hits in top)
+            detail = f"; most often {listed}"
+            extra = {"top_value": top[0][0], "top_value_requests": top[0][1], "values_named": len(seen)}
+        return self.rate_alert(
+            monitor,
+            watch,
+            "unknown_category_rate",
+            feature.name,
+            f"a category the model was not built with (served as missing: {served_as})",
+            ctx,
+            detail=detail,
+            extra=extra,
         )
 
     def type_alert(self, monitor: ModelMonitor, feature: str, watch: RateWatch, ctx: AlertContext) -> Alert:

@@ -3,8 +3,8 @@
 The churn example's pipeline one-hot encodes ``plan`` with ``handle_unknown="ignore"``: it can answer
 a plan it never saw. Packaged with ``unknown_categories={"plan": "missing"}``, such a request is served
 (its plan imputed as the manifest's missing policy says) instead of dead-lettered, and the share of
-them is watched: past the rate margin one technical alert names the feature, and the worker logs the
-first such value once.
+them is watched: past the rate margin one technical alert names the feature and the categories met
+most often, and the worker logs the first such value once.
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ async def test_an_unknown_category_is_served_as_missing_and_its_rate_alerted_onc
     age, spend, plan = rng.uniform(18, 80, N), rng.gamma(2.0, 20.0, N), rng.integers(0, 3, N)
     # Every 10th request from 500 on names a plan launched after the model was built, and its twin
     # (the next request) has the same age and spend and the plan the manifest imputes, "basic".
+    # Every fifth of those is a 'legacy' plan instead.
     names = [PLANS[int(p)] for p in plan]
     for i in range(500, N - 1, 10):
-        names[i], names[i + 1] = "enterprise", "basic"
+        names[i], names[i + 1] = "legacy" if i % 50 == 10 else "enterprise", "basic"
         age[i + 1], spend[i + 1] = age[i], spend[i]
     messages = []
     for i in range(N):
@@ -84,7 +85,7 @@ async def test_an_unknown_category_is_served_as_missing_and_its_rate_alerted_onc
     # Every request served, none dead-lettered; an unknown plan answered as "basic", as its twin.
     assert len(predictions) == N and dead == [], [r.value[:300] for r in dead]
     by_id = {p.request_id: p for p in predictions}
-    unknown = [i for i in range(N) if names[i] == "enterprise"]
+    unknown = [i for i in range(N) if names[i] in ("enterprise", "legacy")]
     assert len(unknown) == 350
     for i in unknown:
         served, twin = by_id[f"r-{i}"], by_id[f"r-{i + 1}"]
@@ -97,6 +98,12 @@ async def test_an_unknown_category_is_served_as_missing_and_its_rate_alerted_onc
     [alert] = technical
     assert alert.evidence.recent_mean == pytest.approx(0.075, abs=0.01)
     assert "a category the model was not built with (served as missing: imputed 'basic')" in alert.message
+    # It names them, most often first, counted over the same window (four 'enterprise' to a 'legacy').
+    extra = alert.evidence.extra
+    assert (extra["top_value"], extra["values_named"]) == ("enterprise", 2), extra
+    top = int(extra["top_value_requests"])
+    assert 100 <= top <= 150, extra
+    assert f"; most often 'enterprise' ({top}), 'legacy' (" in alert.message, alert.message
     # The worker says which value it was, once.
     told = [line for line in log.splitlines() if "is not one of the model's 3 categories" in line]
     assert len(told) == 1 and "'enterprise'" in told[0] and f"{model}/1, feature 'plan'" in told[0], told

@@ -131,6 +131,8 @@ def test_an_unknown_category_is_served_as_missing_where_the_manifest_says_so(
     # Counted apart: the rejected row's unknown category counts nowhere, its missing nothing either.
     assert out.unknown_categories.tolist() == [0, 2, 1, 0]
     assert out.missing.tolist() == [0, 0, 1, 0]
+    # Which ones, for the alert: the rejected row's 'silver' is not among them; long ones shortened.
+    assert out.unknown_values == {1: {"gold": 1, "x" * 37 + "...": 1}, 2: {"gold": 1}}
     # Said once per feature, with the value (shortened), then only counted.
     told = [r.getMessage() for r in caplog.records]
     assert len(told) == 2, told
@@ -139,3 +141,25 @@ def test_an_unknown_category_is_served_as_missing_where_the_manifest_says_so(
     caplog.clear()
     encoder.encode(rows)
     assert caplog.records == []
+
+
+def test_a_batch_names_a_bounded_number_of_unknown_categories() -> None:
+    from agent.models.encoding import UNKNOWN_EXAMPLES
+
+    encoder = FeatureEncoder(
+        [
+            Feature(
+                name="plan",
+                type="categorical",
+                categories=("basic",),
+                missing=MissingPolicy(action="allow"),
+                unknown_category="missing",
+            )
+        ]
+    )
+    rows = [{"plan": p} for i in range(100) for p in (f"junk-{i}", "enterprise")]
+    out = encoder.encode(rows)
+    assert out.unknown_categories.tolist() == [200]  # every one counted ...
+    named = out.unknown_values[0]
+    assert len(named) == UNKNOWN_EXAMPLES  # ... a few named: the one that matters among them, exactly
+    assert named["enterprise"] == 100

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -602,6 +603,7 @@ def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
         out_of_range={1: 3},
         unseen_fields={"colour": 25},
         unknown_categories={2: 7},
+        unknown_values={2: {"enterprise": 5, "trial": 2}},
     )
     second = RateCounts(
         dead_letters=5, wrong_type={"x05": 5}, checked=255, with_unseen=25, outcomes=9, unjoined=4
@@ -615,11 +617,21 @@ def test_rate_counts_travel_in_the_record_and_bad_ones_are_refused() -> None:
     assert decode_stats(encode_stats(found)).findings == (("numpy", "1.26.4", None, "missing"),)
     assert decode_stats(encode_stats(ModelStats(MODEL, "1", "w", (), (part,)))).rates == ()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[4:8], "little")])
+
+    def rewritten(header: dict[str, Any]) -> bytes:
+        text = json.dumps(header).encode()
+        return (
+            raw[:4] + len(text).to_bytes(4, "little") + text + raw[8 + int.from_bytes(raw[4:8], "little") :]
+        )
+
     header["rates"][1]["dead_letters"] = -1
-    bad = json.dumps(header).encode()
-    forged = raw[:4] + len(bad).to_bytes(4, "little") + bad + raw[8 + int.from_bytes(raw[4:8], "little") :]
     with pytest.raises(ValueError, match="rate count -1"):
-        decode_stats(forged)
+        decode_stats(rewritten(header))
+    # Categories named by another process are held to the encoder's bounds: 8 of them, 40 characters.
+    header["rates"][1]["dead_letters"] = 5
+    header["rates"][0]["unknown_values"] = {"2": {f"{i:03d}" + "x" * 60: 1 for i in range(30)}}
+    named = decode_stats(rewritten(header)).rates[0].unknown_values[2]
+    assert len(named) == 8 and sum(named.values()) == 30 and {len(v) for v in named} == {40}
 
 
 def test_a_replay_rebuilds_the_rate_windows_without_alerting(

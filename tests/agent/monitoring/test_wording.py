@@ -4,6 +4,7 @@ reference and recent values, in the message and as data in the evidence."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -34,14 +35,19 @@ def churn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository.root
 
 
-def _run(root: Path, age: np.ndarray, spend: np.ndarray, plan: np.ndarray) -> list[Alert]:
+def _run(
+    root: Path, age: np.ndarray, spend: np.ndarray, plan: np.ndarray, names: list[str] | None = None
+) -> list[Alert]:
+    """The alerts of a handler that serves the rows in batches of 500 (``names``: the plans, if not
+    ``PLANS[plan]``)."""
     # The machine's latency is not under test.
     handler, _ = observed_handler(root, settings=MonitorSettingsView(latency_threshold=1e12))
     alerts: list[Alert] = []
     for start in range(0, len(age), 500):
         records = []
         for i in range(start, min(start + 500, len(age))):
-            features = {"age": float(age[i]), "monthly_spend": float(spend[i]), "plan": PLANS[int(plan[i])]}
+            plan_name = names[i] if names is not None else PLANS[int(plan[i])]
+            features = {"age": float(age[i]), "monthly_spend": float(spend[i]), "plan": plan_name}
             body = {"request_id": f"r{i}", "model": "churn", "features": features}
             records.append(Record("requests", i % 2, i, None, json.dumps(body).encode()))
         alerts += alerts_in(m.value for m in handler.handle(records) if m.topic == "alerts")
@@ -109,6 +115,35 @@ def test_values_beyond_the_reference_range_are_a_technical_rate_by_default(churn
         f"tails of feature 'monthly_spend' of churn/1 grew: {extra['recent_value']:.1%} of recent values "
         "beyond the reference's 2.5th and 97.5th percentiles vs 5.0%"
     )
+
+
+def test_an_unknown_category_alert_names_the_categories_met_most_often(tmp_path: Path) -> None:
+    repository = ModelRepository(tmp_path)
+    trained = load_training_function(str(EXAMPLE_TRAINING))()
+    build_package(
+        dataclasses.replace(trained, unknown_categories={"plan": "missing"}),
+        name="churn",
+        version="1",
+        repository=repository,
+    )
+    age, spend, plan = _stream(46)
+    names = [PLANS[int(p)] for p in plan]
+    # A quarter of the plans are unknown: 'enterprise', 'trial' (every third of those) and a flood of
+    # distinct junk as often as both, more distinct values than an alert names.
+    for i in range(0, N, 8):
+        names[i] = "trial" if i % 24 == 0 else "enterprise"
+        names[i + 4] = f"junk-{i}"
+    alerts = _run(repository.root, age[:4_000], spend[:4_000], plan[:4_000], names)
+    [technical] = [a for a in alerts if a.kind is AlertKind.TECHNICAL]
+    assert (technical.detector, technical.subject) == ("unknown_category_rate", "plan")
+    # The first window of 2,000 requests: 166 'enterprise' and 84 'trial', counted exactly; the
+    # junk's 250 distinct values share the rest of the tally, counted roughly, after them.
+    assert technical.evidence.recent_mean == 0.25
+    assert "(reference 0.0%, alert above 5.0%); most often 'enterprise' (166), 'trial' (84), 'junk-" in (
+        technical.message
+    )
+    extra = technical.evidence.extra
+    assert (extra["top_value"], extra["top_value_requests"], extra["values_named"]) == ("enterprise", 166, 8)
 
 
 def test_a_mix_that_moved_names_the_categories_whose_shares_moved_most() -> None:
