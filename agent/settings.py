@@ -324,6 +324,12 @@ class MonitoringSettings(BaseModel):
     join_ttl_s: float = Field(default=900.0, gt=0)
     """An unmatched prediction is dropped (and counted) this long after it was made."""
 
+    join_grace_s: float = Field(default=60.0, ge=0)
+    """An outcome read before its prediction waits this long for it before it counts as unmatched.
+    The requests and outcomes topics are read side by side: from a backlog (a worker started after
+    its producers, or catching up after an outage) one may be read ahead of the other, and outcomes
+    sent right after their requests race them. 0 counts such an outcome unmatched at once."""
+
     join_restore_timeout_s: float = Field(default=120.0, gt=0)
     """Longest time a worker reads the outcome join's topic back when it is assigned partitions of it
     (the last ``join_ttl_s`` of it; serving waits meanwhile). What was not read back by then is not

@@ -26,6 +26,18 @@ Why not a Faust table: a table can only be written from inside a Faust agent's e
 changelog partition from the current event), and the serving path does not go through Faust's
 per-event machinery (see :mod:`agent.serving.loop`).
 
+An outcome can still reach its join partition before its prediction: the worker reads the requests
+and the outcomes topics side by side, and from a backlog (a worker started after its producers, or
+catching up after an outage) one topic's partitions may be read ahead of the other's, and outcomes sent
+right after their requests race them. With ``grace_s``, an outcome whose prediction is not known yet
+**waits** for it that long (:meth:`OutcomeJoin.match` returns :data:`WAITING`): a prediction that
+comes meanwhile joins it (:meth:`OutcomeJoin.take_late`), and past the grace it counts as unmatched
+(:meth:`OutcomeJoin.expire_waiting`). Waiting outcomes are few and bounded (a tenth of
+``max_entries``; beyond, an outcome is unmatched at once), and they are in the join topic too: a
+restore parks those whose prediction it did not meet, which join as any other if it comes, and are
+dropped without being counted again if not. A waiting outcome is kept as its copy's bytes
+(:class:`Parked`, ~350 bytes), not decoded (~1 KB).
+
 Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
 than ``ttl_s`` are dropped and counted as unmatched. An entry costs a dict slot and a 64-bit key:
 the join keeps the request id's hash (Python's own, SipHash with a per-process key: the join lives
@@ -48,6 +60,18 @@ Example:
     True
     >>> len(join)
     1
+
+    An outcome ahead of its prediction waits for it, with a grace period:
+
+    >>> join = OutcomeJoin(ttl_s=60, max_entries=10, clock=lambda: 100.0, grace_s=30)
+    >>> copy = Parked(b"outcomes:0:7", OUTCOME_MARK + b'{"request_id": "r-9", "model": "m", "label": 1}')
+    >>> join.match(0, "r-9", waiting=copy) is WAITING
+    True
+    >>> join.remember_batch(0, "m", "1", 100.0, [("r-9", 1.0), ("r-10", 0.0)])
+    >>> [(parked.key, entry.predicted) for parked, entry in join.take_late()]
+    [(b'outcomes:0:7', 1.0)]
+    >>> len(join), join.matched
+    (1, 1)
 """
 
 from __future__ import annotations
@@ -58,11 +82,11 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
-__all__ = ["OUTCOME_MARK", "JoinEntry", "OutcomeJoin", "decode_batch", "encode_batch"]
+__all__ = ["OUTCOME_MARK", "WAITING", "JoinEntry", "OutcomeJoin", "Parked", "decode_batch", "encode_batch"]
 
 OUTCOME_MARK = b"o"
 """First byte of an outcome's copy on the join topic (a prediction batch's record is a JSON object)."""
@@ -92,6 +116,18 @@ class JoinEntry(NamedTuple):
     expected_error: float = math.nan
     """The error estimated for the prediction when it was made (classifiers with a calibration);
     NaN when unknown."""
+
+
+WAITING: Final = JoinEntry("", "", math.nan, math.nan)
+"""What :meth:`OutcomeJoin.match` answers for an outcome that now waits for its prediction."""
+
+
+class Parked(NamedTuple):
+    """An outcome waiting for its prediction, as its copy on the join topic: keyed by where the
+    outcome was read (``topic:partition:offset``), :data:`OUTCOME_MARK` and its JSON."""
+
+    key: bytes
+    value: bytes
 
 
 def encode_batch(model: str, version: str, at: float, pairs: Iterable[Pair]) -> bytes:
@@ -125,14 +161,32 @@ class OutcomeJoin:
         ttl_s: An unmatched prediction older than this is dropped (and counted).
         max_entries: Most entries kept over all partitions; the oldest go first (counted).
         clock: Wall clock, injected by tests.
+        n_partitions: Join partitions (set again when the worker is assigned some).
+        grace_s: How long an outcome read before its prediction waits for it.
     """
 
     def __init__(
-        self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.time, n_partitions: int = 1
+        self,
+        ttl_s: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+        n_partitions: int = 1,
+        grace_s: float = 0.0,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.clock = clock
+        self.grace_s = grace_s
+        """How long an outcome read before its prediction waits for it (0: not at all)."""
+        self.max_waiting = max(max_entries // 10, 1)
+        self._waiting: dict[int, dict[int, tuple[Parked, float, bool]]] = {}
+        """Per partition: hash of the request id -> (the outcome, when it was parked, whether a restore
+        parked it), oldest first."""
+        self._n_waiting = 0
+        self._late: list[tuple[Parked, JoinEntry]] = []
+        self._replaying = False
+        self.late = 0
+        """Outcomes joined to a prediction that came after them (within the grace)."""
         self.n_partitions = n_partitions
         """Join partitions (the join topic's partitions): set when the worker is assigned some."""
         self._partitions: dict[int, dict[int, _Value]] = {}
@@ -170,6 +224,9 @@ class OutcomeJoin:
         entries = self._partitions.get(partition)
         if entries is None:
             entries = self._partitions[partition] = {}
+        waiting = self._waiting.get(partition)
+        if waiting:
+            pairs = list(pairs)  # read twice: the outcomes that wait for some of them
         before = len(entries)
         shared: dict[tuple[float, float], _Value] = {}
         nan = math.nan
@@ -186,19 +243,85 @@ class OutcomeJoin:
                 del entries[key]  # re-inserted at the end: its age is the newest prediction's
             entries[key] = value
         self._size += len(entries) - before
+        if waiting:
+            for item in pairs:
+                key = hash(item[0])
+                parked = waiting.pop(key, None)
+                value = entries.pop(key, None) if parked is not None else None
+                if parked is None or value is None:
+                    continue
+                self._n_waiting -= 1
+                self._size -= 1
+                if not self._replaying:  # else joined before the restore: already scored
+                    self.matched += 1
+                    self.late += 1
+                    self._late.append((parked[0], JoinEntry._make(value)))
         if self._size > self.max_entries:
             self._evict(self._size - self.max_entries + self.max_entries // 100)
 
-    def match(self, partition: int, request_id: str) -> JoinEntry | None:
-        """The prediction for ``request_id``, removed from the join; ``None`` if unknown."""
+    def match(self, partition: int, request_id: str, waiting: Parked | None = None) -> JoinEntry | None:
+        """The prediction for ``request_id``, removed from the join; ``None`` if unknown.
+
+        With ``waiting`` (the outcome) and a grace period, an outcome whose prediction is not known
+        yet waits for it: :data:`WAITING` (unless :attr:`max_waiting` outcomes wait already)."""
         entries = self._partitions.get(partition)
-        value = entries.pop(hash(request_id), None) if entries is not None else None
+        key = hash(request_id)
+        value = entries.pop(key, None) if entries is not None else None
         if value is None:
+            if waiting is not None and self.grace_s > 0 and self._n_waiting < self.max_waiting:
+                self._park(partition, key, waiting)
+                return WAITING
             self.unmatched_outcomes += 1
             return None
         self._size -= 1
         self.matched += 1
         return JoinEntry._make(value)
+
+    def _park(self, partition: int, key: int, item: Parked, *, restored: bool = False) -> None:
+        waiting = self._waiting.get(partition)
+        if waiting is None:
+            waiting = self._waiting[partition] = {}
+        if key in waiting:
+            del waiting[key]  # the same outcome again (redelivered): its grace starts over
+            self._n_waiting -= 1
+        waiting[key] = (item, self.clock(), restored)
+        self._n_waiting += 1
+
+    @property
+    def waiting(self) -> int:
+        """Outcomes waiting for their prediction."""
+        return self._n_waiting
+
+    @property
+    def has_waited(self) -> bool:
+        """Some outcomes wait, or waited and found their prediction since :meth:`take_late`."""
+        return bool(self._n_waiting or self._late)
+
+    def take_late(self) -> list[tuple[Parked, JoinEntry]]:
+        """The outcomes that waited and whose prediction came since the last call, with it."""
+        late, self._late = self._late, []
+        return late
+
+    def expire_waiting(self) -> list[Parked]:
+        """The outcomes that waited longer than the grace, counted unmatched and given back (those
+        a restore parked are dropped: they may have been counted before it)."""
+        if not self._n_waiting:
+            return []
+        cutoff = self.clock() - self.grace_s
+        out: list[Parked] = []
+        for waiting in self._waiting.values():
+            doomed = []
+            for key, (item, at, restored) in waiting.items():
+                if at > cutoff:
+                    break
+                doomed.append(key)
+                if not restored:
+                    out.append(item)
+            for key in doomed:
+                del waiting[key]
+            self._n_waiting -= len(doomed)
+        self.unmatched_outcomes += len(out)
+        return out
 
     def expire(self) -> int:
         """Drops entries older than the TTL; returns how many."""
@@ -228,6 +351,13 @@ class OutcomeJoin:
     def replay(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Applies more of a partition's records in their order (a restore read in parts); returns the
         entries the partition holds now."""
+        self._replaying = True
+        try:
+            return self._replay(partition, records)
+        finally:
+            self._replaying = False
+
+    def _replay(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
         cutoff = self.clock() - self.ttl_s
         for key, value in records:
             if value is None:
@@ -235,7 +365,10 @@ class OutcomeJoin:
                 continue
             if value[:1] == OUTCOME_MARK:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
-                    self._forget(partition, str(orjson.loads(value[1:])["request_id"]))
+                    request_id = str(orjson.loads(value[1:])["request_id"])
+                    joined = self._forget(partition, request_id)
+                    if not joined and self.grace_s > 0 and self._n_waiting < self.max_waiting:
+                        self._park(partition, hash(request_id), Parked(key, value), restored=True)
                 continue
             try:
                 data = orjson.loads(value)
@@ -257,14 +390,18 @@ class OutcomeJoin:
         entries = self._partitions.pop(partition, None)
         if entries:
             self._size -= len(entries)
+        self._n_waiting -= len(self._waiting.pop(partition, ()))
 
     def partitions(self) -> list[int]:
         return sorted(self._partitions)
 
-    def _forget(self, partition: int, request_id: str) -> None:
+    def _forget(self, partition: int, request_id: str) -> bool:
+        """Drops ``request_id``'s prediction; whether there was one."""
         entries = self._partitions.get(partition)
         if entries is not None and entries.pop(hash(request_id), None) is not None:
             self._size -= 1
+            return True
+        return False
 
     def _evict(self, count: int) -> None:
         """Drops the ``count`` oldest entries over all partitions (a merge of their fronts)."""

@@ -60,6 +60,7 @@ class MonitorSettingsView:
     join_ttl_s: float = 900.0
     join_max_entries: int = 1_000_000
     join_restore_timeout_s: float = 120.0
+    join_grace_s: float = 60.0
 
 
 def output_quantity(manifest: Manifest, predictions: Predictions) -> npt.NDArray[np.float64]:

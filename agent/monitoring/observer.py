@@ -59,7 +59,7 @@ from agent.monitoring.estimation import quantise_expected
 from agent.monitoring.fleet import WORKER_STATS, Finding, ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
-from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, Pair, encode_batch
+from agent.monitoring.join import OUTCOME_MARK, WAITING, JoinEntry, OutcomeJoin, Pair, Parked, encode_batch
 from agent.monitoring.model_monitor import (
     ModelMonitor,
     MonitorSettingsView,
@@ -190,7 +190,7 @@ class DriftObserver:
         self._monitors: dict[ServedModel, ModelMonitor] = {}
         self._by_version: dict[tuple[str, str], ModelMonitor] = {}
         s = self.settings
-        self.join = OutcomeJoin(s.join_ttl_s, s.join_max_entries, clock=clock)
+        self.join = OutcomeJoin(s.join_ttl_s, s.join_max_entries, clock=clock, grace_s=s.join_grace_s)
         self._batches = 0
         self.unknown_models = RateWatch(0.0, s.rate_margin, s.rate_window_events)
         """Requests that no served model can answer, among all the worker's requests."""
@@ -292,6 +292,12 @@ class DriftObserver:
         observed = Observed(self._gate(performance.attach_drivers(monitor, alerts)))
         if self.settings.concept_drift and monitor.errors is not None:
             observed.changelog.extend(self._remember(batch))
+            if not self.persist_join and self.join.has_waited:
+                # Remembered here: outcomes read before these predictions may have waited for them.
+                waited = self._score(self._waited())
+                observed.alerts.extend(waited.alerts)
+                observed.incidents.extend(waited.incidents)
+                observed.stats.extend(waited.stats)
         observed.incidents.extend(self.groups.drain())
         if self.ship_stats:
             event_time = batch.requests[0].event_time.timestamp() if batch.requests else None
@@ -653,15 +659,31 @@ class DriftObserver:
         out = Observed()
         if not self.settings.concept_drift:
             return out
-        partition_of = self.join.partition_of
-        if self.persist_join:
-            for record, outcome in outcomes:
-                key = f"{record.topic}:{record.partition}:{record.offset}".encode()
-                value = OUTCOME_MARK + (record.value or b"")
-                out.changelog.append(ChangelogRecord(key, value, partition_of(outcome.request_id)))
-            return out
-        match = self.join.match
-        return self._score([(r, o, match(partition_of(o.request_id), o.request_id)) for r, o in outcomes])
+        partition_of, match = self.join.partition_of, self.join.match
+        matched = []
+        for record, outcome in outcomes:
+            # Keyed by where it was read; as the join topic carries it, and as it waits (the grace).
+            key = f"{record.topic}:{record.partition}:{record.offset}".encode()
+            copy = Parked(key, OUTCOME_MARK + (record.value or b""))
+            partition = partition_of(outcome.request_id)
+            if self.persist_join:
+                out.changelog.append(ChangelogRecord(copy.key, copy.value, partition))
+            elif (entry := match(partition, outcome.request_id, copy)) is not WAITING:
+                matched.append((record, outcome, entry))
+        return out if self.persist_join else self._score(matched + self._waited())
+
+    def _waited(self) -> list[tuple[RecordLike, Outcome, JoinEntry | None]]:
+        """Outcomes that waited for their prediction (the join's grace): joined to those that came
+        since, and unmatched past the grace."""
+        join = self.join
+        out: list[tuple[RecordLike, Outcome, JoinEntry | None]] = []
+        for parked, entry in [*join.take_late(), *((p, None) for p in join.expire_waiting())]:
+            try:  # kept as bytes while it waited: decoded again
+                outcome = Outcome.model_validate_json(parked.value[1:])
+            except ValueError:
+                continue
+            out.append((_source(_Source("", 0, 0, parked.key)), outcome, entry))
+        return out
 
     def observe_join(self, records: Sequence[RecordLike]) -> Observed:
         """Records of the join topic's partitions this worker owns, in their order: prediction batches
@@ -679,7 +701,9 @@ class DriftObserver:
                     outcome = Outcome.model_validate_json(value[1:])
                 except ValueError:
                     continue  # validated before it was copied: only a foreign writer gets here
-                matched.append((_source(record), outcome, join.match(record.partition, outcome.request_id)))
+                entry = join.match(record.partition, outcome.request_id, Parked(record.key or b"", value))
+                if entry is not WAITING:  # else it waits for its prediction (the join's grace)
+                    matched.append((_source(record), outcome, entry))
                 continue
             try:  # a batch of predictions (encode_batch)
                 data = orjson.loads(value)
@@ -687,7 +711,7 @@ class DriftObserver:
             except (ValueError, TypeError, KeyError):
                 continue
             join.remember_batch(record.partition, model, version, at, pairs)
-        return self._score(matched)
+        return self._score(matched + self._waited())
 
     def _score(self, matched: Sequence[tuple[RecordLike, Outcome, JoinEntry | None]]) -> Observed:
         """Feeds each joined outcome's error to its model's error monitor; counts the unmatched."""
@@ -885,6 +909,8 @@ class DriftObserver:
                     "expired": float(outcome_join.expired),
                     "evicted": float(outcome_join.evicted),
                     "unmatched_outcomes": float(outcome_join.unmatched_outcomes),
+                    "waiting_outcomes": float(outcome_join.waiting),
+                    "late_outcomes": float(outcome_join.late),
                 },
             )
         )

@@ -7,6 +7,7 @@ decoded as they travel); only the Kafka topic between them is left out (the inte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -43,10 +44,15 @@ def reference() -> np.ndarray:
 
 
 def observer(
-    registry: ModelRegistry, incidents: IncidentManager, *, ship: bool, worker: str = "w"
+    registry: ModelRegistry,
+    incidents: IncidentManager,
+    *,
+    ship: bool,
+    worker: str = "w",
+    settings: MonitorSettingsView = SETTINGS,
 ) -> DriftObserver:
     return DriftObserver(
-        incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=ship, worker=worker
+        incidents, settings=settings, resolve=registry.resolve, ship_stats=ship, worker=worker
     )
 
 
@@ -509,7 +515,9 @@ def test_outcomes_two_workers_could_not_join_raise_one_alert_for_the_model(
     registry.refresh()
     incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
     monitor = observer(registry, incidents, ship=False)
-    halves = [observer(registry, incidents, ship=True) for _ in range(2)]
+    # No grace: an outcome nobody can join is counted at once, not 60 s later.
+    at_once = dataclasses.replace(SETTINGS, join_grace_s=0.0)
+    halves = [observer(registry, incidents, ship=True, settings=at_once) for _ in range(2)]
     from_workers: list[Alert] = []
     from_monitor: list[Alert] = []
     for b in range(24):

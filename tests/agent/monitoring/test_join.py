@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from agent.monitoring.join import OUTCOME_MARK, JoinEntry, OutcomeJoin, decode_batch, encode_batch
+import json
+
+from agent.monitoring.join import (
+    OUTCOME_MARK,
+    WAITING,
+    JoinEntry,
+    OutcomeJoin,
+    Parked,
+    decode_batch,
+    encode_batch,
+)
 
 
 def entry(at: float, version: str = "1") -> JoinEntry:
@@ -133,3 +143,58 @@ def test_the_join_keeps_no_request_id_string() -> None:
     assert all(type(key) is int for key in join._partitions[0])
     assert all(join.match(0, f"request-{i:012d}") is not None for i in range(50))  # a new, equal string
     assert len(join) == 0 and join.match(0, ids[0]) is None
+
+
+# --- an outcome read before its prediction waits for it (the grace) ---------------------------------
+
+
+def copy(offset: int, request_id: str) -> Parked:
+    """Outcome ``offset``'s copy on the join topic."""
+    body = json.dumps({"request_id": request_id, "model": "m", "label": 1}).encode()
+    return Parked(f"outcomes:0:{offset}".encode(), OUTCOME_MARK + body)
+
+
+def test_an_outcome_ahead_of_its_prediction_waits_for_it_within_the_grace() -> None:
+    now = [0.0]
+    join = OutcomeJoin(ttl_s=900, max_entries=100, clock=lambda: now[0], grace_s=60)
+    a, b, c = copy(0, "a"), copy(1, "b"), copy(2, "c")
+    assert join.match(0, "a", waiting=a) is WAITING
+    assert join.match(0, "b", waiting=b) is WAITING
+    assert join.match(1, "c", waiting=c) is WAITING
+    assert join.waiting == 3 and join.unmatched_outcomes == 0
+    now[0] = 20.0
+    join.remember_batch(0, "m", "1", 20.0, [("a", 1.0), ("x", 0.0)])
+    assert join.take_late() == [(a, entry(20.0))] and join.take_late() == []
+    assert (join.waiting, len(join), join.matched, join.late) == (2, 1, 1, 1)  # 'x' waits for its own
+    now[0] = 61.0
+    assert join.expire_waiting() == [b, c]  # waited since 0: over the grace
+    assert (join.waiting, join.unmatched_outcomes) == (0, 2)
+    join.remember_batch(0, "m", "1", 61.0, [("b", 1.0)])  # too late for its outcome: it stays
+    assert join.take_late() == [] and len(join) == 2
+
+
+def test_without_a_grace_or_past_its_bound_an_outcome_is_unmatched_at_once() -> None:
+    assert OutcomeJoin(ttl_s=60, max_entries=100, grace_s=0).match(0, "a", waiting=copy(0, "a")) is None
+    join = OutcomeJoin(ttl_s=60, max_entries=20, grace_s=60)  # waits for at most 2 outcomes
+    assert [join.match(0, r, waiting=copy(i, r)) for i, r in enumerate("abc")] == [WAITING, WAITING, None]
+    assert (join.waiting, join.unmatched_outcomes) == (2, 1)
+    join.drop_partition(0)  # revoked: the next owner restores them from the join topic
+    assert join.waiting == 0
+
+
+def test_a_restore_keeps_the_outcomes_still_waiting_and_joins_them_when_their_prediction_comes() -> None:
+    now = [100.0]
+    join = OutcomeJoin(ttl_s=900, max_entries=100, clock=lambda: now[0], grace_s=60)
+    waiting = copy(2, "b")
+    records = [
+        copy(0, "a"),  # read before its prediction, and joined to it after: both gone
+        (b"requests:0:0", encode_batch("m", "1", 90.0, [("a", 1.0), ("c", 0.0)])),
+        waiting,  # its prediction not written yet when the worker stopped
+    ]
+    assert join.restore(0, records) == 1  # 'c' waits for its outcome
+    assert (join.waiting, join.take_late(), join.matched, join.unmatched_outcomes) == (1, [], 0, 0)
+    join.remember_batch(0, "m", "1", 101.0, [("b", 0.0)])  # read live: the outcome that waited joins
+    assert join.take_late() == [(waiting, JoinEntry("m", "1", 0.0, 101.0))]
+    assert join.restore(0, [waiting]) == 0
+    now[0] = 200.0
+    assert join.expire_waiting() == [] and join.unmatched_outcomes == 0  # maybe counted before: not again

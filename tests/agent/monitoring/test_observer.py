@@ -170,9 +170,12 @@ def test_a_rate_near_its_threshold_fires_once_and_recovers_once() -> None:
     assert w.recover_below == 0.025 and not w.over
 
 
+@pytest.mark.parametrize("outcomes_first", [False, True], ids=["outcomes-after", "outcomes-first"])
 def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
-    model_repository: ModelRepository,
+    model_repository: ModelRepository, outcomes_first: bool
 ) -> None:
+    # outcomes-first: each batch's outcomes are read before their requests (a backlog of both topics,
+    # or outcomes sent right after their requests): they wait for their predictions, and join them.
     trained = classification_20(n_estimators=10, n_samples=2000)
     X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
     observer = DriftObserver(
@@ -233,10 +236,17 @@ def test_flipped_labelling_rule_in_the_outcomes_raises_concept_drift(
             )
             for i in idx
         ]
-        handle(requests)
-        handle(outcomes)
+        for records in (outcomes, requests) if outcomes_first else (requests, outcomes):
+            handle(records)
     concept = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert len(concept) == 1 and concept[0].subject == "error"
+    join = observer.join
+    assert (join.matched, join.late, join.unmatched_outcomes, join.waiting) == (
+        n,
+        n if outcomes_first else 0,
+        0,
+        0,
+    )
     fired_at = int(concept[0].evidence.extra["event_index"])
     assert flip <= fired_at <= flip + 1_000
     # The alert names where its outcomes were read, not their copies on the join topic.
@@ -383,6 +393,12 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     assert observer.join.expire() == 4_000  # as the worker does every 100 batches
     for start in range(0, 4_000, 500):
         alerts += send(handler, "outcomes", range(start, start + 500), label)
+    # They wait for their predictions for a while (the join's grace: an outcome may be read ahead of
+    # its request), and count as unmatched once it is over, at the next batch.
+    assert observer.join.waiting == 4_000 and alerts == []
+    now[0] += 61
+    alerts += send(handler, "requests", range(9_000, 9_500), features)
+    assert observer.join.waiting == 0
     unjoined = [a for a in alerts if a.subject == "unjoined_outcomes"]
     assert len(unjoined) == 1, [(a.kind.value, a.subject) for a in alerts]
     alert = unjoined[0]
@@ -411,6 +427,8 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     ]
     before = observer.join.unmatched_outcomes
     handler.handle(ghosts)
+    now[0] += 61
+    send(handler, "requests", range(9_500, 10_000), features)
     assert observer.join.unmatched_outcomes == before + 500  # they reached the join, unmatched
     assert set(observer.unjoined) == {MODEL}
 
