@@ -282,7 +282,7 @@ class DriftObserver:
         else:
             alerts.extend(self._unknown_model_change(self.unknown_models.update(0, n), ctx))
         per_row_us = batch.inference_seconds / max(n, 1) * 1e6
-        if monitor.latency.update(per_row_us):
+        if monitor.latency.update(per_row_us, rows=n, now=self.clock()):
             alerts.append(self.writer.latency_alert(monitor, per_row_us, ctx, self.worker))
         self._recoveries(monitor)
         if monitor.reconstruction is not None:

@@ -542,7 +542,8 @@ class AlertWriter:
         """Inference on ``worker`` (its name, if it has one) got slower: a property of its machine, so
         the alert says which one."""
         where = f" on worker {worker}" if worker else ""
-        extra: dict[str, float | str] = {"unit": "us_per_row"}
+        ratio = monitor.latency.last_ratio
+        extra: dict[str, float | str] = {"unit": "us_per_row", "ratio_to_baseline": ratio}
         if worker:
             extra["worker"] = worker
         return self.alert(
@@ -552,7 +553,7 @@ class AlertWriter:
             "inference_latency",
             Severity.WARNING,
             f"inference latency of {monitor.name}/{monitor.version} rose to {per_row_us:.1f} us per "
-            f"row{where}",
+            f"row, {ratio:.1f}x its level at that batch size over the last second{where}",
             Evidence(recent_mean=per_row_us, extra=extra),
             ctx,
         )

@@ -469,16 +469,26 @@ def test_a_second_label_change_after_the_error_recovered_alerts_at_once(
 
 
 class _Timed:
-    """The observer with each batch's inference time set to ``per_row_s`` per row: the machine's own
-    latency is not under test, the alert that says which worker got slower is."""
+    """The observer with each batch's inference time set to ``per_call_s`` plus ``per_row_s`` per
+    row, on a clock that moves ``step_s`` per batch: the machine's own latency is not under test, what
+    the watch makes of it is."""
 
-    def __init__(self, inner: DriftObserver) -> None:
-        self.inner = inner
+    def __init__(self, worker: str = "") -> None:
+        self.now = 0.0
+        self.inner = DriftObserver(
+            IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
+            settings=MonitorSettingsView(latency_threshold=20.0),
+            worker=worker,
+            clock=lambda: self.now,
+        )
+        self.per_call_s = 0.0
         self.per_row_s = 10e-6
+        self.step_s = 1.0
 
     def observe(self, batch: ModelBatch) -> Observed:
-        timed = dataclasses.replace(batch, inference_seconds=self.per_row_s * len(batch.records))
-        return self.inner.observe(timed)
+        self.now += self.step_s
+        seconds = self.per_call_s + self.per_row_s * len(batch.records)
+        return self.inner.observe(dataclasses.replace(batch, inference_seconds=seconds))
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -487,18 +497,42 @@ class _Timed:
 def test_a_latency_alert_names_the_worker_whose_inference_got_slower(
     model_repository: ModelRepository, reference: np.ndarray
 ) -> None:
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600),
-        settings=MonitorSettingsView(latency_threshold=20.0),
-        worker="host-7/4242",
-    )
-    timed = _Timed(observer)
+    timed = _Timed(worker="host-7/4242")
     handler, _ = observed_handler(model_repository.root, timed)  # type: ignore[arg-type]
     rows = reference[np.random.default_rng(17).integers(0, len(reference), 40_000)]
     alerts = run(handler, rows[:20_000], batch=250)  # 80 batches at 10 us per row
     timed.per_row_s = 40e-6  # 4x slower from here
     alerts += run(handler, rows[20_000:], batch=250)
     [latency] = [a for a in alerts if a.subject == "inference_latency"]
-    assert latency.message.startswith(f"inference latency of {MODEL}/1 rose to 40.0 us per row")
+    assert latency.message.startswith(
+        f"inference latency of {MODEL}/1 rose to 40.0 us per row, 4.0x its level at that batch size"
+    )
     assert latency.message.endswith("on worker host-7/4242")
     assert latency.evidence.extra["worker"] == "host-7/4242"
+    assert latency.evidence.extra["ratio_to_baseline"] == pytest.approx(4.0)
+
+
+def test_latency_is_compared_at_the_same_batch_size_and_over_seconds_not_batches(
+    model_repository: ModelRepository, reference: np.ndarray
+) -> None:
+    # A call costs 50 us plus 2 per row: 2.1 us per row in batches of 500, 52 in batches of one. A
+    # worker that warmed up under load used to raise a latency alert 34 batches after the traffic
+    # fell to one request per batch, with nothing slower.
+    timed = _Timed()
+    timed.per_call_s, timed.per_row_s = 50e-6, 2e-6
+    handler, _ = observed_handler(model_repository.root, timed)  # type: ignore[arg-type]
+    rows = reference[np.random.default_rng(18).integers(0, len(reference), 60_000)]
+    alerts = run(handler, rows[:30_000], batch=500)  # 60 batches under load
+    alerts += run(handler, rows[30_000:30_300], batch=1)  # the night: one request per batch
+    assert not [a for a in alerts if a.subject == "inference_latency"]
+    # A burst of slow batches within one second is not a slower machine either.
+    timed.per_call_s, timed.step_s = 500e-6, 0.005
+    alerts += run(handler, rows[30_300:30_500], batch=1)  # 200 batches 10x slower, in one second
+    timed.per_call_s, timed.step_s = 50e-6, 1.0
+    alerts += run(handler, rows[30_500:31_000], batch=1)
+    assert not [a for a in alerts if a.subject == "inference_latency"]
+    # A machine three times slower, for a minute: that is one.
+    timed.per_call_s, timed.per_row_s = 150e-6, 6e-6
+    alerts += run(handler, rows[31_000:31_060], batch=1)
+    [latency] = [a for a in alerts if a.subject == "inference_latency"]
+    assert latency.evidence.extra["ratio_to_baseline"] == pytest.approx(3.0)
