@@ -150,7 +150,14 @@ def root_cause(timeline: Sequence[TimelineEntry]) -> str:
         head = f"technical drift on {_quoted(list(dict.fromkeys(technical)), 'subjects')}"
     else:
         head = _WHAT[first_kind]
-    followed = list(dict.fromkeys(_WHAT[e.kind] for e in opened if e.kind is not first_kind))
+    # A technical rate that follows names its subject: the feature whose values left its range.
+    followed = list(
+        dict.fromkeys(
+            f"{_WHAT[e.kind]} on {e.subject!r}" if e.kind is AlertKind.TECHNICAL else _WHAT[e.kind]
+            for e in opened
+            if e.kind is not first_kind
+        )
+    )
     line = f"{head} came first" + (f", followed by {', '.join(followed)}" if followed else "")
     drivers = list(dict.fromkeys(d for e in opened for d in e.drivers))
     if drivers:

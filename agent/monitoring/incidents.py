@@ -61,6 +61,7 @@ from agent.metrics import Metrics
 from schemas import Alert, Severity
 
 __all__ = [
+    "FEATURE_RATES",
     "GROUPED_KINDS",
     "InMemoryIncidentStore",
     "Incident",
@@ -75,6 +76,12 @@ log = logging.getLogger(__name__)
 
 
 GROUPED_KINDS = frozenset({"data", "prediction", "performance", "concept"})
+
+FEATURE_RATES = frozenset(
+    {"missing_rate", "out_of_range_rate", "reference_range_rate", "unknown_category_rate"}
+)
+"""Technical rates of one feature (the subject): they join the group of that feature's open data drift,
+whose cause they share (a shift that puts values beyond the reference's range)."""
 """Kinds whose incidents of one model are grouped when they open close together: drifts, which all
 close when their column is back near its reference. Technical incidents stay apart from them: some
 never close (a dependency version that differs stays different), and would hold a group open
@@ -295,7 +302,7 @@ class IncidentManager:
                     opened_at=now,
                     last_alerted_at=now,
                     severity=str(alert.severity),
-                    group=self._group_for(key.model, group_family(key.kind, alert.detector), now)
+                    group=self._group_for(key, group_family(key.kind, alert.detector), alert.detector, now)
                     or alert.alert_id,
                     version=alert.model_version,
                     detector=alert.detector,
@@ -342,20 +349,33 @@ class IncidentManager:
                 log.exception("incident closed: a listener failed")  # never the serving loop's problem
         return True
 
-    def _group_for(self, model: str, family: str | None, now: float) -> str | None:
-        # Under the lock. The group of the model's most recently opened incident of the same family,
-        # if that was recent.
+    def _group_for(self, opening: IncidentKey, family: str | None, detector: str, now: float) -> str | None:
+        # Under the lock. A feature's own rate (its values missing, out of range, ...) joins the group
+        # of that feature's open data drift: one cause. Else the group of the model's most recently
+        # opened incident of the same family, if that was recent; rates apart from those that joined a
+        # drift.
         if family is None:
             return None
+        model = opening.model
+        recent = [
+            (key, i)
+            for key, i in self._open.items()
+            if key.model == model and now - i.opened_at <= self.group_window_s
+        ]
+        drift_groups = {i.group_id for key, i in recent if group_family(key.kind, i.detector) == "drift"}
+        if detector in FEATURE_RATES:
+            for key, incident in recent:
+                if key.kind == "data" and key.subject == opening.subject:
+                    return incident.group_id
         latest: Incident | None = None
-        for key, incident in self._open.items():
-            if key.model != model or group_family(key.kind, incident.detector) != family:
+        for key, incident in recent:
+            if group_family(key.kind, incident.detector) != family:
+                continue
+            if family == "rates" and incident.group_id in drift_groups:
                 continue
             if latest is None or incident.opened_at > latest.opened_at:
                 latest = incident
-        if latest is None or now - latest.opened_at > self.group_window_s:
-            return None
-        return latest.group_id
+        return None if latest is None else latest.group_id
 
     def incident(self, key: IncidentKey) -> Incident | None:
         """The open incident for ``key``, if any."""

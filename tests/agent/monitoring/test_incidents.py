@@ -195,3 +195,23 @@ def test_admit_is_thread_safe(clock: Clock) -> None:
         t.join()
     assert results.count(True) == 1
     assert len(results) == 2000
+
+
+def test_a_features_rate_joins_its_data_drift_and_other_rates_keep_apart(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+
+    def group(kind: AlertKind, subject: str, detector: str = "adwin") -> str:
+        clock.now += 10.0
+        assert gate.admit(make_alert(kind=kind, subject=subject, detector=detector))
+        incident = gate.incident(IncidentKey("m", kind.value, subject))
+        assert incident is not None
+        return incident.group_id
+
+    drift = group(AlertKind.DATA, "x05")
+    # x05's values beyond its reference range: the same shift, the same incident.
+    assert group(AlertKind.TECHNICAL, "x05", "reference_range_rate") == drift
+    # Another feature's missing values are no part of it, nor do they join the rate that did.
+    missing = group(AlertKind.TECHNICAL, "x07", "missing_rate")
+    assert missing != drift
+    assert group(AlertKind.TECHNICAL, "x09", "out_of_range_rate") == missing  # rates group as before
+    assert group(AlertKind.TECHNICAL, "numpy", "dependency_versions") not in (drift, missing)
