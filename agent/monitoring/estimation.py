@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "EstimateCheck",
     "EstimatedAbsErrorMonitor",
     "EstimatedErrorMonitor",
+    "JoinedTally",
     "quantise_expected",
 ]
 
@@ -248,6 +250,49 @@ class EstimateWindow:
     def gap(self) -> float:
         """``estimated - realised``: positive when the estimate was too pessimistic."""
         return self.estimated - self.realised
+
+
+class JoinedTally:
+    """A classifier's last joined predictions, in chunks (a batch's, or a fleet worker's record's):
+    how many, how many were wrong, and the error estimated for them when they were made. A concept
+    alert compares the two over its own window (:meth:`recent`): the inputs explain a rise of the
+    error when the estimate rose with it, and not when the labels stopped following the inputs.
+
+    Example:
+        >>> tally = JoinedTally()
+        >>> tally.add(500, 60, 55.0)  # 12 % wrong, 11 % estimated
+        >>> tally.add(250, 120, 30.0)  # then 48 % wrong, 12 % estimated
+        >>> w = tally.recent(250)
+        >>> w.count, w.realised, w.estimated
+        (250, 0.48, 0.12)
+        >>> tally.recent(600).count  # whole chunks: at least as many as asked, where there are
+        750
+    """
+
+    def __init__(self, keep: int = 20_000) -> None:
+        self.keep = keep
+        self._chunks: deque[tuple[int, float, float]] = deque()
+        self._n = 0
+
+    def add(self, n: int, wrong: float, estimated: float) -> None:
+        """``n`` joined predictions, ``wrong`` of them wrong, ``estimated`` the sum of their expected
+        errors."""
+        if n <= 0:
+            return
+        self._chunks.append((n, wrong, estimated))
+        self._n += n
+        while self._n - self._chunks[0][0] >= self.keep:
+            self._n -= self._chunks.popleft()[0]
+
+    def recent(self, n: int) -> EstimateWindow | None:
+        """The newest chunks that hold at least ``n`` predictions (all of them, if fewer); ``None``
+        if there are none."""
+        count, wrong, estimated = 0, 0.0, 0.0
+        for chunk_n, chunk_wrong, chunk_estimated in reversed(self._chunks):
+            if count >= n:
+                break
+            count, wrong, estimated = count + chunk_n, wrong + chunk_wrong, estimated + chunk_estimated
+        return EstimateWindow(count, wrong / count, estimated / count) if count else None
 
 
 class EstimateCheck:

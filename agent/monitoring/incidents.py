@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple, Protocol
 
 from agent.metrics import Metrics
-from schemas import Alert, Severity
+from schemas import Alert, AlertKind, Severity
 
 __all__ = [
     "FEATURE_RATES",
@@ -106,6 +106,13 @@ def group_family(kind: str, detector: str) -> str | None:
     if kind == "technical" and detector.endswith("_rate"):
         return "rates"
     return None
+
+
+def _stands_alone(alert: Alert) -> bool:
+    """A rise of the error that the model's inputs do not explain (its evidence says so: the error
+    estimated for the same predictions stayed well below it): the labels changed, not the inputs, so
+    it does not join an incident of input drift that happens to be open."""
+    return alert.kind is AlertKind.CONCEPT and alert.evidence.extra.get("unexplained_by_inputs") == 1.0
 
 
 class IncidentKey(NamedTuple):
@@ -296,14 +303,15 @@ class IncidentManager:
         with self._lock:
             current = self._open.get(key)
             if current is None:
+                family = group_family(key.kind, alert.detector)
+                joined = None if _stands_alone(alert) else self._group_for(key, family, alert.detector, now)
                 incident = Incident(
                     key,
                     alert.alert_id,
                     opened_at=now,
                     last_alerted_at=now,
                     severity=str(alert.severity),
-                    group=self._group_for(key, group_family(key.kind, alert.detector), alert.detector, now)
-                    or alert.alert_id,
+                    group=joined or alert.alert_id,
                     version=alert.model_version,
                     detector=alert.detector,
                     message=alert.message[:500],

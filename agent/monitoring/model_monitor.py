@@ -18,7 +18,12 @@ from agent.monitoring.budget import BudgetSplit, within_budget
 from agent.monitoring.columns import ColumnSet
 from agent.monitoring.concept import ErrorMonitor
 from agent.monitoring.detectors import Detection, DriftConfig
-from agent.monitoring.estimation import EstimateCheck, EstimatedAbsErrorMonitor, EstimatedErrorMonitor
+from agent.monitoring.estimation import (
+    EstimateCheck,
+    EstimatedAbsErrorMonitor,
+    EstimatedErrorMonitor,
+    JoinedTally,
+)
 from agent.monitoring.features import FeatureDriftMonitor
 from agent.monitoring.incidents import IncidentKey
 from agent.monitoring.multivariate import RECONSTRUCTION_COLUMN, ReconstructionMonitor
@@ -245,6 +250,9 @@ class ModelMonitor:
     """The estimated error of a classifier whose package carries a calibration, or of a regressor
     whose package carries an error model."""
     estimate_check: EstimateCheck = field(default_factory=EstimateCheck)
+    joined: JoinedTally = field(default_factory=JoinedTally)
+    """A classifier's joined predictions, wrong and estimated, for its concept alerts (in a fleet, as
+    the workers that joined them shipped them)."""
     """Joined predictions' realised error beside the error estimated for them."""
     last_estimate_detection: int = 0
     """The estimated-error monitor's event count when a detector last fired on it."""

@@ -55,7 +55,7 @@ from agent.monitoring.blocks import Blocks
 from agent.monitoring.columns import ColumnSet, StreamStats
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
-from agent.monitoring.estimation import quantise_expected
+from agent.monitoring.estimation import EXPECTED_ERROR_STEP, quantise_expected
 from agent.monitoring.fleet import WORKER_STATS, Finding, ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
@@ -526,6 +526,11 @@ class DriftObserver:
         if heard and not replay:
             shipped = [DependencyFinding(p, b, i, level) for p, b, i, level in heard]  # type: ignore[arg-type]
             alerts.extend(self.writer.dependency_alerts(monitor, shipped, ctx))
+        for counts in stats.rates:  # before the errors' blocks: what their concept alerts compare
+            if counts.estimated:
+                monitor.joined.add(
+                    counts.estimated, counts.estimated_wrong, counts.expected_steps * EXPECTED_ERROR_STEP
+                )
         for part in stats.parts:
             columns = sets.get(part.name)
             if columns is None:
@@ -756,6 +761,14 @@ class DriftObserver:
             bucket[1].append(record)
         for monitor, (realised, estimated) in estimates.items():
             monitor.estimate_check.add(realised, estimated)
+            if monitor.errors is not None and monitor.errors.kind == "classification":
+                n, wrong, expected = len(realised), int(sum(realised)), float(sum(estimated))
+                if self.ship_stats:  # for the model's monitor, which raises the concept alerts
+                    steps = round(expected / EXPECTED_ERROR_STEP)
+                    counts = RateCounts(estimated=n, estimated_wrong=wrong, expected_steps=steps)
+                    self._pend_rates(monitor, counts)
+                else:
+                    monitor.joined.add(n, wrong, expected)
         alerts: list[Alert] = self._unjoined_alerts(matched)
         for monitor, (values, records) in errors.items():
             assert monitor.errors is not None

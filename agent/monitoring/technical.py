@@ -123,6 +123,13 @@ class RateCounts:
     unknown_model: int = 0
     """Requests for a model the worker does not serve (among its dead letters; a worker's own
     counts, shipped under :data:`~agent.monitoring.fleet.WORKER_STATS`, not a model's)."""
+    estimated: int = 0
+    """Joined outcomes of a classifier whose prediction's error was estimated when it was made."""
+    estimated_wrong: int = 0
+    """Of those, the ones whose label said the prediction was wrong."""
+    expected_steps: int = 0
+    """The sum of their estimated errors, in steps of
+    :data:`~agent.monitoring.estimation.EXPECTED_ERROR_STEP` (as the join keeps them: a count)."""
 
     _COUNTS: ClassVar[tuple[str, ...]] = (
         "requests",
@@ -132,6 +139,9 @@ class RateCounts:
         "outcomes",
         "unjoined",
         "unknown_model",
+        "estimated",
+        "estimated_wrong",
+        "expected_steps",
     )
     _BY_INDEX: ClassVar[tuple[str, ...]] = (
         "missing",
@@ -147,7 +157,7 @@ class RateCounts:
         return self.requests + self.dead_letters
 
     def __bool__(self) -> bool:
-        return bool(self.requests or self.dead_letters or self.checked or self.outcomes)
+        return bool(self.requests or self.dead_letters or self.checked or self.outcomes or self.estimated)
 
     def add(self, other: RateCounts) -> None:
         """Adds ``other``'s counts to these."""

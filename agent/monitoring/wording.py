@@ -29,6 +29,7 @@ from schemas.alert import Alert, AlertKind, Evidence, OffsetRange, Severity
 from schemas.manifest import CategoricalStatistics, NumericStatistics
 
 __all__ = [
+    "EXPLAINED_MARGIN",
     "FINDING_SEVERITY",
     "UNJOINED_OUTCOMES",
     "UNKNOWN_FIELDS",
@@ -37,6 +38,7 @@ __all__ = [
     "AlertWriter",
     "WorkerSubject",
     "detection_evidence",
+    "explained_by_inputs",
     "offset_ranges",
     "share_moves",
     "times",
@@ -101,7 +103,7 @@ class AlertContext:
         return self._source
 
 
-def detection_evidence(d: Detection, **extra: float | str) -> Evidence:
+def detection_evidence(d: Detection, **extra: float | int | str) -> Evidence:
     """A detector's numbers as alert evidence: reference vs the window since the change point."""
     return Evidence(
         reference_mean=d.reference_mean,
@@ -113,6 +115,44 @@ def detection_evidence(d: Detection, **extra: float | str) -> Evidence:
         window_events=d.window_count,
         extra={"event_index": d.event_index, **extra},
     )
+
+
+EXPLAINED_MARGIN = 0.05
+"""How far a classifier's error may rise above the error estimated for the same predictions (plus two
+standard errors of the realised rate) and still be read as explained by its inputs."""
+
+
+def explained_by_inputs(monitor: ModelMonitor, d: Detection) -> tuple[str, dict[str, float | str]]:
+    """Whether a classifier's error rise, detection ``d``, is explained by its inputs: the error
+    estimated for the same joined predictions when they were made (from the model's confidence,
+    :mod:`agent.monitoring.estimation`) against the realised one. Words for the alert's message and
+    its evidence; nothing without at least 50 such predictions.
+
+    Estimated ~ realised: the inputs moved to where the model is less sure, and it errs as it said it
+    would. Realised well above: the labels no longer follow the inputs as they did (a change in
+    P(y | x), which only labels show), whatever the inputs do.
+    """
+    window = monitor.joined.recent(max(d.window_count, 1))
+    if window is None or window.count < 50:
+        return "", {}
+    se = math.sqrt(max(window.realised * (1.0 - window.realised), 1e-4) / window.count)
+    unexplained = window.realised - window.estimated > EXPLAINED_MARGIN + 2.0 * se
+    same = f"the same {window.count:,} predictions"
+    if unexplained:
+        why = (
+            f"; the inputs explain {window.estimated:.1%} ({window.realised:.1%} realised over {same}, "
+            "estimated from the model's confidence when it made them): the labels no longer follow "
+            "the inputs as they did"
+        )
+    else:
+        why = f"; the inputs explain it: {window.estimated:.1%} was estimated for {same}"
+    extra: dict[str, float | str] = {
+        "estimated_error_same": window.estimated,
+        "realised_error_same": window.realised,
+        "same_predictions": window.count,
+        "unexplained_by_inputs": float(unexplained),
+    }
+    return why, extra
 
 
 def times(ratio: float) -> str:
@@ -367,6 +407,7 @@ class AlertWriter:
             reference = f"reference MAE {monitor.errors.reference_mean:.4g}"
             recent = f"recent MAE {d.window_mean * monitor.errors.reference_mean:.4g}"
         severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
+        why, extra = explained_by_inputs(monitor, d) if classification else ("", {})
         return self.alert(
             monitor,
             AlertKind.CONCEPT,
@@ -374,11 +415,8 @@ class AlertWriter:
             "error",
             severity,
             f"the error of {monitor.name}/{monitor.version} rose: {recent} vs {reference} "
-            f"({d.window_count} joined outcomes); {d.detector} fired at outcome {d.event_index}",
-            detection_evidence(
-                d,
-                metric="error_rate" if classification else "mae_ratio",
-            ),
+            f"({d.window_count} joined outcomes); {d.detector} fired at outcome {d.event_index}{why}",
+            detection_evidence(d, metric="error_rate" if classification else "mae_ratio", **extra),
             ctx,
         )
 

@@ -171,12 +171,15 @@ def test_the_important_feature_squeezed_to_the_boundary(repository: ModelReposit
     assert observer.incidents.is_open(IncidentKey("middle", "performance", "estimated_error"))
 
 
-def test_with_labels_the_estimate_is_set_beside_the_realised_error(repository: ModelRepository) -> None:
-    handler, observer = make_handler(repository.root)
+def squeezed_with_labels(flipped: bool = False) -> tuple[np.ndarray, Iterator[Record]]:
+    """'middle' with x0 squeezed five-fold from event 10,000, each request followed by its outcome,
+    labelled by the model's own rule (or, ``flipped``, by the opposite rule from the squeeze on)."""
     rng = np.random.default_rng(12)
     rows = rng.normal(size=(20_000, 3))
     rows[10_000:, 0] *= 0.2
     y = (rng.random(len(rows)) < probability(rows, BOUNDARY["middle"])).astype(int)
+    if flipped:
+        y[10_000:] = 1 - y[10_000:]
 
     def with_outcomes() -> Iterator[Record]:
         for i, record in enumerate(requests("middle", rows)):
@@ -184,7 +187,13 @@ def test_with_labels_the_estimate_is_set_beside_the_realised_error(repository: M
             outcome = {"request_id": f"r{i}", "model": "middle", "label": int(y[i])}
             yield Record(OUTCOMES, i % 4, i, None, json.dumps(outcome).encode())
 
-    alerts = run(handler, with_outcomes())
+    return rows, with_outcomes()
+
+
+def test_with_labels_the_estimate_is_set_beside_the_realised_error(repository: ModelRepository) -> None:
+    handler, observer = make_handler(repository.root)
+    _, stream = squeezed_with_labels()
+    alerts = run(handler, stream)
     [monitor] = observer.monitors()
     window = monitor.estimate_check.current()
     assert window.count == 2000
@@ -199,6 +208,35 @@ def test_with_labels_the_estimate_is_set_beside_the_realised_error(repository: M
     assert kinds.index(AlertKind.PERFORMANCE) < kinds.index(AlertKind.CONCEPT)
     [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert concept.evidence.drivers[0].feature == "x0"
+    # The inputs explain the rise: as much was estimated for the same predictions. One incident.
+    extra = concept.evidence.extra
+    assert extra["unexplained_by_inputs"] == 0.0, concept.message
+    assert abs(float(extra["realised_error_same"]) - float(extra["estimated_error_same"])) < 0.05
+    assert "; the inputs explain it: " in concept.message
+    incident = observer.incidents.incident
+    groups = {incident(IncidentKey("middle", kind, subject)).group_id for kind, subject in [  # type: ignore[union-attr]
+        ("performance", "estimated_error"), ("concept", "error")]}  # fmt: skip
+    assert len(groups) == 1
+
+
+def test_an_error_the_inputs_do_not_explain_is_said_so_and_is_an_incident_of_its_own(
+    repository: ModelRepository,
+) -> None:
+    # The same squeeze, and the labels now follow the opposite rule: 67 % wrong where the model's
+    # confidence says 33 %. The estimated error's incident is open when the concept alert comes, and
+    # a change in P(y | x) is not its doing.
+    handler, observer = make_handler(repository.root)
+    _, stream = squeezed_with_labels(flipped=True)
+    alerts = run(handler, stream)
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    extra = concept.evidence.extra
+    assert extra["unexplained_by_inputs"] == 1.0
+    assert float(extra["realised_error_same"]) - float(extra["estimated_error_same"]) > 0.2
+    assert "the labels no longer follow the inputs as they did" in concept.message
+    performance = observer.incidents.incident(IncidentKey("middle", "performance", "estimated_error"))
+    error = observer.incidents.incident(IncidentKey("middle", "concept", "error"))
+    assert performance is not None and error is not None
+    assert error.group_id != performance.group_id and error.group_id == concept.alert_id
 
 
 # --- the bundled examples, under the scenario shifts -----------------------------------------------

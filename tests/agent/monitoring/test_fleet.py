@@ -405,6 +405,12 @@ def test_a_concept_alert_names_the_outcomes_it_judged_not_the_requests_shipped_b
             judge([m.value for m in h.handle(later.pop(0)) if m.topic == STATS and m.value])
     [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert concept.source and {s.topic for s in concept.source} == {"outcomes"}, concept.source
+    # The worker that joined them shipped what had been estimated for them: every one wrong where
+    # the model expected a few, which no input explains.
+    extra = concept.evidence.extra
+    assert extra["unexplained_by_inputs"] == 1.0 and extra["realised_error_same"] == 1.0, extra
+    assert float(extra["estimated_error_same"]) < 0.1
+    assert "the labels no longer follow the inputs as they did" in concept.message
 
 
 @pytest.mark.parametrize("change", [8_000, 2_000])

@@ -215,3 +215,25 @@ def test_a_features_rate_joins_its_data_drift_and_other_rates_keep_apart(clock: 
     assert missing != drift
     assert group(AlertKind.TECHNICAL, "x09", "out_of_range_rate") == missing  # rates group as before
     assert group(AlertKind.TECHNICAL, "numpy", "dependency_versions") not in (drift, missing)
+
+
+def test_a_rise_of_the_error_its_inputs_do_not_explain_is_an_incident_of_its_own(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+    assert gate.admit(make_alert(kind=AlertKind.DATA, subject="x05"))
+    drift = gate.open_incidents()[0].group_id
+
+    def concept(unexplained: float, model: str) -> str:
+        clock.now += 10.0
+        alert = make_alert(kind=AlertKind.CONCEPT, subject="error", model=model)
+        extra = {**alert.evidence.extra, "unexplained_by_inputs": unexplained}
+        assert gate.admit(
+            alert.model_copy(update={"evidence": alert.evidence.model_copy(update={"extra": extra})})
+        )
+        incident = gate.incident(IncidentKey(model, "concept", "error"))
+        assert incident is not None
+        return incident.group_id
+
+    assert concept(1.0, "m") != drift  # the labels changed, whatever the inputs did meanwhile
+    assert gate.admit(make_alert(model="n", kind=AlertKind.DATA, subject="x05"))
+    other = gate.incident(IncidentKey("n", "data", "x05"))
+    assert other is not None and concept(0.0, "n") == other.group_id  # explained: the drift's
