@@ -836,7 +836,13 @@ class DriftObserver:
             return []
         return [
             self.writer.unjoined_outcomes_alert(
-                monitor, watch, join, s.join_ttl_s, ctx, max_entries=self.join.max_entries
+                monitor,
+                watch,
+                join,
+                s.join_ttl_s,
+                ctx,
+                max_entries=self.join.max_entries,
+                grace_s=s.join_grace_s,
             )
         ]
 

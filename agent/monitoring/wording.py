@@ -549,11 +549,12 @@ class AlertWriter:
         ctx: AlertContext,
         *,
         max_entries: int,
+        grace_s: float = 0.0,
     ) -> Alert:
         """``join``: the join that missed them, whose counts the alert quotes; ``None`` for a fleet's
         monitor, whose outcomes were joined by every worker."""
         share = watch.last_share
-        extra = {"threshold": watch.threshold, "join_ttl_s": ttl_s}
+        extra = {"threshold": watch.threshold, "join_ttl_s": ttl_s, "join_grace_s": grace_s}
         # A fleet's workers each count their own join's expired and evicted predictions.
         counted = "; each worker's join counts those that expired or were evicted (driftline_join)"
         if join is not None:
@@ -568,8 +569,10 @@ class AlertWriter:
             f"{share:.1%} of the last {watch.window:,} outcomes of {monitor.name} matched no prediction "
             f"(alert above {watch.threshold:.1%}): the concept monitor sees only the rest. A prediction "
             f"waits {ttl_s:,.0f} s for its outcome (DRIFTLINE_MONITORING__JOIN_TTL_S) among at most "
-            f"{max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES){counted}. Outcomes later than "
-            "that, or whose request ids are not the requests', are not joined",
+            f"{max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES){counted}, and an outcome read "
+            f"before its prediction waits {grace_s:,.0f} s for it (DRIFTLINE_MONITORING__JOIN_GRACE_S). "
+            "Outcomes later or earlier than that, or whose request ids are not the requests', are not "
+            "joined",
             Evidence(recent_mean=share, window_events=watch.window, extra=extra),
             ctx,
         )

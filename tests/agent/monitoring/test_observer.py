@@ -405,6 +405,7 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     assert alert.kind is AlertKind.TECHNICAL and alert.model == MODEL
     assert alert.message.startswith(f"100.0% of the last 2,000 outcomes of {MODEL} matched no prediction")
     assert "900 s" in alert.message and "JOIN_TTL_S" in alert.message
+    assert "waits 60 s for it (DRIFTLINE_MONITORING__JOIN_GRACE_S)" in alert.message
     assert alert.evidence.extra["expired"] == 4_000.0  # every prediction expired unmatched
     key = IncidentKey(MODEL, AlertKind.TECHNICAL.value, "unjoined_outcomes")
     assert observer.incidents.is_open(key)
