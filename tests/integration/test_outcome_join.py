@@ -142,3 +142,55 @@ async def test_outcomes_read_before_their_predictions_wait_for_them_and_join(
     ahead = sum(copied_at[k] < predicted_at[k] for k in copied_at)
     assert ahead >= n // 10, ahead
     print(f"outcome join: {ahead} of {n} outcomes were read before their predictions; all joined")
+
+
+async def test_outcomes_waiting_for_their_predictions_survive_a_restart(
+    kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, unique: str
+) -> None:
+    # The outcomes come first and the worker stops before any of their requests: they wait on the
+    # join topic. The next worker reads them back with the rest of the join's partitions, and they
+    # join the predictions it then makes.
+    topics = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, topics.all(), partitions=4)
+    app_id = f"waiting-{unique}"
+    reference = np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+    n = 2_000
+    sent = requests(stream(reference, n, seed=7), 0)
+    body = {"model": MODEL, "label": 0}
+    outcomes = [(key, json.dumps({"request_id": key.decode(), **body}).encode()) for key, _ in sent]
+
+    def worker() -> Worker:
+        return Worker(kafka_bootstrap, topics, app_id, model_repository.root, tmp_path, extra_env=QUIET)
+
+    first = worker().start()
+    try:
+        await asyncio.to_thread(first.wait_ready)
+        await produce_batched(kafka_bootstrap, topics.outcomes, outcomes)
+
+        async def all_copied() -> bool:  # each outcome copied to the join topic, and read back there
+            joins = await asyncio.to_thread(
+                first.metric, "driftline_events_in_total", topic=f"{app_id}-join-changelog"
+            )
+            return joins >= n
+
+        await wait_for(all_copied, 60, "every outcome on the join topic", first)
+        unmatched_before = await asyncio.to_thread(
+            first.metric, "driftline_outcomes_total", result="unmatched"
+        )
+    finally:
+        assert first.stop() == 0, first.log()
+    assert unmatched_before == 0  # waiting, not given up
+    await produce_batched(kafka_bootstrap, topics.requests, sent)
+    second = worker().start()
+    try:
+        await asyncio.to_thread(second.wait_ready)
+
+        async def all_joined() -> bool:
+            joined = await asyncio.to_thread(second.metric, "driftline_outcomes_total", result="joined")
+            return joined >= n
+
+        await wait_for(all_joined, 60, "every waiting outcome joined", second)
+        unmatched = await asyncio.to_thread(second.metric, "driftline_outcomes_total", result="unmatched")
+    finally:
+        assert second.stop() == 0, second.log()
+    assert unmatched == 0
