@@ -246,10 +246,9 @@ class OutcomeJoin:
         if waiting:
             for item in pairs:
                 key = hash(item[0])
-                parked = waiting.pop(key, None)
-                value = entries.pop(key, None) if parked is not None else None
-                if parked is None or value is None:
+                if key not in waiting or key not in entries:
                     continue
+                parked, value = waiting.pop(key), entries.pop(key)
                 self._n_waiting -= 1
                 self._size -= 1
                 if not self._replaying:  # else joined before the restore: already scored
