@@ -76,16 +76,17 @@ log = logging.getLogger(__name__)
 
 
 GROUPED_KINDS = frozenset({"data", "prediction", "performance", "concept"})
-
-FEATURE_RATES = frozenset(
-    {"missing_rate", "out_of_range_rate", "reference_range_rate", "unknown_category_rate"}
-)
-"""Technical rates of one feature (the subject): they join the group of that feature's open data drift,
-whose cause they share (a shift that puts values beyond the reference's range)."""
 """Kinds whose incidents of one model are grouped when they open close together: drifts, which all
 close when their column is back near its reference. Technical incidents stay apart from them: some
 never close (a dependency version that differs stays different), and would hold a group open
 forever; what they say is context (:mod:`agent.monitoring.context`)."""
+
+FEATURE_RATES = frozenset(
+    {"missing_rate", "out_of_range_rate", "reference_range_rate", "unknown_category_rate"}
+)
+"""Technical rates of one feature (the subject): they join the group of that feature's data drift when
+it is open first, whose cause they share (a shift that puts values beyond the reference's range). A
+rate that opens first stays apart: its incident is already notified with its own root cause."""
 
 
 def group_family(kind: str, detector: str) -> str | None:

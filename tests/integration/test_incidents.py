@@ -106,13 +106,17 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
         def drift_resolved() -> bool:
             return any(r.status == "resolved" and r.incident_id in drift_ids(notified()) for r in notified())
 
-        # The drift's incident and, apart, the technical incident of x05's values beyond its reference
-        # range (the step carries 6.6 % of them there, windows of 2,000 read 5.3-7.9 %: over the 5 %
-        # margin, never back under half of it): both resolve once the features come back.
-        await wait_until(
-            lambda: sum(r.status == "resolved" for r in notified()) >= 2, worker, 180, "resolved"
-        )
-        assert drift_resolved()
+        # x05's values beyond its reference range (the step carries 6.6 % of them there, windows of
+        # 2,000 read 5.3-7.9 %: over the 5 % margin, never back under half of it) raise a technical
+        # rate. It joins the drift's incident when x05's data drift opened first (the usual order: the
+        # rate is alerted when its window closes), else it is an incident of its own. Either way every
+        # incident resolves once the features come back.
+        def all_resolved() -> bool:
+            every = notified()
+            done = {r.incident_id for r in every if r.status == "resolved"}
+            return drift_resolved() and done == {r.incident_id for r in every}
+
+        await wait_until(all_resolved, worker, 180, "resolved")
         await wait_until(lambda: len(slack.received) >= len(receiver.received), worker, 30, "Slack")
         await wait_until(lambda: len(pagerduty.received) >= len(receiver.received), worker, 30, "PagerDuty")
     finally:
@@ -124,9 +128,10 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     assert code == 0, log[-3000:]
 
     # The webhook: one drift incident, opened once, updated as it grew, resolved once; every delivery
-    # signed. Beside it, x05's reference-range rate: a technical incident, opened and resolved.
-    # Told apart by what they hold, not by which was notified first: the technical one is raised by
-    # the worker that saw the rows, the drift by the model's monitor from the blocks it is shipped.
+    # signed. x05's reference-range rate is in it, or beside it as a technical incident, opened and
+    # resolved. Told apart by what they hold, not by which was notified first: the technical one is
+    # raised by the worker that saw the rows, the drift by the model's monitor from the blocks it is
+    # shipped.
     every = notified()
     assert len(drift_ids(every)) == 1, every
     reports = [r for r in every if r.incident_id in drift_ids(every)]
@@ -134,8 +139,6 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     seen = [
         (r.status, r.incident_id, sorted({(e.kind.value, e.subject) for e in r.timeline})) for r in technical
     ]
-    assert [r.status for r in technical] == ["opened", "resolved"], seen
-    assert {(e.kind, e.subject) for e in technical[-1].timeline} == {(AlertKind.TECHNICAL, "x05")}
     assert all(r.valid for r in receiver.received)
     statuses = [r.status for r in reports]
     assert statuses[0] == "opened" and statuses[-1] == "resolved", statuses
@@ -143,6 +146,12 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     assert len({r.incident_id for r in reports}) == 1
     resolved = reports[-1]
     opened_alerts = {(e.kind, e.subject) for e in resolved.timeline if e.change == "opened"}
+    if technical:
+        assert [r.status for r in technical] == ["opened", "resolved"], seen
+        assert {(e.kind, e.subject) for e in technical[-1].timeline} == {(AlertKind.TECHNICAL, "x05")}
+    else:  # joined: the rate of the feature whose drift put its values there
+        assert (AlertKind.TECHNICAL, "x05") in opened_alerts, opened_alerts
+        assert "technical drift on 'x05'" in resolved.root_cause, resolved.root_cause
     # The predicted class's mix moves too, but near its detection threshold: whether it is alerted
     # depends on how the partitions' records interleave into blocks (CI saw it both ways).
     assert {
@@ -161,10 +170,10 @@ async def test_two_features_drifting_are_one_incident_for_every_receiver(
     # PagerDuty: one alert per incident, triggered (and updated) then resolved.
     assert all(e.errors == [] for e in pagerduty.received)
     keys = {e.body["dedup_key"] for e in pagerduty.received}
-    assert keys == {
-        f"{app_id}/{MODEL}/incident/{i}" for i in (resolved.incident_id, technical[0].incident_id)
-    }
-    assert len(pagerduty.closed) == 2 and all(closed[1][-1] == "resolved" for closed in pagerduty.closed)
+    incidents = {resolved.incident_id} | {r.incident_id for r in technical}
+    assert keys == {f"{app_id}/{MODEL}/incident/{i}" for i in incidents}
+    assert len(pagerduty.closed) == len(incidents)
+    assert all(closed[1][-1] == "resolved" for closed in pagerduty.closed)
 
     # The alerts topic has the alerts and the incidents' notifications side by side.
     values = [r.value for r in await read_to_end(kafka_bootstrap, topics.alerts)]
