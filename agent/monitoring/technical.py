@@ -26,7 +26,7 @@ class RateWatch:
 
     Fires when a full window's share exceeds ``baseline + margin``, recovers when a later window is
     back under ``baseline + margin / 2`` (:attr:`recover_below`). Windows count events, not batches,
-    so the result does not depend on batching. The gap between the two keeps a rate that sits near
+    so the result barely depends on batching. The gap between the two keeps a rate that sits near
     the threshold from flapping: a feature whose values leave the reference range 6.6 % of the time
     reads 5.3-7.9 % over windows of 2,000 events (a 5 % margin), and a window under 5 % would have
     recovered it only for the next to fire again, a second incident for one cause.
@@ -37,7 +37,11 @@ class RateWatch:
         [None, None, None, 'fire', None, None, None, 'recover']
 
     The windows read 1 %, 20 % (over 6 %: fire), 5 % (under 6 % but not under 3.5 %: still over),
-    then 0 % (recover).
+    then 0 % (recover). A window closes with the batch that carries it to ``window`` events, and its
+    share is over every event of that batch (:attr:`last_events`):
+
+        >>> w.update(3, 70), w.update(3, 70), w.last_events, round(w.last_share, 4)
+        (None, None, 140, 0.0429)
     """
 
     def __init__(self, baseline: float, margin: float, window: int) -> None:
@@ -50,6 +54,9 @@ class RateWatch:
         self.last_share = 0.0
         self.windows = 0
         """Windows closed so far."""
+        self.last_events = 0
+        """Events in the last closed window: at least :attr:`window`, and more when the batch that
+        closed it carried it past (the share, and the counts an alert names, are over all of them)."""
         self._hits = 0
         self._events = 0
 
@@ -65,7 +72,7 @@ class RateWatch:
         if self._events < self.window:
             return None
         share = self._hits / self._events
-        self.last_share = share
+        self.last_share, self.last_events = share, self._events
         self.windows += 1
         self._hits = self._events = 0
         over = share > self.threshold if not self.over else share >= self.recover_below

@@ -446,7 +446,7 @@ class AlertWriter:
             Evidence(
                 reference_mean=watch.baseline,
                 recent_mean=share,
-                window_events=watch.window,
+                window_events=watch.last_events,
                 extra={"threshold": watch.threshold, **(extra or {})},
             ),
             ctx,
@@ -488,7 +488,9 @@ class AlertWriter:
             f"{watch.last_share:.1%} of {monitor.name} requests carry a wrong type in {feature!r} "
             "(dead-lettered); did a producer change its schema?",
             Evidence(
-                recent_mean=watch.last_share, window_events=watch.window, extra={"threshold": watch.threshold}
+                recent_mean=watch.last_share,
+                window_events=watch.last_events,
+                extra={"threshold": watch.threshold},
             ),
             ctx,
         )
@@ -502,7 +504,7 @@ class AlertWriter:
             "dead_letters",
             Severity.WARNING,
             f"{share:.1%} of {monitor.name} requests are dead-lettered",
-            Evidence(recent_mean=share, window_events=monitor.dead_letters.window),
+            Evidence(recent_mean=share, window_events=monitor.dead_letters.last_events),
             ctx,
         )
 
@@ -516,7 +518,9 @@ class AlertWriter:
             Severity.WARNING,
             f"{share:.1%} of {monitor.name}/{monitor.version} requests carry fields the model has no "
             f"feature for (alert above {watch.threshold:.1%}); did a producer change its schema?",
-            Evidence(recent_mean=share, window_events=watch.window, extra={"threshold": watch.threshold}),
+            Evidence(
+                recent_mean=share, window_events=watch.last_events, extra={"threshold": watch.threshold}
+            ),
             ctx,
         )
 
@@ -532,7 +536,7 @@ class AlertWriter:
             message=f"{share:.1%} of this worker's requests name a model (or version) it does not serve "
             f"(alert above {watch.threshold:.1%}); they are dead-lettered (unknown_model)",
             evidence=Evidence(
-                recent_mean=share, window_events=watch.window, extra={"threshold": watch.threshold}
+                recent_mean=share, window_events=watch.last_events, extra={"threshold": watch.threshold}
             ),
             opened_at_event=0,
             first_event_time=ctx.first_event_time,
@@ -566,14 +570,14 @@ class AlertWriter:
             "unjoined_outcome_rate",
             UNJOINED_OUTCOMES,
             Severity.WARNING,
-            f"{share:.1%} of the last {watch.window:,} outcomes of {monitor.name} matched no prediction "
+            f"{share:.1%} of the last {watch.last_events:,} outcomes of {monitor.name} matched no prediction "
             f"(alert above {watch.threshold:.1%}): the concept monitor sees only the rest. A prediction "
             f"waits {ttl_s:,.0f} s for its outcome (DRIFTLINE_MONITORING__JOIN_TTL_S) among at most "
             f"{max_entries:,} (DRIFTLINE_MONITORING__JOIN_MAX_ENTRIES){counted}, and an outcome read "
             f"before its prediction waits {grace_s:,.0f} s for it (DRIFTLINE_MONITORING__JOIN_GRACE_S). "
             "Outcomes later or earlier than that, or whose request ids are not the requests', are not "
             "joined",
-            Evidence(recent_mean=share, window_events=watch.window, extra=extra),
+            Evidence(recent_mean=share, window_events=watch.last_events, extra=extra),
             ctx,
         )
 

@@ -394,7 +394,8 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     for start in range(0, 4_000, 500):
         alerts += send(handler, "outcomes", range(start, start + 500), label)
     # They wait for their predictions for a while (the join's grace: an outcome may be read ahead of
-    # its request), and count as unmatched once it is over, at the next batch.
+    # its request), and count as unmatched once it is over, at the next batch: all 4,000 in one
+    # window of the unjoined rate, which closes with them.
     assert observer.join.waiting == 4_000 and alerts == []
     now[0] += 61
     alerts += send(handler, "requests", range(9_000, 9_500), features)
@@ -403,7 +404,7 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     assert len(unjoined) == 1, [(a.kind.value, a.subject) for a in alerts]
     alert = unjoined[0]
     assert alert.kind is AlertKind.TECHNICAL and alert.model == MODEL
-    assert alert.message.startswith(f"100.0% of the last 2,000 outcomes of {MODEL} matched no prediction")
+    assert alert.message.startswith(f"100.0% of the last 4,000 outcomes of {MODEL} matched no prediction")
     assert "900 s" in alert.message and "JOIN_TTL_S" in alert.message
     assert "waits 60 s for it (DRIFTLINE_MONITORING__JOIN_GRACE_S)" in alert.message
     assert alert.evidence.extra["expired"] == 4_000.0  # every prediction expired unmatched
