@@ -84,9 +84,10 @@ forever; what they say is context (:mod:`agent.monitoring.context`)."""
 FEATURE_RATES = frozenset(
     {"missing_rate", "out_of_range_rate", "reference_range_rate", "unknown_category_rate"}
 )
-"""Technical rates of one feature (the subject): they join the group of that feature's data drift when
-it is open first, whose cause they share (a shift that puts values beyond the reference's range). A
-rate that opens first stays apart: its incident is already notified with its own root cause."""
+"""Technical rates of one feature (the subject): they join the group of that feature's open data drift,
+whose cause they share (a shift that puts values beyond the reference's range). In the other order
+(the rate's window closed just before the drift was detected), the feature's data drift joins the
+rate's group, unless another drift of the model is open to join."""
 
 
 def group_family(kind: str, detector: str) -> str | None:
@@ -360,9 +361,9 @@ class IncidentManager:
 
     def _group_for(self, opening: IncidentKey, family: str | None, detector: str, now: float) -> str | None:
         # Under the lock. A feature's own rate (its values missing, out of range, ...) joins the group
-        # of that feature's open data drift: one cause. Else the group of the model's most recently
-        # opened incident of the same family, if that was recent; rates apart from those that joined a
-        # drift.
+        # of that feature's open data drift: one cause; and that feature's data drift joins the rate's
+        # group when no drift is open to join. Else the group of the model's most recently opened
+        # incident of the same family, if that was recent; rates apart from those that joined a drift.
         if family is None:
             return None
         model = opening.model
@@ -375,6 +376,16 @@ class IncidentManager:
         if detector in FEATURE_RATES:
             for key, incident in recent:
                 if key.kind == "data" and key.subject == opening.subject:
+                    return incident.group_id
+        elif opening.kind == "data" and not drift_groups:
+            # The other order: the feature's rate opened first (its window closed just before the
+            # drift was detected). With no drift to join, the drift joins the rate's incident.
+            for key, incident in recent:
+                if (
+                    key.kind == "technical"
+                    and incident.detector in FEATURE_RATES
+                    and key.subject == opening.subject
+                ):
                     return incident.group_id
         latest: Incident | None = None
         for key, incident in recent:

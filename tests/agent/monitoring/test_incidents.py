@@ -217,6 +217,31 @@ def test_a_features_rate_joins_its_data_drift_and_other_rates_keep_apart(clock: 
     assert group(AlertKind.TECHNICAL, "numpy", "dependency_versions") not in (drift, missing)
 
 
+def test_a_features_data_drift_joins_its_rate_that_opened_first_when_no_drift_is_open(clock: Clock) -> None:
+    gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
+
+    def group(kind: AlertKind, subject: str, detector: str = "adwin", model: str = "m") -> str:
+        clock.now += 10.0
+        assert gate.admit(make_alert(kind=kind, subject=subject, detector=detector, model=model))
+        incident = gate.incident(IncidentKey(model, kind.value, subject))
+        assert incident is not None
+        return incident.group_id
+
+    # x05's rate window closed just before its drift was detected: one incident all the same, and
+    # the drifts that follow (the output it moves) join it through the feature's drift.
+    rate = group(AlertKind.TECHNICAL, "x05", "reference_range_rate")
+    assert group(AlertKind.DATA, "x05") == rate
+    assert group(AlertKind.PREDICTION, "prediction") == rate
+    # Another feature's drift does not join a rate that is not its own.
+    other = group(AlertKind.TECHNICAL, "x01", "missing_rate", model="n")
+    assert group(AlertKind.DATA, "x02", model="n") != other
+    # With a drift open, a feature's later drift joins that drift, not its own earlier rate.
+    first = group(AlertKind.DATA, "x03", model="k")
+    rate_k = group(AlertKind.TECHNICAL, "x04", "reference_range_rate", model="k")
+    assert rate_k != first
+    assert group(AlertKind.DATA, "x04", model="k") == first
+
+
 def test_a_rise_of_the_error_its_inputs_do_not_explain_is_an_incident_of_its_own(clock: Clock) -> None:
     gate = IncidentManager(InMemoryIncidentStore(), clock=clock)
     assert gate.admit(make_alert(kind=AlertKind.DATA, subject="x05"))
