@@ -32,7 +32,8 @@ catching up after an outage) one topic's partitions may be read ahead of the oth
 right after their requests race them. With ``grace_s``, an outcome whose prediction is not known yet
 **waits** for it that long (:meth:`OutcomeJoin.match` returns :data:`WAITING`): a prediction that
 comes meanwhile joins it (:meth:`OutcomeJoin.take_late`), and past the grace it counts as unmatched
-(:meth:`OutcomeJoin.expire_waiting`). Waiting outcomes are few and bounded (a tenth of
+(:meth:`OutcomeJoin.expire_waiting`, called with every batch and, on an idle worker, by the serving
+loop's idle polls through ``DriftObserver.observe_idle``). Waiting outcomes are few and bounded (a tenth of
 ``max_entries``; beyond, an outcome is unmatched at once), and they are in the join topic too: a
 restore parks those whose prediction it did not meet, which join as any other if it comes, and are
 dropped without being counted again if not. A waiting outcome is kept as its copy's bytes

@@ -690,6 +690,14 @@ class DriftObserver:
             out.append((_source(_Source("", 0, 0, parked.key)), outcome, entry))
         return out
 
+    def observe_idle(self) -> Observed:
+        """Outcomes past the join's grace while no record came: on an idle worker they are counted
+        unmatched (and may raise the unjoined-outcomes alert) when their grace ends, not whenever the
+        next batch comes."""
+        if not self.settings.concept_drift or not self.join.has_waited:
+            return Observed()
+        return self._score(self._waited())
+
     def observe_join(self, records: Sequence[RecordLike]) -> Observed:
         """Records of the join topic's partitions this worker owns, in their order: prediction batches
         are remembered, outcomes' copies joined to them."""

@@ -217,6 +217,14 @@ class RequestHandler:
         m.batch_seconds.observe(time.perf_counter() - started)
         return out
 
+    def idle(self) -> list[OutgoingMessage]:
+        """What the observers publish while no record comes (:meth:`BatchObserver.observe_idle`):
+        the serving loop calls it when a poll returns nothing."""
+        out: list[OutgoingMessage] = []
+        for observer in self.observers:
+            self._emit(observer.observe_idle(), out)
+        return out
+
     def _decode_request(self, record: RecordLike, dead: list[DeadLetterInfo]) -> DecodedRequest | None:
         """The record's request, by its model's typed decoder if it takes it, else by pydantic."""
         value = record.value

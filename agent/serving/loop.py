@@ -57,7 +57,12 @@ log = logging.getLogger(__name__)
 
 
 class BatchHandler(Protocol):
-    """Turns one batch of consumed records into the messages to publish for them."""
+    """Turns one batch of consumed records into the messages to publish for them.
+
+    A handler may also have ``idle() -> Iterable[OutgoingMessage]``: the loop calls it when a poll
+    returns nothing, and publishes what it returns (what time alone settles, such as outcomes past
+    the join's grace). Optional, so that a plain handler stays one method.
+    """
 
     def handle(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], *, observe: bool = True
@@ -159,6 +164,7 @@ class ServingLoop(Service):
         between two records), published when the loop drains: at a stop and before a revocation."""
         self._resend: list[OutgoingMessage] = []
         """Messages of failed batches to publish with the next one."""
+        self._idle: Callable[[], Iterable[OutgoingMessage]] | None = getattr(handler, "idle", None)
         self._replay: dict[tuple[str, int], int] = {}
         """After a rewind: (topic, partition) -> the offset up to which records were handled already."""
         self._lock = asyncio.Lock()
@@ -240,8 +246,12 @@ class ServingLoop(Service):
             generation = self._generation
             if not fetched:
                 async with self._lock:
-                    if self._resend and not self.should_stop:
-                        await self._publish([])  # alerts of a failed batch: not left for the next
+                    if not self.should_stop and self._generation == generation:
+                        # What time alone settles (outcomes past the join's grace), and the alerts
+                        # of a failed batch: not left for the next batch, which may be long to come.
+                        idle = list(self._idle()) if self._idle is not None else []
+                        if idle or self._resend:
+                            await self._publish([], idle)
                     await self._settle_done()
                 continue
             records = [r for batch in fetched.values() for r in batch]
@@ -272,8 +282,11 @@ class ServingLoop(Service):
             if self.on_batch is not None:
                 self.on_batch(len(records))
 
-    async def _publish(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _publish(
+        self, records: list[ConsumerRecord[bytes, bytes]], extra: Sequence[OutgoingMessage] = ()
+    ) -> None:
         outgoing = list(self._handle(records)) if records else []
+        outgoing.extend(extra)
         resend, self._resend = self._resend, []
         if resend:
             outgoing[:0] = resend

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -194,3 +195,62 @@ async def test_outcomes_waiting_for_their_predictions_survive_a_restart(
     finally:
         assert second.stop() == 0, second.log()
     assert unmatched == 0
+
+
+async def test_outcomes_that_never_meet_their_predictions_are_reported_by_an_idle_worker(
+    kafka_bootstrap: str, model_repository: ModelRepository, tmp_path: Path, unique: str
+) -> None:
+    # Labels of requests this deployment never served, and then no traffic. They wait out the join's
+    # grace (3 s here) and count as unmatched then: before, an idle worker kept them waiting until
+    # its next batch, and the unjoined-outcomes alert waited with them, however long that took.
+    topics = Topics.unique(unique)
+    await create_topics(kafka_bootstrap, topics.all(), partitions=4)
+    env = {**QUIET, "DRIFTLINE_MONITORING__JOIN_GRACE_S": "3"}
+    worker = Worker(kafka_bootstrap, topics, f"idle-{unique}", model_repository.root, tmp_path, extra_env=env)
+    worker.start()
+    reference = np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
+    n = 4_000
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        served = requests(stream(reference, 500, seed=8), 0)  # the model's monitor exists
+        await produce_batched(kafka_bootstrap, topics.requests, served)
+        await read_topic(kafka_bootstrap, topics.predictions, len(served))
+        body = {"model": MODEL, "label": 0}
+        strangers = [
+            (f"never-{i}".encode(), json.dumps({"request_id": f"never-{i}", **body}).encode())
+            for i in range(n)
+        ]
+        await produce_batched(kafka_bootstrap, topics.outcomes, strangers)
+
+        async def all_copied() -> bool:  # read, copied to the join topic and read back there: waiting
+            joins = await asyncio.to_thread(
+                worker.metric, "driftline_events_in_total", topic=f"idle-{unique}-join-changelog"
+            )
+            return joins >= n
+
+        await wait_for(all_copied, 60, "every outcome on the join topic", worker)
+        copied_at = time.monotonic()
+
+        async def all_unmatched() -> bool:
+            unmatched = await asyncio.to_thread(worker.metric, "driftline_outcomes_total", result="unmatched")
+            return unmatched >= n
+
+        await wait_for(all_unmatched, 30, "every outcome unmatched once its grace ended", worker)
+        took = time.monotonic() - copied_at
+
+        async def alerted() -> bool:
+            return any(
+                r.value and b"unjoined_outcomes" in r.value
+                for r in await read_to_end(kafka_bootstrap, topics.alerts)
+            )
+
+        await wait_for(alerted, 30, "the unjoined-outcomes alert", worker)
+        joined = await asyncio.to_thread(worker.metric, "driftline_outcomes_total", result="joined")
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log()
+    assert joined == 0
+    print(
+        f"outcome join: {n} outcomes with no prediction counted unmatched {took:.1f} s after they "
+        "waited, with no traffic since"
+    )

@@ -435,6 +435,36 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     assert set(observer.unjoined) == {MODEL}
 
 
+def test_outcomes_past_the_grace_on_an_idle_worker_are_counted_when_it_ends(
+    model_repository: ModelRepository,
+) -> None:
+    """Outcomes whose predictions never come, and then no traffic: they were counted unmatched (and
+    the unjoined-outcomes alert raised) only when the next batch came, minutes or days later. The
+    serving loop asks the handler for its idle work when a poll returns nothing."""
+    now = [1_000_000.0]
+    observer = DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
+        settings=NO_LATENCY_WATCH,
+        clock=lambda: now[0],
+    )
+    handler, _ = make_handler(model_repository.root, observer, outcomes=True)
+    trained = classification_20(n_estimators=10, n_samples=2000)
+    alerts = send(handler, "requests", range(10_000, 10_500), features_of(np.asarray(trained.X_reference)))
+    for start in range(0, 4_000, 500):  # labels of requests this worker never saw
+        alerts += send(handler, "outcomes", range(start, start + 500), lambda i: {"label": 0})
+    assert observer.join.waiting == 4_000 and alerts == []
+    now[0] += 59  # within the grace: nothing to say yet
+    assert handler.idle() == [] and observer.join.waiting == 4_000
+    now[0] += 2
+    idle = handler.idle()
+    assert observer.join.waiting == 0 and observer.join.unmatched_outcomes == 4_000
+    assert observer.metrics.outcomes.labels(result="unmatched")._value.get() == 4_000
+    raised = [a for m in idle if m.topic == ALERTS for a in alerts_in([m.value])]
+    assert [a.subject for a in raised] == ["unjoined_outcomes"], raised
+    assert raised[0].message.startswith(f"100.0% of the last 4,000 outcomes of {MODEL} matched no prediction")
+    assert handler.idle() == []  # said once
+
+
 def test_a_second_label_change_after_the_error_recovered_alerts_at_once(
     model_repository: ModelRepository,
 ) -> None:

@@ -53,6 +53,9 @@ class ModelInputs:
     def observe_join(self, records: Sequence[RecordLike]) -> Observed:
         return Observed()
 
+    def observe_idle(self) -> Observed:
+        return Observed()
+
 
 @pytest.fixture(scope="module")
 def served(model_repository: ModelRepository) -> tuple[RequestHandler, dict[str, ModelSpec], ModelInputs]:

@@ -100,8 +100,8 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 class Harness:
-    def __init__(self, **options: Any) -> None:
-        self.handler = Echo()
+    def __init__(self, handler: Echo | None = None, **options: Any) -> None:
+        self.handler = handler or Echo()
         self.consumer = FakeConsumer()
         self.producer = FakeProducer()
         self.loop = ServingLoop(
@@ -233,3 +233,32 @@ async def test_an_alert_of_a_batch_whose_produce_failed_is_published_after_the_r
     assert h.producer.sent[2][1].messages == [(b"alert-1", b"drift")]
     assert gate.observed == [*range(10), 10, 11]
     assert h.consumer.commits[-1] == {TP: 12}
+
+
+class Idler(Echo):
+    """An Echo with idle work: one message the first time the loop finds nothing to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = [OutgoingMessage("alerts", b"a", b"unjoined", 0)]
+        self.idle_calls = 0
+
+    def idle(self) -> list[OutgoingMessage]:
+        self.idle_calls += 1
+        pending, self.pending = self.pending, []
+        return pending
+
+
+async def test_an_idle_loop_publishes_what_its_handler_settles_with_time() -> None:
+    # Outcomes past the join's grace were published only with the next batch, however late it came.
+    idler = Idler()
+    async with Harness(idler) as h:
+        await until(lambda: len(h.producer.sent) == 1)
+        topic, batch = h.producer.sent[0]
+        assert (topic, batch.messages) == ("alerts", [(b"a", b"unjoined")])
+        h.producer.acks[0].set_result(None)
+        await until(lambda: idler.idle_calls >= 3)
+        assert len(h.producer.sent) == 1 and h.consumer.commits == []  # nothing more; no offsets
+        h.consumer.queued.append(records(0, 5))  # and batches go on as before
+        await until(lambda: len(h.producer.sent) == 2)
+        assert idler.batches == [[0, 1, 2, 3, 4]]
