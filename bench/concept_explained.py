@@ -21,8 +21,11 @@ the real handler, in process, every outcome joined after its request's batch; fr
   margin, where the verdict is a coin toss);
 * ``squeeze+flip``: the squeeze, and the labels follow the opposite rule.
 
-Run: ``.venv/bin/python -m bench.concept_explained [--seeds 20]`` (about 0.2 s per stream). Results
-in ``README.md`` ("Telling the causes apart").
+``--model forest`` runs the same streams through a random forest of a rule that is not linear
+(:data:`MODELS`).
+
+Run: ``.venv/bin/python -m bench.concept_explained [--seeds 20] [--model forest]`` (about 0.2 s per
+stream). Results in ``README.md`` ("Telling the causes apart") and ``bench/results/concept_explained*.txt``.
 """
 
 from __future__ import annotations
@@ -55,12 +58,21 @@ CAUSE = {
 }
 
 
-def probability(X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+MODELS = ("middle", "forest")
+"""``middle``: the test's logistic regression. ``forest``: a random forest (50 trees, leaves of at
+least 20 rows) of a rule that is not linear, P(y=1) = sigmoid(4 x0 + 3 sin(2 x1)), whose
+probabilities only the calibration makes honest."""
+
+
+def probability(X: npt.NDArray[np.float64], model: str = "middle") -> npt.NDArray[np.float64]:
+    if model == "forest":
+        return np.asarray(1.0 / (1.0 + np.exp(-(4.0 * X[:, 0] + 3.0 * np.sin(2.0 * X[:, 1])))))
     return np.asarray(1.0 / (1.0 + np.exp(-(4.0 * X[:, 0] + 0.5 * X[:, 1]))))
 
 
-def build(root: Path) -> None:
-    """The ``middle`` package in ``root``."""
+def build(root: Path, model: str = "middle") -> None:
+    """The ``model`` package in ``root``."""
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
     from agent.models.repository import ModelRepository
@@ -68,25 +80,31 @@ def build(root: Path) -> None:
     from agent.packaging.training import TrainingResult
 
     rng = np.random.default_rng(3)  # drawn in the test's order: the same package
-    X, y = _labelled(rng, 6000)
-    X_holdout, y_holdout = _labelled(rng, 3000)
-    result = TrainingResult(LogisticRegression().fit(X, y), X, y, list(NAMES), X_holdout, y_holdout)
-    build_package(result, name="middle", version="1", repository=ModelRepository(root))
+    X, y = _labelled(rng, 6000, model)
+    X_holdout, y_holdout = _labelled(rng, 3000, model)
+    forest = RandomForestClassifier(n_estimators=50, min_samples_leaf=20, random_state=0)
+    fitted = (forest if model == "forest" else LogisticRegression()).fit(X, y)
+    result = TrainingResult(fitted, X, y, list(NAMES), X_holdout, y_holdout)
+    build_package(result, name=model, version="1", repository=ModelRepository(root))
 
 
-def _labelled(rng: np.random.Generator, n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+def _labelled(
+    rng: np.random.Generator, n: int, model: str = "middle"
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     X = rng.normal(size=(n, 3))
-    return X, (rng.random(n) < probability(X)).astype(np.int64)
+    return X, (rng.random(n) < probability(X, model)).astype(np.int64)
 
 
-def stream(scenario: str, seed: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+def stream(
+    scenario: str, seed: int, model: str = "middle"
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     rng = np.random.default_rng((16, SCENARIOS.index(scenario), seed))
     rows = rng.normal(size=(EVENTS, 3))
     if "squeeze" in scenario:
         rows[CHANGE:, 0] *= 0.2
     if scenario == "halve":
         rows[CHANGE:, 0] *= 0.5
-    labels = (rng.random(EVENTS) < probability(rows)).astype(np.int64)
+    labels = (rng.random(EVENTS) < probability(rows, model)).astype(np.int64)
     if "flip" in scenario:
         share = {"flip20": 0.2, "flip10": 0.1}.get(scenario, 1.0)
         flipped = rng.random(EVENTS - CHANGE) < share
@@ -94,17 +112,17 @@ def stream(scenario: str, seed: int) -> tuple[npt.NDArray[np.float64], npt.NDArr
     return rows, labels
 
 
-def concept_alert(root: Path, scenario: str, seed: int) -> Alert | None:
+def concept_alert(root: Path, scenario: str, seed: int, model: str = "middle") -> Alert | None:
     """The first concept alert of a stream, if any."""
     handler, _ = in_process_serving(root, outcomes=True)
-    rows, labels = stream(scenario, seed)
+    rows, labels = stream(scenario, seed, model)
     for start in range(0, EVENTS, BATCH):
         span = range(start, start + BATCH)
         requests = [
-            _record("requests", i, {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))})
+            _record("requests", i, {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))}, model)
             for i in span
         ]
-        outcomes = [_record("outcomes", i, {"label": int(labels[i])}) for i in span]
+        outcomes = [_record("outcomes", i, {"label": int(labels[i])}, model) for i in span]
         for records in (requests, outcomes):
             for message in handler.handle(records):
                 if message.topic != "alerts" or message.value is None:
@@ -115,21 +133,23 @@ def concept_alert(root: Path, scenario: str, seed: int) -> Alert | None:
     return None
 
 
-def _record(topic: str, i: int, body: dict[str, object]) -> Record:
-    value = json.dumps({"request_id": f"r{i}", "model": "middle", **body}).encode()
+def _record(topic: str, i: int, body: dict[str, object], model: str = "middle") -> Record:
+    value = json.dumps({"request_id": f"r{i}", "model": model, **body}).encode()
     return Record(topic, i % 4, i, None, value)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="streams per scenario (default: 20)")
+    parser.add_argument("--model", choices=MODELS, default="middle", help="the model (default: middle)")
     args = parser.parse_args(argv)
+    model = args.model
     logging.disable(logging.WARNING)  # the alerts' own log lines: the table is the output
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        build(root)
+        build(root, model)
         print(
-            f"middle/1, {EVENTS:,} events per stream, the change at event {CHANGE:,}, "
+            f"{model}/1, {EVENTS:,} events per stream, the change at event {CHANGE:,}, "
             f"seeds 0-{args.seeds - 1}"
         )
         print(f"{'scenario':>13}  {'cause':>6}  {'alerts':>6}  {'said inputs':>11}  {'said labels':>11}  "
@@ -138,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             said: Counter[str] = Counter()
             realised, estimated = [], []
             for seed in range(args.seeds):
-                alert = concept_alert(root, scenario, seed)
+                alert = concept_alert(root, scenario, seed, model)
                 if alert is None:
                     continue
                 extra = alert.evidence.extra
