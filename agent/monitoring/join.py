@@ -36,7 +36,12 @@ comes meanwhile joins it (:meth:`OutcomeJoin.take_late`), and past the grace it 
 loop's idle polls through ``DriftObserver.observe_idle``). Waiting outcomes are few and bounded (a tenth of
 ``max_entries``; beyond, an outcome is unmatched at once), and they are in the join topic too: a
 restore parks those whose prediction it did not meet, which join as any other if it comes, and are
-dropped without being counted again if not. A waiting outcome is kept as its copy's bytes
+dropped without being counted again if not. A restore cannot tell a copy that its previous owner
+joined to a prediction older than the restore's window (``ttl_s`` back) from one still waiting, so it
+counts neither: an outcome that was still waiting when its partition moved, and whose prediction never
+comes, is counted by no worker. (Marking each expired outcome on the join topic would count the
+second kind, but without a mark for each joined one, which would double the topic's records, the
+first kind would then be counted unmatched after every restart.) A waiting outcome is kept as its copy's bytes
 (:class:`Parked`, ~350 bytes), not decoded (~1 KB).
 
 Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
