@@ -32,17 +32,17 @@ catching up after an outage) one topic's partitions may be read ahead of the oth
 right after their requests race them. With ``grace_s``, an outcome whose prediction is not known yet
 **waits** for it that long (:meth:`OutcomeJoin.match` returns :data:`WAITING`): a prediction that
 comes meanwhile joins it (:meth:`OutcomeJoin.take_late`), and past the grace it counts as unmatched
-(:meth:`OutcomeJoin.expire_waiting`, called with every batch and, on an idle worker, by the serving
-loop's idle polls through ``DriftObserver.observe_idle``). Waiting outcomes are few and bounded (a tenth of
-``max_entries``; beyond, an outcome is unmatched at once), and they are in the join topic too: a
-restore parks those whose prediction it did not meet, which join as any other if it comes, and are
-dropped without being counted again if not. A restore cannot tell a copy that its previous owner
-joined to a prediction older than the restore's window (``ttl_s`` back) from one still waiting, so it
-counts neither: an outcome that was still waiting when its partition moved, and whose prediction never
-comes, is counted by no worker. (Marking each expired outcome on the join topic would count the
-second kind, but without a mark for each joined one, which would double the topic's records, the
-first kind would then be counted unmatched after every restart.) A waiting outcome is kept as its copy's bytes
-(:class:`Parked`, ~350 bytes), not decoded (~1 KB).
+(:meth:`OutcomeJoin.expire_waiting`, called with every batch and, on an idle worker, by the
+serving loop's idle polls through ``DriftObserver.observe_idle``). Waiting outcomes are few and
+bounded (a tenth of ``max_entries``; beyond, an outcome is unmatched at once), and they are in the
+join topic too: a restore parks those whose prediction it did not meet, which join as any other if it
+comes, and are dropped without being counted again if not. A restore cannot tell a copy that its
+previous owner joined to a prediction older than the restore's window (``ttl_s`` back) from one
+still waiting, so it counts neither: an outcome that was still waiting when its partition moved, and
+whose prediction never comes, is counted by no worker. (Marking each expired outcome on the join
+topic would count the second kind; but without a mark for each joined one as well, which would
+double the topic's records, the first kind would then be counted unmatched after every restart.) A
+waiting outcome is kept as its copy's bytes (:class:`Parked`, ~350 bytes), not decoded (~1 KB).
 
 Memory is bounded by ``max_entries`` per worker (oldest dropped first, counted), and entries older
 than ``ttl_s`` are dropped and counted as unmatched. An entry costs a dict slot and a 64-bit key:
