@@ -470,6 +470,21 @@ class WebhookDelivery:
     """The incident's id, for a notification."""
     detail: str = ""
     """A notification's change, in words."""
+    covers: frozenset[str] = frozenset()
+    """The ids of the alerts a notification's timeline holds (an alert delivery: its own id)."""
+
+
+def delivered_alerts(deliveries: Iterable[WebhookDelivery]) -> set[str]:
+    """The ids of the alerts that reached the receiver in a verified delivery: their own, or in the
+    timeline of their incident's notification (with incidents, the default, an alert that joins an
+    incident is delivered as that incident's update, under the notification's id).
+
+    Example:
+        >>> delivered_alerts([WebhookDelivery("n-1", True, "incident", covers=frozenset({"a", "b"})),
+        ...                   WebhookDelivery("c", False, covers=frozenset({"c"}))]) == {"a", "b"}
+        True
+    """
+    return {alert for d in deliveries if d.verified for alert in d.covers}
 
 
 @dataclass
@@ -748,6 +763,7 @@ class WebhookReceiver:
         body = await request.read()
         verified = verify_signature(self.secret, body, request.headers)
         kind = subject = incident = detail = ""
+        covers: frozenset[str] = frozenset()
         if verified:
             try:
                 record = decode_record(body)
@@ -761,10 +777,12 @@ class WebhookReceiver:
                         record.incident_id,
                         record.change,
                     )
+                    covers = frozenset(entry.alert_id for entry in record.timeline)
                 else:
                     kind, subject = record.kind.value, record.subject
+                    covers = frozenset([record.alert_id])
         delivery = WebhookDelivery(
-            request.headers.get(ID_HEADER, ""), verified, kind, subject, incident, detail
+            request.headers.get(ID_HEADER, ""), verified, kind, subject, incident, detail, covers
         )
         self.deliveries.append(delivery)
         if self.on_delivery is not None:

@@ -504,12 +504,15 @@ class Demo:
             await admin.close()
 
     async def _settle(self, receiver: WebhookReceiver) -> None:
-        """Gives the alerts the worker raised last the time to reach the topic reader and the webhook."""
+        """Gives the alerts the worker raised last the time to reach the topic reader and the webhook:
+        until every alert read from the topic is in a delivery (its own, or the timeline of its
+        incident's notification), for at most 20 s."""
+        from agent.demo.evaluation import delivered_alerts
+
         await asyncio.sleep(2.0)
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline:
-            delivered = {d.alert_id for d in receiver.deliveries if d.verified}
-            if set(self.alerts) <= delivered:
+            if set(self.alerts) <= delivered_alerts(receiver.deliveries):
                 return
             await asyncio.sleep(0.5)
 

@@ -29,6 +29,7 @@ from agent.demo.evaluation import (
     WebhookDelivery,
     WebhookReceiver,
     compress,
+    delivered_alerts,
     evaluate,
     expectations,
     plot_demo,
@@ -376,6 +377,7 @@ async def test_webhook_receiver_verifies_signatures() -> None:
         (alert.alert_id, False, "", ""),
     ]
     assert receiver.deliveries == seen
+    assert delivered_alerts(seen) == {alert.alert_id}  # the verified one only
 
 
 async def test_webhook_receiver_reads_incident_notifications() -> None:
@@ -397,6 +399,12 @@ async def test_webhook_receiver_reads_incident_notifications() -> None:
     assert [(d.kind, d.subject, d.incident) for d in seen] == [
         ("incident", status, reports[0].incident_id) for status in ("opened", "updated", "resolved")
     ]
+    # Each alert is delivered in its incident's notifications, under their ids, not its own: the demo
+    # waited for deliveries with the alerts' ids, and so 20 s at the end of every run, in vain.
+    opened, grew = ({e.alert_id for e in r.timeline if e.change == "opened"} for r in reports[:2])
+    assert len(opened) == 1 and len(grew) == 2
+    assert not {d.alert_id for d in seen} & grew
+    assert delivered_alerts(seen[:1]) == opened and delivered_alerts(seen) == grew
     summary = DemoSummary("r", 1, 1, 1, 0, 0, 1, 0, [], [], webhook=seen)
     assert (
         "3 deliveries, 3 signatures verified (1 incidents: 1 opened, 1 updated, 1 resolved)"
