@@ -367,6 +367,15 @@ def test_a_detection_not_clearly_beyond_the_bound_is_judged_on_the_blocks_after_
     assert shift - settings.alert_margin_z / count**0.5 >= settings.recovery_shift_sd
 
 
+def clocked_observer(now: list[float]) -> DriftObserver:
+    """An observer, and its incidents, on the clock ``now[0]`` (no latency watch)."""
+    return DriftObserver(
+        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
+        settings=NO_LATENCY_WATCH,
+        clock=lambda: now[0],
+    )
+
+
 def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_monitor_is_blind(
     model_repository: ModelRepository,
 ) -> None:
@@ -375,11 +384,7 @@ def test_outcomes_later_than_the_join_keeps_its_predictions_say_the_concept_moni
     trained = classification_20(n_estimators=10, n_samples=2000)
     X, y = np.asarray(trained.X_reference), np.asarray(trained.y_reference)
     now = [1_000_000.0]
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
-        settings=NO_LATENCY_WATCH,
-        clock=lambda: now[0],
-    )
+    observer = clocked_observer(now)
     handler, _ = make_handler(model_repository.root, observer, outcomes=True)
     features = features_of(X)
 
@@ -442,11 +447,7 @@ def test_outcomes_past_the_grace_on_an_idle_worker_are_counted_when_it_ends(
     the unjoined-outcomes alert raised) only when the next batch came, minutes or days later. The
     serving loop asks the handler for its idle work when a poll returns nothing."""
     now = [1_000_000.0]
-    observer = DriftObserver(
-        IncidentManager(InMemoryIncidentStore(), cooldown_s=3600, clock=lambda: now[0]),
-        settings=NO_LATENCY_WATCH,
-        clock=lambda: now[0],
-    )
+    observer = clocked_observer(now)
     handler, _ = make_handler(model_repository.root, observer, outcomes=True)
     trained = classification_20(n_estimators=10, n_samples=2000)
     alerts = send(handler, "requests", range(10_000, 10_500), features_of(np.asarray(trained.X_reference)))
