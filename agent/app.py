@@ -261,7 +261,7 @@ def create_app(settings: Settings) -> Driftline:
     fleet_monitor = None
     if fleet:
         assert observer is not None
-        fleet_monitor = wire_fleet_monitor(app, settings, observer, metrics, registry)
+        fleet_monitor = wire_fleet_monitor(app, settings, observer, metrics, registry, incident_store)
     driftline = Driftline(
         settings, app, registry, handler, serving, metrics, incidents, observer, fleet_monitor
     )
@@ -361,9 +361,11 @@ def wire_fleet_monitor(
     worker: DriftObserver,
     metrics: Metrics,
     registry: ModelRegistry,
+    incident_store: KafkaIncidentStore | None = None,
 ) -> FleetMonitor:
     """The models' one monitor (:mod:`agent.alerting.fleet_monitor`): a Faust agent on the statistics
-    topic, in the app's group, so that each model's partition has one host among the workers."""
+    topic, in the app's group, so that each model's partition has one host among the workers. The
+    incident records its alerts open go out with them (``incident_store``'s queue)."""
     options = aiokafka_options(settings.kafka)
     topic_name = stats_topic(settings)
     # Beside the worker's own observer (which ships), on the same incident gate, groups and context:
@@ -379,7 +381,10 @@ def wire_fleet_monitor(
 
     async def publish(messages: list[OutgoingMessage]) -> None:
         # All sent before any is awaited: one produce request, and a reader sees them together.
-        sent = [await app.producer.send(m.topic, m.key, m.value, m.partition, None, None) for m in messages]
+        sent = [
+            await app.producer.send(m.topic, m.key, m.value, m.partition, None, list(m.headers) or None)
+            for m in messages
+        ]
         await asyncio.gather(*sent)
 
     async def replay(
@@ -396,7 +401,7 @@ def wire_fleet_monitor(
             last=settings.monitoring.stats_replay_records if bounded else until - (first or 0),
         )
 
-    monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay)
+    monitor = FleetMonitor(observer, publish, settings.topics.alerts, replay, incidents=incident_store)
 
     async def flush_stats() -> None:
         # The blocks the worker's observer held back (stats_interval_s) reach the monitor after a lull.

@@ -4,7 +4,9 @@ Every worker ships its monitors' blocks to the statistics topic keyed by model
 (:mod:`agent.monitoring.fleet`); the worker that Faust's group assigns a partition of that topic
 hosts the monitors of the models keyed there. :class:`FleetMonitor` (plain logic, no Faust) runs
 each record through its :class:`~agent.monitoring.observer.DriftObserver` and publishes what passes
-the incident gate to the alerts topic, before the record's offset is committed. This is the low
+the incident gate to the alerts topic, before the record's offset is committed; the incident records
+those alerts opened or changed go in the same produce request (:class:`IncidentRecords`), so that a
+host killed once its alert is on the topic has recorded the incident too. This is the low
 volume, keyed, stateful stream Faust's agents fit: a few records per batch of requests, not per
 event.
 
@@ -35,6 +37,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from agent.monitoring.batch import Observed
@@ -60,6 +63,13 @@ class Replay(Protocol):
     ) -> Awaitable[bool]: ...
 
 
+class IncidentRecords(Protocol):
+    """The incident store's queued records, handed over to be published with the alerts
+    (:meth:`~agent.alerting.incident_store.KafkaIncidentStore.taken`)."""
+
+    def taken(self) -> AbstractAsyncContextManager[list[OutgoingMessage]]: ...
+
+
 class FleetMonitor:
     """Statistics records in, alerts and incident reports out, with state rebuilt per partition.
 
@@ -69,6 +79,8 @@ class FleetMonitor:
         alerts_topic: Where alerts and incident reports go.
         replay: Reads a partition back (see :data:`Replay`).
         backoff: Between attempts to publish.
+        incidents: Where the incident gate's records wait to be written; they are published with
+            the alerts. None: the store writes them itself (an in-memory store has none to write).
     """
 
     def __init__(
@@ -79,12 +91,14 @@ class FleetMonitor:
         replay: Replay,
         *,
         backoff: Backoff | None = None,
+        incidents: IncidentRecords | None = None,
     ) -> None:
         self.observer = observer
         self.publish = publish
         self.alerts_topic = alerts_topic
         self.replay = replay
         self.backoff = backoff or Backoff(0.5, 30.0)
+        self.incidents = incidents
         self._ready: set[int] = set()
         self._committed: dict[int, int] = {}
         self._models: dict[int, set[tuple[str, str]]] = {}
@@ -126,8 +140,13 @@ class FleetMonitor:
         self.records += 1
         messages = self.messages(observed)
         self.busy_s += time.perf_counter() - started
-        if messages:
+        if not messages:
+            return
+        if self.incidents is None:
             await self._publish(messages)
+            return
+        async with self.incidents.taken() as records:
+            await self._publish(messages + records)
 
     async def _publish(self, messages: list[OutgoingMessage]) -> None:
         """Publishes until the broker takes them: the record is not acknowledged (its offset not

@@ -3,7 +3,8 @@
 The Kafka-backed :class:`~agent.monitoring.incidents.IncidentStore`: the incident gate itself is
 monitoring's (:mod:`agent.monitoring.incidents`); this is its transport.
 
-May import: :mod:`agent.monitoring.incidents`, :mod:`agent.errors`, :mod:`agent.kafka`.
+May import: :mod:`agent.monitoring.incidents`, :mod:`agent.serving.messages`, :mod:`agent.errors`,
+:mod:`agent.kafka`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,6 +27,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from agent.errors import ServiceUnavailableError
 from agent.monitoring.incidents import Incident, IncidentKey, IncidentListener
 from agent.retry import Backoff
+from agent.serving.messages import OutgoingMessage
 
 __all__ = ["KafkaIncidentStore"]
 
@@ -40,6 +44,12 @@ class KafkaIncidentStore:
     arrive. ``put`` only queues the record; a background task produces it. Each record carries the
     writer's id in a header so that a store skips its own records when they come back: applying them
     again could undo a newer local change for a moment.
+
+    :meth:`taken` hands the queued records to a caller that publishes them itself, in one produce
+    request with the alerts they belong to: the fleet monitor does, so that a worker killed the moment
+    its alert is on the alerts topic has written the alert's incident too (written apart, by this
+    store's own producer a few milliseconds later, the kill could land between the two, and the next
+    host alerted the drift again).
 
     Parameters:
         topic: The compacted incidents topic.
@@ -70,6 +80,9 @@ class KafkaIncidentStore:
         self._writer_id = uuid.uuid4().hex.encode()
         self._listeners: list[IncidentListener] = []
         self._pending: deque[tuple[IncidentKey, Incident | None]] = deque()
+        self._sending = asyncio.Lock()
+        """Held while a record is written, by this store's writer or by a :meth:`taken` caller: the
+        records of one key reach the topic in the order they were put."""
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -231,6 +244,31 @@ class KafkaIncidentStore:
                 continue
             self.received += self._apply_records(batches, skip_own=True)
 
+    def _message(self, key: IncidentKey, incident: Incident | None) -> OutgoingMessage:
+        return OutgoingMessage(
+            self.topic,
+            json.dumps(list(key), separators=(",", ":")).encode(),
+            None if incident is None else incident.to_json(),
+            headers=((self._HEADER, self._writer_id),),
+        )
+
+    @asynccontextmanager
+    async def taken(self) -> AsyncIterator[list[OutgoingMessage]]:
+        """The records queued so far, for the caller to publish within the ``async with`` block; they
+        count as written when it ends without an error, and go back to the front of the queue when
+        it raises. Meanwhile this store's writer waits (and a record it was writing is written first),
+        so that no later record of a key can overtake them."""
+        async with self._sending:
+            taken = []
+            while self._pending:  # put() may append from another thread meanwhile
+                taken.append(self._pending.popleft())
+            try:
+                yield [self._message(key, incident) for key, incident in taken]
+            except BaseException:
+                self._pending.extendleft(reversed(taken))
+                raise
+            self.written += len(taken)
+
     async def _write(self) -> None:
         producer = self._producer
         assert producer is not None
@@ -240,21 +278,22 @@ class KafkaIncidentStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                key, incident = self._pending[0]
-                try:
-                    await producer.send_and_wait(
-                        self.topic,
-                        key=json.dumps(list(key), separators=(",", ":")).encode(),
-                        value=None if incident is None else incident.to_json(),
-                        headers=[(self._HEADER, self._writer_id)],
-                    )
-                except KafkaError as exc:
-                    # Keep the record and retry: losing it only means a duplicate alert after a restart,
-                    # but there is no reason to lose it.
-                    log.warning("incident store: writing to %s failed (%r); retrying", self.topic, exc)
-                    failures += 1
-                    await asyncio.sleep(backoff.delay(failures))
-                    continue
-                failures = 0
-                self._pending.popleft()
-                self.written += 1
+                async with self._sending:
+                    if not self._pending:
+                        break  # taken meanwhile
+                    message = self._message(*self._pending[0])
+                    try:
+                        await producer.send_and_wait(
+                            message.topic, key=message.key, value=message.value, headers=list(message.headers)
+                        )
+                    except KafkaError as exc:
+                        # Keep the record and retry: losing it only means a duplicate alert after a
+                        # restart, but there is no reason to lose it.
+                        log.warning("incident store: writing to %s failed (%r); retrying", self.topic, exc)
+                        failures += 1
+                    else:
+                        failures = 0
+                        self._pending.popleft()
+                        self.written += 1
+                        continue
+                await asyncio.sleep(backoff.delay(failures))

@@ -15,3 +15,5 @@ class OutgoingMessage(NamedTuple):
     value: bytes | None
     """``None`` is a tombstone (compacted changelogs)."""
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """Kafka record headers (the incident store marks its records with their writer)."""

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -38,6 +39,11 @@ async def start_worker(bootstrap: str, topic: str) -> IncidentManager:
     manager = IncidentManager(store, cooldown_s=900)
     await store.start()
     return manager
+
+
+def store_of(manager: IncidentManager) -> KafkaIncidentStore:
+    assert isinstance(manager.store, KafkaIncidentStore)
+    return manager.store
 
 
 async def wait_for(condition: object, timeout: float = 10.0) -> None:
@@ -108,3 +114,40 @@ async def test_workers_share_incidents(kafka_bootstrap: str, unique: str) -> Non
         await b.store.stop()
     # How long the race window is in which both could alert: a produce plus a fetch.
     assert seen_after < 5.0
+
+
+async def test_records_published_by_another_producer_reach_other_workers_once(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    # The fleet monitor publishes the store's queued records with its alerts, through the app's
+    # producer: the other worker applies them, the store's own writer does not write them again, and
+    # their header keeps the store that queued them from applying them a second time.
+    topic = f"incidents-{unique}"
+    a = await start_worker(kafka_bootstrap, topic)
+    b = await start_worker(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        assert a.admit(make_alert(1))
+        async with store_of(a).taken() as records:
+            sent = [
+                await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)) for m in records
+            ]
+            await asyncio.gather(*sent)
+        await wait_for(lambda: b.is_open(KEY))
+        assert not b.admit(make_alert(2))
+        b.recover(KEY)
+        await wait_for(lambda: not a.is_open(KEY))  # b's close, written by b's own writer
+        # Each applied the other's record only.
+        assert store_of(a).received == 1 and store_of(b).received == 1
+    finally:
+        await producer.stop()
+        await a.store.stop()
+        await b.store.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await consumer.start()
+    try:
+        end = await consumer.end_offsets([TopicPartition(topic, 0)])
+    finally:
+        await consumer.stop()
+    assert end[TopicPartition(topic, 0)] == 2  # the opening, once, and the close

@@ -5,6 +5,7 @@ handler; the topic is a list here (``tests/integration/test_fleet.py`` has the b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from agent.alerting.fleet_monitor import FleetMonitor
+from agent.alerting.incident_store import KafkaIncidentStore
 from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
 from agent.monitoring.incidents import IncidentManager, InMemoryIncidentStore
@@ -166,3 +168,37 @@ async def test_a_record_that_is_not_statistics_is_skipped(
     await host.handle(1, 0, b'{"not": "statistics"}')
     await host.handle(1, 1, None)
     assert published == [] and "not a driftline statistics record" in caplog.text
+
+
+async def test_the_incident_an_alert_opens_is_published_with_it(
+    registry: ModelRegistry, records: list[bytes]
+) -> None:
+    # The incident store's records go out in the produce request of the alerts that opened them, so
+    # that a host killed as soon as its alert is on the topic has recorded the incident as well (the
+    # next host then does not alert the drift again). A Kafka store that is not started only queues.
+    store = KafkaIncidentStore("incidents", {"bootstrap_servers": "127.0.0.1:9"})
+    calls: list[list[OutgoingMessage]] = []
+
+    async def publish(messages: list[OutgoingMessage]) -> None:
+        calls.append(messages)
+
+    async def replay(
+        partition: int, until: int, apply: Callable[[list[bytes]], None], first: int | None = None
+    ) -> bool:
+        return True
+
+    observer = DriftObserver(IncidentManager(store), settings=SETTINGS, resolve=registry.resolve)
+    host = FleetMonitor(observer, publish, "alerts", replay, incidents=store)
+    host.assigned([0])
+    for offset, value in enumerate(records):
+        await host.handle(0, offset, value)
+    [call] = [c for c in calls if data_alerts([m for m in c if m.topic == "alerts"])]
+    alerts = [m for m in call if m.topic == "alerts" and not (m.key or b"").startswith(b"incident/")]
+    [alert] = [decode_alert(m.value) for m in alerts if m.value is not None]
+    [record] = [m for m in call if m.topic == "incidents"]
+    assert json.loads(record.key) == ["classification-20", "data", "x03"]
+    assert json.loads(record.value)["alert_id"] == alert.alert_id
+    assert [name for name, _ in record.headers] == ["driftline-writer"]  # its own store skips it
+    assert store.written == sum(m.topic == "incidents" for c in calls for m in c) > 0
+    async with store.taken() as left:
+        assert left == []  # nothing left for the store's own writer
