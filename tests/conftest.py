@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 
 from agent.models.repository import ModelRepository
-from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint
+from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint, use_worker_bucket
 
 # Apps that integration tests start as worker processes read their settings from the environment at
 # import time: --doctest-modules must not import them.
 collect_ignore = ["integration/apps"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    use_worker_bucket()  # run in parallel (pytest -n), an InfluxDB bucket per test process
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,13 @@ In order of preference:
    started them.
 
 An integration test never skips: a service that cannot be had fails the run, saying why.
+
+Run in parallel (``pytest -n 2``, pytest-xdist: the README's test command does), every test process
+shares the broker, where each test's topics and groups are its own (the ``unique`` fixture), but writes
+to an InfluxDB bucket of its own, ``<INFLUXDB_BUCKET>-<worker>`` (:func:`use_worker_bucket`): tests that
+read alerts back by model name and time range would otherwise read the other process's too. The
+parallel processes cannot start and stop the services for themselves (each would stop them under the
+other), so they need them given in the environment, as the README's test command gives them.
 """
 
 from __future__ import annotations
@@ -71,7 +78,36 @@ def _running(service: str) -> bool:
     return proc.returncode == 0
 
 
+def _xdist_worker() -> str | None:
+    """This process's pytest-xdist worker id (``gw0``, ``gw1``, ...), or None when not run in parallel."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def use_worker_bucket() -> None:
+    """Run in parallel, point ``INFLUXDB_BUCKET`` at this worker's own bucket (``conftest.py`` calls it
+    before any test): the ``influx`` fixture, and every process a test starts with this environment,
+    then write there. Run alone, it changes nothing."""
+    worker = _xdist_worker()
+    if worker:
+        os.environ["INFLUXDB_BUCKET"] = f"{os.environ.get('INFLUXDB_BUCKET', 'driftline')}-{worker}"
+
+
+def _ensure_bucket(endpoint: InfluxEndpoint) -> None:
+    """Creates ``endpoint.bucket`` if it does not exist (a parallel worker's own, on its first run)."""
+    from influxdb_client import InfluxDBClient
+
+    with InfluxDBClient(url=endpoint.url, token=endpoint.token, org=endpoint.org) as client:
+        buckets = client.buckets_api()
+        if buckets.find_bucket_by_name(endpoint.bucket) is None:
+            buckets.create_bucket(bucket_name=endpoint.bucket, org=endpoint.org)
+
+
 def _local_env(service: str) -> tuple[dict[str, str], Stop]:
+    if _xdist_worker():
+        raise RuntimeError(
+            f"tests run in parallel (pytest -n) need {service} given in the environment: run "
+            'scripts/test, or `scripts/services up` and `eval "$(scripts/services env)"` first'
+        )
     was_running = _running(service)
     _services("up", service)
     env: dict[str, str] = {}
@@ -105,15 +141,15 @@ def kafka_endpoint() -> tuple[str, Stop]:
 def influx_endpoint() -> tuple[InfluxEndpoint, Stop]:
     """A running InfluxDB 2.x with an org, a bucket and a token, and how to stop it."""
     if os.environ.get("INFLUXDB_URL") and os.environ.get("INFLUXDB_TOKEN"):
-        return (
-            InfluxEndpoint(
-                url=os.environ["INFLUXDB_URL"],
-                token=os.environ["INFLUXDB_TOKEN"],
-                org=os.environ.get("INFLUXDB_ORG", "driftline"),
-                bucket=os.environ.get("INFLUXDB_BUCKET", "driftline"),
-            ),
-            _nothing,
+        endpoint = InfluxEndpoint(
+            url=os.environ["INFLUXDB_URL"],
+            token=os.environ["INFLUXDB_TOKEN"],
+            org=os.environ.get("INFLUXDB_ORG", "driftline"),
+            bucket=os.environ.get("INFLUXDB_BUCKET", "driftline"),
         )
+        if _xdist_worker():
+            _ensure_bucket(endpoint)
+        return endpoint, _nothing
     if docker_engine_answers():
         # The generic container, because testcontainers' influxdb module imports the 1.x client.
         from testcontainers.core.container import DockerContainer
