@@ -385,7 +385,9 @@ CLOSED_BY_SURVIVOR = f"incident closed: {MODEL}/data/x03"
         # about the kill, not about that.
         pytest.param("mid-drift", 0.3, id="mid-drift"),
         # As soon as the alert is on the topic: the record that fired is usually not committed yet, and
-        # the survivor reads it again.
+        # the survivor reads it again. It finds the incident open: its record went out in the alert's
+        # produce request (written after it by the incident store's producer, a kill between the two
+        # made the survivor alert again, which two test processes on two cores hit once).
         pytest.param("after-alert", 0.4, id="after-alert"),
     ],
 )
