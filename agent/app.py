@@ -361,7 +361,7 @@ def wire_fleet_monitor(
     worker: DriftObserver,
     metrics: Metrics,
     registry: ModelRegistry,
-    incident_store: KafkaIncidentStore | None = None,
+    incident_store: KafkaIncidentStore,
 ) -> FleetMonitor:
     """The models' one monitor (:mod:`agent.alerting.fleet_monitor`): a Faust agent on the statistics
     topic, in the app's group, so that each model's partition has one host among the workers. The
