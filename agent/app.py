@@ -256,6 +256,8 @@ def create_app(settings: Settings) -> Driftline:
         batch_max_wait_ms=settings.serving.batch_max_wait_ms,
         resend_topics=[settings.topics.alerts],
         held=held_stats(observer, stats_topic(settings)) if fleet and observer is not None else None,
+        # The incident records of the alerts a batch raised go out in the batch's produce request.
+        queued=incident_store,
         loop=app.loop,
     )
     fleet_monitor = None

@@ -5,10 +5,10 @@ Every worker ships its monitors' blocks to the statistics topic keyed by model
 hosts the monitors of the models keyed there. :class:`FleetMonitor` (plain logic, no Faust) runs
 each record through its :class:`~agent.monitoring.observer.DriftObserver` and publishes what passes
 the incident gate to the alerts topic, before the record's offset is committed; the incident records
-those alerts opened or changed go in the same produce request (:class:`IncidentRecords`), so that a
-host killed once its alert is on the topic has recorded the incident too. This is the low
-volume, keyed, stateful stream Faust's agents fit: a few records per batch of requests, not per
-event.
+those alerts opened or changed go in the same produce request
+(:class:`~agent.serving.messages.QueuedRecords`), so that a host killed once its alert is on the topic
+has recorded the incident too. This is the low volume, keyed, stateful stream Faust's agents fit: a
+few records per batch of requests, not per event.
 
 **State** (detectors, windows, detection counts) is rebuilt by replaying the topic: when a partition
 is assigned, the first record the agent reads from it is preceded by a read-back of that partition
@@ -37,14 +37,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from agent.monitoring.batch import Observed
 from agent.monitoring.fleet import WORKER_STATS, decode_stats
 from agent.monitoring.observer import DriftObserver
 from agent.retry import Backoff
-from agent.serving.messages import OutgoingMessage
+from agent.serving.messages import OutgoingMessage, QueuedRecords
 from schemas.alert import encode_alert
 from schemas.incident import encode_incident
 
@@ -61,13 +60,6 @@ class Replay(Protocol):
     def __call__(
         self, partition: int, until: int, apply: Callable[[list[bytes]], None], first: int | None = None
     ) -> Awaitable[bool]: ...
-
-
-class IncidentRecords(Protocol):
-    """The incident store's queued records, handed over to be published with the alerts
-    (:meth:`~agent.alerting.incident_store.KafkaIncidentStore.taken`)."""
-
-    def taken(self) -> AbstractAsyncContextManager[list[OutgoingMessage]]: ...
 
 
 class FleetMonitor:
@@ -91,7 +83,7 @@ class FleetMonitor:
         replay: Replay,
         *,
         backoff: Backoff | None = None,
-        incidents: IncidentRecords | None = None,
+        incidents: QueuedRecords | None = None,
     ) -> None:
         self.observer = observer
         self.publish = publish

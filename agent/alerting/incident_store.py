@@ -46,10 +46,11 @@ class KafkaIncidentStore:
     again could undo a newer local change for a moment.
 
     :meth:`taken` hands the queued records to a caller that publishes them itself, in one produce
-    request with the alerts they belong to: the fleet monitor does, so that a worker killed the moment
-    its alert is on the alerts topic has written the alert's incident too (written apart, by this
-    store's own producer a few milliseconds later, the kill could land between the two, and the next
-    host alerted the drift again).
+    request with the alerts they belong to: the fleet monitor and the serving loop do, so that a
+    worker killed the moment its alert is on the alerts topic has written the alert's incident too
+    (written apart, by this store's own producer a few milliseconds later, the kill could land between
+    the two, and the next host, or the worker restarted, alerted the drift again). It is a
+    :class:`~agent.serving.messages.QueuedRecords`.
 
     Parameters:
         topic: The compacted incidents topic.
@@ -93,6 +94,12 @@ class KafkaIncidentStore:
 
     def attach(self, listener: IncidentListener) -> None:
         self._listeners.append(listener)
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet written; 0 until :meth:`start` has made sure of the topic (a
+        producer of the app's own would create it, not compacted, where brokers create topics)."""
+        return len(self._pending) if self._started else 0
 
     def put(self, key: IncidentKey, incident: Incident | None) -> None:
         self._pending.append((key, incident))
@@ -254,10 +261,11 @@ class KafkaIncidentStore:
 
     @asynccontextmanager
     async def taken(self) -> AsyncIterator[list[OutgoingMessage]]:
-        """The records queued so far, for the caller to publish within the ``async with`` block; they
-        count as written when it ends without an error, and go back to the front of the queue when
-        it raises. Meanwhile this store's writer waits (and a record it was writing is written first),
-        so that no later record of a key can overtake them."""
+        """The records queued so far, for the caller to publish within the ``async with`` block (a
+        caller that may run before :meth:`start` checks :attr:`pending` first); they count as written
+        when it ends without an error, and go back to the front of the queue when it raises.
+        Meanwhile this store's writer waits (and a record it was writing is written first), so that
+        no later record of a key can overtake them."""
         async with self._sending:
             taken = []
             while self._pending:  # put() may append from another thread meanwhile

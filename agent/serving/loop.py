@@ -49,7 +49,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
-from agent.serving.messages import OutgoingMessage
+from agent.serving.messages import OutgoingMessage, QueuedRecords
 
 __all__ = ["BatchHandler", "LoopStats", "ServingLoop"]
 
@@ -122,6 +122,9 @@ class ServingLoop(Service):
             after the in-flight batches are drained, ``on_assigned`` before the first batch.
         resend_topics: Messages to these topics (alerts) are published again after a rewind:
             the handler does not make them twice (an alert's incident is open by then).
+        queued: Records queued beside the handler (the incident records of the alerts it raised),
+            taken after each batch is handled and published in the batch's produce request after
+            its messages; published again after a rewind, as alerts are.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class ServingLoop(Service):
         freeze_heap: bool = True,
         resend_topics: Iterable[str] = (),
         held: Callable[[], list[OutgoingMessage]] | None = None,
+        queued: QueuedRecords | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -160,6 +164,7 @@ class ServingLoop(Service):
         self._in_flight: deque[_InFlight] = deque()
         self.resend_topics = frozenset(resend_topics)
         self.held = held
+        self.queued = queued
         """What the handler held back from the batches it answered (a fleet worker's statistics
         between two records), published when the loop drains: at a stop and before a revocation."""
         self._resend: list[OutgoingMessage] = []
@@ -287,9 +292,29 @@ class ServingLoop(Service):
     ) -> None:
         outgoing = list(self._handle(records)) if records else []
         outgoing.extend(extra)
+        queued = self.queued
+        if queued is None or not queued.pending:
+            await self._publish_batch(records, outgoing)
+            return
+        # The incident records of the alerts just raised, after them in their produce request: a
+        # worker killed once an alert is on its topic has recorded the alert's incident too, and does
+        # not alert the drift again after its restart. (Before them, a kill between the two could
+        # leave an open incident whose alert was never published.)
+        async with queued.taken() as taken:
+            await self._publish_batch(records, outgoing, taken)
+
+    async def _publish_batch(
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        outgoing: list[OutgoingMessage],
+        taken: Sequence[OutgoingMessage] = (),
+    ) -> None:
         resend, self._resend = self._resend, []
+        again = [m for m in outgoing if m.topic in self.resend_topics] if self.resend_topics else []
         if resend:
             outgoing[:0] = resend
+        if taken:
+            outgoing.extend(taken)
         offsets: dict[TopicPartition, int] = {}
         first: dict[TopicPartition, int] = {}
         for r in records:
@@ -297,8 +322,8 @@ class ServingLoop(Service):
             first.setdefault(tp, r.offset)
             offsets[tp] = r.offset + 1
         batch = _InFlight([], offsets, first)
-        if self.resend_topics:
-            batch.resend = [m for m in outgoing if m.topic in self.resend_topics]
+        if resend or again or taken:
+            batch.resend = [*resend, *again, *taken]
         self._in_flight.append(batch)
         self.stats.batches += 1
         self.stats.records_in += len(records)
@@ -349,11 +374,12 @@ class ServingLoop(Service):
             builder = builders.get(key)
             if builder is None:
                 builder = builders[key] = producer.create_batch()
-            if builder.append(key=message.key, value=message.value, timestamp=None) is None:
+            headers = {"headers": list(message.headers)} if message.headers else {}
+            if builder.append(key=message.key, value=message.value, timestamp=None, **headers) is None:
                 # Full: ship it and start another for the same partition.
                 futures.append(await producer.send_batch(builder, message.topic, partition=partition))
                 builder = builders[key] = producer.create_batch()
-                builder.append(key=message.key, value=message.value, timestamp=None)
+                builder.append(key=message.key, value=message.value, timestamp=None, **headers)
             count += 1
         for (topic, partition), builder in builders.items():
             # Closed, the batch is ready at once. aiokafka lets an open batch linger (linger_ms) for
@@ -499,12 +525,11 @@ class ServingLoop(Service):
         return {tp: await self._consumer.position(tp) for tp in partitions}
 
     async def _drain(self, *, commit: bool) -> None:
-        if self.held is not None:
-            # Published as a batch of no records. Unlike alerts they are not sent again if the
-            # broker refuses them (_publish logs it): a stop or a revocation does not wait for it.
-            self._resend.extend(self.held())
-        if self._resend:
-            await self._publish([])
+        # Published as a batch of no records. Unlike alerts, what the handler held is not sent again
+        # if the broker refuses it (_publish logs it): a stop or a revocation does not wait for it.
+        held = self.held() if self.held is not None else []
+        if held or self._resend:
+            await self._publish([], held)
         while self._in_flight:
             if commit:
                 await self._settle_oldest()

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import ConsumerRecord
 
 from agent.alerting.incident_store import KafkaIncidentStore
 from agent.monitoring.incidents import IncidentKey, IncidentManager
+from agent.serving.loop import ServingLoop
+from agent.serving.messages import OutgoingMessage
 from schemas import Alert, AlertKind, Severity
+from schemas.alert import encode_alert
+from tests.support.kafka import create_topics, produce_batched, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +158,64 @@ async def test_records_published_by_another_producer_reach_other_workers_once(
     finally:
         await consumer.stop()
     assert end[TopicPartition(topic, 0)] == 2  # the opening, once, and the close
+
+
+class Alerting:
+    """A serving loop's handler: echoes its records, and raises one data alert through the incident
+    gate at the record of offset 5, as the drift observer does."""
+
+    def __init__(self, manager: IncidentManager, sink: str, alerts: str) -> None:
+        self.manager, self.sink, self.alerts = manager, sink, alerts
+
+    def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[OutgoingMessage]:
+        out = [OutgoingMessage(self.sink, r.key, r.value) for r in records]
+        if any(r.offset == 5 for r in records):
+            alert = make_alert(5)
+            if self.manager.admit(alert):
+                out.append(OutgoingMessage(self.alerts, alert.alert_id.encode(), encode_alert(alert)))
+        return out
+
+
+async def test_the_serving_loop_publishes_an_alerts_incident_record_with_the_alert(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    # Without fleet monitoring a worker's own alerts go out with its batches, and their incident
+    # records went out a few milliseconds later through the store's producer: a worker killed in
+    # between alerted the drift again once restarted. The loop's producer now sends the record too,
+    # after the alert, in the batch's produce request.
+    source, sink, alerts, topic = (f"{name}-{unique}" for name in ("in", "out", "alerts", "incidents"))
+    await create_topics(kafka_bootstrap, [source, sink, alerts], partitions=1)
+    await produce_batched(kafka_bootstrap, source, [(f"k{i}".encode(), b"v") for i in range(20)])
+    manager = await start_worker(kafka_bootstrap, topic)
+    client = {"bootstrap_servers": kafka_bootstrap}
+    loop = ServingLoop(
+        topics=[source],
+        handler=Alerting(manager, sink, alerts),
+        consumer_options=client,
+        producer_options=client,
+        group_id=f"loop-{unique}",
+        resend_topics=[alerts],
+        queued=store_of(manager),
+        freeze_heap=False,
+    )
+    await loop.start()
+    try:
+        await wait_for(lambda: loop.stats.records_in == 20)
+    finally:
+        await loop.stop()
+        await manager.store.stop()
+    # 20 echoes, the alert and its incident record, all through the loop's producer.
+    assert loop.stats.messages_out == 22
+    assert store_of(manager).written == 1
+    [alert] = await read_to_end(kafka_bootstrap, alerts)
+    [record] = await read_to_end(kafka_bootstrap, topic)
+    assert json.loads(record.key) == list(KEY) and record.value is not None
+    assert [h for h, _ in record.headers] == ["driftline-writer"]
+    # A worker started afterwards has the incident of that alert open, and does not alert it again.
+    restarted = await start_worker(kafka_bootstrap, topic)
+    try:
+        incident = restarted.incident(KEY)
+        assert incident is not None and incident.alert_id.encode() == alert.key
+        assert not restarted.admit(make_alert(6))
+    finally:
+        await restarted.store.stop()

@@ -274,12 +274,11 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
     # The drift began before the kill and went on after it: the second worker's detectors, which start
     # from the reference, saw it again, and the incident restored from its topic kept it quiet.
     assert keys[drift_key] == 1 and suppressed >= 1, (keys, suppressed)
-    # Every other alert once too, except that one raised in the last batches before the SIGKILL may be
-    # published without its incident's record (alerts and records are separate topics, at least once):
-    # the restarted worker then raises it again. Seen once in a full run, for the predicted class, whose
-    # share detection comes about 1,500 events after the step.
-    assert all(n == 1 for key, n in keys.items() if key[1] in ("data", "concept")), keys
-    assert all(n <= 2 for n in keys.values()), keys
+    # Every other alert once too, even one raised in the last batches before the SIGKILL: its incident's
+    # record went out in its produce request (written apart, a few milliseconds later, it could miss
+    # the kill's moment, and the restarted worker raised the alert again: seen once in a full run, for
+    # the predicted class, whose share detection comes about 1,500 events after the step).
+    assert all(n == 1 for n in keys.values()), keys
     [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
     assert concept.source and {r.topic for r in concept.source} == {topics.outcomes}
     restored = [int(n) for n in re.findall(r"outcome join: restored (\d+) predictions of partition", log)]

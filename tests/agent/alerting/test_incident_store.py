@@ -42,3 +42,11 @@ async def test_records_taken_are_written_once_and_in_order_or_go_back_to_the_fro
     assert store.written == 3
     async with store.taken() as records:
         assert records == []
+
+
+def test_a_store_not_started_offers_a_publisher_nothing() -> None:
+    # Before start() has made sure of the compacted topic, a publisher's own producer would create it
+    # (not compacted) where brokers create topics: the records wait for the store's writer.
+    store = KafkaIncidentStore("incidents", {"bootstrap_servers": "127.0.0.1:9"})
+    store.put(A, incident(A))
+    assert store.pending == 0

@@ -10,7 +10,8 @@ tests/integration/test_reliability.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -37,9 +38,18 @@ class Echo:
 class FakeBatch:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes | None, bytes | None]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
 
-    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> object:
+    def append(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> object:
         self.messages.append((key, value))
+        self.headers.append(headers or [])
         return object()
 
     def close(self) -> None:
@@ -233,6 +243,93 @@ async def test_an_alert_of_a_batch_whose_produce_failed_is_published_after_the_r
     assert h.producer.sent[2][1].messages == [(b"alert-1", b"drift")]
     assert gate.observed == [*range(10), 10, 11]
     assert h.consumer.commits[-1] == {TP: 12}
+
+
+class Queue:
+    """Records queued beside the handler, as the incident store queues them (a QueuedRecords)."""
+
+    def __init__(self) -> None:
+        self.records: list[OutgoingMessage] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self.records)
+
+    @asynccontextmanager
+    async def taken(self) -> AsyncIterator[list[OutgoingMessage]]:
+        taken, self.records = self.records, []
+        try:
+            yield taken
+        except BaseException:
+            self.records[:0] = taken
+            raise
+
+
+class Opener(Gate):
+    """A Gate whose alert opens an incident: its record is queued, not returned with the batch."""
+
+    def __init__(self, queue: Queue) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def handle(self, records: Sequence[Any], *, observe: bool = True) -> list[OutgoingMessage]:
+        out = super().handle(records, observe=observe)
+        if any(m.topic == "alerts" for m in out):
+            writer = (("driftline-writer", b"w1"),)
+            self.queue.records.append(OutgoingMessage("incidents", b"incident-1", b"open", headers=writer))
+        return out
+
+
+async def test_an_alerts_incident_record_goes_in_its_batchs_produce_request_and_again_after_a_rewind() -> (
+    None
+):
+    # Written by the incident store's own producer a few milliseconds after the alert, the record was
+    # lost to a worker killed in between, and the restarted worker alerted the drift again.
+    queue = Queue()
+    async with Harness(Opener(queue), max_in_flight=4, resend_topics=["alerts"], queued=queue) as h:
+        h.consumer.queued.append(records(0, 10))
+        await until(lambda: len(h.producer.sent) == 3)
+        # After the alert, in the same send, with its header; taken from the queue.
+        assert [t for t, _ in h.producer.sent] == ["out", "alerts", "incidents"]
+        incidents = h.producer.sent[2][1]
+        assert incidents.messages == [(b"incident-1", b"open")]
+        assert incidents.headers == [[("driftline-writer", b"w1")]]
+        assert queue.pending == 0
+        # The predictions are not acknowledged: the alert and its incident record go out again.
+        h.producer.acks[0].set_exception(KafkaError("not acknowledged"))
+        for ack in h.producer.acks[1:]:
+            ack.set_result(None)
+        await until(lambda: h.loop.stats.rewinds == 1)
+        h.consumer.queued.append(records(0, 12))
+        await until(lambda: len(h.producer.sent) == 6)
+        for ack in h.producer.acks[3:]:
+            ack.set_result(None)
+        await until(lambda: bool(h.consumer.commits))
+    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "incidents", "alerts", "incidents", "out"]
+    assert h.producer.sent[4][1].messages == [(b"incident-1", b"open")]
+    assert h.producer.sent[4][1].headers == [[("driftline-writer", b"w1")]]
+    assert h.consumer.commits[-1] == {TP: 12}
+
+
+async def test_a_batch_with_nothing_queued_does_not_take_the_queue() -> None:
+    queue = Queue()
+    taken = 0
+    original = queue.taken
+
+    def counting() -> Any:
+        nonlocal taken
+        taken += 1
+        return original()
+
+    queue.taken = counting  # type: ignore[method-assign]
+    async with Harness(queued=queue) as h:
+        h.consumer.queued.append(records(0, 3))
+        await until(lambda: len(h.producer.sent) == 1)
+        queue.records.append(OutgoingMessage("incidents", b"k", b"v"))  # queued by someone else
+        h.consumer.queued.append(records(3, 3))
+        await until(lambda: len(h.producer.sent) == 3)
+    assert taken == 1
+    assert [t for t, _ in h.producer.sent] == ["out", "out", "incidents"]
 
 
 class Idler(Echo):
