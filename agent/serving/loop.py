@@ -294,21 +294,30 @@ class ServingLoop(Service):
         outgoing.extend(extra)
         queued = self.queued
         if queued is None or not queued.pending:
-            await self._publish_batch(records, outgoing)
+            sent = await self._queue_batch(records, outgoing)
+        else:
+            # The incident records of the alerts just raised, after them in their produce request: a
+            # worker killed once an alert is on its topic has recorded the alert's incident too, and
+            # does not alert the drift again after its restart. (Before them, a kill between the two
+            # could leave an open incident whose alert was never published.) Held only while they are
+            # handed to the producer: their writer waits meanwhile.
+            async with queued.taken() as taken:
+                sent = await self._queue_batch(records, outgoing, taken)
+        if not sent:
+            await self._rewind()
             return
-        # The incident records of the alerts just raised, after them in their produce request: a
-        # worker killed once an alert is on its topic has recorded the alert's incident too, and does
-        # not alert the drift again after its restart. (Before them, a kill between the two could
-        # leave an open incident whose alert was never published.)
-        async with queued.taken() as taken:
-            await self._publish_batch(records, outgoing, taken)
+        await self._settle_done()
+        while len(self._in_flight) > self.max_in_flight:
+            await self._settle_oldest()
 
-    async def _publish_batch(
+    async def _queue_batch(
         self,
         records: list[ConsumerRecord[bytes, bytes]],
         outgoing: list[OutgoingMessage],
         taken: Sequence[OutgoingMessage] = (),
-    ) -> None:
+    ) -> bool:
+        """Hands a batch's messages to the producer, after the failed batches' and before ``taken``;
+        False if the producer refused them (the caller rewinds)."""
         resend, self._resend = self._resend, []
         again = [m for m in outgoing if m.topic in self.resend_topics] if self.resend_topics else []
         if resend:
@@ -334,11 +343,8 @@ class ServingLoop(Service):
             # go), then raises: the broker is away. This batch goes back with those in flight.
             self.stats.produce_failures += 1
             log.error("serving: publishing a batch failed (%r); rewinding to reprocess it", exc)
-            await self._rewind()
-            return
-        await self._settle_done()
-        while len(self._in_flight) > self.max_in_flight:
-            await self._settle_oldest()
+            return False
+        return True
 
     def _handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> Iterable[OutgoingMessage]:
         replay = self._replay

@@ -28,3 +28,20 @@ def test_a_data_dir_that_cannot_be_created_is_reported_by_name(
     err = capsys.readouterr().err
     assert err.startswith(f"driftline run: error: the data directory {blocker / 'state'} cannot be created")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("fleet", [True, False], ids=["fleet", "no-fleet"])
+def test_whoever_publishes_an_alert_publishes_its_incident_record_with_it(
+    tmp_path: Path, fleet: bool
+) -> None:
+    # The serving loop (a worker's own alerts; every alert without fleet monitoring) and the models'
+    # monitor take the incident store's queued records into the produce request of their alerts
+    # (tests/integration/test_incidents_kafka.py has both on the broker).
+    settings = Settings.model_validate({"data_dir": tmp_path, "monitoring": {"fleet": fleet}})
+    driftline = create_app(settings)
+    store = driftline.incidents.store
+    assert driftline.serving.queued is store
+    if fleet:
+        assert driftline.fleet_monitor is not None and driftline.fleet_monitor.incidents is store
+    else:
+        assert driftline.fleet_monitor is None
