@@ -43,10 +43,12 @@ from schemas.manifest import Calibration, ErrorModel
 
 __all__ = [
     "EXPECTED_ERROR_STEP",
+    "REGRESSION_STEP",
     "EstimateCheck",
     "EstimatedAbsErrorMonitor",
     "EstimatedErrorMonitor",
     "JoinedTally",
+    "joined_units",
     "quantise_expected",
 ]
 
@@ -54,6 +56,28 @@ EXPECTED_ERROR_STEP = 1.0 / 200
 """Resolution at which the outcome join keeps a prediction's expected error (half a percentage point:
 the estimate over any window is off by less than a quarter point on average from this rounding, and
 the join can share one entry tuple between the predictions of a batch with the same values)."""
+
+REGRESSION_STEP = 1.0 / 1000
+"""Resolution at which a fleet worker ships a regressor's joined absolute errors, realised and
+estimated: a thousandth of the model's reference MAE (:func:`joined_units`)."""
+
+
+def joined_units(kind: str, reference_mean: float) -> tuple[float, float]:
+    """What one unit of the integer sums a fleet worker ships for its joined predictions is worth
+    (:class:`~agent.monitoring.technical.RateCounts`' ``estimated_wrong`` and ``expected_steps``):
+    for a classifier, one wrong prediction and :data:`EXPECTED_ERROR_STEP` of expected error; for a
+    regressor, both :data:`REGRESSION_STEP` of its reference MAE (``reference_mean``, the package's).
+
+    >>> joined_units("classification", 0.1)
+    (1.0, 0.005)
+    >>> joined_units("regression", 2.5)
+    (0.0025, 0.0025)
+    """
+    if kind == "classification":
+        return 1.0, EXPECTED_ERROR_STEP
+    unit = reference_mean * REGRESSION_STEP
+    return unit, unit
+
 
 _MIN_ERROR = 0.005
 """The reference estimated error is floored here: a holdout on which every prediction looked sure
@@ -253,10 +277,11 @@ class EstimateWindow:
 
 
 class JoinedTally:
-    """A classifier's last joined predictions, in chunks (a batch's, or a fleet worker's record's):
-    how many, how many were wrong, and the error estimated for them when they were made. A concept
-    alert compares the two over its own window (:meth:`recent`): the inputs explain a rise of the
-    error when the estimate rose with it, and not when the labels stopped following the inputs.
+    """A model's last joined predictions, in chunks (a batch's, or a fleet worker's record's): how many,
+    their realised error summed (a classifier's wrong predictions; a regressor's absolute errors), and
+    the error estimated for them when they were made. A concept alert compares the two over its own
+    window (:meth:`recent`): the inputs explain a rise of the error when the estimate rose with it,
+    and not when the labels stopped following the inputs.
 
     Example:
         >>> tally = JoinedTally()
@@ -275,8 +300,8 @@ class JoinedTally:
         self._n = 0
 
     def add(self, n: int, wrong: float, estimated: float) -> None:
-        """``n`` joined predictions, ``wrong`` of them wrong, ``estimated`` the sum of their expected
-        errors."""
+        """``n`` joined predictions, ``wrong`` the sum of their errors (how many were wrong, for a
+        classifier), ``estimated`` the sum of their expected errors."""
         if n <= 0:
             return
         self._chunks.append((n, wrong, estimated))

@@ -55,7 +55,7 @@ from agent.monitoring.blocks import Blocks
 from agent.monitoring.columns import ColumnSet, StreamStats
 from agent.monitoring.context import ServingContext
 from agent.monitoring.detectors import Detection
-from agent.monitoring.estimation import EXPECTED_ERROR_STEP, quantise_expected
+from agent.monitoring.estimation import joined_units, quantise_expected
 from agent.monitoring.fleet import WORKER_STATS, Finding, ModelStats, SourceRanges, StatsPart, encode_stats
 from agent.monitoring.grouping import IncidentGroups
 from agent.monitoring.incidents import IncidentKey, IncidentManager
@@ -527,10 +527,11 @@ class DriftObserver:
             shipped = [DependencyFinding(p, b, i, level) for p, b, i, level in heard]  # type: ignore[arg-type]
             alerts.extend(self.writer.dependency_alerts(monitor, shipped, ctx))
         for counts in stats.rates:  # before the errors' blocks: what their concept alerts compare
-            if counts.estimated:
-                monitor.joined.add(
-                    counts.estimated, counts.estimated_wrong, counts.expected_steps * EXPECTED_ERROR_STEP
-                )
+            error_monitor = monitor.errors
+            if counts.estimated and error_monitor is not None:
+                wrong_unit, expected_unit = joined_units(error_monitor.kind, error_monitor.reference_mean)
+                wrong, expected = counts.estimated_wrong * wrong_unit, counts.expected_steps * expected_unit
+                monitor.joined.add(counts.estimated, wrong, expected)
         for part in stats.parts:
             columns = sets.get(part.name)
             if columns is None:
@@ -769,11 +770,16 @@ class DriftObserver:
             bucket[1].append(record)
         for monitor, (realised, estimated) in estimates.items():
             monitor.estimate_check.add(realised, estimated)
-            if monitor.errors is not None and monitor.errors.kind == "classification":
-                n, wrong, expected = len(realised), int(sum(realised)), float(sum(estimated))
+            error_monitor = monitor.errors
+            if error_monitor is not None:
+                n, wrong, expected = len(realised), float(sum(realised)), float(sum(estimated))
                 if self.ship_stats:  # for the model's monitor, which raises the concept alerts
-                    steps = round(expected / EXPECTED_ERROR_STEP)
-                    counts = RateCounts(estimated=n, estimated_wrong=wrong, expected_steps=steps)
+                    wrong_unit, expected_unit = joined_units(error_monitor.kind, error_monitor.reference_mean)
+                    counts = RateCounts(
+                        estimated=n,
+                        estimated_wrong=round(wrong / wrong_unit),
+                        expected_steps=round(expected / expected_unit),
+                    )
                     self._pend_rates(monitor, counts)
                 else:
                     monitor.joined.add(n, wrong, expected)

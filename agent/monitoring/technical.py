@@ -131,12 +131,15 @@ class RateCounts:
     """Requests for a model the worker does not serve (among its dead letters; a worker's own
     counts, shipped under :data:`~agent.monitoring.fleet.WORKER_STATS`, not a model's)."""
     estimated: int = 0
-    """Joined outcomes of a classifier whose prediction's error was estimated when it was made."""
+    """Joined outcomes whose prediction's error was estimated when it was made."""
     estimated_wrong: int = 0
-    """Of those, the ones whose label said the prediction was wrong."""
+    """Their realised errors: for a classifier, the ones whose label said the prediction was wrong;
+    for a regressor, their absolute errors summed, in units of
+    :func:`~agent.monitoring.estimation.joined_units`."""
     expected_steps: int = 0
-    """The sum of their estimated errors, in steps of
-    :data:`~agent.monitoring.estimation.EXPECTED_ERROR_STEP` (as the join keeps them: a count)."""
+    """The sum of their estimated errors, in units of
+    :func:`~agent.monitoring.estimation.joined_units` (a classifier's:
+    :data:`~agent.monitoring.estimation.EXPECTED_ERROR_STEP`, as the join keeps them)."""
 
     _COUNTS: ClassVar[tuple[str, ...]] = (
         "requests",

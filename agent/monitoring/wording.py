@@ -121,31 +121,45 @@ EXPLAINED_MARGIN = 0.05
 """How far a classifier's error may rise above the error estimated for the same predictions (plus two
 standard errors of the realised rate) and still be read as explained by its inputs."""
 
+EXPLAINED_MARGIN_MAE = 0.25
+"""How far a regressor's MAE may rise above the MAE its error model estimated for the same
+predictions, as a share of that estimate (plus two standard errors of the realised MAE), and still be
+read as explained by its inputs."""
+
 
 def explained_by_inputs(monitor: ModelMonitor, d: Detection) -> tuple[str, dict[str, float | str]]:
-    """Whether a classifier's error rise, detection ``d``, is explained by its inputs: the error
-    estimated for the same joined predictions when they were made (from the model's confidence,
-    :mod:`agent.monitoring.estimation`) against the realised one. Words for the alert's message and
-    its evidence; nothing without at least 50 such predictions.
+    """Whether an error rise, detection ``d``, is explained by the model's inputs: the error estimated
+    for the same joined predictions when they were made (a classifier's from its confidence, a
+    regressor's by its error model: :mod:`agent.monitoring.estimation`) against the realised one.
+    Words for the alert's message and its evidence; nothing without at least 50 such predictions.
 
     Estimated ~ realised: the inputs moved to where the model is less sure, and it errs as it said it
     would. Realised well above: the labels no longer follow the inputs as they did (a change in
     P(y | x), which only labels show), whatever the inputs do.
     """
+    errors = monitor.errors
     window = monitor.joined.recent(max(d.window_count, 1))
-    if window is None or window.count < 50:
+    if errors is None or window is None or window.count < 50:
         return "", {}
-    se = math.sqrt(max(window.realised * (1.0 - window.realised), 1e-4) / window.count)
-    unexplained = window.realised - window.estimated > EXPLAINED_MARGIN + 2.0 * se
     same = f"the same {window.count:,} predictions"
+    if errors.kind == "classification":
+        se = math.sqrt(max(window.realised * (1.0 - window.realised), 1e-4) / window.count)
+        unexplained = window.realised - window.estimated > EXPLAINED_MARGIN + 2.0 * se
+        estimated, realised = f"{window.estimated:.1%}", f"{window.realised:.1%}"
+        how, targets = "from the model's confidence", "labels"
+    else:
+        # An absolute error's spread, relative to its mean, as on the holdout.
+        se = errors.reference_std / errors.reference_mean * window.realised / math.sqrt(window.count)
+        unexplained = window.realised - window.estimated > EXPLAINED_MARGIN_MAE * window.estimated + 2.0 * se
+        estimated, realised = f"an MAE of {window.estimated:.4g}", f"{window.realised:.4g}"
+        how, targets = "by its error model", "targets"
     if unexplained:
         why = (
-            f"; the inputs explain {window.estimated:.1%} ({window.realised:.1%} realised over {same}, "
-            "estimated from the model's confidence when it made them): the labels no longer follow "
-            "the inputs as they did"
+            f"; the inputs explain {estimated} ({realised} realised over {same}, estimated {how} "
+            f"when it made them): the {targets} no longer follow the inputs as they did"
         )
     else:
-        why = f"; the inputs explain it: {window.estimated:.1%} was estimated for {same}"
+        why = f"; the inputs explain it: {estimated} was estimated for {same}"
     extra: dict[str, float | str] = {
         "estimated_error_same": window.estimated,
         "realised_error_same": window.realised,
@@ -407,7 +421,7 @@ class AlertWriter:
             reference = f"reference MAE {monitor.errors.reference_mean:.4g}"
             recent = f"recent MAE {d.window_mean * monitor.errors.reference_mean:.4g}"
         severity = Severity.CRITICAL if d.shift_sd >= 2.0 else Severity.WARNING
-        why, extra = explained_by_inputs(monitor, d) if classification else ("", {})
+        why, extra = explained_by_inputs(monitor, d)
         return self.alert(
             monitor,
             AlertKind.CONCEPT,

@@ -18,7 +18,8 @@ from sklearn.linear_model import LogisticRegression
 
 from agent.models.registry import ModelRegistry
 from agent.models.repository import ModelRepository
-from agent.monitoring.incidents import IncidentKey
+from agent.monitoring.fleet import decode_stats
+from agent.monitoring.incidents import IncidentKey, IncidentManager, InMemoryIncidentStore
 from agent.monitoring.model_monitor import MonitorSettingsView
 from agent.monitoring.observer import DriftObserver
 from agent.packaging.builder import build_package
@@ -382,3 +383,91 @@ def test_with_labels_a_regressors_estimate_is_beside_its_realised_mae(regressors
     assert point.fields["estimate_gap"] == pytest.approx(window.gap)
     kinds = [a.kind for a in alerts]
     assert kinds.index(AlertKind.PERFORMANCE) < kinds.index(AlertKind.CONCEPT)
+    # The inputs explain the rise: its error model estimated about as much for the same predictions.
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    assert concept.evidence.extra["unexplained_by_inputs"] == 0.0, concept.message
+    assert "; the inputs explain it: an MAE of " in concept.message
+
+
+def regressor_stream(seed: int, *, shift: float = 0.0, noise: float = 1.0) -> Iterator[Record]:
+    """20,000 requests to the regressor with their outcomes, each after its request; from event
+    10,000, x0 moves up by ``shift`` and the noise is ``noise`` times as large."""
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(20_000, 3))
+    rows[10_000:, 0] += shift
+    signal = rows[:, 0] + 2 * rows[:, 1]
+    y = noisy_target(rng, rows)
+    y[10_000:] = signal[10_000:] + (y[10_000:] - signal[10_000:]) * noise
+    for i, record in enumerate(requests(REGRESSOR, rows)):
+        yield record
+        outcome = {"request_id": f"r{i}", "model": REGRESSOR, "value": float(y[i])}
+        yield Record(OUTCOMES, i % 4, i, None, json.dumps(outcome).encode())
+
+
+def fleet_alerts(
+    root: Path, records: Iterator[Record], batch: int = 500
+) -> tuple[list[Alert], IncidentManager]:
+    """The alerts of a stream through a worker that ships its statistics, judged by the model's
+    monitor (fleet monitoring, in process), and their incident gate."""
+    registry = ModelRegistry(root)
+    registry.refresh()
+    incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
+    worker = DriftObserver(
+        incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=True, ship_interval_s=0
+    )
+    monitor = DriftObserver(incidents, settings=SETTINGS, resolve=registry.resolve)
+    handler = RequestHandler(
+        registry,
+        predictions_topic="p",
+        dead_letters_topic="d",
+        max_event_bytes=65536,
+        observers=[worker],
+        outcomes_topic=OUTCOMES,
+        alerts_topic=ALERTS,
+        stats_topic="stats",
+    )
+    alerts: list[Alert] = []
+    pending: list[Record] = []
+    for record in [*records, None]:
+        if record is not None:
+            pending.append(record)
+        if len(pending) == batch or (record is None and pending):
+            for message in handler.handle(pending):
+                if message.topic == "stats" and message.value:
+                    alerts.extend(monitor.observe_stats(decode_stats(message.value)).alerts)
+            pending.clear()
+    return alerts, incidents
+
+
+@pytest.mark.parametrize("fleet", [False, True], ids=["one-process", "fleet"])
+@pytest.mark.parametrize(
+    ("shift", "noise", "unexplained"),
+    [(1.5, 1.0, False), (0.0, 3.0, True), (1.5, 3.0, True)],
+    ids=["inputs-moved", "targets-noisier", "both"],
+)
+def test_a_regressors_concept_alert_says_whether_its_inputs_explain_the_rise(
+    regressors: ModelRepository, fleet: bool, shift: float, noise: float, unexplained: bool
+) -> None:
+    # The realised MAE of the joined predictions beside what the error model estimated for them when
+    # they were made: the noisier targets raise it (~0.8 to ~2.4) where no input moved, or beyond what
+    # the shift explains (~1.4); a fleet's workers ship both sums to the model's monitor.
+    stream = regressor_stream(21, shift=shift, noise=noise)
+    if fleet:
+        alerts, incidents = fleet_alerts(regressors.root, stream)
+    else:
+        handler, observer = make_handler(regressors.root)
+        alerts, incidents = run(handler, stream), observer.incidents
+    [concept] = [a for a in alerts if a.kind is AlertKind.CONCEPT]
+    extra = concept.evidence.extra
+    assert extra["unexplained_by_inputs"] == float(unexplained), concept.message
+    realised, estimated = float(extra["realised_error_same"]), float(extra["estimated_error_same"])
+    assert int(extra["same_predictions"]) >= 50
+    if unexplained:
+        assert realised > 1.5 * estimated, extra
+        assert "the targets no longer follow the inputs as they did" in concept.message
+        assert "estimated by its error model when it made them" in concept.message
+        incident = incidents.incident(IncidentKey(REGRESSOR, "concept", "error"))
+        assert incident is not None and incident.group_id == concept.alert_id  # an incident of its own
+    else:
+        assert abs(realised - estimated) < 0.25 * estimated, extra
+        assert "; the inputs explain it: an MAE of " in concept.message
