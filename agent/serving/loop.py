@@ -9,6 +9,8 @@ and timers) but talks to Kafka through aiokafka directly:
 * a batch is up to ``batch_size`` records: what ``getmany`` has, topped up by what arrives within
   ``batch_max_wait_ms`` of the first ones (0: no top-up, each batch is what one fetch brought);
 * the :class:`BatchHandler` turns them into outgoing messages (predictions, dead letters, alerts);
+  records queued beside it (``queued``: the incident records of the alerts it raised) follow them,
+  in the same produce request, so that a worker killed once an alert is out has recorded its incident;
 * outgoing messages are appended to one producer batch per topic-partition (``create_batch`` /
   ``send_batch``: one future per partition instead of one per message);
 * offsets are committed only after every message produced for them is acknowledged (at least once).
