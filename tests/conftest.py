@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.models.repository import ModelRepository
+from tests.support.kafka import delete_topics_naming
 from tests.support.services import InfluxEndpoint, influx_endpoint, kafka_endpoint, use_worker_bucket
 
 # Apps that integration tests start as worker processes read their settings from the environment at
@@ -20,13 +23,25 @@ def pytest_configure(config: pytest.Config) -> None:
     use_worker_bucket()  # run in parallel (pytest -n), an InfluxDB bucket per test process
 
 
+_SUFFIXES: set[str] = set()
+"""Every suffix :func:`unique` handed out in this process: the topics named with them go at its end."""
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers of a real Kafka broker (see tests/support/services.py for where from)."""
+    """Bootstrap servers of a real Kafka broker (see tests/support/services.py for where from).
+
+    At the end of the session the topics named with the session's :func:`unique` suffixes are deleted:
+    a run creates hundreds, and a local broker that kept every run's took longer to start each time
+    (14,783 partitions, 12 GB, and `scripts/services up` gave up after its 90 s)."""
     bootstrap, stop = kafka_endpoint()
     try:
         yield bootstrap
     finally:
+        try:
+            asyncio.run(delete_topics_naming(bootstrap, _SUFFIXES))
+        except Exception as exc:  # a broker already gone, or slow: the topics stay, the run's result holds
+            warnings.warn(f"the session's topics were not deleted: {exc!r}", stacklevel=1)
         stop()
 
 
@@ -43,7 +58,9 @@ def influx() -> Iterator[InfluxEndpoint]:
 @pytest.fixture
 def unique() -> str:
     """A short suffix that keeps topic and group names of one test apart from every other test's."""
-    return uuid.uuid4().hex[:10]
+    suffix = uuid.uuid4().hex[:10]
+    _SUFFIXES.add(suffix)
+    return suffix
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ offsets."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,6 +20,23 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         await admin.create_topics(
             [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
         )
+    finally:
+        await admin.close()
+
+
+async def delete_topics_naming(bootstrap: str, suffixes: Collection[str]) -> int:
+    """Deletes the topics whose names contain one of ``suffixes`` (the tests' random ones, so that a
+    broker someone else uses too loses nothing of theirs); returns how many."""
+    if not suffixes:
+        return 0
+    pattern = re.compile("|".join(map(re.escape, sorted(suffixes))))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if pattern.search(t))
+        for i in range(0, len(names), 200):
+            await admin.delete_topics(names[i : i + 200], timeout_ms=60_000)
+        return len(names)
     finally:
         await admin.close()
 
