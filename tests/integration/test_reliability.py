@@ -291,6 +291,75 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
     )
 
 
+async def test_a_worker_killed_as_its_alert_goes_out_does_not_alert_the_drift_again_once_restarted(
+    kafka_bootstrap: str,
+    model_repository: ModelRepository,
+    reference: np.ndarray,
+    tmp_path: Path,
+    topics: Topics,
+    unique: str,
+) -> None:
+    # Without fleet monitoring a worker's detectors are its own, and start from the reference again after
+    # a restart: they see an ongoing drift again, and only its incident, restored from the incidents
+    # topic, keeps it quiet. The incident's record went out a few milliseconds after the alert (by the
+    # incident store's producer), so a kill in between alerted the drift again; it now goes in the
+    # alert's produce request. The kill comes as soon as the alert is on its topic.
+    env = {**QUIET, "DRIFTLINE_MONITORING__FLEET": "false"}
+    app_id = f"killalert-{unique}"
+
+    def worker() -> Worker:
+        return Worker(kafka_bootstrap, topics, app_id, model_repository.root, tmp_path, extra_env=env)
+
+    first, second = worker().start(), worker()
+    drift_key = (MODEL, AlertKind.DATA.value, DRIFTING)
+    part1 = requests(stream(reference, 4_000, seed=5, drift_from=1_000), 0)
+    part2 = requests(stream(reference, 3_000, seed=6, drift_from=0), len(part1))
+
+    async def send_part1() -> None:
+        producer = batch_producer(kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(0, len(part1), 200):
+                await produce_batched(kafka_bootstrap, topics.requests, part1[i : i + 200], producer=producer)
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+
+    sending: asyncio.Task[None] | None = None
+    try:
+        first.wait_ready()
+        sending = asyncio.create_task(send_part1())
+        async with TopicReader(kafka_bootstrap, topics.alerts) as alerts_topic:
+
+            async def alerted() -> bool:
+                return drift_key in alert_keys(alerts_in(r.value for r in await alerts_topic.poll()))
+
+            await wait_for(alerted, 60, "the drift alerted", first)
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+        await sending
+        second.start()
+        await asyncio.to_thread(second.wait_ready, 90)
+        await produce_batched(kafka_bootstrap, topics.requests, part2)
+        async with TopicReader(kafka_bootstrap, topics.predictions) as predictions:
+            ids = {k.decode() for k, _ in part1 + part2}
+            await wait_for(PredictionCounter(predictions).covers(ids), 90, "every request predicted", second)
+        suppressed = await asyncio.to_thread(
+            second.metric, "driftline_alerts_suppressed_total", model=MODEL, kind="data"
+        )
+    finally:
+        if sending is not None:
+            sending.cancel()
+        first.stop()
+        code = second.stop()
+    assert code == 0, second.log()[-3000:]
+    keys = alert_keys(await read_alerts(kafka_bootstrap, topics.alerts))
+    # Seen again by the restarted worker's detectors, and kept quiet by the incident the first one
+    # recorded with its alert; every other alert once too.
+    assert keys[drift_key] == 1 and suppressed >= 1, (keys, suppressed)
+    assert all(n == 1 for n in keys.values()), keys
+    assert re.search(r"incident store: restored [1-9]\d* records", second.log(10**7)), second.log()[-3000:]
+
+
 def influx_env(influx: InfluxEndpoint, url: str) -> dict[str, str]:
     return {
         "DRIFTLINE_INFLUX__URL": url,
