@@ -166,9 +166,10 @@ class ServingLoop(Service):
         self._in_flight: deque[_InFlight] = deque()
         self.resend_topics = frozenset(resend_topics)
         self.held = held
-        self.queued = queued
         """What the handler held back from the batches it answered (a fleet worker's statistics
         between two records), published when the loop drains: at a stop and before a revocation."""
+        self.queued = queued
+        """Records to take after each batch and send with it (the incident store's)."""
         self._resend: list[OutgoingMessage] = []
         """Messages of failed batches to publish with the next one."""
         self._idle: Callable[[], Iterable[OutgoingMessage]] | None = getattr(handler, "idle", None)
