@@ -134,7 +134,7 @@ class FleetMonitor:
         self.busy_s += time.perf_counter() - started
         if not messages:
             return
-        if self.incidents is None:
+        if self.incidents is None or not self.incidents.pending:
             await self._publish(messages)
             return
         async with self.incidents.taken() as records:
