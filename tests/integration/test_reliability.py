@@ -2,7 +2,8 @@
 absorbed, nothing lost. Every test counts what went in and what came out.
 
 * a worker killed (SIGKILL) mid-stream and restarted: every request predicted; the outcome join and the
-  incidents come back from their changelogs; an ongoing drift is alerted once;
+  incidents come back from their changelogs; an ongoing drift is alerted once (also without fleet
+  monitoring, killed as soon as its alert is on the topic);
 * a broker restart mid-stream (a private broker: the shared one serves everybody else);
 * InfluxDB unreachable during a drift (a TCP forwarder switched off and on): alerts and metrics written
   once it is back;
