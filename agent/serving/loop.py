@@ -185,6 +185,8 @@ class ServingLoop(Service):
         self._flushing = False
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._last_sent: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        """Each topic-partition's last batch handed to the producer: acknowledged, it has gone."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -339,8 +341,12 @@ class ServingLoop(Service):
         self._in_flight.append(batch)
         self.stats.batches += 1
         self.stats.records_in += len(records)
+        # What must leave in one produce request: the alerts and the incident records they opened.
+        together: frozenset[str] = frozenset()
+        if taken or resend:
+            together = self.resend_topics | {m.topic for m in (*resend, *taken)}
         try:
-            self.stats.messages_out += await self._send(outgoing, batch.futures)
+            self.stats.messages_out += await self._send(outgoing, batch.futures, together)
         except KafkaError as exc:
             # send_batch waits up to request_timeout_ms for room (the partition's previous batch to
             # go), then raises: the broker is away. This batch goes back with those in flight.
@@ -366,9 +372,16 @@ class ServingLoop(Service):
             out.extend(self.handler.handle(fresh))
         return out
 
-    async def _send(self, outgoing: Iterable[OutgoingMessage], futures: list[asyncio.Future[Any]]) -> int:
+    async def _send(
+        self,
+        outgoing: Iterable[OutgoingMessage],
+        futures: list[asyncio.Future[Any]],
+        together: frozenset[str] = frozenset(),
+    ) -> int:
         """Appends ``outgoing`` to one producer batch per topic-partition and sends them; adds their
-        acknowledgements to ``futures``; returns how many messages."""
+        acknowledgements to ``futures``; returns how many messages. The batches of the ``together``
+        topics go last, one right after the other (those of :attr:`resend_topics` first), so that
+        they leave in one produce request."""
         producer = self._producer
         assert producer is not None
         builders: dict[tuple[str, int], Any] = {}
@@ -386,17 +399,38 @@ class ServingLoop(Service):
             headers = {"headers": list(message.headers)} if message.headers else {}
             if builder.append(key=message.key, value=message.value, timestamp=None, **headers) is None:
                 # Full: ship it and start another for the same partition.
-                futures.append(await producer.send_batch(builder, message.topic, partition=partition))
+                futures.append(await self._send_batch(builder, key))
                 builder = builders[key] = producer.create_batch()
                 builder.append(key=message.key, value=message.value, timestamp=None, **headers)
             count += 1
-        for (topic, partition), builder in builders.items():
+        last = [(key, b) for key, b in builders.items() if key[0] in together] if together else []
+        for key, builder in builders.items():
+            if together and key[0] in together:
+                continue
             # Closed, the batch is ready at once. aiokafka lets an open batch linger (linger_ms) for
             # send() calls to join it, and holds the partition's next send_batch until it has gone:
             # 5 ms more latency per batch, and a stalled loop when batches come often.
             builder.close()
-            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            futures.append(await self._send_batch(builder, key))
+        if last:
+            # An alert and its incident record leave in one produce request when they are handed to
+            # the producer with no wait between: their partitions must hold no batch still unsent
+            # (aiokafka would hold the record's batch until it has gone, and the alert would leave
+            # first, alone: a worker killed then had alerted with no incident recorded).
+            waits = [f for key, _ in last if (f := self._last_sent.get(key)) is not None and not f.done()]
+            if waits:
+                await asyncio.wait(waits)
+            last.sort(key=lambda item: item[0][0] not in self.resend_topics)  # alerts, then records
+            for key, builder in last:
+                builder.close()
+                futures.append(await self._send_batch(builder, key))
         return count
+
+    async def _send_batch(self, builder: Any, key: tuple[str, int]) -> asyncio.Future[Any]:
+        assert self._producer is not None
+        future: asyncio.Future[Any] = await self._producer.send_batch(builder, key[0], partition=key[1])
+        self._last_sent[key] = future
+        return future
 
     async def _load_partitions(self, topic: str) -> list[int]:
         assert self._producer is not None

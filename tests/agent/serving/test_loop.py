@@ -239,8 +239,8 @@ async def test_an_alert_of_a_batch_whose_produce_failed_is_published_after_the_r
         await until(lambda: bool(h.consumer.commits))
     # The alert went out again with the next batch (the gate made no new one: its incident is open),
     # and the records read again were not observed twice.
-    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "alerts", "out"]
-    assert h.producer.sent[2][1].messages == [(b"alert-1", b"drift")]
+    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "out", "alerts"]
+    assert h.producer.sent[3][1].messages == [(b"alert-1", b"drift")]
     assert gate.observed == [*range(10), 10, 11]
     assert h.consumer.commits[-1] == {TP: 12}
 
@@ -305,10 +305,51 @@ async def test_an_alerts_incident_record_goes_in_its_batchs_produce_request_and_
         for ack in h.producer.acks[3:]:
             ack.set_result(None)
         await until(lambda: bool(h.consumer.commits))
-    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "incidents", "alerts", "incidents", "out"]
-    assert h.producer.sent[4][1].messages == [(b"incident-1", b"open")]
-    assert h.producer.sent[4][1].headers == [[("driftline-writer", b"w1")]]
+    # The alert and its record, resent, go last, one right after the other.
+    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "incidents", "out", "alerts", "incidents"]
+    assert h.producer.sent[5][1].messages == [(b"incident-1", b"open")]
+    assert h.producer.sent[5][1].headers == [[("driftline-writer", b"w1")]]
     assert h.consumer.commits[-1] == {TP: 12}
+
+
+class Openers(Echo):
+    """An alert and its queued incident record at offsets 5 and 15."""
+
+    def __init__(self, queue: Queue) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def handle(self, records: Sequence[Any], *, observe: bool = True) -> list[OutgoingMessage]:
+        out = super().handle(records)
+        for r in records:
+            if r.offset in (5, 15):
+                out.append(OutgoingMessage("alerts", f"alert-{r.offset}".encode(), b"drift", 0))
+                self.queue.records.append(
+                    OutgoingMessage("incidents", f"incident-{r.offset}".encode(), b"open")
+                )
+        return out
+
+
+async def test_an_alert_and_its_record_wait_for_their_partitions_last_batches_to_have_gone() -> None:
+    # aiokafka holds a partition's next batch until its last one has gone: the alert, handed over
+    # first, left alone, and its record followed in the next produce request (a worker killed in
+    # between, in CI, alerted the drift again once restarted).
+    queue = Queue()
+    async with Harness(Openers(queue), max_in_flight=4, resend_topics=["alerts"], queued=queue) as h:
+        h.consumer.queued.append(records(0, 10))
+        await until(lambda: len(h.producer.sent) == 3)
+        h.consumer.queued.append(records(10, 10))
+        await until(lambda: len(h.producer.sent) == 4)  # the second batch's predictions
+        await asyncio.sleep(0.05)
+        assert len(h.producer.sent) == 4  # its alert and record wait for the first ones to have gone
+        for ack in h.producer.acks[:3]:
+            ack.set_result(None)
+        await until(lambda: len(h.producer.sent) == 6)
+        for ack in h.producer.acks[3:]:
+            ack.set_result(None)
+        await until(lambda: h.consumer.commits[-1:] == [{TP: 20}])
+    assert [t for t, _ in h.producer.sent] == ["out", "alerts", "incidents", "out", "alerts", "incidents"]
+    assert h.producer.sent[5][1].messages == [(b"incident-15", b"open")]
 
 
 async def test_a_batch_with_nothing_queued_does_not_take_the_queue() -> None:
