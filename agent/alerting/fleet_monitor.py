@@ -43,7 +43,7 @@ from agent.monitoring.batch import Observed
 from agent.monitoring.fleet import WORKER_STATS, decode_stats
 from agent.monitoring.observer import DriftObserver
 from agent.retry import Backoff
-from agent.serving.messages import OutgoingMessage, QueuedRecords
+from agent.serving.messages import OutgoingMessage, QueuedRecords, taken_if_pending
 from schemas.alert import encode_alert
 from schemas.incident import encode_incident
 
@@ -134,11 +134,8 @@ class FleetMonitor:
         self.busy_s += time.perf_counter() - started
         if not messages:
             return
-        if self.incidents is None or not self.incidents.pending:
-            await self._publish(messages)
-            return
-        async with self.incidents.taken() as records:
-            await self._publish(messages + records)
+        async with taken_if_pending(self.incidents) as records:
+            await self._publish([*messages, *records])
 
     async def _publish(self, messages: list[OutgoingMessage]) -> None:
         """Publishes until the broker takes them: the record is not acknowledged (its offset not

@@ -51,7 +51,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from mode import Service
 
-from agent.serving.messages import OutgoingMessage, QueuedRecords
+from agent.serving.messages import OutgoingMessage, QueuedRecords, taken_if_pending
 
 __all__ = ["BatchHandler", "LoopStats", "ServingLoop"]
 
@@ -297,17 +297,13 @@ class ServingLoop(Service):
     ) -> None:
         outgoing = list(self._handle(records)) if records else []
         outgoing.extend(extra)
-        queued = self.queued
-        if queued is None or not queued.pending:
-            sent = await self._queue_batch(records, outgoing)
-        else:
-            # The incident records of the alerts just raised, after them in their produce request: a
-            # worker killed once an alert is on its topic has recorded the alert's incident too, and
-            # does not alert the drift again after its restart. (Before them, a kill between the two
-            # could leave an open incident whose alert was never published.) Held only while they are
-            # handed to the producer: their writer waits meanwhile.
-            async with queued.taken() as taken:
-                sent = await self._queue_batch(records, outgoing, taken)
+        # The incident records of the alerts just raised, after them in their produce request: a
+        # worker killed once an alert is on its topic has recorded the alert's incident too, and does
+        # not alert the drift again after its restart. (Before them, a kill between the two could
+        # leave an open incident whose alert was never published.) Held only while they are handed to
+        # the producer: their writer waits meanwhile.
+        async with taken_if_pending(self.queued) as taken:
+            sent = await self._queue_batch(records, outgoing, taken)
         if not sent:
             await self._rewind()
             return

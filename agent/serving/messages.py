@@ -3,10 +3,11 @@ records that must go out in the same produce request as the messages they belong
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple, Protocol
 
-__all__ = ["OutgoingMessage", "QueuedRecords"]
+__all__ = ["OutgoingMessage", "QueuedRecords", "taken_if_pending"]
 
 
 class OutgoingMessage(NamedTuple):
@@ -36,3 +37,14 @@ class QueuedRecords(Protocol):
         """The queued records, to publish within the ``async with`` block: they count as written when
         it ends without an error, and go back to the queue when it raises."""
         ...
+
+
+@asynccontextmanager
+async def taken_if_pending(queued: QueuedRecords | None) -> AsyncIterator[Sequence[OutgoingMessage]]:
+    """What a publisher sends with its messages: ``queued``'s records, taken, when it has any ready
+    (:attr:`QueuedRecords.pending`); else nothing, and its writer is not held up."""
+    if queued is None or not queued.pending:
+        yield ()
+        return
+    async with queued.taken() as records:
+        yield records
