@@ -80,13 +80,29 @@ def reference() -> np.ndarray:
     return np.asarray(classification_20(n_estimators=10, n_samples=2000).X_reference, dtype=np.float64)
 
 
-def stream(reference: np.ndarray, n: int, *, seed: int, drift_from: int | None = None) -> np.ndarray:
-    """``n`` reference rows drawn with ``seed``; from row ``drift_from`` on, x03 moves up 1.5 sd."""
+def stream(
+    reference: np.ndarray, n: int, *, seed: int, drift_from: int | None = None, shift_sd: float = 1.5
+) -> np.ndarray:
+    """``n`` reference rows drawn with ``seed``; from row ``drift_from`` on, x03 moves up ``shift_sd``."""
     rng = np.random.default_rng(seed)
     rows = reference[rng.integers(0, len(reference), n)].copy()
     if drift_from is not None:
-        rows[drift_from:, FEATURES.index(DRIFTING)] += 1.5 * reference[:, FEATURES.index(DRIFTING)].std()
+        rows[drift_from:, FEATURES.index(DRIFTING)] += shift_sd * reference[:, FEATURES.index(DRIFTING)].std()
     return rows
+
+
+async def produce_paced(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], *, part: int, pause_s: float
+) -> None:
+    """Sends ``messages`` in parts of ``part``, ``pause_s`` apart: a stream still arriving."""
+    producer = batch_producer(bootstrap)
+    await producer.start()
+    try:
+        for i in range(0, len(messages), part):
+            await produce_batched(bootstrap, topic, messages[i : i + part], producer=producer)
+            await asyncio.sleep(pause_s)
+    finally:
+        await producer.stop()
 
 
 def requests(rows: np.ndarray, first: int, prefix: str = "req") -> list[tuple[bytes, bytes]]:
@@ -216,19 +232,9 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
             # once it has served 1,500 of them, while the rest keep arriving.
             part2 = requests(stream(reference, n2, seed=4, drift_from=0), n1)
 
-            async def send_part2() -> None:
-                producer = batch_producer(bootstrap)
-                await producer.start()
-                try:
-                    for i in range(0, n2, 300):
-                        await produce_batched(
-                            bootstrap, topics.requests, part2[i : i + 300], producer=producer
-                        )
-                        await asyncio.sleep(0.1)
-                finally:
-                    await producer.stop()
-
-            sending = asyncio.create_task(send_part2())
+            sending = asyncio.create_task(
+                produce_paced(bootstrap, topics.requests, part2, part=300, pause_s=0.1)
+            )
             served = 0.0
 
             async def served_enough() -> bool:
@@ -317,28 +323,14 @@ async def test_a_worker_killed_as_its_alert_goes_out_does_not_alert_the_drift_ag
 
     first, second = worker().start(), worker()
     drift_key = (MODEL, AlertKind.DATA.value, DRIFTING)
-    step = 1.5 * reference[:, FEATURES.index(DRIFTING)].std()  # on top of stream()'s 1.5 sd
-    rows1 = stream(reference, 4_000, seed=5, drift_from=1_000)
-    rows1[1_000:, FEATURES.index(DRIFTING)] += step
-    rows2 = stream(reference, 3_000, seed=6, drift_from=0)
-    rows2[:, FEATURES.index(DRIFTING)] += step
-    part1 = requests(rows1, 0)
-    part2 = requests(rows2, len(part1))
-
-    async def send_part1() -> None:
-        producer = batch_producer(kafka_bootstrap)
-        await producer.start()
-        try:
-            for i in range(0, len(part1), 200):
-                await produce_batched(kafka_bootstrap, topics.requests, part1[i : i + 200], producer=producer)
-                await asyncio.sleep(0.05)
-        finally:
-            await producer.stop()
-
+    part1 = requests(stream(reference, 4_000, seed=5, drift_from=1_000, shift_sd=3.0), 0)
+    part2 = requests(stream(reference, 3_000, seed=6, drift_from=0, shift_sd=3.0), len(part1))
     sending: asyncio.Task[None] | None = None
     try:
         first.wait_ready()
-        sending = asyncio.create_task(send_part1())
+        sending = asyncio.create_task(
+            produce_paced(kafka_bootstrap, topics.requests, part1, part=200, pause_s=0.05)
+        )
         async with TopicReader(kafka_bootstrap, topics.alerts) as alerts_topic:
 
             async def alerted() -> bool:

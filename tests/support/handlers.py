@@ -13,6 +13,7 @@ from agent.serving.handler import RequestHandler
 
 ALERTS = "alerts"
 OUTCOMES = "outcomes"
+STATS = "stats"
 
 
 def observed_handler(
@@ -23,12 +24,14 @@ def observed_handler(
     store: InMemoryIncidentStore | None = None,
     outcomes: bool = False,
     changelog: bool = False,
+    stats: bool = False,
 ) -> tuple[RequestHandler, DriftObserver]:
     """The handler of the models in repository ``root``, with ``observer``, or by default a new one
     with ``settings`` behind an incident gate (cooldown an hour) over ``store``: handlers built on one
     store share their incidents, as workers do through the incidents topic. Alerts go to
     :data:`ALERTS`; with ``outcomes``, outcomes are read from :data:`OUTCOMES` (and joined at once, unless
-    the observer persists its join); with ``changelog``, the join's records go to the topic ``log``."""
+    the observer persists its join); with ``changelog``, the join's records go to the topic ``log``; with
+    ``stats``, a shipping observer's statistics records go to :data:`STATS`."""
     registry = ModelRegistry(root)
     registry.refresh()
     if observer is None:
@@ -43,5 +46,6 @@ def observed_handler(
         outcomes_topic=OUTCOMES if outcomes else None,
         alerts_topic=ALERTS,
         changelog_topic="log" if changelog else None,
+        stats_topic=STATS if stats else None,
     )
     return handler, observer

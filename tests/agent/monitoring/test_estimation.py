@@ -26,11 +26,12 @@ from agent.packaging.builder import build_package
 from agent.packaging.examples import EXAMPLES
 from agent.packaging.training import TrainingResult
 from agent.serving.handler import Record, RequestHandler
+from agent.serving.messages import OutgoingMessage
 from producers.scenarios import generate
 from producers.stream import MessageKind
 from schemas.alert import Alert, AlertKind
 from tests.support.alerts import alerts_in
-from tests.support.handlers import observed_handler
+from tests.support.handlers import STATS, observed_handler
 
 NAMES = ("x0", "x1", "x2")
 ALERTS = "alerts"
@@ -76,20 +77,22 @@ def requests(model: str, rows: np.ndarray, first: int = 0) -> Iterator[Record]:
         yield Record("requests", i % 4, i, None, json.dumps(body).encode())
 
 
-def run(handler: RequestHandler, records: Iterator[Record], batch: int = 500) -> list[Alert]:
-    alerts: list[Alert] = []
+def handled(
+    handler: RequestHandler, records: Iterator[Record], batch: int = 500
+) -> Iterator[OutgoingMessage]:
+    """What ``handler`` answers to ``records``, handed to it in batches of ``batch``."""
     pending: list[Record] = []
-
-    def flush() -> None:
-        alerts.extend(alerts_in(m.value for m in handler.handle(pending) if m.topic == ALERTS))
-        pending.clear()
-
     for record in records:
         pending.append(record)
         if len(pending) == batch:
-            flush()
-    flush()
-    return alerts
+            yield from handler.handle(pending)
+            pending.clear()
+    if pending:
+        yield from handler.handle(pending)
+
+
+def run(handler: RequestHandler, records: Iterator[Record], batch: int = 500) -> list[Alert]:
+    return alerts_in(m.value for m in handled(handler, records, batch) if m.topic == ALERTS)
 
 
 def test_the_packages_know_what_they_depend_on(repository: ModelRepository) -> None:
@@ -409,33 +412,16 @@ def fleet_alerts(
 ) -> tuple[list[Alert], IncidentManager]:
     """The alerts of a stream through a worker that ships its statistics, judged by the model's
     monitor (fleet monitoring, in process), and their incident gate."""
-    registry = ModelRegistry(root)
-    registry.refresh()
     incidents = IncidentManager(InMemoryIncidentStore(), cooldown_s=3600)
-    worker = DriftObserver(
-        incidents, settings=SETTINGS, resolve=registry.resolve, ship_stats=True, ship_interval_s=0
-    )
-    monitor = DriftObserver(incidents, settings=SETTINGS, resolve=registry.resolve)
-    handler = RequestHandler(
-        registry,
-        predictions_topic="p",
-        dead_letters_topic="d",
-        max_event_bytes=65536,
-        observers=[worker],
-        outcomes_topic=OUTCOMES,
-        alerts_topic=ALERTS,
-        stats_topic="stats",
-    )
-    alerts: list[Alert] = []
-    pending: list[Record] = []
-    for record in [*records, None]:
-        if record is not None:
-            pending.append(record)
-        if len(pending) == batch or (record is None and pending):
-            for message in handler.handle(pending):
-                if message.topic == "stats" and message.value:
-                    alerts.extend(monitor.observe_stats(decode_stats(message.value)).alerts)
-            pending.clear()
+    worker = DriftObserver(incidents, settings=SETTINGS, ship_stats=True, ship_interval_s=0)
+    handler, _ = observed_handler(root, worker, outcomes=True, stats=True)
+    monitor = DriftObserver(incidents, settings=SETTINGS, resolve=handler.registry.resolve)
+    alerts = [
+        alert
+        for message in handled(handler, records, batch)
+        if message.topic == STATS and message.value
+        for alert in monitor.observe_stats(decode_stats(message.value)).alerts
+    ]
     return alerts, incidents
 
 
