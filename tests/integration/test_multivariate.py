@@ -17,7 +17,7 @@ from agent.packaging.builder import build_package
 from agent.packaging.training import TrainingResult
 from schemas.alert import AlertKind
 from tests.integration.test_alert_path import influx_rows, wait_until
-from tests.support.alerts import alerts_in
+from tests.support.alerts import alerts_in, opening_alerts
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.services import InfluxEndpoint
 from tests.support.worker import Topics, Worker
@@ -87,11 +87,14 @@ async def test_a_decorrelation_reaches_the_alerts_topic_and_influxdb(
         )
         records = await read_topic(kafka_bootstrap, topics.alerts, 1, timeout=120)
         alerts = [a for a in alerts_in(r.value for r in records) if a.model == model]
-        # Only the pair's relation changed: no feature, prediction or technical alert.
-        assert len(alerts) == 1, "\n".join(
-            f"{a.kind} {a.subject} {a.message} {a.evidence.extra}" for a in alerts
+        # Only the pair's relation changed: no feature, prediction or technical alert, and one
+        # incident. Its first alert may be a warning (+2.2 sd over its first 64 events, seen in CI)
+        # escalated to critical later (+3.0 sd): the escalation is news by design, not a second alert.
+        opened = opening_alerts(alerts)
+        assert len(opened) == 1, "\n".join(
+            f"{a.kind} {a.subject} {a.severity} {a.message} {a.evidence.extra}" for a in alerts
         )
-        [alert] = alerts
+        [alert] = opened
         assert (alert.kind, alert.subject) == (AlertKind.DATA, "reconstruction_error")
         assert "move together differently (reconstruction error +" in alert.message
         assert alert.evidence.recent_mean is not None and alert.evidence.reference_mean is not None

@@ -24,7 +24,7 @@ from sklearn.datasets import load_breast_cancer
 from agent.models.repository import ModelRepository
 from schemas.alert import AlertKind
 from schemas.events import Prediction
-from tests.support.alerts import alerts_in
+from tests.support.alerts import alerts_in, opening_alerts
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Topics, Worker
 
@@ -98,9 +98,10 @@ async def test_an_alert_whose_produce_failed_is_published_after_the_rewind(
         await set_max_message_bytes(kafka_bootstrap, topics.alerts, None)
         records = await read_topic(kafka_bootstrap, topics.alerts, 1, timeout=90)
         alerts = {a.alert_id: a for a in alerts_in(r.value for r in records)}
-        data = [a for a in alerts.values() if a.kind is AlertKind.DATA]
+        # One incident: its first alert may be a warning escalated to critical (news by design).
+        data = opening_alerts(a for a in alerts.values() if a.kind is AlertKind.DATA)
         assert [a.subject for a in data] == ["mean radius"], [
-            (a.severity.value, a.opened_at_event, a.message) for a in data
+            (a.severity.value, a.opened_at_event, a.message) for a in alerts.values()
         ] + [line for line in worker.log(tail=1_000_000).splitlines() if "ALERT" in line or "rewind" in line]
 
         # Every request was answered, however many times the rewinds made it be published: read on

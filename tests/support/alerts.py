@@ -80,6 +80,30 @@ def alerts_in(values: Iterable[bytes | None]) -> list[Alert]:
     return [r for r in (decode_record(v or b"") for v in values) if isinstance(r, Alert)]
 
 
+def opening_alerts(alerts: Iterable[Alert]) -> list[Alert]:
+    """The alerts that opened an incident, in their order: an alert on the same model, version, kind
+    and subject as an earlier one, and more severe than every one before it, is that incident's
+    escalation (news by design: a warning become critical) and left out. A repeat at the same or a
+    lower severity is kept, for the caller's count to see.
+
+    >>> warning = make_alert(10)
+    >>> critical = make_alert(40, severity=Severity.CRITICAL)
+    >>> [a.opened_at_event for a in opening_alerts([warning, critical])]
+    [10]
+    >>> [a.opened_at_event for a in opening_alerts([critical, warning, make_alert(50, subject="y")])]
+    [40, 10, 50]
+    """
+    worst: dict[tuple[str, str, str, str], int] = {}
+    opened = []
+    for alert in alerts:
+        key = (alert.model, alert.model_version, alert.kind.value, alert.subject)
+        rank = Severity(alert.severity).rank
+        if key not in worst or rank <= worst[key]:
+            opened.append(alert)
+        worst[key] = max(rank, worst.get(key, rank))
+    return opened
+
+
 def incidents_in(values: Iterable[bytes | None]) -> list[IncidentReport]:
     """The incident notifications among alerts-topic record values."""
     return [r for r in (decode_record(v or b"") for v in values) if isinstance(r, IncidentReport)]
