@@ -84,7 +84,9 @@ def opening_alerts(alerts: Iterable[Alert]) -> list[Alert]:
     """The alerts that opened an incident, in their order: an alert on the same model, version, kind
     and subject as an earlier one, and more severe than every one before it, is that incident's
     escalation (news by design: a warning become critical) and left out. A repeat at the same or a
-    lower severity is kept, for the caller's count to see.
+    lower severity is kept, for the caller's count to see. Alerts carry no incident id, so a new,
+    more severe incident after the first one resolved reads as an escalation too: where that
+    matters, read the incident notifications (:func:`incidents_in`).
 
     >>> warning = make_alert(10)
     >>> critical = make_alert(40, severity=Severity.CRITICAL)
