@@ -15,7 +15,7 @@ before it and kept (``labels="kept"``: what the scenarios do). Per window of 2,0
 the estimated error beside the realised one (``estimate_check``, what InfluxDB's
 ``driftline_performance`` gets).
 
-Run: ``.venv/bin/python -m bench.estimate_beyond_holdout [--events 20000]`` (about 30 s). Results in
+Run: ``.venv/bin/python -m bench.estimate_beyond_holdout [--events 20000]`` (about 15 s). Results in
 ``README.md`` ("What estimation cannot see").
 """
 
