@@ -163,6 +163,15 @@ def alert_keys(alerts: list[Alert]) -> Counter[tuple[str, str, str]]:
     return Counter((a.model, a.kind.value, a.subject) for a in alerts)
 
 
+def alerted(reader: TopicReader, key: tuple[str, str, str]) -> Callable[[], Awaitable[bool]]:
+    """A :func:`wait_for` condition: an alert with incident ``key`` is on ``reader``'s topic."""
+
+    async def check() -> bool:
+        return key in alert_keys(alerts_in(r.value for r in await reader.poll()))
+
+    return check
+
+
 async def read_alerts(bootstrap: str, topic: str) -> list[Alert]:
     return alerts_in(r.value for r in await read_to_end(bootstrap, topic))
 
@@ -205,11 +214,7 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
             ids1 = {k.decode() for k, _ in part1}
             await wait_for(out.covers(ids1), 60, "part 1 predicted", first)
 
-            async def alerted(key: tuple[str, str, str]) -> bool:
-                records = await alerts_topic.poll()
-                return key in alert_keys(alerts_in(r.value for r in records))
-
-            await wait_for(lambda: alerted(drift_key), 30, "the drift alerted", first)
+            await wait_for(alerted(alerts_topic, drift_key), 30, "the drift alerted", first)
             incident = json.dumps(list(drift_key), separators=(",", ":")).encode()
 
             async def incident_recorded() -> bool:
@@ -264,7 +269,7 @@ async def test_worker_killed_mid_stream_restarts_from_its_changelogs(
             ids = ids1 | {k.decode() for k, _ in part2}
             await wait_for(out.covers(ids), 90, "every request predicted", second)
             concept_key = (MODEL, AlertKind.CONCEPT.value, "error")
-            await wait_for(lambda: alerted(concept_key), 60, "concept drift alerted", second)
+            await wait_for(alerted(alerts_topic, concept_key), 60, "concept drift alerted", second)
             suppressed = await asyncio.to_thread(
                 second.metric, "driftline_alerts_suppressed_total", model=MODEL, kind="data"
             )
@@ -332,11 +337,7 @@ async def test_a_worker_killed_as_its_alert_goes_out_does_not_alert_the_drift_ag
             produce_paced(kafka_bootstrap, topics.requests, part1, part=200, pause_s=0.05)
         )
         async with TopicReader(kafka_bootstrap, topics.alerts) as alerts_topic:
-
-            async def alerted() -> bool:
-                return drift_key in alert_keys(alerts_in(r.value for r in await alerts_topic.poll()))
-
-            await wait_for(alerted, 60, "the drift alerted", first)
+            await wait_for(alerted(alerts_topic, drift_key), 60, "the drift alerted", first)
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
         await sending
         second.start()
