@@ -563,3 +563,15 @@ def in_process_serving(root: Path, *, outcomes: bool = False) -> tuple[Any, Any]
         outcomes_topic="outcomes" if outcomes else None,
     )
     return handler, observer
+
+
+def in_process_record(model: str, topic: str, i: int, body: dict[str, object], *, partitions: int = 1) -> Any:
+    """Record ``i`` of ``topic`` for :func:`in_process_serving`'s handler: request id ``r{i}`` of
+    ``model``, with ``body`` (a request's ``features``, an outcome's ``label``), on partition
+    ``i % partitions``."""
+    import json
+
+    from agent.serving.handler import Record
+
+    value = json.dumps({"request_id": f"r{i}", "model": model, **body}).encode()
+    return Record(topic, i % partitions, i, None, value)

@@ -45,7 +45,6 @@ stream). Results in ``README.md`` ("Telling the causes apart") and ``bench/resul
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from collections import Counter
@@ -54,8 +53,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from agent.serving.handler import Record
-from bench._harness import in_process_serving
+from bench._harness import in_process_record, in_process_serving
 from schemas.alert import Alert, AlertKind
 from schemas.incident import decode_record
 
@@ -176,10 +174,18 @@ def concept_alert(root: Path, scenario: str, seed: int, model: str = "middle") -
     for start in range(0, EVENTS, BATCH):
         span = range(start, start + BATCH)
         requests = [
-            _record("requests", i, {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))}, model)
+            in_process_record(
+                model,
+                "requests",
+                i,
+                {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))},
+                partitions=4,
+            )
             for i in span
         ]
-        outcomes = [_record("outcomes", i, _outcome(labels[i], model), model) for i in span]
+        outcomes = [
+            in_process_record(model, "outcomes", i, _outcome(labels[i], model), partitions=4) for i in span
+        ]
         for records in (requests, outcomes):
             for message in handler.handle(records):
                 if message.topic != "alerts" or message.value is None:
@@ -192,11 +198,6 @@ def concept_alert(root: Path, scenario: str, seed: int, model: str = "middle") -
 
 def _outcome(observed: float, model: str) -> dict[str, object]:
     return {"value": float(observed)} if model == "noisy" else {"label": int(observed)}
-
-
-def _record(topic: str, i: int, body: dict[str, object], model: str = "middle") -> Record:
-    value = json.dumps({"request_id": f"r{i}", "model": model, **body}).encode()
-    return Record(topic, i % 4, i, None, value)
 
 
 def main(argv: list[str] | None = None) -> None:

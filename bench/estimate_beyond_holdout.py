@@ -22,7 +22,6 @@ Run: ``.venv/bin/python -m bench.estimate_beyond_holdout [--events 20000]`` (abo
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from agent.serving.handler import Record
-from bench._harness import in_process_serving
+from bench._harness import in_process_record, in_process_serving
 
 WINDOW = 2000
 NAMES = [f"x{i:02d}" for i in range(20)]
@@ -96,19 +94,18 @@ def run(root: Path, model: str, labels: Labels, events: int) -> list[Window]:
     windows = []
     for start in range(0, events - WINDOW + 1, WINDOW):
         span = range(start, start + WINDOW)
-        requests: list[dict[str, object]] = [
-            {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))} for i in span
-        ]
-        handler.handle([_record(model, "requests", i, body) for i, body in zip(span, requests, strict=True)])
-        handler.handle([_record(model, "outcomes", i, {"label": int(y[i])}) for i in span])
+        handler.handle(
+            [
+                in_process_record(
+                    model, "requests", i, {"features": dict(zip(NAMES, rows[i].tolist(), strict=True))}
+                )
+                for i in span
+            ]
+        )
+        handler.handle([in_process_record(model, "outcomes", i, {"label": int(y[i])}) for i in span])
         check = observer.monitors()[0].estimate_check.current()
         windows.append(Window(start, check.estimated, check.realised))
     return windows
-
-
-def _record(model: str, topic: str, i: int, body: dict[str, object]) -> Record:
-    value = json.dumps({"request_id": f"r{i}", "model": model, **body}).encode()
-    return Record(topic, 0, i, None, value)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,6 @@ Run: ``.venv/bin/python -m bench.estimate_under_noise [--noise 0,1,2,3] [--event
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.models.repository import ModelRepository
-from agent.serving.handler import Record
-from bench._harness import in_process_serving
+from bench._harness import in_process_record, in_process_serving
 from schemas.alert import AlertKind
 from schemas.incident import decode_record
 
@@ -91,7 +89,10 @@ def run(root: Path, noise: float, events: int) -> Run:
     for start in range(0, events, WINDOW):
         span = range(start, min(start + WINDOW, events))
         features = [dict(zip(NAMES, rows[i].tolist(), strict=True)) for i in span]
-        requests = [_record("requests", i, {"features": f}) for i, f in zip(span, features, strict=True)]
+        requests = [
+            in_process_record("digits", "requests", i, {"features": f})
+            for i, f in zip(span, features, strict=True)
+        ]
         for message in handler.handle(requests):
             if message.topic != "alerts":
                 continue
@@ -99,15 +100,10 @@ def run(root: Path, noise: float, events: int) -> Run:
             if getattr(record, "kind", None) is AlertKind.PERFORMANCE and alert_at is None:
                 at = int(record.evidence.extra["event_index"])  # type: ignore[union-attr]
                 alert_at = at if at >= change else None
-        handler.handle([_record("outcomes", i, {"label": int(labels[i])}) for i in span])
+        handler.handle([in_process_record("digits", "outcomes", i, {"label": int(labels[i])}) for i in span])
         check = observer.monitors()[0].estimate_check.current()
         windows.append(Window(span.start, check.estimated, check.realised))
     return Run(noise, windows, alert_at)
-
-
-def _record(topic: str, i: int, body: dict[str, object]) -> Record:
-    value = json.dumps({"request_id": f"r{i}", "model": "digits", **body}).encode()
-    return Record(topic, 0, i, None, value)
 
 
 def main(argv: list[str] | None = None) -> None:
