@@ -22,6 +22,7 @@ __all__ = [
     "CategoricalTransform",
     "ColumnTransform",
     "FloatArray",
+    "GridInterp",
     "IntArray",
     "PercentileTransform",
     "ReferenceTransform",
@@ -107,6 +108,12 @@ class PercentileTransform:
     def distinct_values(self) -> int:
         """Distinct values among the reference quantiles."""
         return int(self._knots.size)
+
+    @property
+    def interpolation(self) -> tuple[FloatArray, FloatArray] | None:
+        """``(knots, percentiles)`` that ``np.interp`` maps values through, for a reference with no
+        tied quantiles (``None`` otherwise: ties need the mid-rank of their run)."""
+        return None if self._has_ties else (self._knots, self._p_low)
 
     def spread_moments(self) -> tuple[float, float]:
         """Mean and standard deviation, under the reference, of the spread stream ``2 |u - 1/2|``.
@@ -332,6 +339,167 @@ ColumnTransform = PercentileTransform | CategoricalTransform
 """One column's reference transform."""
 
 
+class GridInterp:
+    """``np.interp`` of many columns at once, each against knots of its own, bit for bit.
+
+    ``np.interp`` binary-searches each value's segment, and on a fresh batch of values the search's
+    branches mispredict: 33 ns per value here for 101 knots (9 ns when the same 500 values come
+    again), 0.7 us per request for a model of 20 features. This gives each column a uniform grid of
+    ``cells_per_knot`` cells per knot over its range, with the segment each cell starts in; a value's
+    cell is one multiplication away, and at most :attr:`steps` comparisons (the most knots a cell
+    holds, 1 for most references) move it to its segment, for every value of the matrix at once.
+    The percentile is then computed as ``np.interp`` computes it (the segment's slope times the
+    distance from its left knot, plus the knot's value; the first value below the first knot, the
+    last from the last knot on, ``NaN`` for ``NaN``: ``np.interp``'s defaults), so it is the same
+    float.
+
+    A column whose knots bunch so tightly that a cell would hold more than ``max_steps`` of them even
+    at ``max_cells_per_knot`` (say, a reference with a very long tail) is left to ``np.interp``:
+    :attr:`columns` are the ones this takes.
+
+    Parameters
+    ----------
+    knots
+        Per column, its strictly increasing knots (at least 2, finite).
+    values
+        Per column, the value at each knot.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> probs = np.linspace(0.0, 1.0, 101)
+    >>> knots = [np.quantile(rng.normal(size=1_000), probs), np.quantile(rng.exponential(size=1_000), probs)]
+    >>> grid = GridInterp(knots, [probs, probs])
+    >>> grid.columns, grid.steps
+    ((0, 1), 1)
+    >>> x = np.c_[rng.normal(size=500), rng.exponential(size=500)]
+    >>> x[:3] = [[np.nan, -1.0], [knots[0][7], 1e9], [-np.inf, knots[1][100]]]
+    >>> expected = np.c_[np.interp(x[:, 0], knots[0], probs), np.interp(x[:, 1], knots[1], probs)]
+    >>> np.array_equal(grid(x), expected, equal_nan=True)
+    True
+    """
+
+    def __init__(
+        self,
+        knots: Sequence[npt.ArrayLike],
+        values: Sequence[npt.ArrayLike],
+        *,
+        cells_per_knot: int = 8,
+        max_cells_per_knot: int = 64,
+        max_steps: int = 2,
+    ) -> None:
+        if len(knots) != len(values):
+            raise ValueError(f"{len(knots)} columns of knots for {len(values)} of values")
+        flat_knots, flat_next, flat_slope, flat_value, table = [], [], [], [], []
+        lo, hi, left, right, inv, last_cell, table_offset, columns = [], [], [], [], [], [], [], []
+        steps = 0
+        offset = cells = 0
+        for j, (kj, vj) in enumerate(zip(knots, values, strict=True)):
+            k = np.asarray(kj, dtype=np.float64)
+            v = np.asarray(vj, dtype=np.float64)
+            if k.ndim != 1 or k.size < 2 or v.shape != k.shape:
+                raise ValueError(f"column {j}: knots and values must be 1-D, of one length >= 2")
+            if not (np.all(np.isfinite(k)) and np.all(np.isfinite(v)) and np.all(np.diff(k) > 0)):
+                raise ValueError(f"column {j}: knots must be finite and strictly increasing")
+            with np.errstate(over="ignore", divide="ignore"):
+                slope = (v[1:] - v[:-1]) / (k[1:] - k[:-1])  # as np.interp computes it
+            if not np.all(np.isfinite(slope)):
+                continue
+            found = self._grid(k, cells_per_knot, max_cells_per_knot, max_steps)
+            if found is None:
+                continue
+            starts, need = found
+            n = k.size
+            columns.append(j)
+            steps = max(steps, need)
+            flat_knots.append(k)
+            # The next knot of each segment; NaN past the last one (no value is >= NaN, +inf
+            # included), so no step leaves the column.
+            flat_next.append(np.r_[k[1:-1], np.nan, np.nan])
+            flat_slope.append(np.r_[slope, 0.0])
+            flat_value.append(v)
+            table.append(starts + offset)
+            lo.append(k[0])
+            hi.append(k[-1])
+            left.append(v[0])
+            right.append(v[-1])
+            inv.append(starts.size / (k[-1] - k[0]))
+            last_cell.append(starts.size - 1)
+            table_offset.append(cells)
+            offset += n
+            cells += starts.size
+        self.columns = tuple(columns)
+        """The columns computed here; the others are ``np.interp``'s."""
+        self.steps = steps
+        """Comparisons per value that take any value of its cell to its segment."""
+        if not columns:
+            return
+        self._knots = np.concatenate(flat_knots)
+        self._next = np.concatenate(flat_next)
+        self._slope = np.concatenate(flat_slope)
+        self._value = np.concatenate(flat_value)
+        self._table = np.concatenate(table).astype(np.intp)
+        self._lo = np.array(lo)
+        self._hi = np.array(hi)
+        self._left = np.array(left)
+        self._right = np.array(right)
+        self._inv = np.array(inv)
+        self._last_cell = np.array(last_cell, dtype=np.float64)
+        self._table_offset = np.array(table_offset, dtype=np.intp)
+
+    @staticmethod
+    def _grid(
+        k: FloatArray, per_knot: int, most: int, max_steps: int
+    ) -> tuple[npt.NDArray[np.intp], int] | None:
+        """Each cell's first segment, and the steps the worst cell needs: the coarsest grid of one
+        step, else the coarsest of ``max_steps`` or fewer, up to ``most`` cells per knot (``None``
+        if there is none)."""
+        n = k.size
+        fallback = None
+        lo, hi = float(k[0]), float(k[-1])
+        if not math.isfinite(most * n / (hi - lo)):
+            return None
+        # Some 16 times the rounding of a value's cell (of x - lo, of the product, and of each
+        # cell's start here): a value computed into cell g lies above g's start minus this, and
+        # below its end plus this, so g's first segment is never past the value's, and ``need``
+        # steps always reach it.
+        margin = 64 * float(np.finfo(np.float64).eps) * (hi - lo + max(abs(lo), abs(hi)))
+        while per_knot <= most:
+            g = per_knot * n
+            edges = lo + np.arange(g + 1) * ((hi - lo) / g)
+            first = np.clip(np.searchsorted(k, edges[:-1] - margin, side="right") - 1, 0, n - 2)
+            final = np.clip(np.searchsorted(k, edges[1:] + margin, side="right") - 1, 0, n - 2)
+            need = int((final - first).max())
+            if need <= 1:
+                return first.astype(np.intp), need
+            if need <= max_steps and fallback is None:
+                fallback = first.astype(np.intp), need
+            per_knot *= 2
+        return fallback
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """``(n, len(columns))`` float64 values of :attr:`columns` -> their interpolated values."""
+        # Infinities and values far out overflow or meet a zero slope on the way; their results are
+        # replaced at the end.
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = x - self._lo
+            t *= self._inv
+            np.fmax(t, 0.0, out=t)  # NaN -> cell 0: its result stays NaN
+            np.fmin(t, self._last_cell, out=t)
+            cell = t.astype(np.intp)
+            cell += self._table_offset
+            seg = np.take(self._table, cell)
+            for _ in range(self.steps):
+                seg += x >= np.take(self._next, seg)
+            out: FloatArray = x - np.take(self._knots, seg)
+            out *= np.take(self._slope, seg)
+            out += np.take(self._value, seg)
+        np.copyto(out, np.broadcast_to(self._left, out.shape), where=x < self._lo)
+        np.copyto(out, np.broadcast_to(self._right, out.shape), where=x >= self._hi)
+        return out
+
+
 class ReferenceTransform:
     """Standardise a whole batch matrix (rows = events, columns = features) in one call.
 
@@ -353,6 +521,17 @@ class ReferenceTransform:
         if not columns:
             raise ValueError("a reference needs at least one column")
         self.columns = tuple(columns)
+        # The numeric columns without ties, all at once (GridInterp: the same floats as np.interp,
+        # at a quarter of its cost on fresh values); the others one by one.
+        plain = [
+            (j, c.interpolation)
+            for j, c in enumerate(self.columns)
+            if isinstance(c, PercentileTransform) and c.interpolation is not None
+        ]
+        self._grid = GridInterp([k for _, (k, _) in plain], [p for _, (_, p) in plain])
+        self._grid_columns = np.array([plain[i][0] for i in self._grid.columns], dtype=np.intp)
+        gridded = set(self._grid_columns.tolist())
+        self._one_by_one = tuple(j for j in range(len(self.columns)) if j not in gridded)
 
     @classmethod
     def from_quantiles(cls, quantiles: npt.ArrayLike) -> ReferenceTransform:
@@ -373,9 +552,15 @@ class ReferenceTransform:
         if x.ndim != 2 or x.shape[1] != self.n_columns:
             raise ValueError(f"expected a (n, {self.n_columns}) matrix, got shape {x.shape}")
         out = np.empty(x.shape, dtype=np.float64)
-        # A per-column loop: np.interp / np.searchsorted are single C calls per column, and the
-        # knots differ per column, so there is nothing to gain from a 2-D formulation.
-        for j, column in enumerate(self.columns):
+        one_by_one: Sequence[int] = range(self.n_columns)
+        if self._grid_columns.size and x.dtype != object:
+            if self._grid_columns.size == self.n_columns:
+                out[:] = self._grid(x.astype(np.float64))
+            else:
+                out[:, self._grid_columns] = self._grid(x[:, self._grid_columns].astype(np.float64))
+            one_by_one = self._one_by_one
+        for j in one_by_one:
+            column = self.columns[j]
             col = x[:, j]
             if isinstance(column, PercentileTransform):
                 col = as_float_column(col)
