@@ -26,6 +26,8 @@ __all__ = [
     "IntArray",
     "PercentileTransform",
     "ReferenceTransform",
+    "SegmentGrid",
+    "TiedPercentiles",
     "as_float_column",
     "as_key",
     "is_missing",
@@ -339,23 +341,144 @@ ColumnTransform = PercentileTransform | CategoricalTransform
 """One column's reference transform."""
 
 
+class SegmentGrid:
+    """Each value's segment among its column's knots, for a whole matrix at once: the lookup of
+    :class:`GridInterp` and of the percentiles of tied references.
+
+    ``np.searchsorted`` and ``np.interp`` binary-search each value, and on a fresh batch the search's
+    branches mispredict. This gives each column a uniform grid of ``cells_per_knot`` cells per knot
+    over its range, with the segment each cell starts in; a value's cell is one multiplication away,
+    and at most :attr:`steps` comparisons (the most knots a cell holds, 1 for most references) move it
+    to its segment. A column whose knots bunch so tightly that a cell would hold more than
+    ``max_steps`` of them even at ``max_cells_per_knot`` (say, a reference with a very long tail) is
+    left out: :attr:`columns` are the ones this takes.
+
+    Parameters
+    ----------
+    knots
+        Per column, its strictly increasing finite knots (at least 2).
+
+    Example
+    -------
+    >>> grid = SegmentGrid([np.array([0.0, 1.0, 10.0]), np.array([-1.0, 1.0])])
+    >>> grid.columns, grid.starts.tolist()
+    ((0, 1), [0, 3])
+    >>> (grid.segments(np.array([[0.5, -5.0], [10.0, 0.0], [3.0, 7.0]])) - grid.starts).tolist()
+    [[0, 0], [1, 0], [1, 0]]
+    """
+
+    def __init__(
+        self,
+        knots: Sequence[FloatArray],
+        *,
+        cells_per_knot: int = 8,
+        max_cells_per_knot: int = 64,
+        max_steps: int = 2,
+    ) -> None:
+        flat_knots, flat_next, table = [], [], []
+        lo, hi, inv, last_cell, table_offset, starts, columns = [], [], [], [], [], [], []
+        steps = offset = cells = 0
+        for j, k in enumerate(knots):
+            if k.ndim != 1 or k.size < 2 or not (np.all(np.isfinite(k)) and np.all(np.diff(k) > 0)):
+                raise ValueError(f"column {j}: knots must be finite and strictly increasing, at least 2")
+            found = self._grid(k, cells_per_knot, max_cells_per_knot, max_steps)
+            if found is None:
+                continue
+            first, need = found
+            columns.append(j)
+            steps = max(steps, need)
+            flat_knots.append(k)
+            # The next knot of each segment; NaN past the last one (no value is >= NaN, +inf
+            # included), so no step leaves the column.
+            flat_next.append(np.r_[k[1:-1], np.nan, np.nan])
+            table.append(first + offset)
+            lo.append(k[0])
+            hi.append(k[-1])
+            inv.append(first.size / (k[-1] - k[0]))
+            last_cell.append(first.size - 1)
+            table_offset.append(cells)
+            starts.append(offset)
+            offset += k.size
+            cells += first.size
+        self.columns = tuple(columns)
+        """The columns this takes, in order."""
+        self.steps = steps
+        """Comparisons per value that take any value of its cell to its segment."""
+        self.knots = np.concatenate(flat_knots) if columns else np.zeros(0)
+        """The columns' knots, one after the other: what :meth:`segments` indexes."""
+        self.starts = np.array(starts, dtype=np.intp)
+        """Where each column's knots start in :attr:`knots`."""
+        self.lo = np.array(lo)
+        """Each column's first knot."""
+        self.hi = np.array(hi)
+        """Each column's last knot."""
+        self._next = np.concatenate(flat_next) if columns else np.zeros(0)
+        self._table = np.concatenate(table).astype(np.intp) if columns else np.zeros(0, dtype=np.intp)
+        self._inv = np.array(inv)
+        self._last_cell = np.array(last_cell, dtype=np.float64)
+        self._table_offset = np.array(table_offset, dtype=np.intp)
+
+    @staticmethod
+    def _grid(
+        k: FloatArray, per_knot: int, most: int, max_steps: int
+    ) -> tuple[npt.NDArray[np.intp], int] | None:
+        """Each cell's first segment, and the steps the worst cell needs: the coarsest grid of one
+        step, else the coarsest of ``max_steps`` or fewer, up to ``most`` cells per knot (``None``
+        if there is none)."""
+        n = k.size
+        fallback = None
+        lo, hi = float(k[0]), float(k[-1])
+        if not math.isfinite(most * n / (hi - lo)):
+            return None
+        # Some 16 times the rounding of a value's cell (of x - lo, of the product, and of each
+        # cell's start here): a value computed into cell g lies above g's start minus this, and
+        # below its end plus this, so g's first segment is never past the value's, and ``need``
+        # steps always reach it.
+        margin = 64 * float(np.finfo(np.float64).eps) * (hi - lo + max(abs(lo), abs(hi)))
+        while per_knot <= most:
+            g = per_knot * n
+            edges = lo + np.arange(g + 1) * ((hi - lo) / g)
+            first = np.clip(np.searchsorted(k, edges[:-1] - margin, side="right") - 1, 0, n - 2)
+            final = np.clip(np.searchsorted(k, edges[1:] + margin, side="right") - 1, 0, n - 2)
+            need = int((final - first).max())
+            if need <= 1:
+                return first.astype(np.intp), need
+            if need <= max_steps and fallback is None:
+                fallback = first.astype(np.intp), need
+            per_knot *= 2
+        return fallback
+
+    def segments(self, x: FloatArray) -> npt.NDArray[np.intp]:
+        """``(n, len(columns))`` float64 values -> the index in :attr:`knots` of each one's segment
+        (its column's last knot <= the value, but never the very last: ``k[s] <= x < k[s + 1]``
+        inside the range; the first segment below it, the last from its last knot on; any one of
+        the column's for ``NaN``)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = x - self.lo
+            t *= self._inv
+        np.fmax(t, 0.0, out=t)  # NaN -> cell 0
+        np.fmin(t, self._last_cell, out=t)
+        cell = t.astype(np.intp)
+        cell += self._table_offset
+        seg: npt.NDArray[np.intp] = np.take(self._table, cell)
+        for _ in range(self.steps):
+            seg += x >= np.take(self._next, seg)
+        return seg
+
+
 class GridInterp:
     """``np.interp`` of many columns at once, each against knots of its own, bit for bit.
 
     ``np.interp`` binary-searches each value's segment, and on a fresh batch of values the search's
     branches mispredict: 33 ns per value here for 101 knots (9 ns when the same 500 values come
-    again), 0.7 us per request for a model of 20 features. This gives each column a uniform grid of
-    ``cells_per_knot`` cells per knot over its range, with the segment each cell starts in; a value's
-    cell is one multiplication away, and at most :attr:`steps` comparisons (the most knots a cell
-    holds, 1 for most references) move it to its segment, for every value of the matrix at once.
-    The percentile is then computed as ``np.interp`` computes it (the segment's slope times the
-    distance from its left knot, plus the knot's value; the first value below the first knot, the
-    last from the last knot on, ``NaN`` for ``NaN``: ``np.interp``'s defaults), so it is the same
-    float.
+    again), 0.7 us per request for a model of 20 features. This finds the segment of every value of
+    the matrix at once on a :class:`SegmentGrid`, then computes each as ``np.interp`` computes it
+    (the segment's slope times the distance from its left knot, plus the knot's value; the first
+    value below the first knot, the last from the last knot on, ``NaN`` for ``NaN``: ``np.interp``'s
+    defaults), so it is the same float.
 
-    A column whose knots bunch so tightly that a cell would hold more than ``max_steps`` of them even
-    at ``max_cells_per_knot`` (say, a reference with a very long tail) is left to ``np.interp``:
-    :attr:`columns` are the ones this takes.
+    A column the grid leaves out (knots bunched too tightly: see :class:`SegmentGrid`), or whose
+    slope overflows, is left to ``np.interp``: :attr:`columns` are the ones this takes.
 
     Parameters
     ----------
@@ -391,10 +514,7 @@ class GridInterp:
     ) -> None:
         if len(knots) != len(values):
             raise ValueError(f"{len(knots)} columns of knots for {len(values)} of values")
-        flat_knots, flat_next, flat_slope, flat_value, table = [], [], [], [], []
-        lo, hi, left, right, inv, last_cell, table_offset, columns = [], [], [], [], [], [], [], []
-        steps = 0
-        offset = cells = 0
+        kept, kept_values, slopes = [], [], []
         for j, (kj, vj) in enumerate(zip(knots, values, strict=True)):
             k = np.asarray(kj, dtype=np.float64)
             v = np.asarray(vj, dtype=np.float64)
@@ -404,99 +524,112 @@ class GridInterp:
                 raise ValueError(f"column {j}: knots must be finite and strictly increasing")
             with np.errstate(over="ignore", divide="ignore"):
                 slope = (v[1:] - v[:-1]) / (k[1:] - k[:-1])  # as np.interp computes it
-            if not np.all(np.isfinite(slope)):
-                continue
-            found = self._grid(k, cells_per_knot, max_cells_per_knot, max_steps)
-            if found is None:
-                continue
-            starts, need = found
-            n = k.size
-            columns.append(j)
-            steps = max(steps, need)
-            flat_knots.append(k)
-            # The next knot of each segment; NaN past the last one (no value is >= NaN, +inf
-            # included), so no step leaves the column.
-            flat_next.append(np.r_[k[1:-1], np.nan, np.nan])
-            flat_slope.append(np.r_[slope, 0.0])
-            flat_value.append(v)
-            table.append(starts + offset)
-            lo.append(k[0])
-            hi.append(k[-1])
-            left.append(v[0])
-            right.append(v[-1])
-            inv.append(starts.size / (k[-1] - k[0]))
-            last_cell.append(starts.size - 1)
-            table_offset.append(cells)
-            offset += n
-            cells += starts.size
-        self.columns = tuple(columns)
+            if np.all(np.isfinite(slope)):
+                kept.append((j, k))
+                kept_values.append(v)
+                slopes.append(np.r_[slope, 0.0])
+        self._grid = SegmentGrid(
+            [k for _, k in kept],
+            cells_per_knot=cells_per_knot,
+            max_cells_per_knot=max_cells_per_knot,
+            max_steps=max_steps,
+        )
+        on_grid = self._grid.columns
+        self.columns = tuple(kept[i][0] for i in on_grid)
         """The columns computed here; the others are ``np.interp``'s."""
-        self.steps = steps
+        self.steps = self._grid.steps
         """Comparisons per value that take any value of its cell to its segment."""
-        if not columns:
-            return
-        self._knots = np.concatenate(flat_knots)
-        self._next = np.concatenate(flat_next)
-        self._slope = np.concatenate(flat_slope)
-        self._value = np.concatenate(flat_value)
-        self._table = np.concatenate(table).astype(np.intp)
-        self._lo = np.array(lo)
-        self._hi = np.array(hi)
-        self._left = np.array(left)
-        self._right = np.array(right)
-        self._inv = np.array(inv)
-        self._last_cell = np.array(last_cell, dtype=np.float64)
-        self._table_offset = np.array(table_offset, dtype=np.intp)
-
-    @staticmethod
-    def _grid(
-        k: FloatArray, per_knot: int, most: int, max_steps: int
-    ) -> tuple[npt.NDArray[np.intp], int] | None:
-        """Each cell's first segment, and the steps the worst cell needs: the coarsest grid of one
-        step, else the coarsest of ``max_steps`` or fewer, up to ``most`` cells per knot (``None``
-        if there is none)."""
-        n = k.size
-        fallback = None
-        lo, hi = float(k[0]), float(k[-1])
-        if not math.isfinite(most * n / (hi - lo)):
-            return None
-        # Some 16 times the rounding of a value's cell (of x - lo, of the product, and of each
-        # cell's start here): a value computed into cell g lies above g's start minus this, and
-        # below its end plus this, so g's first segment is never past the value's, and ``need``
-        # steps always reach it.
-        margin = 64 * float(np.finfo(np.float64).eps) * (hi - lo + max(abs(lo), abs(hi)))
-        while per_knot <= most:
-            g = per_knot * n
-            edges = lo + np.arange(g + 1) * ((hi - lo) / g)
-            first = np.clip(np.searchsorted(k, edges[:-1] - margin, side="right") - 1, 0, n - 2)
-            final = np.clip(np.searchsorted(k, edges[1:] + margin, side="right") - 1, 0, n - 2)
-            need = int((final - first).max())
-            if need <= 1:
-                return first.astype(np.intp), need
-            if need <= max_steps and fallback is None:
-                fallback = first.astype(np.intp), need
-            per_knot *= 2
-        return fallback
+        self._slope = np.concatenate([slopes[i] for i in on_grid]) if on_grid else np.zeros(0)
+        self._value = np.concatenate([kept_values[i] for i in on_grid]) if on_grid else np.zeros(0)
+        self._left = np.array([kept_values[i][0] for i in on_grid])
+        self._right = np.array([kept_values[i][-1] for i in on_grid])
 
     def __call__(self, x: FloatArray) -> FloatArray:
         """``(n, len(columns))`` float64 values of :attr:`columns` -> their interpolated values."""
+        grid = self._grid
+        seg = grid.segments(x)
         # Infinities and values far out overflow or meet a zero slope on the way; their results are
         # replaced at the end.
         with np.errstate(over="ignore", invalid="ignore"):
-            t = x - self._lo
-            t *= self._inv
-            np.fmax(t, 0.0, out=t)  # NaN -> cell 0: its result stays NaN
-            np.fmin(t, self._last_cell, out=t)
-            cell = t.astype(np.intp)
-            cell += self._table_offset
-            seg = np.take(self._table, cell)
-            for _ in range(self.steps):
-                seg += x >= np.take(self._next, seg)
-            out: FloatArray = x - np.take(self._knots, seg)
+            out: FloatArray = x - np.take(grid.knots, seg)
             out *= np.take(self._slope, seg)
             out += np.take(self._value, seg)
-        np.copyto(out, np.broadcast_to(self._left, out.shape), where=x < self._lo)
-        np.copyto(out, np.broadcast_to(self._right, out.shape), where=x >= self._hi)
+        np.copyto(out, np.broadcast_to(self._left, out.shape), where=x < grid.lo)
+        np.copyto(out, np.broadcast_to(self._right, out.shape), where=x >= grid.hi)
+        return out
+
+
+class TiedPercentiles:
+    """The percentiles of many columns with tied reference quantiles at once, the same floats as
+    each column's :meth:`PercentileTransform.transform` (snapped onto a tied value within float32
+    rounding, the middle of its run there, linear between runs).
+
+    The per-column path searches the knots twice per value and runs ~20 numpy operations per
+    column; this does both searches on a :class:`SegmentGrid` and every operation once for all its
+    columns: a model of discrete features (counts, ratings, flags) pays for its reference percentiles
+    once per batch, not once per feature. A column the grid leaves out, or with a single distinct
+    value, is left to its own transform: :attr:`columns` are the ones this takes.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> probs = np.linspace(0.0, 1.0, 101)
+    >>> columns = [PercentileTransform(np.quantile(rng.integers(0, 5, 1_000), probs)),
+    ...            PercentileTransform(np.r_[np.zeros(60), np.linspace(1.0, 3.0, 41)])]
+    >>> tied = TiedPercentiles(columns)
+    >>> tied.columns
+    (0, 1)
+    >>> x = np.c_[rng.integers(-1, 7, 500), rng.normal(1.0, 1.0, 500)].astype(np.float32).astype(np.float64)
+    >>> x[:2] = [[np.nan, np.inf], [2.0, 0.0]]
+    >>> expected = np.c_[columns[0].transform(x[:, 0]), columns[1].transform(x[:, 1])]
+    >>> np.array_equal(tied(x), expected, equal_nan=True)
+    True
+    """
+
+    def __init__(self, transforms: Sequence[PercentileTransform]) -> None:
+        several = [(j, t) for j, t in enumerate(transforms) if t._knots.size >= 2]
+        self._grid = SegmentGrid([t._knots for _, t in several])
+        on_grid = [several[i] for i in self._grid.columns]
+        self.columns = tuple(j for j, _ in on_grid)
+        """The columns computed here; the others are their own transforms'."""
+        ts = [t for _, t in on_grid]
+
+        def flat(parts: list[FloatArray]) -> FloatArray:
+            return np.concatenate(parts) if parts else np.zeros(0)
+
+        self._tolerance = flat([t._tolerance for t in ts])
+        self._p_high = flat([t._p_high for t in ts])
+        self._p_mid = flat([t._p_mid for t in ts])
+        # Per segment (its left knot's index), as the per-column path computes them for the knots it
+        # lies between: their distance, and the percentile's rise from the end of the lower run to
+        # the start of the upper one.
+        self._span = flat([np.r_[np.diff(t._knots), 0.0] for t in ts])
+        self._rise = flat([np.r_[t._p_low[1:] - t._p_high[:-1], 0.0] for t in ts])
+        self._mid_last = np.array([t._p_mid[-1] for t in ts])
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """``(n, len(columns))`` float64 values of :attr:`columns` -> their percentiles."""
+        grid = self._grid
+        knots = grid.knots
+        seg = grid.segments(x)
+        # The first knot >= x (np.searchsorted's left side), and the one before it.
+        near = seg + (x > np.take(knots, seg))
+        below = near - (near > grid.starts)
+        with np.errstate(invalid="ignore"):
+            k = np.take(knots, near)
+            x = np.where(np.abs(x - k) <= np.take(self._tolerance, near), k, x)
+            k = np.take(knots, below)
+            x = np.where(np.abs(x - k) <= np.take(self._tolerance, below), k, x)
+        seg = grid.segments(x)
+        k = np.take(knots, seg)
+        # Infinities and NaN run through with the rest: replaced below, or NaN as they should be.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            frac = (x - k) / np.take(self._span, seg)
+            out: FloatArray = np.take(self._p_high, seg) + frac * np.take(self._rise, seg)
+        out = np.where(x == k, np.take(self._p_mid, seg), out)
+        np.copyto(out, np.broadcast_to(self._mid_last, out.shape), where=x == grid.hi)
+        np.copyto(out, 1.0, where=x > grid.hi)
+        np.copyto(out, 0.0, where=x < grid.lo)
         return out
 
 
@@ -521,17 +654,22 @@ class ReferenceTransform:
         if not columns:
             raise ValueError("a reference needs at least one column")
         self.columns = tuple(columns)
-        # The numeric columns without ties, all at once (GridInterp: the same floats as np.interp,
-        # at a quarter of its cost on fresh values); the others one by one.
-        plain = [
-            (j, c.interpolation)
-            for j, c in enumerate(self.columns)
-            if isinstance(c, PercentileTransform) and c.interpolation is not None
-        ]
+        # The numeric columns all at once, the same floats as one by one: those without ties by
+        # GridInterp (np.interp's, at a quarter of its cost on fresh values), those with ties by
+        # TiedPercentiles (2.5x faster over 20 columns); categories, and what neither takes, one
+        # by one.
+        numeric = [(j, c) for j, c in enumerate(self.columns) if isinstance(c, PercentileTransform)]
+        plain = [(j, c.interpolation) for j, c in numeric if c.interpolation is not None]
+        tied = [(j, c) for j, c in numeric if c.interpolation is None]
         self._grid = GridInterp([k for _, (k, _) in plain], [p for _, (_, p) in plain])
-        self._grid_columns = np.array([plain[i][0] for i in self._grid.columns], dtype=np.intp)
-        gridded = set(self._grid_columns.tolist())
-        self._one_by_one = tuple(j for j in range(len(self.columns)) if j not in gridded)
+        self._tied = TiedPercentiles([c for _, c in tied])
+        self._at_once: tuple[tuple[GridInterp | TiedPercentiles, npt.NDArray[np.intp]], ...] = tuple(
+            (f, np.array([cols[i][0] for i in f.columns], dtype=np.intp))
+            for f, cols in ((self._grid, plain), (self._tied, tied))
+            if f.columns
+        )
+        done = {j for _, cols in self._at_once for j in cols.tolist()}
+        self._one_by_one = tuple(j for j in range(len(self.columns)) if j not in done)
 
     @classmethod
     def from_quantiles(cls, quantiles: npt.ArrayLike) -> ReferenceTransform:
@@ -553,11 +691,12 @@ class ReferenceTransform:
             raise ValueError(f"expected a (n, {self.n_columns}) matrix, got shape {x.shape}")
         out = np.empty(x.shape, dtype=np.float64)
         one_by_one: Sequence[int] = range(self.n_columns)
-        if self._grid_columns.size and x.dtype != object:
-            if self._grid_columns.size == self.n_columns:
-                out[:] = self._grid(x.astype(np.float64))
-            else:
-                out[:, self._grid_columns] = self._grid(x[:, self._grid_columns].astype(np.float64))
+        if self._at_once and x.dtype != object:
+            for at_once, cols in self._at_once:
+                if cols.size == self.n_columns:
+                    out[:] = at_once(x.astype(np.float64))
+                else:
+                    out[:, cols] = at_once(x[:, cols].astype(np.float64))
             one_by_one = self._one_by_one
         for j in one_by_one:
             column = self.columns[j]

@@ -1,4 +1,6 @@
-"""GridInterp: every column of a matrix through its own knots, the same floats as ``np.interp``."""
+"""The reference percentiles of a whole matrix at once (GridInterp for columns without ties,
+TiedPercentiles for those with), the same floats as ``np.interp`` and as each column's own
+:class:`PercentileTransform`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from agent.monitoring.transforms import (
     GridInterp,
     PercentileTransform,
     ReferenceTransform,
+    SegmentGrid,
+    TiedPercentiles,
 )
 
 PROBS = np.linspace(0.0, 1.0, 101)
@@ -21,7 +25,9 @@ def _edges(knots: np.ndarray) -> np.ndarray:
     """Values where a lookup can go wrong: each knot, the floats on either side of it, the grid's
     cell edges (for every grid it may pick) and the floats beside them, and the far outside."""
     lo, hi = knots[0], knots[-1]
-    cells = np.concatenate([lo + np.arange(g + 1) * ((hi - lo) / g) for g in (8, 16, 32, 64) * knots.size])
+    cells = np.concatenate(
+        [lo + np.arange(g + 1) * ((hi - lo) / g) for g in knots.size * np.array([8, 16, 32, 64])]
+    )
     near = np.r_[knots, cells]
     return np.r_[
         near,
@@ -104,6 +110,39 @@ def test_a_column_too_bunched_for_a_grid_is_left_to_np_interp() -> None:
     np.testing.assert_array_equal(reference.transform(x), expected, strict=True)
 
 
+TIED = {
+    "counts": lambda rng: rng.integers(0, 12, 2_000).astype(float),
+    "few values": lambda rng: rng.choice([0.1, 0.2, 0.8, 0.30000000000000004], 2_000),
+    "mostly zero": lambda rng: np.r_[np.zeros(1_400), rng.exponential(size=600)],
+    "rounded": lambda rng: np.round(rng.normal(size=2_000), 1),
+    "probabilities": lambda rng: np.round(rng.beta(2.0, 5.0, 2_000), 2),
+    "large, far from zero": lambda rng: -1e5 + np.round(10 * rng.normal(size=2_000)),
+}
+
+
+@pytest.mark.parametrize("name", list(TIED))
+def test_tied_percentiles_are_each_columns_own_floats(name: str) -> None:
+    rng = np.random.default_rng(sum(map(ord, name)))
+    samples = [TIED[name](rng) * scale for scale in (1.0, 1e-3, 7.0)]
+    columns = [PercentileTransform(np.quantile(d, PROBS)) for d in samples]
+    assert all(c.interpolation is None for c in columns)  # every one has ties
+    tied = TiedPercentiles(columns)
+    assert tied.columns == (0, 1, 2)
+
+    def probes(c: PercentileTransform, d: np.ndarray) -> np.ndarray:
+        k, tol = c._knots, c._tolerance
+        # As served: float32 values, which land within rounding of a tied value (snapped onto it).
+        served = rng.choice(d, 5_000).astype(np.float32).astype(np.float64)
+        beside = np.r_[k + tol, k - tol, np.nextafter(k + tol, np.inf), np.nextafter(k - tol, -np.inf)]
+        return np.r_[served, rng.uniform(k[0] - 1.0, k[-1] + 1.0, 5_000), _edges(k), beside]
+
+    each = [probes(c, d) for c, d in zip(columns, samples, strict=True)]
+    longest = max(p.size for p in each)
+    x = np.stack([np.r_[p, np.full(longest - p.size, np.nan)] for p in each], axis=1)
+    expected = np.stack([c.transform(x[:, j]) for j, c in enumerate(columns)], axis=1)
+    np.testing.assert_array_equal(tied(x), expected, strict=True)
+
+
 def test_the_reference_transform_gives_each_column_its_own_transforms_floats() -> None:
     rng = np.random.default_rng(4)
     columns = [
@@ -111,6 +150,8 @@ def test_the_reference_transform_gives_each_column_its_own_transforms_floats() -
         PercentileTransform(np.r_[np.zeros(40), np.linspace(1.0, 4.0, 61)]),  # ties: mid-ranks
         CategoricalTransform({0.0: 0.5, 1.0: 0.3, 2.0: 0.2}),
         PercentileTransform(np.quantile(rng.exponential(size=1_000), PROBS)),
+        PercentileTransform(np.full(101, 3.0)),  # one value: left to its own transform
+        PercentileTransform(np.quantile(rng.integers(0, 6, 1_000), PROBS)),
     ]
     reference = ReferenceTransform(columns)
     x = np.c_[
@@ -118,11 +159,19 @@ def test_the_reference_transform_gives_each_column_its_own_transforms_floats() -
         rng.choice([0.0, 0.5, 2.0, np.nan], size=2_000),
         rng.choice([0.0, 1.0, 2.0, 3.0], size=2_000),
         rng.exponential(size=2_000),
+        rng.choice([2.0, 3.0, 4.0], size=2_000),
+        rng.integers(-1, 8, 2_000),
     ].astype(np.float32)
     expected = np.stack([c.transform(x[:, j].astype(np.float64)) for j, c in enumerate(columns)], axis=1)
     np.testing.assert_array_equal(reference.transform(x), expected, strict=True)
     as_objects = x.astype(object)  # what a matrix with a text category column is: one by one
     np.testing.assert_array_equal(reference.transform(as_objects), expected, strict=True)
+
+
+def test_a_grid_names_knots_it_cannot_take() -> None:
+    with pytest.raises(ValueError, match="column 1: knots must be finite and strictly increasing"):
+        SegmentGrid([np.array([0.0, 1.0]), np.array([2.0, 2.0])])
+    assert SegmentGrid([]).columns == () and TiedPercentiles([]).columns == ()
 
 
 @pytest.mark.parametrize(
