@@ -430,10 +430,11 @@ class SegmentGrid:
         lo, hi = float(k[0]), float(k[-1])
         if not math.isfinite(most * n / (hi - lo)):
             return None
-        # Some 16 times the rounding of a value's cell (of x - lo, of the product, and of each
-        # cell's start here): a value computed into cell g lies above g's start minus this, and
-        # below its end plus this, so g's first segment is never past the value's, and ``need``
-        # steps always reach it.
+        # Some 25 times what rounding can move a value's cell by (the rounding of x - lo and of
+        # the product, a few units in the last place of the range, and that of each cell's start
+        # here, one of its magnitude): a value computed into cell g lies above g's start minus
+        # this and below its end plus this, so g's first segment is never past the value's, and
+        # ``need`` steps always reach it.
         margin = 64 * float(np.finfo(np.float64).eps) * (hi - lo + max(abs(lo), abs(hi)))
         while per_knot <= most:
             g = per_knot * n
