@@ -357,6 +357,10 @@ class SegmentGrid:
     ----------
     knots
         Per column, its strictly increasing finite knots (at least 2).
+    cells_per_knot, max_cells_per_knot
+        The coarsest grid tried, and the finest, in cells per knot (doubling between them).
+    max_steps
+        The most comparisons per value a column may need to be taken.
 
     Example
     -------
@@ -487,6 +491,8 @@ class GridInterp:
         Per column, its strictly increasing knots (at least 2, finite).
     values
         Per column, the value at each knot.
+    cells_per_knot, max_cells_per_knot, max_steps
+        The grid's (:class:`SegmentGrid`).
 
     Example
     -------
@@ -570,6 +576,12 @@ class TiedPercentiles:
     columns: a model of discrete features (counts, ratings, flags) pays for its reference percentiles
     once per batch, not once per feature. A column the grid leaves out, or with a single distinct
     value, is left to its own transform: :attr:`columns` are the ones this takes.
+
+    Parameters
+    ----------
+    transforms
+        The columns' transforms (those with tied quantiles: a column without ties is
+        :class:`GridInterp`'s, six times cheaper per value).
 
     Example
     -------
