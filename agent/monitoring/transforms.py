@@ -103,8 +103,12 @@ class PercentileTransform:
         self._p_high = probs[first + counts - 1]
         self._p_mid = 0.5 * (self._p_low + self._p_high)
         self._has_ties = bool(np.any(counts > 1))
-        # How close counts as equal: a few float32 ulps of the value, plus a hair of the range.
-        self._tolerance = 4 * float(np.finfo(np.float32).eps) * np.abs(knots) + 1e-9 * float(q[-1] - q[0])
+        # How close counts as equal: a few float32 ulps of the value, plus a hair of the range (taken
+        # of each end when the range itself is past the largest float).
+        with np.errstate(over="ignore"):
+            width = float(q[-1] - q[0])
+        hair = 1e-9 * width if math.isfinite(width) else 1e-9 * float(q[-1]) - 1e-9 * float(q[0])
+        self._tolerance = 4 * float(np.finfo(np.float32).eps) * np.abs(knots) + hair
 
     @property
     def distinct_values(self) -> int:
@@ -432,17 +436,18 @@ class SegmentGrid:
         n = k.size
         fallback = None
         lo, hi = float(k[0]), float(k[-1])
-        if not math.isfinite(most * n / (hi - lo)):
-            return None
+        span = hi - lo
+        if not (math.isfinite(span) and math.isfinite(most * n / span)):
+            return None  # a range past the largest float, or too narrow to divide: no grid
         # Some 25 times what rounding can move a value's cell by (the rounding of x - lo and of
         # the product, a few units in the last place of the range, and that of each cell's start
         # here, one of its magnitude): a value computed into cell g lies above g's start minus
         # this and below its end plus this, so g's first segment is never past the value's, and
         # ``need`` steps always reach it.
-        margin = 64 * float(np.finfo(np.float64).eps) * (hi - lo + max(abs(lo), abs(hi)))
+        margin = 64 * float(np.finfo(np.float64).eps) * (span + max(abs(lo), abs(hi)))
         while per_knot <= most:
             g = per_knot * n
-            edges = lo + np.arange(g + 1) * ((hi - lo) / g)
+            edges = lo + np.arange(g + 1) * (span / g)
             first = np.clip(np.searchsorted(k, edges[:-1] - margin, side="right") - 1, 0, n - 2)
             final = np.clip(np.searchsorted(k, edges[1:] + margin, side="right") - 1, 0, n - 2)
             need = int((final - first).max())
@@ -628,7 +633,7 @@ class TiedPercentiles:
         # The first knot >= x (np.searchsorted's left side), and the one before it.
         near = seg + (x > np.take(knots, seg))
         below = near - (near > grid.starts)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             k = np.take(knots, near)
             x = np.where(np.abs(x - k) <= np.take(self._tolerance, near), k, x)
             k = np.take(knots, below)

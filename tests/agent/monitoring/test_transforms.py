@@ -143,6 +143,25 @@ def test_tied_percentiles_are_each_columns_own_floats(name: str) -> None:
     np.testing.assert_array_equal(tied(x), expected, strict=True)
 
 
+def test_a_range_past_the_largest_float_is_left_to_each_columns_own_transform() -> None:
+    # hi - lo overflows: no grid could be computed on it, and none is (the columns go one by one).
+    huge = np.r_[np.linspace(-1e308, 0.0, 51), np.linspace(0.0, 1e308, 51)[1:]]
+    assert np.all(np.isfinite(huge)) and float(huge[-1]) - float(huge[0]) == float("inf")
+    assert GridInterp([huge], [PROBS]).columns == ()
+    x = np.r_[np.linspace(-1.2e308, 0.0, 501), np.linspace(0.0, 1.2e308, 501), huge, np.nan]
+    np.testing.assert_array_equal(
+        ReferenceTransform([PercentileTransform(huge)]).transform(x[:, None])[:, 0],
+        PercentileTransform(huge).transform(x),
+        strict=True,
+    )
+    # Just inside the largest float, the grid holds.
+    wide = huge / 2.5
+    grid = GridInterp([wide], [PROBS])
+    assert grid.columns == (0,)
+    probe = np.r_[x, _edges(wide)][:, None]
+    np.testing.assert_array_equal(grid(probe), _interp(probe, [wide], [PROBS]), strict=True)
+
+
 def test_the_reference_transform_gives_each_column_its_own_transforms_floats() -> None:
     rng = np.random.default_rng(4)
     columns = [
