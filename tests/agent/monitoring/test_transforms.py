@@ -97,6 +97,26 @@ def test_any_knots_and_values_give_np_interps_float(
         assert grid.steps == 0
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(-30, 30), min_size=3, max_size=101).map(sorted),
+    scale=st.floats(1e-6, 1e6),
+    offset=st.floats(-1e6, 1e6),
+    x=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=60),
+)
+def test_any_tied_quantiles_give_the_columns_own_floats(
+    steps: list[int], scale: float, offset: float, x: list[float]
+) -> None:
+    # Quantiles on a lattice: whole runs of tied values, as a discrete feature's are.
+    column = PercentileTransform(offset + scale * np.array(steps, dtype=np.float64))
+    tied = TiedPercentiles([column])
+    if column.interpolation is not None or not tied.columns:
+        return  # no ties after all, or a single value: the column's own transform
+    k = column._knots
+    probe = np.r_[np.array(x), _edges(k), k + column._tolerance, k - column._tolerance]
+    np.testing.assert_array_equal(tied(probe[:, None])[:, 0], column.transform(probe), strict=True)
+
+
 def test_a_column_too_bunched_for_a_grid_is_left_to_np_interp() -> None:
     rng = np.random.default_rng(3)
     long_tail = np.quantile(rng.pareto(1.0, size=1_000), PROBS)
