@@ -345,6 +345,11 @@ ColumnTransform = PercentileTransform | CategoricalTransform
 """One column's reference transform."""
 
 
+def _joined(parts: Sequence[npt.NDArray[Any]], dtype: npt.DTypeLike = np.float64) -> npt.NDArray[Any]:
+    """The columns' arrays one after the other (empty for no column), as the grid classes index them."""
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
 class SegmentGrid:
     """Each value's segment among its column's knots, for a whole matrix at once: the lookup of
     :class:`GridInterp` and of the percentiles of tied references.
@@ -412,7 +417,7 @@ class SegmentGrid:
         """The columns this takes, in order."""
         self.steps = steps
         """Comparisons per value that take any value of its cell to its segment."""
-        self.knots = np.concatenate(flat_knots) if columns else np.zeros(0)
+        self.knots = _joined(flat_knots)
         """The columns' knots, one after the other: what :meth:`segments` indexes."""
         self.starts = np.array(starts, dtype=np.intp)
         """Where each column's knots start in :attr:`knots`."""
@@ -420,8 +425,8 @@ class SegmentGrid:
         """Each column's first knot."""
         self.hi = np.array(hi)
         """Each column's last knot."""
-        self._next = np.concatenate(flat_next) if columns else np.zeros(0)
-        self._table = np.concatenate(table).astype(np.intp) if columns else np.zeros(0, dtype=np.intp)
+        self._next = _joined(flat_next)
+        self._table = _joined(table, np.intp)
         self._inv = np.array(inv)
         self._last_cell = np.array(last_cell, dtype=np.float64)
         self._table_offset = np.array(table_offset, dtype=np.intp)
@@ -551,8 +556,8 @@ class GridInterp:
         """The columns computed here; the others are ``np.interp``'s."""
         self.steps = self._grid.steps
         """Comparisons per value that take any value of its cell to its segment."""
-        self._slope = np.concatenate([slopes[i] for i in on_grid]) if on_grid else np.zeros(0)
-        self._value = np.concatenate([kept_values[i] for i in on_grid]) if on_grid else np.zeros(0)
+        self._slope = _joined([slopes[i] for i in on_grid])
+        self._value = _joined([kept_values[i] for i in on_grid])
         self._left = np.array([kept_values[i][0] for i in on_grid])
         self._right = np.array([kept_values[i][-1] for i in on_grid])
 
@@ -611,18 +616,14 @@ class TiedPercentiles:
         self.columns = tuple(j for j, _ in on_grid)
         """The columns computed here; the others are their own transforms'."""
         ts = [t for _, t in on_grid]
-
-        def flat(parts: list[FloatArray]) -> FloatArray:
-            return np.concatenate(parts) if parts else np.zeros(0)
-
-        self._tolerance = flat([t._tolerance for t in ts])
-        self._p_high = flat([t._p_high for t in ts])
-        self._p_mid = flat([t._p_mid for t in ts])
+        self._tolerance = _joined([t._tolerance for t in ts])
+        self._p_high = _joined([t._p_high for t in ts])
+        self._p_mid = _joined([t._p_mid for t in ts])
         # Per segment (its left knot's index), as the per-column path computes them for the knots it
         # lies between: their distance, and the percentile's rise from the end of the lower run to
         # the start of the upper one.
-        self._span = flat([np.r_[np.diff(t._knots), 0.0] for t in ts])
-        self._rise = flat([np.r_[t._p_low[1:] - t._p_high[:-1], 0.0] for t in ts])
+        self._span = _joined([np.r_[np.diff(t._knots), 0.0] for t in ts])
+        self._rise = _joined([np.r_[t._p_low[1:] - t._p_high[:-1], 0.0] for t in ts])
         self._mid_last = np.array([t._p_mid[-1] for t in ts])
 
     def __call__(self, x: FloatArray) -> FloatArray:
@@ -679,11 +680,11 @@ class ReferenceTransform:
         numeric = [(j, c) for j, c in enumerate(self.columns) if isinstance(c, PercentileTransform)]
         plain = [(j, c.interpolation) for j, c in numeric if c.interpolation is not None]
         tied = [(j, c) for j, c in numeric if c.interpolation is None]
-        self._grid = GridInterp([k for _, (k, _) in plain], [p for _, (_, p) in plain])
-        self._tied = TiedPercentiles([c for _, c in tied])
+        grid = GridInterp([k for _, (k, _) in plain], [p for _, (_, p) in plain])
+        tied_at_once = TiedPercentiles([c for _, c in tied])
         self._at_once: tuple[tuple[GridInterp | TiedPercentiles, npt.NDArray[np.intp]], ...] = tuple(
             (f, np.array([cols[i][0] for i in f.columns], dtype=np.intp))
-            for f, cols in ((self._grid, plain), (self._tied, tied))
+            for f, cols in ((grid, plain), (tied_at_once, tied))
             if f.columns
         )
         done = {j for _, cols in self._at_once for j in cols.tolist()}
